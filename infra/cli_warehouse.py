@@ -1,0 +1,88 @@
+"""`tutorloop warehouse ...`: schema version, migrations, table sizes, read-only SQL."""
+
+from __future__ import annotations
+
+import duckdb
+import typer
+from rich.table import Table
+
+from infra.cli_common import console, fail, print_json, settings_of
+from infra.migrations import LATEST_VERSION, current_version
+from infra.warehouse import Warehouse
+
+warehouse_app = typer.Typer(help="Inspect and migrate the DuckDB warehouse.")
+
+_JSON = typer.Option(False, "--json", help="machine-readable output")
+
+
+@warehouse_app.command("migrate")
+def migrate_cmd(ctx: typer.Context) -> None:
+    """Create the warehouse or bring it to the latest schema version."""
+    wh = Warehouse.from_settings(settings_of(ctx))
+    with wh.connect() as con:  # opening migrates
+        version = current_version(con)
+    console.print(f"warehouse {wh.path}: schema version {version}")
+
+
+@warehouse_app.command("status")
+def status(ctx: typer.Context, json_out: bool = _JSON) -> None:
+    """Schema version and the row count of every table."""
+    wh = Warehouse.from_settings(settings_of(ctx))
+    with wh.connect() as con:
+        version = current_version(con)
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'main' AND table_type = 'BASE TABLE' ORDER BY 1"
+            ).fetchall()
+        ]
+        counts = {}
+        for name in names:
+            row = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()
+            counts[name] = int(row[0]) if row else 0
+    if json_out:
+        print_json(
+            {
+                "path": str(wh.path),
+                "schema_version": version,
+                "latest_version": LATEST_VERSION,
+                "rows": counts,
+            }
+        )
+        return
+    console.print(f"warehouse {wh.path} (schema version {version})")
+    table = Table("table", "rows")
+    for name, count in counts.items():
+        table.add_row(name, str(count))
+    console.print(table)
+
+
+@warehouse_app.command("sql")
+def sql(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., help="one SQL statement; the result is printed"),
+    json_out: bool = _JSON,
+) -> None:
+    """Run one query against the warehouse (read-only: any change is rolled back)."""
+    wh = Warehouse.from_settings(settings_of(ctx))
+    with wh.connect() as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            cur = con.execute(query)
+            names = [d[0] for d in cur.description or []]
+            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        except duckdb.Error as exc:
+            fail(str(exc).splitlines()[0], 2)
+        finally:
+            con.execute("ROLLBACK")
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("(no rows)")
+        return
+    table = Table(*rows[0].keys())
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    console.print(table)

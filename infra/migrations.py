@@ -1,0 +1,272 @@
+"""Forward-only warehouse migrations.
+
+Each migration is applied once, in order, inside one transaction, and recorded in
+``schema_version``. Never edit a released migration: add a new one. A file whose version is
+newer than the last migration here was written by a newer tutorloop and is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from infra.errors import TutorloopError
+
+
+class SchemaTooNewError(TutorloopError):
+    """The warehouse file was migrated by a newer tutorloop than this one."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+
+
+# Text of captured cases is stored only after scrubbing; predictions_audit never holds text.
+_V1_LINEAGE = """
+CREATE TABLE predictions_audit (
+    event_id          VARCHAR PRIMARY KEY,
+    ts                TIMESTAMPTZ NOT NULL,
+    tenant_id         VARCHAR NOT NULL,
+    user_id           VARCHAR NOT NULL,
+    request_id        VARCHAR NOT NULL,
+    model_version     VARCHAR NOT NULL,
+    label             VARCHAR NOT NULL,
+    confidence        DOUBLE NOT NULL,
+    margin            DOUBLE,
+    consent_training  BOOLEAN NOT NULL,
+    captured          BOOLEAN NOT NULL,
+    capture_reason    VARCHAR,
+    policy_version    VARCHAR NOT NULL,
+    ingested_at       TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+CREATE INDEX predictions_audit_request ON predictions_audit (request_id);
+
+CREATE TABLE cases (
+    case_id           VARCHAR PRIMARY KEY,
+    request_id        VARCHAR NOT NULL,
+    prediction_event_id VARCHAR,
+    ts                TIMESTAMPTZ NOT NULL,
+    tenant_id         VARCHAR NOT NULL,
+    user_id           VARCHAR NOT NULL,
+    model_version     VARCHAR,
+    text              VARCHAR NOT NULL,
+    text_hash         VARCHAR NOT NULL,
+    predicted_label   VARCHAR,
+    confidence        DOUBLE,
+    capture_reason    VARCHAR NOT NULL,
+    consent_training  BOOLEAN NOT NULL,
+    scrub_findings    JSON NOT NULL,
+    scrub_policy_version VARCHAR NOT NULL,
+    captured_at       TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+CREATE INDEX cases_request ON cases (request_id);
+CREATE INDEX cases_user ON cases (user_id);
+
+CREATE TABLE labels (
+    label_id          VARCHAR PRIMARY KEY,
+    case_id           VARCHAR NOT NULL,
+    source            VARCHAR NOT NULL CHECK (source IN ('teacher', 'human')),
+    label             VARCHAR NOT NULL,
+    soft_targets      JSON,
+    confidence        DOUBLE,
+    teacher_id        VARCHAR,
+    teacher_version   VARCHAR,
+    actor             VARCHAR,
+    rationale         VARCHAR,
+    cost_usd          DOUBLE NOT NULL DEFAULT 0,
+    tokens            BIGINT NOT NULL DEFAULT 0,
+    created_at        TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+CREATE INDEX labels_case ON labels (case_id);
+
+CREATE TABLE dataset_versions (
+    dataset_hash      VARCHAR PRIMARY KEY,
+    created_at        TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    spec              JSON NOT NULL,
+    counts            JSON NOT NULL,
+    n_train           BIGINT NOT NULL,
+    n_validation      BIGINT NOT NULL,
+    n_eval            BIGINT NOT NULL,
+    path              VARCHAR NOT NULL
+);
+
+CREATE TABLE dataset_members (
+    dataset_hash      VARCHAR NOT NULL,
+    case_id           VARCHAR NOT NULL,
+    split             VARCHAR NOT NULL CHECK (split IN ('train', 'validation', 'eval')),
+    label             VARCHAR NOT NULL,
+    label_source      VARCHAR NOT NULL,
+    PRIMARY KEY (dataset_hash, case_id)
+);
+CREATE INDEX dataset_members_case ON dataset_members (case_id);
+
+CREATE TABLE training_runs (
+    run_id            VARCHAR PRIMARY KEY,
+    started_at        TIMESTAMPTZ NOT NULL,
+    finished_at       TIMESTAMPTZ,
+    status            VARCHAR NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+    dataset_hash      VARCHAR,
+    base_model        VARCHAR NOT NULL,
+    quantization      VARCHAR NOT NULL,
+    fallback_reason   VARCHAR,
+    config            JSON NOT NULL,
+    seed              BIGINT NOT NULL,
+    package_versions  JSON NOT NULL,
+    git_commit        VARCHAR,
+    hardware          JSON NOT NULL,
+    metrics           JSON,
+    error             VARCHAR
+);
+
+CREATE TABLE model_versions (
+    version           VARCHAR PRIMARY KEY,
+    created_at        TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    run_id            VARCHAR,
+    status            VARCHAR NOT NULL
+                      CHECK (status IN ('candidate', 'rejected', 'champion', 'retired')),
+    artifact_dir      VARCHAR NOT NULL,
+    label_set         JSON NOT NULL,
+    card              JSON NOT NULL
+);
+
+CREATE TABLE gate_results (
+    version           VARCHAR NOT NULL,
+    gate              VARCHAR NOT NULL,
+    value             DOUBLE,
+    threshold         DOUBLE,
+    comparator        VARCHAR NOT NULL,
+    passed            BOOLEAN NOT NULL,
+    detail            VARCHAR,
+    evaluated_at      TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (version, gate)
+);
+
+CREATE TABLE promotions (
+    promotion_id      VARCHAR PRIMARY KEY,
+    ts                TIMESTAMPTZ NOT NULL,
+    action            VARCHAR NOT NULL CHECK (action IN ('promote', 'rollback')),
+    from_version      VARCHAR,
+    to_version        VARCHAR NOT NULL,
+    actor             VARCHAR NOT NULL,
+    reason            VARCHAR,
+    forced            BOOLEAN NOT NULL DEFAULT false
+);
+
+CREATE TABLE privacy_ledger (
+    run_id            VARCHAR PRIMARY KEY,
+    ts                TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    window_start      TIMESTAMPTZ,
+    window_end        TIMESTAMPTZ,
+    epsilon           DOUBLE NOT NULL,
+    delta             DOUBLE NOT NULL,
+    noise_multiplier  DOUBLE NOT NULL,
+    sample_rate       DOUBLE NOT NULL,
+    steps             BIGINT NOT NULL,
+    max_grad_norm     DOUBLE,
+    accountant        VARCHAR NOT NULL
+);
+
+CREATE TABLE erasures (
+    erasure_id        VARCHAR PRIMARY KEY,
+    ts                TIMESTAMPTZ NOT NULL,
+    user_id           VARCHAR NOT NULL,
+    actor             VARCHAR NOT NULL,
+    cases_deleted     BIGINT NOT NULL,
+    labels_deleted    BIGINT NOT NULL,
+    dataset_versions  JSON NOT NULL,
+    model_versions    JSON NOT NULL
+);
+"""
+
+# Escalations may arrive before their prediction, so they are kept on their own and joined
+# to cases by request_id; reviewers work from the queue.
+_V2_REVIEW = """
+CREATE TABLE escalations (
+    event_id          VARCHAR PRIMARY KEY,
+    ts                TIMESTAMPTZ NOT NULL,
+    request_id        VARCHAR NOT NULL,
+    reason            VARCHAR NOT NULL,
+    human_label       VARCHAR,
+    actor             VARCHAR NOT NULL,
+    ingested_at       TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+CREATE INDEX escalations_request ON escalations (request_id);
+
+CREATE TABLE review_queue (
+    item_id           VARCHAR PRIMARY KEY,
+    case_id           VARCHAR NOT NULL,
+    reason            VARCHAR NOT NULL,
+    teacher_label     VARCHAR,
+    teacher_confidence DOUBLE,
+    human_label       VARCHAR,
+    status            VARCHAR NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved')),
+    resolved_label    VARCHAR,
+    resolved_by       VARCHAR,
+    created_at        TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    resolved_at       TIMESTAMPTZ
+);
+CREATE INDEX review_queue_case ON review_queue (case_id);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "lineage tables", _V1_LINEAGE),
+    Migration(2, "escalations and review queue", _V2_REVIEW),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     INTEGER PRIMARY KEY,
+    description VARCHAR NOT NULL,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+)
+"""
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The schema version of an open warehouse (0 for a fresh file)."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchone()
+    if not exists or exists[0] == 0:
+        return 0
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(
+    con: duckdb.DuckDBPyConnection,
+    target: int = LATEST_VERSION,
+    *,
+    source: str = "warehouse",
+) -> list[int]:
+    """Apply pending migrations up to ``target``; return the versions applied."""
+    con.execute(_VERSION_TABLE)
+    have = current_version(con)
+    if have > LATEST_VERSION:
+        raise SchemaTooNewError(
+            f"{source} has schema version {have} but this tutorloop knows up to "
+            f"{LATEST_VERSION}; upgrade tutorloop to open it"
+        )
+    applied: list[int] = []
+    for migration in MIGRATIONS:
+        if migration.version <= have or migration.version > target:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(migration.sql)
+            con.execute(
+                "INSERT INTO schema_version (version, description) VALUES (?, ?)",
+                [migration.version, migration.description],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(migration.version)
+    return applied

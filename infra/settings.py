@@ -1,0 +1,198 @@
+"""Configuration: one TOML file plus ``TUTORLOOP_*`` environment overrides.
+
+Precedence, highest first: environment (``TUTORLOOP_SECTION__KEY``), the TOML file, defaults.
+The TOML file is ``./tutorloop.toml`` when it exists, or the path in ``TUTORLOOP_CONFIG``
+(or ``--config`` on the CLI). With no file at all the defaults run everything on one machine
+under one data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from infra.errors import TutorloopError
+
+ENV_PREFIX = "TUTORLOOP_"
+CONFIG_ENV = "TUTORLOOP_CONFIG"
+DEFAULT_CONFIG_FILE = Path("tutorloop.toml")
+
+
+class ConfigError(TutorloopError):
+    """A configuration value is wrong; the message is one line naming the key."""
+
+    exit_code = 2
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class BrokerSettings(_Section):
+    """Where Kafka is. Empty ``bootstrap_servers`` means the embedded tansu broker."""
+
+    bootstrap_servers: str = Field(
+        default="",
+        description="host:port[,host:port]; empty runs the embedded broker on 127.0.0.1",
+    )
+    port: int = Field(default=19092, ge=1, le=65535, description="embedded broker port")
+    storage: Literal["memory", "s3"] = Field(
+        default="memory",
+        description="embedded broker storage: memory (lost on restart) or s3 (local SeaweedFS)",
+    )
+    s3_port: int = Field(default=18333, ge=1, le=65535, description="local SeaweedFS S3 port")
+    start_timeout_s: float = Field(default=20.0, gt=0)
+    partitions: int = Field(default=3, ge=1, le=1024, description="partitions per topic")
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="prepended to every topic name (shared clusters, tests)",
+    )
+
+    @property
+    def embedded(self) -> bool:
+        return not self.bootstrap_servers.strip()
+
+
+class WarehouseSettings(_Section):
+    """The DuckDB file and how patiently a process waits for its single-writer lock."""
+
+    path: Path | None = Field(default=None, description="default: <data_dir>/warehouse.duckdb")
+    lock_timeout_s: float = Field(default=30.0, gt=0, description="give up waiting for the lock")
+    retry_initial_s: float = Field(default=0.005, gt=0)
+    retry_max_s: float = Field(default=0.25, gt=0)
+
+
+class Settings(BaseSettings):
+    """Every setting tutorloop reads. Nested sections map to TOML tables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(
+        default=Path("tutorloop-data"),
+        description="everything tutorloop writes lives under this directory",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    # The TOML file sits below the environment: a deploy can override one key without
+    # editing the file.
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.warehouse.path or self.data_dir / "warehouse.duckdb"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    def topic(self, name: str) -> str:
+        """The full topic name for a logical topic (``predictions``, ``escalations``...)."""
+        return f"{self.broker.topic_prefix}{name}"
+
+
+def config_path(explicit: Path | None = None) -> Path | None:
+    """The TOML file in force: explicit, else ``$TUTORLOOP_CONFIG``, else ``./tutorloop.toml``."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return Path(from_env)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _describe(error: Any, file_keys: set[str]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    env_name = ENV_PREFIX + "__".join(part.upper() for part in loc)
+    where = "config file" if key in file_keys else f"config file or {env_name}"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {key!r} ({where}): not a tutorloop setting"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) else f", got {got!r}"
+    return f"invalid setting {key!r} ({where}): {message}{shown}"
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for name, value in data.items():
+        dotted = f"{prefix}{name}"
+        keys.add(dotted)
+        if isinstance(value, dict):
+            keys |= _flatten(value, dotted + ".")
+    return keys
+
+
+def _env_over_file(file_data: dict[str, Any]) -> dict[str, Any]:
+    """Drop file keys that the environment overrides, so env wins over the file.
+
+    pydantic-settings gives init kwargs the highest priority; the file is passed as init
+    kwargs, so keys set in the environment are removed from it first.
+    """
+    result: dict[str, Any] = {}
+    for name, value in file_data.items():
+        env_name = f"{ENV_PREFIX}{name.upper()}"
+        if env_name in os.environ:
+            continue
+        if isinstance(value, dict):
+            nested = {
+                k: v for k, v in value.items() if f"{env_name}__{k.upper()}" not in os.environ
+            }
+            result[name] = nested
+        else:
+            result[name] = value
+    return result
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate settings; raise :class:`ConfigError` with a one-line message."""
+    resolved = config_path(path)
+    file_data = _read_toml(resolved) if resolved is not None else {}
+    data = _env_over_file(file_data)
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(_describe(first, _flatten(file_data))) from None

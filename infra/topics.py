@@ -1,0 +1,94 @@
+"""Topic bootstrap: create the loop's topics if they are missing (idempotent)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from infra.settings import Settings
+
+#: Logical topic names; the settings' ``topic_prefix`` is prepended on the wire.
+PREDICTIONS = "predictions"
+ESCALATIONS = "escalations"
+PREDICTIONS_DLQ = "predictions.dlq"
+TOPICS: tuple[str, ...] = (PREDICTIONS, ESCALATIONS, PREDICTIONS_DLQ)
+
+
+@contextlib.contextmanager
+def _admin(bootstrap: str, timeout_s: float) -> Iterator[KafkaAdminClient]:
+    timeout_ms = int(timeout_s * 1000)
+    client = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="tutorloop-admin",
+        request_timeout_ms=timeout_ms,
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def list_topics(bootstrap: str, *, timeout_s: float = 10.0) -> set[str]:
+    with _admin(bootstrap, timeout_s) as admin:
+        return set(admin.list_topics())
+
+
+def ensure_topics(
+    settings: Settings,
+    bootstrap: str,
+    names: Sequence[str] = TOPICS,
+    *,
+    partitions: int | None = None,
+    timeout_s: float = 10.0,
+) -> dict[str, bool]:
+    """Create each logical topic that does not exist yet.
+
+    Returns ``{full topic name: created now?}``. Existing topics are left as they are, even
+    with another partition count: repartitioning a live topic reorders keys, so it is not
+    done behind the operator's back.
+    """
+    count = partitions or settings.broker.partitions
+    wanted = [settings.topic(name) for name in names]
+    result: dict[str, bool] = {}
+    with _admin(bootstrap, timeout_s) as admin:
+        existing = set(admin.list_topics())
+        for topic in wanted:
+            if topic in existing:
+                result[topic] = False
+                continue
+            try:
+                admin.create_topics(
+                    [NewTopic(name=topic, num_partitions=count, replication_factor=1)]
+                )
+                result[topic] = True
+            except TopicAlreadyExistsError:
+                # Another process created it between our list and create.
+                result[topic] = False
+    return result
+
+
+def create_topic(bootstrap: str, topic: str, *, partitions: int, timeout_s: float = 10.0) -> bool:
+    """Create one topic by its full name unless it exists; return whether it was created."""
+    with _admin(bootstrap, timeout_s) as admin:
+        if topic in set(admin.list_topics()):
+            return False
+        try:
+            admin.create_topics(
+                [NewTopic(name=topic, num_partitions=partitions, replication_factor=1)]
+            )
+        except TopicAlreadyExistsError:
+            return False
+        return True
+
+
+def partition_counts(
+    bootstrap: str, topics: Sequence[str], *, timeout_s: float = 10.0
+) -> dict[str, int]:
+    """Number of partitions per topic, as the broker reports it."""
+    with _admin(bootstrap, timeout_s) as admin:
+        described = admin.describe_topics(list(topics))
+    return {t["name"]: len(t["partitions"]) for t in described}

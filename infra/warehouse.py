@@ -1,0 +1,199 @@
+"""The one way every package reaches the DuckDB warehouse.
+
+DuckDB lets one process at a time open a file for writing. So connections here are short:
+open, do one unit of work, close. A process that finds the file locked retries with jittered
+exponential backoff until ``lock_timeout_s``, then fails with a message naming the holder.
+
+Fairness matters because stream workers write all day: a process that keeps reopening the
+file right after closing it would win every race against a CLI command polling with backoff.
+A waiter therefore leaves a ticket (a small file in ``<warehouse>.waiters/``) and any process
+that starts trying later steps aside while an earlier live ticket exists. The earliest waiter
+never steps aside, so somebody always makes progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from infra.errors import TutorloopError
+from infra.migrations import migrate
+from infra.settings import Settings
+
+_LOCK_MARKERS = ("Could not set lock on file", "Conflicting lock is held")
+_HOLDER_PID = re.compile(r"\(PID (\d+)\)")
+
+
+class WarehouseBusyError(TutorloopError):
+    """The warehouse stayed locked by another process for longer than the timeout."""
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.Error) and any(m in str(exc) for m in _LOCK_MARKERS)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Warehouse:
+    """A DuckDB warehouse file, opened briefly for each unit of work.
+
+    >>> wh = Warehouse(Path("warehouse.duckdb"))
+    >>> with wh.transaction() as con:
+    ...     con.execute("INSERT INTO erasures ...")
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        lock_timeout_s: float = 30.0,
+        retry_initial_s: float = 0.005,
+        retry_max_s: float = 0.25,
+    ) -> None:
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._waiters = self.path.with_name(self.path.name + ".waiters")
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Warehouse:
+        w = settings.warehouse
+        return cls(
+            settings.warehouse_path,
+            lock_timeout_s=w.lock_timeout_s,
+            retry_initial_s=w.retry_initial_s,
+            retry_max_s=w.retry_max_s,
+        )
+
+    # -- public API -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def connect(self, *, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the file (migrating it on first use), yield a connection, close it.
+
+        Keep the block short: while it is open no other process can use the warehouse.
+        """
+        con = self._open(self.lock_timeout_s if timeout_s is None else timeout_s)
+        try:
+            self._ensure_migrated(con)
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def transaction(self, *, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside ``BEGIN``/``COMMIT``; any exception rolls back."""
+        with self.connect(timeout_s=timeout_s) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement and return all rows."""
+        with self.connect() as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def query_dicts(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """Run one statement and return rows as dicts keyed by column name."""
+        with self.connect() as con:
+            cur = con.execute(sql, params or [])
+            names = [d[0] for d in cur.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _ensure_migrated(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self._migrated:
+            return
+        with self._migrate_lock:
+            if not self._migrated:
+                migrate(con, source=f"warehouse {self.path}")
+                self._migrated = True
+
+    def _open(self, timeout_s: float) -> duckdb.DuckDBPyConnection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        started_wall = time.time_ns()
+        deadline = time.monotonic() + timeout_s
+        delay = self._retry_initial_s
+        ticket: Path | None = None
+        last_error: BaseException | None = None
+        try:
+            while True:
+                if not self._earlier_waiter_exists(started_wall):
+                    try:
+                        return duckdb.connect(str(self.path))
+                    except duckdb.Error as exc:
+                        if not _is_lock_conflict(exc):
+                            raise
+                        last_error = exc
+                if ticket is None:
+                    ticket = self._take_ticket(started_wall)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WarehouseBusyError(self._busy_message(timeout_s, last_error))
+                time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
+                delay = min(delay * 2, self._retry_max_s)
+        finally:
+            if ticket is not None:
+                ticket.unlink(missing_ok=True)
+
+    def _take_ticket(self, started_wall: int) -> Path:
+        self._waiters.mkdir(parents=True, exist_ok=True)
+        ticket = self._waiters / f"{started_wall}-{os.getpid()}-{threading.get_ident()}"
+        ticket.touch()
+        return ticket
+
+    def _earlier_waiter_exists(self, started_wall: int) -> bool:
+        try:
+            entries = list(os.scandir(self._waiters))
+        except FileNotFoundError:
+            return False
+        me = os.getpid()
+        for entry in entries:
+            try:
+                ts_text, pid_text, _ = entry.name.split("-", 2)
+                ts, pid = int(ts_text), int(pid_text)
+            except ValueError:
+                continue
+            # Threads of one process share the open database, so they never block each other.
+            if pid == me or ts >= started_wall:
+                continue
+            if _pid_alive(pid):
+                return True
+            Path(entry.path).unlink(missing_ok=True)
+        return False
+
+    def _busy_message(self, timeout_s: float, error: BaseException | None) -> str:
+        holder = ""
+        if error is not None:
+            match = _HOLDER_PID.search(str(error))
+            if match:
+                holder = f" (held by PID {match.group(1)})"
+        return (
+            f"warehouse {self.path} stayed locked by another process{holder} for "
+            f"{timeout_s:g}s; raise warehouse.lock_timeout_s or stop the long writer"
+        )

@@ -1,0 +1,39 @@
+"""Commands of the streams package."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from infra.cli_common import console, fail, print_json
+from streams.events import EVENT_TYPES, SCHEMA_VERSION, json_schemas
+
+
+def schemas(
+    topic: str | None = typer.Option(
+        None, "--topic", "-t", help=f"only this topic ({', '.join(EVENT_TYPES)})"
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="write <topic>.v<N>.schema.json files into this directory",
+        file_okay=False,
+    ),
+) -> None:
+    """Print the JSON Schema of the event contracts, for producers in any language."""
+    all_schemas = json_schemas()
+    if topic is not None:
+        if topic not in all_schemas:
+            fail(f"unknown topic {topic!r}; expected one of: {', '.join(all_schemas)}", 2)
+        all_schemas = {topic: all_schemas[topic]}
+    if out is None:
+        print_json(all_schemas[topic] if topic else all_schemas)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in all_schemas.items():
+        path = out / f"{name}.v{SCHEMA_VERSION}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        console.print(f"wrote {path}")
