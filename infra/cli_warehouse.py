@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-import duckdb
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
 from infra.cli_common import console, fail, print_json, settings_of
-from infra.migrations import LATEST_VERSION, current_version
-from infra.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from infra.warehouse import Warehouse
 
 warehouse_app = typer.Typer(help="Inspect and migrate the DuckDB warehouse.")
 
 _JSON = typer.Option(False, "--json", help="machine-readable output")
 
 
+def _warehouse(ctx: typer.Context) -> Warehouse:
+    # Imported here so that `tutorloop --help` does not load DuckDB.
+    from infra.warehouse import Warehouse
+
+    return Warehouse.from_settings(settings_of(ctx))
+
+
 @warehouse_app.command("migrate")
 def migrate_cmd(ctx: typer.Context) -> None:
     """Create the warehouse or bring it to the latest schema version."""
-    wh = Warehouse.from_settings(settings_of(ctx))
+    wh = _warehouse(ctx)
+    from infra.migrations import current_version
+
     with wh.connect() as con:  # opening migrates
         version = current_version(con)
     console.print(f"warehouse {wh.path}: schema version {version}")
@@ -27,7 +38,9 @@ def migrate_cmd(ctx: typer.Context) -> None:
 @warehouse_app.command("status")
 def status(ctx: typer.Context, json_out: bool = _JSON) -> None:
     """Schema version and the row count of every table."""
-    wh = Warehouse.from_settings(settings_of(ctx))
+    from infra.migrations import LATEST_VERSION, current_version
+
+    wh = _warehouse(ctx)
     with wh.connect() as con:
         version = current_version(con)
         names = [
@@ -65,7 +78,9 @@ def sql(
     json_out: bool = _JSON,
 ) -> None:
     """Run one query against the warehouse (read-only: any change is rolled back)."""
-    wh = Warehouse.from_settings(settings_of(ctx))
+    import duckdb
+
+    wh = _warehouse(ctx)
     with wh.connect() as con:
         con.execute("BEGIN TRANSACTION")
         try:

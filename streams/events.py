@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MAX_TEXT_CHARS = 8192
 _ID = Annotated[str, Field(min_length=1, max_length=256)]
 _Prob = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]

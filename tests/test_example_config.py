@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from infra.settings import load_settings
+from tests.conftest import REPO
+
+
+def test_shipped_example_config_is_valid() -> None:
+    settings = load_settings(REPO / "tutorloop.example.toml")
+    assert settings.broker.partitions == 3

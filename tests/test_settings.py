@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.settings import ConfigError, load_settings
+from tests.conftest import run_cli
+
+
+def test_no_file_gives_single_machine_defaults() -> None:
+    s = load_settings()
+    assert s.broker.embedded
+    assert s.data_dir == Path("tutorloop-data")
+    assert s.warehouse_path == Path("tutorloop-data/warehouse.duckdb")
+    assert s.topic("predictions") == "predictions"
+
+
+def test_toml_file_in_cwd_is_read(tmp_path: Path) -> None:
+    (tmp_path / "tutorloop.toml").write_text(
+        'data_dir = "/srv/tl"\n[broker]\npartitions = 6\ntopic_prefix = "prod."\n'
+    )
+    s = load_settings()
+    assert s.data_dir == Path("/srv/tl")
+    assert s.broker.partitions == 6
+    assert s.topic("predictions.dlq") == "prod.predictions.dlq"
+
+
+def test_environment_overrides_file_key_by_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "elsewhere.toml"
+    cfg.write_text("[broker]\npartitions = 6\nport = 20000\n")
+    monkeypatch.setenv("TUTORLOOP_CONFIG", str(cfg))
+    monkeypatch.setenv("TUTORLOOP_BROKER__PARTITIONS", "9")
+    s = load_settings()
+    assert s.broker.partitions == 9  # from the environment
+    assert s.broker.port == 20000  # the file's other key survives
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[broker]\nport = 'abc'\n", "invalid setting 'broker.port' (config file)"),
+        ("[broker]\npartitions = 0\n", "'broker.partitions' (config file)"),
+        ("[broker]\nstorage = 'disk'\n", "'broker.storage'"),
+        ("[broker]\nprt = 1\n", "unknown setting 'broker.prt'"),
+        ("log_level = 'LOUD'\n", "'log_level'"),
+        ("[broker\n", "is not valid TOML"),
+    ],
+)
+def test_wrong_file_value_is_one_line_naming_the_key(
+    tmp_path: Path, toml: str, expected: str
+) -> None:
+    (tmp_path / "tutorloop.toml").write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_wrong_env_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUTORLOOP_WAREHOUSE__LOCK_TIMEOUT_S", "-1")
+    with pytest.raises(ConfigError, match="TUTORLOOP_WAREHOUSE__LOCK_TIMEOUT_S"):
+        load_settings()
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_cli_rejects_bad_config_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "tutorloop.toml").write_text("[warehouse]\nlock_timeout_s = 'soon'\n")
+    result = run_cli("config", "check")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "warehouse.lock_timeout_s" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_config_show_reflects_env(tmp_path: Path) -> None:
+    result = run_cli("config", "show", "--json", env={"TUTORLOOP_BROKER__PARTITIONS": "7"})
+    assert result.returncode == 0, result.stderr
+    import json
+
+    data = json.loads(result.stdout)
+    assert data["broker"]["partitions"] == 7
+    assert data["_resolved"]["config_file"] == "(none: defaults)"

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from infra.migrations import LATEST_VERSION, SchemaTooNewError, current_version, migrate
+from infra.warehouse import Warehouse
+from tests.conftest import run_cli
+
+LINEAGE_TABLES = {
+    "predictions_audit",
+    "cases",
+    "labels",
+    "dataset_versions",
+    "dataset_members",
+    "training_runs",
+    "model_versions",
+    "gate_results",
+    "promotions",
+    "privacy_ledger",
+    "erasures",
+    "review_queue",
+    "escalations",
+}
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_fresh_file_gets_every_lineage_table(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "w.duckdb")
+    with wh.connect() as con:
+        assert current_version(con) == LATEST_VERSION
+        assert _tables(con) >= LINEAGE_TABLES
+
+
+def test_older_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    assert migrate(con, target=1) == [1]
+    con.execute("INSERT INTO erasures VALUES ('e1', now(), 'u1', 'ops', 3, 2, '[]', '[]')")
+    assert "review_queue" not in _tables(con)
+    con.close()
+
+    wh = Warehouse(path)
+    with wh.connect() as con:
+        assert current_version(con) == LATEST_VERSION
+        assert "review_queue" in _tables(con)
+        assert con.execute("SELECT cases_deleted FROM erasures").fetchall() == [(3,)]
+        versions = con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()
+        assert [v for (v,) in versions] == list(range(1, LATEST_VERSION + 1))
+
+
+def test_reopening_applies_nothing_twice(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    with Warehouse(path).connect():
+        pass
+    con = duckdb.connect(str(path))
+    assert migrate(con) == []
+    con.close()
+
+
+def _newer_file(path: Path) -> None:
+    con = duckdb.connect(str(path))
+    migrate(con)
+    con.execute(
+        "INSERT INTO schema_version (version, description) VALUES (?, 'from the future')",
+        [LATEST_VERSION + 5],
+    )
+    con.close()
+
+
+def test_newer_file_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "new.duckdb"
+    _newer_file(path)
+    with (
+        pytest.raises(SchemaTooNewError, match=f"schema version {LATEST_VERSION + 5}"),
+        Warehouse(path).connect(),
+    ):
+        pass
+
+
+def test_cli_on_newer_file_fails_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "new.duckdb"
+    _newer_file(path)
+    result = run_cli("warehouse", "status", env={"TUTORLOOP_WAREHOUSE__PATH": str(path)})
+    assert result.returncode == 1
+    assert "upgrade tutorloop" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_primary_keys_make_inserts_idempotent(warehouse: Warehouse) -> None:
+    row = ("ev-1", "t", "u", "r", "v1", "card_lost", 0.4, False, False, "p1")
+    sql = (
+        "INSERT INTO predictions_audit (event_id, ts, tenant_id, user_id, request_id, "
+        "model_version, label, confidence, consent_training, captured, policy_version) "
+        "VALUES (?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    )
+    for _ in range(3):
+        with warehouse.transaction() as con:
+            con.execute(sql, row)
+    assert warehouse.query("SELECT count(*) FROM predictions_audit") == [(1,)]
+    with pytest.raises(duckdb.ConstraintException), warehouse.transaction() as con:
+        con.execute(sql.replace(" ON CONFLICT DO NOTHING", ""), row)
+
+
+def test_failed_transaction_rolls_back(warehouse: Warehouse) -> None:
+    with pytest.raises(RuntimeError), warehouse.transaction() as con:
+        con.execute("INSERT INTO erasures VALUES ('e1', now(), 'u1', 'ops', 1, 1, '[]', '[]')")
+        raise RuntimeError("boom")
+    assert warehouse.query("SELECT count(*) FROM erasures") == [(0,)]
