@@ -56,12 +56,13 @@ def _register_groups() -> None:
     from infra.cli_broker import broker_app
     from infra.cli_config import config_app
     from infra.cli_warehouse import warehouse_app
-    from streams.cli import schemas
+    from streams.cli import schemas, streams_app
     from streams.doctor import doctor
 
     app.add_typer(config_app, name="config")
     app.add_typer(broker_app, name="broker")
     app.add_typer(warehouse_app, name="warehouse")
+    app.add_typer(streams_app, name="streams")
     app.command("schemas")(schemas)
     app.command("doctor")(doctor)
 

@@ -212,9 +212,18 @@ CREATE TABLE review_queue (
 CREATE INDEX review_queue_case ON review_queue (case_id);
 """
 
+# Where each prediction sits in Kafka: an escalation that arrives for a prediction that was
+# not captured re-reads it from the topic (the warehouse never held its text).
+_V3_KAFKA_POSITION = """
+ALTER TABLE predictions_audit ADD COLUMN kafka_partition INTEGER;
+ALTER TABLE predictions_audit ADD COLUMN kafka_offset BIGINT;
+ALTER TABLE escalations ADD COLUMN case_id VARCHAR;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lineage tables", _V1_LINEAGE),
     Migration(2, "escalations and review queue", _V2_REVIEW),
+    Migration(3, "kafka positions of predictions; escalation to case link", _V3_KAFKA_POSITION),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

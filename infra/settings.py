@@ -72,6 +72,40 @@ class WarehouseSettings(_Section):
     retry_max_s: float = Field(default=0.25, gt=0)
 
 
+class CaptureSettings(_Section):
+    """Which predictions become cases. Any rule that fires captures (with consent)."""
+
+    confidence_below: float = Field(default=0.6, ge=0, le=1, description="capture below this")
+    margin_below: float = Field(
+        default=0.1, ge=0, le=1, description="capture when top-1 minus top-2 is below this"
+    )
+    audit_sample_rate: float = Field(
+        default=0.01, ge=0, le=1, description="unbiased random slice captured for evaluation"
+    )
+    always_labels: list[str] = Field(
+        default_factory=list, description="predicted labels that are always captured"
+    )
+
+
+class StreamsSettings(_Section):
+    """The stream workers (faust) and the serving-side emitter."""
+
+    group_id: str = Field(default="tutorloop-capture", min_length=1)
+    batch_max: int = Field(default=1000, ge=1, le=100_000, description="events per sink batch")
+    batch_within_s: float = Field(default=0.5, gt=0, description="max wait to fill a batch")
+    session_timeout_s: float = Field(default=30.0, gt=0)
+    heartbeat_interval_s: float = Field(default=3.0, gt=0)
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Prometheus text on 127.0.0.1:PORT; 0 = off"
+    )
+    log_every_s: float = Field(default=30.0, gt=0, description="periodic counters log line")
+    emit_linger_ms: int = Field(default=20, ge=0, description="emitter batching delay")
+    emit_max_block_ms: int = Field(
+        default=50, ge=0, description="longest the request path may wait on a full buffer"
+    )
+    emit_buffer_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
+
 class Settings(BaseSettings):
     """Every setting tutorloop reads. Nested sections map to TOML tables."""
 
@@ -89,6 +123,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+    capture: CaptureSettings = Field(default_factory=CaptureSettings)
+    streams: StreamsSettings = Field(default_factory=StreamsSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -37,3 +37,41 @@ def schemas(
         path = out / f"{name}.v{SCHEMA_VERSION}.schema.json"
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         console.print(f"wrote {path}")
+
+
+streams_app = typer.Typer(help="Run the stream workers and summarize what they captured.")
+
+
+@streams_app.command("worker")
+def worker(ctx: typer.Context) -> None:
+    """Run a capture worker until SIGTERM/SIGINT (several share partitions by group id)."""
+    from infra.cli_common import settings_of
+    from streams.worker import run_worker
+
+    run_worker(settings_of(ctx))
+
+
+@streams_app.command("stats")
+def stats(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """What the workers stored: audit rows, captures by reason, escalations, gold labels."""
+    from rich.table import Table
+
+    from infra.cli_common import settings_of
+    from infra.warehouse import Warehouse
+    from streams.stats import warehouse_stats
+
+    summary = warehouse_stats(Warehouse.from_settings(settings_of(ctx)))
+    if json_out:
+        print_json(summary)
+        return
+    table = Table("metric", "value")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            for sub, n in value.items():
+                table.add_row(f"{key}.{sub}", str(n))
+        else:
+            table.add_row(key, str(value))
+    console.print(table)

@@ -4,10 +4,12 @@ and DuckDB file."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,82 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+# -- stream workers ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stream_env(settings: Settings, group_id: str) -> dict[str, str]:
+    """Environment for a worker subprocess bound to this test's topics, group and DuckDB."""
+    return {
+        "TUTORLOOP_DATA_DIR": str(settings.data_dir),
+        "TUTORLOOP_BROKER__BOOTSTRAP_SERVERS": settings.broker.bootstrap_servers,
+        "TUTORLOOP_BROKER__TOPIC_PREFIX": settings.broker.topic_prefix,
+        "TUTORLOOP_STREAMS__GROUP_ID": group_id,
+        # tansu makes a joining member wait session_timeout/2: keep it short in tests.
+        "TUTORLOOP_STREAMS__SESSION_TIMEOUT_S": "6",
+        "TUTORLOOP_STREAMS__HEARTBEAT_INTERVAL_S": "1",
+        "TUTORLOOP_STREAMS__BATCH_WITHIN_S": "0.2",
+        "TUTORLOOP_STREAMS__LOG_EVERY_S": "1",
+        "TUTORLOOP_CAPTURE__AUDIT_SAMPLE_RATE": "0.05",
+    }
+
+
+class WorkerProcess:
+    """A `tutorloop streams worker` subprocess with its output captured in a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, **extra: str) -> None:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TUTORLOOP_")}
+        full_env.update(env)
+        full_env.update(extra)
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [*CLI, "streams", "worker"],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "Worker ready" in self.output():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.output()[-3000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready in {timeout}s:\n{self.output()[-3000:]}")
+
+    def totals(self) -> dict[str, int]:
+        """The last periodic counters line the worker logged."""
+        lines = [line for line in self.output().splitlines() if "consumed=" in line]
+        if not lines:
+            return {}
+        # The counters line may wrap; read the key=value pairs from the tail of the log.
+        tail = self.output()[self.output().rfind("streams:") :]
+        pairs = (tok.split("=", 1) for tok in tail.split() if "=" in tok)
+        return {k: int(v) for k, v in pairs if v.isdigit()}
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            self._log.close()
+        return code
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60, interval: float = 0.3) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

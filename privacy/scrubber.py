@@ -1,0 +1,153 @@
+"""PII scrubbing: replace what identifies a person with typed placeholders.
+
+The stream workers call a :class:`Scrubber` before anything reaches the warehouse. Findings
+are counts per entity type plus the scrubber's policy version — never the matched values.
+
+:class:`RegexScrubber` is the fast pass for structured identifiers (emails, cards with a Luhn
+check, IBANs with mod-97, SSNs, phone numbers, IP addresses, URLs). It is the default until the
+Presidio-based scrubber (names, addresses, organisations) is configured, and that scrubber runs
+it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ScrubResult:
+    """Scrubbed text and what was removed from it (counts per type, no values)."""
+
+    text: str
+    findings: dict[str, int] = field(default_factory=dict)
+    policy_version: str = ""
+
+
+class Scrubber(Protocol):
+    """Anything that scrubs texts in batches."""
+
+    @property
+    def policy_version(self) -> str: ...
+
+    def scrub_batch(self, texts: Sequence[str]) -> list[ScrubResult]: ...
+
+
+def _luhn_ok(candidate: str) -> bool:
+    digits = [int(c) for c in candidate if c.isdigit()]
+    if not 12 <= len(digits) <= 19:
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _iban_ok(candidate: str) -> bool:
+    compact = re.sub(r"[\s-]", "", candidate).upper()
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    try:
+        number = int("".join(str(int(c, 36)) for c in rearranged))
+    except ValueError:
+        return False
+    return number % 97 == 1
+
+
+def _ip_ok(candidate: str) -> bool:
+    return all(0 <= int(part) <= 255 for part in candidate.split("."))
+
+
+def _phone_ok(candidate: str) -> bool:
+    digits = sum(c.isdigit() for c in candidate)
+    return 7 <= digits <= 15
+
+
+@dataclass(frozen=True)
+class _Rule:
+    entity: str
+    pattern: re.Pattern[str]
+    check: Callable[[str], bool] | None = None
+
+
+# Order matters: earlier rules claim their spans first (an IBAN's digits are not a phone).
+_RULES: tuple[_Rule, ...] = (
+    _Rule("EMAIL_ADDRESS", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}")),
+    _Rule("URL", re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+", re.IGNORECASE)),
+    _Rule(
+        "IBAN_CODE",
+        re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?\b"),
+        _iban_ok,
+    ),
+    _Rule("CREDIT_CARD", re.compile(r"\b\d(?:[ -]?\d){11,18}\b"), _luhn_ok),
+    _Rule("US_SSN", re.compile(r"\b(?!000|666|9\d\d)\d{3}[- ](?!00)\d{2}[- ](?!0000)\d{4}\b")),
+    _Rule(
+        "IP_ADDRESS",
+        re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),
+        _ip_ok,
+    ),
+    _Rule(
+        "PHONE_NUMBER",
+        re.compile(
+            r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]?\d{2,4}){1,4}(?!\w)"
+        ),
+        _phone_ok,
+    ),
+)
+
+_REGEX_POLICY = hashlib.sha256(
+    "|".join(f"{r.entity}:{r.pattern.pattern}" for r in _RULES).encode()
+).hexdigest()[:10]
+
+
+def find_spans(text: str) -> list[tuple[int, int, str]]:
+    """Non-overlapping ``(start, end, entity)`` spans the regex rules find, in text order."""
+    taken: list[tuple[int, int, str]] = []
+    for rule in _RULES:
+        for match in rule.pattern.finditer(text):
+            start, end = match.span()
+            if rule.check is not None and not rule.check(match.group()):
+                continue
+            if any(start < t_end and t_start < end for t_start, t_end, _ in taken):
+                continue
+            taken.append((start, end, rule.entity))
+    taken.sort()
+    return taken
+
+
+def replace_spans(text: str, spans: Sequence[tuple[int, int, str]]) -> ScrubResult:
+    """Replace each span with ``<ENTITY>``; count findings per entity type."""
+    out: list[str] = []
+    cursor = 0
+    counts: Counter[str] = Counter()
+    for start, end, entity in spans:
+        out.append(text[cursor:start])
+        out.append(f"<{entity}>")
+        counts[entity] += 1
+        cursor = end
+    out.append(text[cursor:])
+    return ScrubResult(text="".join(out), findings=dict(counts))
+
+
+class RegexScrubber:
+    """Structured identifiers only; about ten thousand short texts per second on one core."""
+
+    @property
+    def policy_version(self) -> str:
+        return f"regex-{_REGEX_POLICY}"
+
+    def scrub(self, text: str) -> ScrubResult:
+        result = replace_spans(text, find_spans(text))
+        return ScrubResult(result.text, result.findings, self.policy_version)
+
+    def scrub_batch(self, texts: Sequence[str]) -> list[ScrubResult]:
+        return [self.scrub(t) for t in texts]

@@ -1,0 +1,158 @@
+"""The serving-side emitter: prediction and escalation events onto Kafka, off the request path.
+
+The request path calls :meth:`PredictionEmitter.emit`, which never raises and never waits
+longer than ``max_block_ms``: events are batched in the producer's bounded buffer and sent
+after ``linger_ms``. When delivery fails, or the buffer stays full, the event is counted,
+logged (its id, never its text) and handed to the ``on_error`` callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from infra.broker import bootstrap_servers
+from infra.errors import TutorloopError
+from infra.settings import Settings
+from infra.topics import ESCALATIONS, PREDICTIONS
+from streams.events import EscalationEvent, PredictionEvent
+
+log = logging.getLogger(__name__)
+
+Event = PredictionEvent | EscalationEvent
+ErrorCallback = Callable[[Event, BaseException], None]
+
+
+class EmitterError(TutorloopError):
+    """The emitter could not be set up (raised at start-up, never from ``emit``)."""
+
+
+@dataclass
+class EmitterStats:
+    sent: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+
+class PredictionEmitter:
+    """Emit events to Kafka from serving code. Thread-safe; use as a context manager."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        predictions_topic: str = PREDICTIONS,
+        escalations_topic: str = ESCALATIONS,
+        linger_ms: int = 20,
+        max_block_ms: int = 50,
+        buffer_bytes: int = 32 * 1024 * 1024,
+        delivery_timeout_ms: int = 30_000,
+        on_error: ErrorCallback | None = None,
+    ) -> None:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        self.predictions_topic = predictions_topic
+        self.escalations_topic = escalations_topic
+        self.stats = EmitterStats()
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=bootstrap,
+                acks="all",
+                linger_ms=linger_ms,
+                max_block_ms=max_block_ms,
+                buffer_memory=buffer_bytes,
+                request_timeout_ms=min(delivery_timeout_ms, 30_000),
+                delivery_timeout_ms=delivery_timeout_ms,
+                retries=5,
+            )
+        except KafkaError as exc:
+            raise EmitterError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> PredictionEmitter:
+        cfg = settings.streams
+        return cls(
+            bootstrap_servers(settings),
+            predictions_topic=settings.topic(PREDICTIONS),
+            escalations_topic=settings.topic(ESCALATIONS),
+            linger_ms=cfg.emit_linger_ms,
+            max_block_ms=cfg.emit_max_block_ms,
+            buffer_bytes=cfg.emit_buffer_bytes,
+            **kwargs,
+        )
+
+    def emit(self, event: PredictionEvent) -> bool:
+        """Queue a prediction event; False when it could not be queued (already reported)."""
+        return self._send(self.predictions_topic, event)
+
+    def escalate(self, event: EscalationEvent) -> bool:
+        """Queue an escalation event; False when it could not be queued (already reported)."""
+        return self._send(self.escalations_topic, event)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        self._producer.flush(timeout=timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver what is buffered (up to ``timeout_s``), then close."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except Exception as exc:
+            log.warning("emitter flush on close failed: %s", exc)
+        self._producer.close(timeout=timeout_s)
+
+    def __enter__(self) -> PredictionEmitter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _send(self, topic: str, event: Event) -> bool:
+        if self._closed:
+            self._report(event, RuntimeError("emitter is closed"), dropped=True)
+            return False
+        try:
+            future = self._producer.send(topic, key=event.key, value=event.to_bytes())
+        except Exception as exc:
+            self._report(event, exc, dropped=True)
+            return False
+        with self._lock:
+            self.stats.sent += 1
+        future.add_callback(self._delivered)
+        future.add_errback(lambda exc: self._report(event, exc, dropped=False))
+        return True
+
+    def _delivered(self, _metadata: Any) -> None:
+        with self._lock:
+            self.stats.delivered += 1
+
+    def _report(self, event: Event, exc: BaseException, *, dropped: bool) -> None:
+        with self._lock:
+            if dropped:
+                self.stats.dropped += 1
+            else:
+                self.stats.failed += 1
+        log.warning(
+            "event %s not delivered (%s): %s",
+            event.event_id,
+            "dropped" if dropped else "delivery failed",
+            type(exc).__name__,
+        )
+        if self._on_error is not None:
+            try:
+                self._on_error(event, exc)
+            except Exception:
+                log.exception("emitter on_error callback raised")

@@ -1,0 +1,96 @@
+"""Per-agent counters: Prometheus text on an optional port and a periodic log line."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter as PyCounter
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from streams.sink import BatchOutcome
+
+log = logging.getLogger(__name__)
+
+
+class StreamMetrics:
+    """Counters of one worker process, labelled by agent."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ns = "tutorloop_streams"
+        self._consumed = Counter(
+            f"{ns}_consumed", "records read", ["agent"], registry=self.registry
+        )
+        self._audited = Counter(
+            f"{ns}_audited", "predictions audited", ["agent"], registry=self.registry
+        )
+        self._captured = Counter(
+            f"{ns}_captured", "cases captured", ["agent", "reason"], registry=self.registry
+        )
+        self._dead = Counter(
+            f"{ns}_dead_lettered", "records sent to the DLQ", ["agent"], registry=self.registry
+        )
+        self._dupes = Counter(
+            f"{ns}_duplicates",
+            "records already in the warehouse",
+            ["agent"],
+            registry=self.registry,
+        )
+        self._escalations = Counter(
+            f"{ns}_escalations", "escalations stored", ["agent"], registry=self.registry
+        )
+        self._human = Counter(
+            f"{ns}_human_labels", "gold labels from escalations", ["agent"], registry=self.registry
+        )
+        self._latency = Histogram(
+            f"{ns}_batch_seconds",
+            "batch processing time (decode to commit)",
+            ["agent"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self._lag = Gauge(
+            f"{ns}_lag",
+            "records behind the high watermark, where the broker reports it",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self._totals: PyCounter[str] = PyCounter()
+        self._lock = threading.Lock()
+
+    def record(self, agent: str, outcome: BatchOutcome, seconds: float) -> None:
+        self._consumed.labels(agent).inc(outcome.consumed)
+        self._audited.labels(agent).inc(outcome.audited)
+        for reason, n in outcome.captured.items():
+            self._captured.labels(agent, reason).inc(n)
+        self._dead.labels(agent).inc(len(outcome.dead_letters))
+        self._dupes.labels(agent).inc(outcome.duplicates)
+        self._escalations.labels(agent).inc(outcome.escalations)
+        self._human.labels(agent).inc(outcome.human_labels)
+        self._latency.labels(agent).observe(seconds)
+        with self._lock:
+            self._totals["consumed"] += outcome.consumed
+            self._totals["audited"] += outcome.audited
+            self._totals["captured"] += sum(outcome.captured.values())
+            self._totals["dead_lettered"] += len(outcome.dead_letters)
+            self._totals["duplicates"] += outcome.duplicates
+            self._totals["escalations"] += outcome.escalations
+            self._totals["human_labels"] += outcome.human_labels
+
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        self._lag.labels(topic, str(partition)).set(lag)
+
+    def totals(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._totals)
+
+    def log_line(self) -> None:
+        totals = self.totals()
+        log.info("streams: %s", " ".join(f"{k}={v}" for k, v in sorted(totals.items())) or "idle")
+
+    def serve(self, port: int) -> Any:
+        """Expose the counters as Prometheus text on 127.0.0.1:PORT."""
+        server, _thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        return server

@@ -1,0 +1,70 @@
+"""The capture policy: which predictions become cases, and why.
+
+Decisions are deterministic functions of the event (the audit sample hashes the event id), so
+a batch reprocessed after a crash makes exactly the same choices.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+
+from infra.settings import CaptureSettings
+from streams.events import PredictionEvent
+
+LOW_CONFIDENCE = "low_confidence"
+LOW_MARGIN = "low_margin"
+WATCHED_LABEL = "watched_label"
+AUDIT_SAMPLE = "audit_sample"
+ESCALATED = "escalated"
+
+
+@dataclass(frozen=True)
+class CapturePolicy:
+    confidence_below: float
+    margin_below: float
+    audit_sample_rate: float
+    always_labels: frozenset[str]
+
+    @classmethod
+    def from_settings(cls, cfg: CaptureSettings) -> CapturePolicy:
+        return cls(
+            confidence_below=cfg.confidence_below,
+            margin_below=cfg.margin_below,
+            audit_sample_rate=cfg.audit_sample_rate,
+            always_labels=frozenset(cfg.always_labels),
+        )
+
+    @functools.cached_property
+    def version(self) -> str:
+        """A content hash of the rules, stored with every audit row."""
+        spec = json.dumps(
+            {
+                "confidence_below": self.confidence_below,
+                "margin_below": self.margin_below,
+                "audit_sample_rate": self.audit_sample_rate,
+                "always_labels": sorted(self.always_labels),
+            },
+            sort_keys=True,
+        )
+        return "cap-" + hashlib.sha256(spec.encode()).hexdigest()[:10]
+
+    def reason(self, event: PredictionEvent) -> str | None:
+        """Why this prediction is captured (the first rule that fires), or None."""
+        if event.confidence < self.confidence_below:
+            return LOW_CONFIDENCE
+        margin = event.margin
+        if margin is not None and margin < self.margin_below:
+            return LOW_MARGIN
+        if event.label in self.always_labels:
+            return WATCHED_LABEL
+        if self.audit_sample_rate > 0 and _unit_hash(str(event.event_id)) < self.audit_sample_rate:
+            return AUDIT_SAMPLE
+        return None
+
+
+def _unit_hash(key: str) -> float:
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64

@@ -1,0 +1,470 @@
+"""The idempotent sink: decoded, policy-checked, scrubbed events into the warehouse.
+
+Every insert is keyed (audit and cases by event id, labels by escalation and case) and uses
+``ON CONFLICT DO NOTHING``, so a batch delivered twice — after a crash, before its offsets
+were committed — changes nothing the second time. The caller commits Kafka offsets only
+after these methods return, i.e. after the warehouse transaction committed.
+
+Raw text exists here only in memory: the audit table never stores text, cases store the
+scrubbed text, and dead letters carry a hash of the payload instead of the payload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+
+from infra.warehouse import Warehouse
+from privacy.scrubber import Scrubber, ScrubResult
+from streams.events import (
+    InvalidEventError,
+    PredictionEvent,
+    decode_escalation,
+    decode_prediction,
+)
+from streams.policy import ESCALATED, CapturePolicy
+
+log = logging.getLogger(__name__)
+
+NO_CONSENT = "no_consent"
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One Kafka record as the sink needs it."""
+
+    value: bytes
+    partition: int = 0
+    offset: int = -1
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """What the DLQ topic receives for a record that failed validation: never its text."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    event_id: str | None
+    reason: str
+    payload_sha256: str
+    payload_bytes: int
+    ts: str
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @property
+    def key(self) -> bytes:
+        return self.payload_sha256.encode()
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did, for counters and tests."""
+
+    consumed: int = 0
+    audited: int = 0
+    duplicates: int = 0
+    captured: Counter[str] = field(default_factory=Counter)
+    escalations: int = 0
+    human_labels: int = 0
+    unrecoverable: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+class PredictionFetcher(Protocol):
+    """Re-reads one prediction from Kafka by position (for late escalations)."""
+
+    def fetch(self, partition: int, offset: int) -> bytes | None: ...
+
+
+def _text_hash(text: str) -> str:
+    normalized = " ".join(text.lower().split())
+    return hashlib.sha256(normalized.encode()).hexdigest()
+
+
+_AUDIT_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("tenant_id", pa.string()),
+        ("user_id", pa.string()),
+        ("request_id", pa.string()),
+        ("model_version", pa.string()),
+        ("label", pa.string()),
+        ("confidence", pa.float64()),
+        ("margin", pa.float64()),
+        ("consent_training", pa.bool_()),
+        ("captured", pa.bool_()),
+        ("capture_reason", pa.string()),
+        ("policy_version", pa.string()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+    ]
+)
+
+_CASE_SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("request_id", pa.string()),
+        ("prediction_event_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("tenant_id", pa.string()),
+        ("user_id", pa.string()),
+        ("model_version", pa.string()),
+        ("text", pa.string()),
+        ("text_hash", pa.string()),
+        ("predicted_label", pa.string()),
+        ("confidence", pa.float64()),
+        ("capture_reason", pa.string()),
+        ("consent_training", pa.bool_()),
+        ("scrub_findings", pa.string()),
+        ("scrub_policy_version", pa.string()),
+    ]
+)
+
+_ESCALATION_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("request_id", pa.string()),
+        ("reason", pa.string()),
+        ("human_label", pa.string()),
+        ("actor", pa.string()),
+    ]
+)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
+    """Insert an Arrow table, skipping rows whose key exists; return rows inserted."""
+    if rows.num_rows == 0:
+        return 0
+    con.register("_batch", rows)
+    try:
+        cols = ", ".join(rows.column_names)
+        result = con.execute(
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch ON CONFLICT DO NOTHING"
+        ).fetchone()
+    finally:
+        con.unregister("_batch")
+    return int(result[0]) if result else 0
+
+
+def _case_row(event: PredictionEvent, scrubbed: ScrubResult, reason: str) -> dict[str, Any]:
+    return {
+        "case_id": str(event.event_id),
+        "request_id": event.request_id,
+        "prediction_event_id": str(event.event_id),
+        "ts": event.ts,
+        "tenant_id": event.tenant_id,
+        "user_id": event.user_id,
+        "model_version": event.model_version,
+        "text": scrubbed.text,
+        "text_hash": _text_hash(scrubbed.text),
+        "predicted_label": event.label,
+        "confidence": event.confidence,
+        "capture_reason": reason,
+        "consent_training": event.consent.training,
+        "scrub_findings": json.dumps(scrubbed.findings, sort_keys=True),
+        "scrub_policy_version": scrubbed.policy_version,
+    }
+
+
+class CaptureSink:
+    """Writes batches of raw prediction and escalation records into the warehouse."""
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        policy: CapturePolicy,
+        scrubber: Scrubber,
+        *,
+        predictions_topic: str,
+        escalations_topic: str,
+        fetcher: PredictionFetcher | None = None,
+    ) -> None:
+        self.warehouse = warehouse
+        self.policy = policy
+        self.scrubber = scrubber
+        self.predictions_topic = predictions_topic
+        self.escalations_topic = escalations_topic
+        self.fetcher = fetcher
+        # Agents run batches in threads. Serializing them in-process makes each
+        # check-then-insert (escalation vs prediction) atomic; across processes DuckDB's file
+        # lock already serializes writers.
+        self._lock = threading.Lock()
+
+    # -- predictions ------------------------------------------------------------------------
+
+    def write_predictions(self, records: Sequence[RawRecord]) -> BatchOutcome:
+        out = BatchOutcome(consumed=len(records))
+        events = self._decode(records, decode_prediction, self.predictions_topic, out)
+        if not events:
+            return out
+        request_ids = sorted({ev.request_id for ev, _ in events})
+
+        audit: list[dict[str, Any]] = []
+        capture: list[tuple[PredictionEvent, str]] = []
+        for ev, rec in events:
+            reason = self.policy.reason(ev)
+            captured = reason is not None and ev.consent.training
+            if captured and reason is not None:
+                capture.append((ev, reason))
+            audit.append(
+                {
+                    "event_id": str(ev.event_id),
+                    "ts": ev.ts,
+                    "tenant_id": ev.tenant_id,
+                    "user_id": ev.user_id,
+                    "request_id": ev.request_id,
+                    "model_version": ev.model_version,
+                    "label": ev.label,
+                    "confidence": ev.confidence,
+                    "margin": ev.margin,
+                    "consent_training": ev.consent.training,
+                    "captured": captured,
+                    "capture_reason": reason if captured else (NO_CONSENT if reason else None),
+                    "policy_version": self.policy.version,
+                    "kafka_partition": rec.partition,
+                    "kafka_offset": rec.offset,
+                }
+            )
+        scrubbed = self.scrubber.scrub_batch([ev.text for ev, _ in capture])
+        cases = [
+            _case_row(ev, s, reason) for (ev, reason), s in zip(capture, scrubbed, strict=True)
+        ]
+        case_ids = {c["case_id"] for c in cases}
+        uncaptured = {
+            ev.request_id: ev
+            for ev, _ in events
+            if ev.consent.training and str(ev.event_id) not in case_ids
+        }
+
+        with self._lock, self.warehouse.transaction() as con:
+            out.audited = _insert(
+                con, "predictions_audit", pa.Table.from_pylist(audit, _AUDIT_SCHEMA)
+            )
+            out.duplicates += len(audit) - out.audited
+            inserted_cases = _insert(con, "cases", pa.Table.from_pylist(cases, _CASE_SCHEMA))
+            if inserted_cases:
+                out.captured.update(c["capture_reason"] for c in cases)
+            # Escalations that arrived before their prediction: capture it now. Rare, so
+            # scrubbing these few inside the transaction costs little.
+            late = self._escalated_request_ids(list(uncaptured), con)
+            if late:
+                late_events = [uncaptured[rid] for rid in late]
+                late_scrubbed = self.scrubber.scrub_batch([ev.text for ev in late_events])
+                late_cases = [
+                    _case_row(ev, s, ESCALATED)
+                    for ev, s in zip(late_events, late_scrubbed, strict=True)
+                ]
+                if _insert(con, "cases", pa.Table.from_pylist(late_cases, _CASE_SCHEMA)):
+                    out.captured.update(ESCALATED for _ in late_cases)
+                self._mark_captured(con, [c["case_id"] for c in late_cases])
+            out.human_labels += self._attach(con, request_ids)
+        return out
+
+    # -- escalations ------------------------------------------------------------------------
+
+    def write_escalations(self, records: Sequence[RawRecord]) -> BatchOutcome:
+        out = BatchOutcome(consumed=len(records))
+        events = self._decode(records, decode_escalation, self.escalations_topic, out)
+        if not events:
+            return out
+        rows = [
+            {
+                "event_id": str(ev.event_id),
+                "ts": ev.ts,
+                "request_id": ev.request_id,
+                "reason": ev.reason,
+                "human_label": ev.human_label,
+                "actor": ev.actor,
+            }
+            for ev, _ in events
+        ]
+        request_ids = sorted({ev.request_id for ev, _ in events})
+        with self._lock, self.warehouse.transaction() as con:
+            out.escalations = _insert(
+                con, "escalations", pa.Table.from_pylist(rows, _ESCALATION_SCHEMA)
+            )
+            out.duplicates += len(rows) - out.escalations
+            out.human_labels += self._attach(con, request_ids)
+            missing = con.execute(
+                "SELECT a.event_id, a.kafka_partition, a.kafka_offset "
+                "FROM predictions_audit a WHERE a.request_id IN (SELECT unnest(?::VARCHAR[])) "
+                "AND a.consent_training AND a.kafka_offset IS NOT NULL "
+                "AND NOT EXISTS (SELECT 1 FROM cases c WHERE c.case_id = a.event_id)",
+                [request_ids],
+            ).fetchall()
+        if missing:
+            self._capture_from_kafka(missing, request_ids, out)
+        return out
+
+    def _capture_from_kafka(
+        self,
+        missing: list[tuple[str, int, int]],
+        request_ids: list[str],
+        out: BatchOutcome,
+    ) -> None:
+        """Capture predictions escalated after they were audited but not captured.
+
+        The warehouse never held their text; Kafka still does (within retention).
+        """
+        recovered: list[PredictionEvent] = []
+        for event_id, partition, offset in missing:
+            raw = self.fetcher.fetch(partition, offset) if self.fetcher is not None else None
+            event: PredictionEvent | None = None
+            if raw is not None:
+                try:
+                    event = decode_prediction(raw)
+                except InvalidEventError:
+                    event = None
+            if event is None or str(event.event_id) != event_id:
+                out.unrecoverable += 1
+                log.warning(
+                    "escalated prediction %s is no longer readable at %s[%d]@%d; "
+                    "its case cannot be captured",
+                    event_id,
+                    self.predictions_topic,
+                    partition,
+                    offset,
+                )
+                continue
+            recovered.append(event)
+        if not recovered:
+            return
+        scrubbed = self.scrubber.scrub_batch([ev.text for ev in recovered])
+        cases = [_case_row(ev, s, ESCALATED) for ev, s in zip(recovered, scrubbed, strict=True)]
+        with self._lock, self.warehouse.transaction() as con:
+            if _insert(con, "cases", pa.Table.from_pylist(cases, _CASE_SCHEMA)):
+                out.captured.update(ESCALATED for _ in cases)
+            self._mark_captured(con, [c["case_id"] for c in cases])
+            out.human_labels += self._attach(con, request_ids)
+
+    # -- shared -----------------------------------------------------------------------------
+
+    def _decode(
+        self,
+        records: Sequence[RawRecord],
+        decode: Any,
+        topic: str,
+        out: BatchOutcome,
+    ) -> list[tuple[Any, RawRecord]]:
+        seen: set[str] = set()
+        events: list[tuple[Any, RawRecord]] = []
+        now = datetime.now(UTC).isoformat()
+        for rec in records:
+            try:
+                event = decode(rec.value)
+            except InvalidEventError as err:
+                out.dead_letters.append(
+                    DeadLetter(
+                        source_topic=topic,
+                        partition=rec.partition,
+                        offset=rec.offset,
+                        event_id=err.event_id,
+                        reason=err.reason,
+                        payload_sha256=err.payload_sha256,
+                        payload_bytes=len(rec.value),
+                        ts=now,
+                    )
+                )
+                continue
+            event_id = str(event.event_id)
+            if event_id in seen:
+                out.duplicates += 1
+                continue
+            seen.add(event_id)
+            events.append((event, rec))
+        return events
+
+    @staticmethod
+    def _escalated_request_ids(request_ids: list[str], con: duckdb.DuckDBPyConnection) -> set[str]:
+        if not request_ids:
+            return set()
+        rows = con.execute(
+            "SELECT DISTINCT request_id FROM escalations "
+            "WHERE request_id IN (SELECT unnest(?::VARCHAR[]))",
+            [request_ids],
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    @staticmethod
+    def _mark_captured(con: duckdb.DuckDBPyConnection, event_ids: list[str]) -> None:
+        if event_ids:
+            con.execute(
+                "UPDATE predictions_audit SET captured = true, capture_reason = ? "
+                "WHERE event_id IN (SELECT unnest(?::VARCHAR[])) AND NOT captured",
+                [ESCALATED, event_ids],
+            )
+
+    @staticmethod
+    def _attach(con: duckdb.DuckDBPyConnection, request_ids: list[str]) -> int:
+        """Link escalations to their cases; turn human labels into gold label rows."""
+        if not request_ids:
+            return 0
+        con.execute(
+            "UPDATE escalations SET case_id = c.case_id FROM cases c "
+            "WHERE escalations.request_id = c.request_id AND escalations.case_id IS NULL "
+            "AND escalations.request_id IN (SELECT unnest(?::VARCHAR[]))",
+            [request_ids],
+        )
+        row = con.execute(
+            "INSERT INTO labels (label_id, case_id, source, label, confidence, actor, created_at) "
+            "SELECT 'human:' || e.event_id || ':' || c.case_id, c.case_id, 'human', "
+            "e.human_label, 1.0, e.actor, e.ts "
+            "FROM escalations e JOIN cases c ON c.request_id = e.request_id "
+            "WHERE e.human_label IS NOT NULL "
+            "AND e.request_id IN (SELECT unnest(?::VARCHAR[])) ON CONFLICT DO NOTHING",
+            [request_ids],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+
+class KafkaPredictionFetcher:
+    """Reads single prediction records back from Kafka by partition and offset."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._consumer: Any = None
+        self._lock = threading.Lock()
+
+    def fetch(self, partition: int, offset: int) -> bytes | None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = KafkaConsumer(
+                    bootstrap_servers=self.bootstrap,
+                    enable_auto_commit=False,
+                    group_id=None,
+                    consumer_timeout_ms=5000,
+                )
+            tp = TopicPartition(self.topic, partition)
+            self._consumer.assign([tp])
+            self._consumer.seek(tp, offset)
+            for _ in range(10):
+                for records in self._consumer.poll(timeout_ms=500, max_records=1).values():
+                    for record in records:
+                        if record.offset == offset:
+                            return bytes(record.value)
+                        return None
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None

@@ -1,0 +1,45 @@
+"""A summary of what the stream workers stored, read from the warehouse."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.warehouse import Warehouse
+
+
+def warehouse_stats(warehouse: Warehouse) -> dict[str, Any]:
+    with warehouse.connect() as con:
+
+        def one(sql: str) -> Any:
+            row = con.execute(sql).fetchone()
+            return row[0] if row else None
+
+        def by(sql: str) -> dict[str, int]:
+            return {str(k): int(v) for k, v in con.execute(sql).fetchall()}
+
+        return {
+            "predictions_audited": int(one("SELECT count(*) FROM predictions_audit")),
+            "predictions_without_consent": int(
+                one("SELECT count(*) FROM predictions_audit WHERE NOT consent_training")
+            ),
+            "capture_decisions": by(
+                "SELECT coalesce(capture_reason, 'not_captured'), count(*) "
+                "FROM predictions_audit GROUP BY 1 ORDER BY 1"
+            ),
+            "cases": int(one("SELECT count(*) FROM cases")),
+            "cases_by_reason": by(
+                "SELECT capture_reason, count(*) FROM cases GROUP BY 1 ORDER BY 1"
+            ),
+            "escalations": int(one("SELECT count(*) FROM escalations")),
+            "escalations_waiting_for_prediction": int(
+                one("SELECT count(*) FROM escalations WHERE case_id IS NULL")
+            ),
+            "human_labels": int(one("SELECT count(*) FROM labels WHERE source = 'human'")),
+            "audited_last_5_min": int(
+                one(
+                    "SELECT count(*) FROM predictions_audit "
+                    "WHERE ingested_at > now() - INTERVAL 5 MINUTE"
+                )
+            ),
+            "last_ingested_at": one("SELECT max(ingested_at) FROM predictions_audit"),
+        }

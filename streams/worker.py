@@ -1,0 +1,151 @@
+"""The stream worker: a faust-streaming app that captures cases from Kafka into DuckDB.
+
+Delivery: at-least-once from Kafka, effectively-once into the warehouse. Each agent takes a
+batch with acks disabled (``noack_take``), writes it in one warehouse transaction (in a
+thread, so the event loop keeps heartbeating), publishes its dead letters and waits for the
+broker to confirm them, and only then acks the batch's events — so faust never commits an
+offset past an event whose rows are not committed. A worker killed at any point re-reads at
+most the uncommitted batches, and the sink ignores what it already stored.
+
+Several workers with the same ``streams.group_id`` split the partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import faust
+
+from infra.broker import bootstrap_servers
+from infra.settings import Settings
+from infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
+from infra.warehouse import Warehouse
+from privacy.scrubber import RegexScrubber, Scrubber
+from streams.metrics import StreamMetrics
+from streams.policy import CapturePolicy
+from streams.sink import BatchOutcome, CaptureSink, KafkaPredictionFetcher, RawRecord
+
+log = logging.getLogger(__name__)
+
+
+def default_scrubber(settings: Settings) -> Scrubber:
+    """The scrubber the workers use (the regex pass until the privacy scrubber is configured)."""
+    return RegexScrubber()
+
+
+def build_app(
+    settings: Settings,
+    *,
+    scrubber: Scrubber | None = None,
+    metrics: StreamMetrics | None = None,
+) -> faust.App:
+    """A faust app with the ``predictions`` and ``escalations`` agents wired to the sink."""
+    bootstrap = bootstrap_servers(settings)
+    ensure_topics(settings, bootstrap)
+    cfg = settings.streams
+    metrics = metrics or StreamMetrics()
+    predictions_name = settings.topic(PREDICTIONS)
+    fetcher = KafkaPredictionFetcher(bootstrap, predictions_name)
+    sink = CaptureSink(
+        Warehouse.from_settings(settings),
+        CapturePolicy.from_settings(settings.capture),
+        scrubber or default_scrubber(settings),
+        predictions_topic=predictions_name,
+        escalations_topic=settings.topic(ESCALATIONS),
+        fetcher=fetcher,
+    )
+    app = faust.App(
+        cfg.group_id,
+        broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
+        # aiokafka's idempotent/transactional producer does not work against every
+        # Kafka-compatible broker (tansu); the sink is idempotent instead.
+        processing_guarantee="at_least_once",
+        web_enabled=False,
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),
+        broker_session_timeout=cfg.session_timeout_s,
+        broker_heartbeat_interval=cfg.heartbeat_interval_s,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.broker.partitions,
+        topic_replication_factor=1,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    app.tutorloop_metrics = metrics  # type: ignore[attr-defined]
+    app.tutorloop_sink = sink  # type: ignore[attr-defined]
+
+    def topic(name: str) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, value_serializer="raw")
+
+    dlq = topic(settings.topic(PREDICTIONS_DLQ))
+
+    async def run_batches(
+        agent: str, stream: Any, write: Callable[[Sequence[RawRecord]], BatchOutcome]
+    ) -> None:
+        async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
+            started = time.perf_counter()
+            records = [
+                RawRecord(
+                    value=bytes(e.message.value or b""),
+                    partition=e.message.partition,
+                    offset=e.message.offset,
+                )
+                for e in events
+            ]
+            outcome = await asyncio.to_thread(write, records)
+            for letter in outcome.dead_letters:
+                await app.producer.send_and_wait(
+                    dlq.get_topic_name(), letter.key, letter.to_bytes(), None, None, None
+                )
+            for event in events:
+                await stream.ack(event)
+            metrics.record(agent, outcome, time.perf_counter() - started)
+
+    @app.agent(topic(predictions_name), name="predictions")
+    async def predictions(stream: Any) -> None:
+        await run_batches("predictions", stream, sink.write_predictions)
+
+    @app.agent(topic(settings.topic(ESCALATIONS)), name="escalations")
+    async def escalations(stream: Any) -> None:
+        await run_batches("escalations", stream, sink.write_escalations)
+
+    @app.timer(interval=cfg.log_every_s)
+    async def log_counters() -> None:
+        metrics.log_line()
+
+    @app.timer(interval=max(1.0, cfg.log_every_s / 3))
+    async def track_lag() -> None:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            committed = consumer._committed_offset.get(tp)
+            position = committed + 1 if committed is not None else 0
+            metrics.set_lag(tp.topic, tp.partition, max(0, int(highwater) - position))
+
+    if cfg.metrics_port:
+        metrics.serve(cfg.metrics_port)
+
+    return app
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker until SIGTERM/SIGINT; faust commits acked offsets on the way out."""
+    app = build_app(settings)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,
+    )
+    try:
+        worker.execute_from_commandline()
+    finally:
+        app.tutorloop_metrics.log_line()  # type: ignore[attr-defined]
+        app.tutorloop_sink.fetcher.close()  # type: ignore[attr-defined]

@@ -1,0 +1,170 @@
+"""The sink on a real DuckDB file, without Kafka: policy, idempotency, DLQ, escalations."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra.settings import CaptureSettings
+from infra.warehouse import Warehouse
+from privacy.scrubber import RegexScrubber
+from streams.policy import AUDIT_SAMPLE, ESCALATED, LOW_CONFIDENCE, LOW_MARGIN, CapturePolicy
+from streams.sink import CaptureSink, RawRecord
+from tests.streams_events import escalation, prediction
+
+EMAIL = "jane.canary@example.com"
+
+
+class _KafkaLog:
+    """Stands in for the topic the sink re-reads escalated predictions from."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[int, int], bytes] = {}
+
+    def fetch(self, partition: int, offset: int) -> bytes | None:
+        return self.records.get((partition, offset))
+
+
+@pytest.fixture
+def kafka_log() -> _KafkaLog:
+    return _KafkaLog()
+
+
+@pytest.fixture
+def sink(warehouse: Warehouse, kafka_log: _KafkaLog) -> CaptureSink:
+    policy = CapturePolicy.from_settings(
+        CaptureSettings(confidence_below=0.6, margin_below=0.1, audit_sample_rate=0.0)
+    )
+    return CaptureSink(
+        warehouse,
+        policy,
+        RegexScrubber(),
+        predictions_topic="p",
+        escalations_topic="e",
+        fetcher=kafka_log,
+    )
+
+
+def _records(*events: object, kafka_log: _KafkaLog | None = None) -> list[RawRecord]:
+    out = []
+    for i, ev in enumerate(events):
+        raw = ev if isinstance(ev, bytes) else ev.to_bytes()  # type: ignore[attr-defined]
+        out.append(RawRecord(raw, 0, i))
+        if kafka_log is not None:
+            kafka_log.records[(0, i)] = raw
+    return out
+
+
+def test_policy_reasons() -> None:
+    policy = CapturePolicy.from_settings(
+        CaptureSettings(
+            confidence_below=0.6, margin_below=0.1, audit_sample_rate=0.0, always_labels=["fraud"]
+        )
+    )
+    assert policy.reason(prediction(confidence=0.5)) == LOW_CONFIDENCE
+    assert policy.reason(prediction(confidence=0.7, second=0.65)) == LOW_MARGIN
+    assert policy.reason(prediction(confidence=0.99, label="fraud")) == "watched_label"
+    assert policy.reason(prediction(confidence=0.99)) is None
+
+
+def test_audit_sample_is_deterministic_and_near_its_rate() -> None:
+    policy = CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.1))
+    events = [prediction(confidence=0.99) for _ in range(3000)]
+    first = [policy.reason(e) for e in events]
+    assert first == [policy.reason(e) for e in events]
+    rate = first.count(AUDIT_SAMPLE) / len(events)
+    assert 0.08 < rate < 0.12
+
+
+def test_audit_every_prediction_capture_with_consent_only(
+    sink: CaptureSink, warehouse: Warehouse
+) -> None:
+    low = prediction(confidence=0.3, text=f"mail {EMAIL} about my card")
+    low_no_consent = prediction(confidence=0.3, consent=False, text=f"mail {EMAIL}")
+    confident = prediction(confidence=0.99)
+    out = sink.write_predictions(_records(low, low_no_consent, confident))
+    assert (out.audited, sum(out.captured.values()), out.dead_letters) == (3, 1, [])
+    audit = dict(warehouse.query("SELECT event_id, capture_reason FROM predictions_audit"))
+    assert audit == {
+        str(low.event_id): LOW_CONFIDENCE,
+        str(low_no_consent.event_id): "no_consent",
+        str(confident.event_id): None,
+    }
+    [(case_id, text, findings)] = warehouse.query("SELECT case_id, text, scrub_findings FROM cases")
+    assert case_id == str(low.event_id)
+    assert EMAIL not in text and "<EMAIL_ADDRESS>" in text
+    assert json.loads(findings) == {"EMAIL_ADDRESS": 1}
+    columns = {
+        r[0]
+        for r in warehouse.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_name='predictions_audit'"
+        )
+    }
+    assert "text" not in columns
+
+
+def test_redelivered_batch_changes_nothing(sink: CaptureSink, warehouse: Warehouse) -> None:
+    events = [prediction(confidence=0.3) for _ in range(5)]
+    sink.write_predictions(_records(*events))
+    again = sink.write_predictions(_records(*events, events[0]))
+    assert again.audited == 0
+    assert again.duplicates == 6
+    assert warehouse.query("SELECT count(*) FROM predictions_audit") == [(5,)]
+    assert warehouse.query("SELECT count(*) FROM cases") == [(5,)]
+
+
+def test_bad_records_become_dead_letters_and_the_rest_is_stored(
+    sink: CaptureSink, warehouse: Warehouse
+) -> None:
+    good = prediction()
+    out = sink.write_predictions(_records(b"{oops", good, EMAIL.encode()))
+    assert out.audited == 1
+    assert [d.offset for d in out.dead_letters] == [0, 2]
+    for letter in out.dead_letters:
+        assert EMAIL not in letter.to_bytes().decode()
+
+
+def test_escalation_after_an_uncaptured_prediction_captures_it_from_kafka(
+    sink: CaptureSink, warehouse: Warehouse, kafka_log: _KafkaLog
+) -> None:
+    confident = prediction(confidence=0.99, text=f"write to {EMAIL}")
+    sink.write_predictions(_records(confident, kafka_log=kafka_log))
+    assert warehouse.query("SELECT count(*) FROM cases") == [(0,)]
+    out = sink.write_escalations(_records(escalation(confident.request_id, "card_lost")))
+    assert out.captured[ESCALATED] == 1 and out.human_labels == 1
+    [(reason, text)] = warehouse.query("SELECT capture_reason, text FROM cases")
+    assert reason == ESCALATED and EMAIL not in text
+    assert warehouse.query("SELECT source, label FROM labels") == [("human", "card_lost")]
+    assert warehouse.query("SELECT captured FROM predictions_audit") == [(True,)]
+
+
+def test_escalation_before_its_prediction_is_attached_when_it_arrives(
+    sink: CaptureSink, warehouse: Warehouse
+) -> None:
+    confident = prediction(confidence=0.99)
+    sink.write_escalations(_records(escalation(confident.request_id, "card_lost")))
+    assert warehouse.query("SELECT count(*) FROM escalations WHERE case_id IS NULL") == [(1,)]
+    out = sink.write_predictions(_records(confident))
+    assert out.captured[ESCALATED] == 1 and out.human_labels == 1
+    assert warehouse.query("SELECT count(*) FROM escalations WHERE case_id IS NULL") == [(0,)]
+
+
+def test_escalation_of_a_prediction_without_consent_stores_no_case(
+    sink: CaptureSink, warehouse: Warehouse, kafka_log: _KafkaLog
+) -> None:
+    private = prediction(confidence=0.99, consent=False)
+    sink.write_predictions(_records(private, kafka_log=kafka_log))
+    sink.write_escalations(_records(escalation(private.request_id)))
+    assert warehouse.query("SELECT count(*) FROM cases") == [(0,)]
+    assert warehouse.query("SELECT count(*) FROM labels") == [(0,)]
+
+
+def test_unreadable_escalated_prediction_is_counted_not_fatal(
+    sink: CaptureSink, warehouse: Warehouse
+) -> None:
+    confident = prediction(confidence=0.99)
+    sink.write_predictions(_records(confident))  # not in the fake Kafka log
+    out = sink.write_escalations(_records(escalation(confident.request_id)))
+    assert out.unrecoverable == 1
+    assert warehouse.query("SELECT count(*) FROM escalations") == [(1,)]
