@@ -44,19 +44,24 @@ def broker_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         broker.down()
 
 
-@pytest.fixture
-def settings(tmp_path: Path, broker_bootstrap: str) -> Settings:
-    """Settings for one test: its own data dir, DuckDB file and topic prefix.
+def make_settings(data_dir: Path, bootstrap: str) -> Settings:
+    """Settings with their own data dir, DuckDB file and topic prefix.
 
     The session broker is configured as external Kafka, the way a deployment points tutorloop
     at an existing cluster.
     """
     prefix = f"t{uuid.uuid4().hex[:10]}-"
     return load_settings(
-        data_dir=tmp_path / "data",
-        broker={"bootstrap_servers": broker_bootstrap, "topic_prefix": prefix},
+        data_dir=data_dir,
+        broker={"bootstrap_servers": bootstrap, "topic_prefix": prefix},
         warehouse={"lock_timeout_s": 20.0},
     )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, broker_bootstrap: str) -> Settings:
+    """Settings for one test (see :func:`make_settings`)."""
+    return make_settings(tmp_path / "data", broker_bootstrap)
 
 
 @pytest.fixture
@@ -91,6 +96,10 @@ def run_cli(
 @pytest.fixture
 def stream_env(settings: Settings, group_id: str) -> dict[str, str]:
     """Environment for a worker subprocess bound to this test's topics, group and DuckDB."""
+    return make_stream_env(settings, group_id)
+
+
+def make_stream_env(settings: Settings, group_id: str) -> dict[str, str]:
     return {
         "TUTORLOOP_DATA_DIR": str(settings.data_dir),
         "TUTORLOOP_BROKER__BOOTSTRAP_SERVERS": settings.broker.bootstrap_servers,

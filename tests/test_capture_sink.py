@@ -98,7 +98,8 @@ def test_audit_every_prediction_capture_with_consent_only(
     columns = {
         r[0]
         for r in warehouse.query(
-            "SELECT column_name FROM information_schema.columns WHERE table_name='predictions_audit'"
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'predictions_audit'"
         )
     }
     assert "text" not in columns

@@ -1,0 +1,357 @@
+"""Stream workers against the real tansu broker and a real DuckDB file (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from infra.settings import CaptureSettings, Settings
+from infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
+from infra.warehouse import Warehouse
+from streams.events import PredictionEvent
+from streams.policy import CapturePolicy
+from tests.conftest import (
+    WorkerProcess,
+    make_settings,
+    make_stream_env,
+    run_cli,
+    wait_until,
+)
+from tests.streams_events import escalation, prediction
+
+CANARY = "Zebulon Quimby zq@canary.example"
+
+
+def _count(wh: Warehouse, table: str) -> int:
+    if not wh.path.exists():
+        return 0
+    return int(wh.query(f"SELECT count(*) FROM {table}")[0][0])
+
+
+@pytest.fixture
+def producer(settings: Settings) -> Iterator[KafkaProducer]:
+    ensure_topics(settings, settings.broker.bootstrap_servers)
+    p = KafkaProducer(bootstrap_servers=settings.broker.bootstrap_servers, linger_ms=5)
+    yield p
+    p.close()
+
+
+def _send(p: KafkaProducer, settings: Settings, events: list[PredictionEvent]) -> None:
+    for ev in events:
+        p.send(settings.topic(PREDICTIONS), key=ev.key, value=ev.to_bytes())
+    p.flush()
+
+
+def _dlq(settings: Settings, expected: int, timeout: float = 30) -> list[dict[str, object]]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.broker.bootstrap_servers, enable_auto_commit=False
+    )
+    topic = settings.topic(PREDICTIONS_DLQ)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    found: list[dict[str, object]] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < expected and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=300).values():
+            found.extend(json.loads(r.value) for r in records)
+    consumer.close()
+    return found
+
+
+def _mixed_events(n: int) -> list[PredictionEvent]:
+    events = []
+    for i in range(n):
+        events.append(
+            prediction(
+                confidence=0.3 if i % 5 == 0 else 0.97,
+                consent=i % 4 != 0,
+                user_id=f"u-{i % 13}",
+                text=f"{CANARY} asks about card {i}",
+            )
+        )
+    return events
+
+
+def test_n_events_give_exactly_the_expected_rows(
+    settings: Settings,
+    producer: KafkaProducer,
+    stream_env: dict[str, str],
+    tmp_path: Path,
+    warehouse: Warehouse,
+) -> None:
+    events = _mixed_events(400)
+    policy = CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.05))
+    expected_cases = {
+        str(e.event_id): policy.reason(e)
+        for e in events
+        if e.consent.training and policy.reason(e) is not None
+    }
+    _send(producer, settings, events)
+    worker = WorkerProcess(stream_env, tmp_path / "w.log")
+    try:
+        wait_until(lambda: _count(warehouse, "predictions_audit") == 400)
+        time.sleep(1.0)
+        assert _count(warehouse, "predictions_audit") == 400
+    finally:
+        assert worker.stop() == 0, worker.output()[-2000:]
+    cases = dict(warehouse.query("SELECT case_id, capture_reason FROM cases"))
+    assert cases == expected_cases
+    assert "Worker ready" in worker.output()
+    # Scrubbed: the canary's email never reached the warehouse file or the worker's log.
+    assert b"zq@canary.example" not in warehouse.path.read_bytes()
+    assert "zq@canary.example" not in worker.output()
+    stats = run_cli(
+        "streams", "stats", "--json", env={"TUTORLOOP_WAREHOUSE__PATH": str(warehouse.path)}
+    )
+    summary = json.loads(stats.stdout)
+    assert summary["predictions_audited"] == 400
+    assert summary["cases"] == len(expected_cases)
+
+
+BAD_INPUTS: list[tuple[str, bytes, str]] = [
+    ("not_json", b"this is {not json", "not JSON"),
+    ("missing_field", json.dumps({"event_id": "x"}).encode(), "Field required"),
+    (
+        "wrong_type",
+        prediction().to_bytes().replace(b'"confidence":0.95', b'"confidence":"hi"'),
+        "confidence",
+    ),
+    (
+        "unknown_version",
+        prediction().to_bytes().replace(b'"schema_version":1', b'"schema_version":9'),
+        "unknown schema_version 9",
+    ),
+    ("empty_text", prediction().to_bytes().replace(b'"how do I top up my card?"', b'""'), "text"),
+    (
+        "one_mb_text",
+        prediction()
+        .to_bytes()
+        .replace(b'"how do I top up my card?"', json.dumps(CANARY + "x" * 1_000_000).encode()),
+        "text",
+    ),
+    ("invalid_utf8", b'{"text": "\xc3\x28 ' + CANARY.encode() + b'"}', "UTF-8"),
+    (
+        "nan_confidence",
+        prediction().to_bytes().replace(b'"confidence":0.95', b'"confidence":NaN'),
+        "not JSON",
+    ),
+    (
+        "negative_confidence",
+        prediction().to_bytes().replace(b'"confidence":0.95', b'"confidence":-0.5'),
+        "confidence",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_run(
+    broker_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[list[dict[str, object]], list[PredictionEvent], Warehouse]]:
+    """One worker fed each bad input followed by a good event, plus a duplicate event id."""
+    tmp_path = tmp_path_factory.mktemp("bad-input")
+    settings = make_settings(tmp_path / "data", broker_bootstrap)
+    stream_env = make_stream_env(settings, f"g-{uuid.uuid4().hex[:10]}")
+    warehouse = Warehouse.from_settings(settings)
+    ensure_topics(settings, broker_bootstrap)
+    goods: list[PredictionEvent] = []
+    topic = settings.topic(PREDICTIONS)
+    producer_big = KafkaProducer(
+        bootstrap_servers=settings.broker.bootstrap_servers, max_request_size=4_000_000
+    )
+    for _, raw, _ in BAD_INPUTS:
+        producer_big.send(topic, key=b"k", value=raw)
+        good = prediction(confidence=0.3, text=f"{CANARY} good")
+        producer_big.send(topic, key=b"k", value=good.to_bytes())
+        goods.append(good)
+    producer_big.send(topic, key=b"k", value=goods[0].to_bytes())  # duplicate event_id
+    producer_big.flush()
+    producer_big.close()
+    worker = WorkerProcess(stream_env, tmp_path / "w.log")
+    try:
+        wait_until(lambda: _count(warehouse, "predictions_audit") == len(goods))
+        letters = _dlq(settings, len(BAD_INPUTS))
+    finally:
+        assert worker.stop() == 0
+    assert CANARY not in worker.output()
+    yield letters, goods, warehouse
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(r, why) for _, r, why in BAD_INPUTS],
+    ids=[name for name, _, _ in BAD_INPUTS],
+)
+def test_bad_input_is_dead_lettered_and_the_worker_goes_on(
+    bad_input_run: tuple[list[dict[str, object]], list[PredictionEvent], Warehouse],
+    raw: bytes,
+    reason: str,
+) -> None:
+    import hashlib
+
+    letters, goods, warehouse = bad_input_run
+    digest = hashlib.sha256(raw).hexdigest()
+    [letter] = [lt for lt in letters if lt["payload_sha256"] == digest]
+    assert reason in str(letter["reason"])
+    assert letter["payload_bytes"] == len(raw)
+    assert CANARY not in json.dumps(letter)
+    # Every good event after every bad one was stored, the duplicate only once.
+    audited = {r[0] for r in warehouse.query("SELECT event_id FROM predictions_audit")}
+    assert audited == {str(g.event_id) for g in goods}
+
+
+@pytest.mark.slow
+def test_kill_9_mid_batch_then_restart_stores_every_event_exactly_once(
+    settings: Settings,
+    producer: KafkaProducer,
+    stream_env: dict[str, str],
+    tmp_path: Path,
+    warehouse: Warehouse,
+) -> None:
+    total = 3000
+    events = _mixed_events(total)
+    _send(producer, settings, events)
+    small_batches = {"TUTORLOOP_STREAMS__BATCH_MAX": "40"}
+    first = WorkerProcess(stream_env, tmp_path / "w1.log", **small_batches)
+    wait_until(lambda: _count(warehouse, "predictions_audit") >= 200, interval=0.05)
+    first.stop(signal.SIGKILL)
+    killed_at = _count(warehouse, "predictions_audit")
+    assert 0 < killed_at < total, "the worker must die mid-stream"
+
+    second = WorkerProcess(stream_env, tmp_path / "w2.log", **small_batches)
+    try:
+        wait_until(lambda: _count(warehouse, "predictions_audit") == total, timeout=120)
+        time.sleep(1.5)
+    finally:
+        assert second.stop() == 0
+    ids = [r[0] for r in warehouse.query("SELECT event_id FROM predictions_audit")]
+    assert len(ids) == len(set(ids)) == total
+    assert set(ids) == {str(e.event_id) for e in events}
+    policy = CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.05))
+    expected_cases = sum(1 for e in events if e.consent.training and policy.reason(e))
+    assert _count(warehouse, "cases") == expected_cases
+
+
+@pytest.mark.slow
+def test_two_workers_in_one_group_store_each_event_once(
+    settings: Settings,
+    producer: KafkaProducer,
+    stream_env: dict[str, str],
+    tmp_path: Path,
+    warehouse: Warehouse,
+) -> None:
+    workers = [WorkerProcess(stream_env, tmp_path / f"w{i}.log") for i in range(2)]
+    try:
+        for w in workers:
+            w.wait_ready()
+        time.sleep(8)  # let the second join settle into a two-member assignment
+        total = 2000
+        events = [prediction(user_id=f"u-{i}") for i in range(total)]  # keys spread partitions
+        _send(producer, settings, events)
+        wait_until(lambda: _count(warehouse, "predictions_audit") == total, timeout=120)
+        time.sleep(2.5)  # one more periodic counters line from each worker
+    finally:
+        codes = [w.stop() for w in workers]
+    assert codes == [0, 0]
+    ids = [r[0] for r in warehouse.query("SELECT event_id FROM predictions_audit")]
+    assert len(ids) == len(set(ids)) == total
+    consumed = [w.totals().get("consumed", 0) for w in workers]
+    assert all(c > 0 for c in consumed), consumed  # both workers did part of the work
+
+
+def test_escalations_through_kafka_attach_and_capture(
+    settings: Settings,
+    producer: KafkaProducer,
+    stream_env: dict[str, str],
+    tmp_path: Path,
+    warehouse: Warehouse,
+) -> None:
+    confident = prediction(confidence=0.99, text=f"{CANARY} confident")
+    late = prediction(confidence=0.99, text="arrives after its escalation")
+    _send(producer, settings, [confident])
+    esc_topic = settings.topic(ESCALATIONS)
+    early = escalation(late.request_id, "card_lost")
+    producer.send(esc_topic, key=early.key, value=early.to_bytes())
+    producer.flush()
+    worker = WorkerProcess(stream_env, tmp_path / "w.log")
+    try:
+        wait_until(
+            lambda: (
+                _count(warehouse, "predictions_audit") == 1
+                and _count(warehouse, "escalations") == 1
+            )
+        )
+        after = escalation(confident.request_id, "card_stolen")
+        producer.send(esc_topic, key=after.key, value=after.to_bytes())
+        _send(producer, settings, [late])
+        wait_until(lambda: _count(warehouse, "labels") == 2)
+    finally:
+        assert worker.stop() == 0
+    rows = dict(
+        warehouse.query("SELECT c.request_id, l.label FROM labels l JOIN cases c USING (case_id)")
+    )
+    assert rows == {confident.request_id: "card_stolen", late.request_id: "card_lost"}
+    assert b"zq@canary.example" not in warehouse.path.read_bytes()
+
+
+def test_events_from_an_independent_client_are_consumed(
+    settings: Settings,
+    stream_env: dict[str, str],
+    tmp_path: Path,
+    warehouse: Warehouse,
+) -> None:
+    """librdkafka (C) produces; the worker (aiokafka) consumes.
+
+    Debian's kcat 1.7.1 cannot be used: its librdkafka 2.0.2 fails to parse tansu's
+    ApiVersion v3 response. confluent-kafka bundles a current librdkafka.
+    """
+    from confluent_kafka import Producer
+
+    ensure_topics(settings, settings.broker.bootstrap_servers)
+    events = [prediction(confidence=0.2) for _ in range(20)]
+    producer = Producer({"bootstrap.servers": settings.broker.bootstrap_servers})
+    for e in events:
+        producer.produce(settings.topic(PREDICTIONS), key=e.key, value=e.to_bytes())
+    assert producer.flush(15) == 0
+    worker = WorkerProcess(stream_env, tmp_path / "w.log")
+    try:
+        wait_until(lambda: _count(warehouse, "cases") == 20)
+    finally:
+        assert worker.stop() == 0
+    assert {r[0] for r in warehouse.query("SELECT case_id FROM cases")} == {
+        str(e.event_id) for e in events
+    }
+
+
+def test_sigterm_commits_offsets_so_a_restart_reads_nothing_twice(
+    settings: Settings,
+    producer: KafkaProducer,
+    stream_env: dict[str, str],
+    tmp_path: Path,
+    warehouse: Warehouse,
+    group_id: str,
+) -> None:
+    _send(producer, settings, [prediction() for _ in range(50)])
+    worker = WorkerProcess(stream_env, tmp_path / "w.log")
+    wait_until(lambda: _count(warehouse, "predictions_audit") == 50)
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert worker.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 15
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.broker.bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+    )
+    topic = settings.topic(PREDICTIONS)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    committed = sum(consumer.committed(tp) or 0 for tp in parts)
+    consumer.close()
+    assert committed == 50
