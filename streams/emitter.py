@@ -1,9 +1,11 @@
 """The serving-side emitter: prediction and escalation events onto Kafka, off the request path.
 
 The request path calls :meth:`PredictionEmitter.emit`, which never raises and never waits
-longer than ``max_block_ms``: events are batched in the producer's bounded buffer and sent
-after ``linger_ms``. When delivery fails, or the buffer stays full, the event is counted,
-logged (its id, never its text) and handed to the ``on_error`` callback.
+longer than ``max_block_ms`` (the producer's wait for topic metadata): events are batched and
+sent after ``linger_ms``. kafka-python's own buffer is unbounded, so the emitter bounds it: once
+``buffer_bytes`` of events await delivery, new events are dropped at once rather than queued.
+When delivery fails, or an event is dropped, it is counted, logged (its id, never its text)
+and handed to the ``on_error`` callback.
 """
 
 from __future__ import annotations
@@ -62,19 +64,20 @@ class PredictionEmitter:
         self._on_error = on_error
         self._lock = threading.Lock()
         self._closed = False
+        self._buffer_bytes = buffer_bytes
+        self._pending_bytes = 0
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=bootstrap,
                 acks="all",
                 linger_ms=linger_ms,
                 max_block_ms=max_block_ms,
-                buffer_memory=buffer_bytes,
-                request_timeout_ms=min(delivery_timeout_ms, 30_000),
+                request_timeout_ms=max(1, min(30_000, delivery_timeout_ms - linger_ms - 1)),
                 delivery_timeout_ms=delivery_timeout_ms,
                 retries=5,
             )
         except KafkaError as exc:
-            raise EmitterError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+            raise EmitterError(f"cannot start the emitter for Kafka at {bootstrap}: {exc}") from exc
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> PredictionEmitter:

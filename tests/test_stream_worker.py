@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from infra.broker import free_port
 from infra.settings import CaptureSettings, Settings
 from infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
 from infra.warehouse import Warehouse
@@ -95,16 +97,24 @@ def test_n_events_give_exactly_the_expected_rows(
         if e.consent.training and policy.reason(e) is not None
     }
     _send(producer, settings, events)
-    worker = WorkerProcess(stream_env, tmp_path / "w.log")
+    port = free_port()
+    worker = WorkerProcess(
+        stream_env, tmp_path / "w.log", TUTORLOOP_STREAMS__METRICS_PORT=str(port)
+    )
     try:
         wait_until(lambda: _count(warehouse, "predictions_audit") == 400)
         time.sleep(1.0)
         assert _count(warehouse, "predictions_audit") == 400
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
     finally:
         assert worker.stop() == 0, worker.output()[-2000:]
     cases = dict(warehouse.query("SELECT case_id, capture_reason FROM cases"))
     assert cases == expected_cases
     assert "Worker ready" in worker.output()
+    assert 'tutorloop_streams_consumed_total{agent="predictions"} 400.0' in metrics
+    assert 'tutorloop_streams_audited_total{agent="predictions"} 400.0' in metrics
+    assert "tutorloop_streams_batch_seconds_count" in metrics
     # Scrubbed: the canary's email never reached the warehouse file or the worker's log.
     assert b"zq@canary.example" not in warehouse.path.read_bytes()
     assert "zq@canary.example" not in worker.output()

@@ -1,0 +1,80 @@
+"""The serving-side emitter against a real broker, and against one that went away."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from infra.broker import EmbeddedBroker, free_port
+from infra.settings import Settings, load_settings
+from infra.topics import ESCALATIONS, PREDICTIONS, ensure_topics
+from streams.emitter import PredictionEmitter
+from streams.events import PredictionEvent
+from tests.streams_events import escalation, prediction
+
+
+def _read_all(settings: Settings, topic: str, expected: int) -> list[bytes]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.broker.bootstrap_servers, enable_auto_commit=False
+    )
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    values: list[bytes] = []
+    deadline = time.monotonic() + 20
+    while len(values) < expected and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=300).values():
+            values.extend(r.value for r in records)
+    consumer.close()
+    return values
+
+
+def test_emitted_events_arrive_and_close_flushes(settings: Settings) -> None:
+    ensure_topics(settings, settings.broker.bootstrap_servers)
+    events = [prediction() for _ in range(300)]
+    with PredictionEmitter.from_settings(settings) as emitter:
+        assert all(emitter.emit(e) for e in events)
+        assert emitter.escalate(escalation(events[0].request_id))
+    # close() flushed: everything is on the broker, nothing failed
+    assert emitter.stats.delivered == 301
+    assert emitter.stats.failed == emitter.stats.dropped == 0
+    values = _read_all(settings, settings.topic(PREDICTIONS), 300)
+    assert sorted(values) == sorted(e.to_bytes() for e in events)
+    assert len(_read_all(settings, settings.topic(ESCALATIONS), 1)) == 1
+
+
+def test_broker_outage_never_blocks_or_raises_into_the_request_path(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, broker={"port": free_port()})
+    broker = EmbeddedBroker(settings)
+    state = broker.up()
+    ensure_topics(settings, state.bootstrap_servers)
+    failures: list[tuple[PredictionEvent, str]] = []
+    emitter = PredictionEmitter(
+        state.bootstrap_servers,
+        max_block_ms=50,
+        buffer_bytes=64 * 1024,
+        delivery_timeout_ms=2000,
+        on_error=lambda ev, exc: failures.append((ev, type(exc).__name__)),  # type: ignore[arg-type]
+    )
+    assert emitter.emit(prediction())
+    emitter.flush(10)
+    broker.down()
+
+    slowest = 0.0
+    text = "x" * 4000  # fills the 64 KiB buffer quickly
+    for _ in range(200):
+        started = time.perf_counter()
+        emitter.emit(prediction(text=text))  # must neither raise nor hang
+        slowest = max(slowest, time.perf_counter() - started)
+    assert slowest < 0.5  # max_block_ms=50 plus scheduling slack, never a hang
+    deadline = time.monotonic() + 20
+    while emitter.stats.failed + emitter.stats.dropped < 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert emitter.stats.delivered == 1
+    assert emitter.stats.failed + emitter.stats.dropped == 200
+    assert len(failures) == 200
+    emitter.close(timeout_s=2)
+    assert not emitter.emit(prediction())  # closed: reported, not raised
+    assert emitter.stats.dropped >= 1
