@@ -91,7 +91,7 @@ class StreamsSettings(_Section):
     """The stream workers (faust) and the serving-side emitter."""
 
     group_id: str = Field(default="tutorloop-capture", min_length=1)
-    batch_max: int = Field(default=1000, ge=1, le=100_000, description="events per sink batch")
+    batch_max: int = Field(default=5000, ge=1, le=100_000, description="events per sink batch")
     batch_within_s: float = Field(default=0.5, gt=0, description="max wait to fill a batch")
     session_timeout_s: float = Field(default=30.0, gt=0)
     heartbeat_interval_s: float = Field(default=3.0, gt=0)

@@ -74,6 +74,8 @@ def build_app(
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.broker.partitions,
         topic_replication_factor=1,
+        # The stream buffer must hold a whole batch, or take() waits out `within` every time.
+        stream_buffer_maxsize=max(4096, cfg.batch_max * 2),
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -99,13 +101,19 @@ def build_app(
                 for e in events
             ]
             outcome = await asyncio.to_thread(write, records)
+            written = time.perf_counter()
             for letter in outcome.dead_letters:
                 await app.producer.send_and_wait(
                     dlq.get_topic_name(), letter.key, letter.to_bytes(), None, None, None
                 )
             for event in events:
                 await stream.ack(event)
-            metrics.record(agent, outcome, time.perf_counter() - started)
+            done = time.perf_counter()
+            metrics.record(agent, outcome, done - started)
+            log.debug(
+                "%s: %d records, sink %.0f ms, dlq+ack %.0f ms",
+                agent, len(records), (written - started) * 1e3, (done - written) * 1e3,
+            )
 
     @app.agent(topic(predictions_name), name="predictions")
     async def predictions(stream: Any) -> None:

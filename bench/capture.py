@@ -1,0 +1,288 @@
+"""Benchmark: sustained capture throughput of one stream worker, and emit-to-row latency.
+
+Usage: python bench/capture.py [--events 100000] [--partitions 3]
+
+In one run, on one embedded tansu broker:
+1. produces N contract-valid prediction events (10% below the confidence threshold, so 10%
+   are captured and regex-scrubbed);
+2. baseline: a plain aiokafka consumer reads the same topic from the beginning (no
+   processing) — its events/s;
+3. one `tutorloop streams worker` consumes the topic into a fresh DuckDB file — its events/s
+   from the first audited event to the last (read from its Prometheus counters, so the
+   measurement does not compete for the DuckDB lock);
+4. with the worker caught up, events are emitted through PredictionEmitter at a steady rate
+   and the latency from event time to warehouse insert is read from the audit rows.
+
+Prints the worker's rate, the baseline's, their ratio, and latency p50/p99.
+Targets (issue #3): >= 10,000 events/s per worker, ratio >= 0.3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from kafka import KafkaProducer
+from rich.console import Console
+from rich.progress import Progress
+
+from infra.broker import EmbeddedBroker, free_port
+from infra.settings import load_settings
+from infra.topics import PREDICTIONS, ensure_topics
+from infra.warehouse import Warehouse
+from streams.emitter import PredictionEmitter
+from streams.events import Consent, PredictionEvent, now_utc
+
+console = Console()
+
+
+def _event(i: int) -> PredictionEvent:
+    low = i % 10 == 0
+    return PredictionEvent(
+        event_id=uuid.uuid4(),
+        ts=now_utc(),
+        tenant_id="bench",
+        user_id=f"user-{i % 997}",
+        request_id=f"req-{uuid.uuid4().hex}",
+        model_version="v1",
+        text=f"I was charged twice for card payment {i}, please refund to my account",
+        label="card_payment_fee_charged",
+        confidence=0.4 if low else 0.97,
+        top_k=[("card_payment_fee_charged", 0.4 if low else 0.97), ("refund", 0.01)],
+        consent=Consent(training=True),
+    )
+
+
+def produce(bootstrap: str, topic: str, n: int) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("producing", total=n)
+        for i in range(n):
+            ev = _event(i)
+            producer.send(topic, key=ev.key, value=ev.to_bytes())
+            if i % 5000 == 0:
+                progress.update(task, completed=i)
+        producer.flush()
+    producer.close()
+
+
+async def _aiokafka_rate(bootstrap: str, topic: str, n: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-baseline-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    await consumer.start()
+    try:
+        seen = 0
+        started = None
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batch.values():
+                if started is None:
+                    started = time.perf_counter()
+                seen += len(records)
+        assert started is not None
+        return n / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def _faust_ceiling(bootstrap: str, topic: str, n: int, tmp: Path) -> float:
+    """The same topic through an empty faust agent: the framework's own ceiling."""
+    script = Path(__file__).with_name("_faust_ceiling.py")
+    out = subprocess.run(
+        [sys.executable, str(script), bootstrap, topic, str(n), str(tmp / "faust-ceiling")],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    match = re.search(r"rate ([0-9.]+)", out.stdout)
+    if match:
+        return float(match.group(1))
+    raise SystemExit(f"faust ceiling run failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+
+
+def _sink_alone(tmp: Path, n: int, batch: int) -> float:
+    """The sink without Kafka or faust: decode, policy, scrub, one transaction per batch."""
+    from infra.settings import CaptureSettings
+    from privacy.scrubber import RegexScrubber
+    from streams.policy import CapturePolicy
+    from streams.sink import CaptureSink, RawRecord
+
+    sink = CaptureSink(
+        Warehouse(tmp / "sink-alone.duckdb"),
+        CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0)),
+        RegexScrubber(),
+        predictions_topic="predictions",
+        escalations_topic="escalations",
+    )
+    records = [RawRecord(_event(i).to_bytes(), 0, i) for i in range(n)]
+    sink.write_predictions(records[:1])  # create and migrate the file outside the timing
+    started = time.perf_counter()
+    for i in range(1, n, batch):
+        sink.write_predictions(records[i : i + batch])
+    return (n - 1) / (time.perf_counter() - started)
+
+
+def _audited(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return 0
+    match = re.search(r'tutorloop_streams_audited_total\{agent="predictions"\} ([0-9.e+]+)', text)
+    return int(float(match.group(1))) if match else 0
+
+
+def _batch_stats(port: int) -> tuple[int, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+        text = resp.read().decode()
+    count = re.search(r'batch_seconds_count\{agent="predictions"\} ([0-9.e+]+)', text)
+    total = re.search(r'batch_seconds_sum\{agent="predictions"\} ([0-9.e+]+)', text)
+    return int(float(count.group(1))) if count else 0, float(total.group(1)) if total else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--latency-events", type=int, default=2000)
+    parser.add_argument("--latency-rate", type=float, default=200.0, help="events/s")
+    parser.add_argument("--batch-max", type=int, default=0, help="streams.batch_max override")
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy flamegraph SVG")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="tutorloop-bench-"))
+    settings = load_settings(
+        data_dir=tmp, broker={"port": free_port(), "partitions": args.partitions}
+    )
+    broker = EmbeddedBroker(settings)
+    state = broker.up()
+    bootstrap = state.bootstrap_servers
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        ensure_topics(settings, bootstrap)
+        topic = settings.topic(PREDICTIONS)
+        console.print(f"producing {args.events:,} events to {topic} ({args.partitions} partitions)")
+        produce(bootstrap, topic, args.events)
+
+        base_rate = asyncio.run(_aiokafka_rate(bootstrap, topic, args.events))
+        console.print(f"baseline aiokafka consumer: {base_rate:,.0f} events/s")
+        faust_rate = _faust_ceiling(bootstrap, topic, args.events, tmp)
+        console.print(f"faust, empty agent:         {faust_rate:,.0f} events/s")
+        sink_rate = _sink_alone(tmp, min(args.events, 20_000), settings.streams.batch_max)
+        console.print(f"sink alone (no Kafka):      {sink_rate:,.0f} events/s")
+
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TUTORLOOP_")}
+        env.update(
+            TUTORLOOP_DATA_DIR=str(tmp),
+            TUTORLOOP_STREAMS__METRICS_PORT=str(port),
+            TUTORLOOP_STREAMS__SESSION_TIMEOUT_S="6",
+            TUTORLOOP_STREAMS__HEARTBEAT_INTERVAL_S="1",
+            TUTORLOOP_CAPTURE__AUDIT_SAMPLE_RATE="0",
+            TUTORLOOP_LOG_LEVEL=os.environ.get("TUTORLOOP_LOG_LEVEL", "WARNING"),
+        )
+        if args.batch_max:
+            env["TUTORLOOP_STREAMS__BATCH_MAX"] = str(args.batch_max)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "infra", "streams", "worker"],
+            env=env,
+            stdout=(tmp / "worker.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        spy = None
+        if args.profile is not None:
+            spy = subprocess.Popen(
+                ["py-spy", "record", "-o", str(args.profile), "-p", str(worker.pid),
+                 "--duration", "25", "--format", "raw"]
+            )
+        first_at: float | None = None
+        first_count = 0
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("worker", total=args.events)
+            deadline = time.monotonic() + 900
+            while time.monotonic() < deadline:
+                count = _audited(port)
+                now = time.perf_counter()
+                if count and first_at is None:
+                    first_at, first_count = now, count
+                progress.update(task, completed=count)
+                if count >= args.events:
+                    break
+                time.sleep(0.1)
+        done_at = time.perf_counter()
+        if first_at is None or _audited(port) < args.events:
+            raise SystemExit(f"worker did not finish; see {tmp / 'worker.log'}")
+        worker_rate = (args.events - first_count) / (done_at - first_at)
+        batches, busy = _batch_stats(port)
+        console.print(
+            f"worker: {batches} batches, mean {args.events / max(batches, 1):.0f} events, "
+            f"{busy:.1f}s inside the sink of {done_at - first_at:.1f}s wall"
+        )
+
+        console.print(f"emitting {args.latency_events} events at {args.latency_rate:.0f}/s")
+        with PredictionEmitter.from_settings(
+            load_settings(data_dir=tmp, broker={"bootstrap_servers": bootstrap})
+        ) as emitter:
+            ids = []
+            interval = 1.0 / args.latency_rate
+            next_at = time.perf_counter()
+            for i in range(args.latency_events):
+                ev = _event(i)
+                ids.append(str(ev.event_id))
+                emitter.emit(ev)
+                next_at += interval
+                time.sleep(max(0.0, next_at - time.perf_counter()))
+        target = args.events + args.latency_events
+        deadline = time.monotonic() + 60
+        while _audited(port) < target and time.monotonic() < deadline:
+            time.sleep(0.2)
+        worker.terminate()
+        worker.wait(timeout=60)
+        worker = None
+        rows = Warehouse.from_settings(settings).query(
+            "SELECT epoch(ingested_at) - epoch(ts) FROM predictions_audit "
+            "WHERE event_id IN (SELECT unnest(?::VARCHAR[]))",
+            [ids],
+        )
+        lat_ms = sorted(r[0] * 1000 for r in rows)
+        p50 = statistics.median(lat_ms)
+        p99 = lat_ms[int(0.99 * (len(lat_ms) - 1))]
+
+        console.print()
+        console.print(f"worker sustained:          {worker_rate:,.0f} events/s (target >= 10,000)")
+        console.print(f"baseline (plain aiokafka): {base_rate:,.0f} events/s")
+        console.print(f"ratio worker/baseline:     {worker_rate / base_rate:.2f} (target >= 0.3)")
+        console.print(
+            f"faust alone (empty agent): {faust_rate:,.0f} events/s "
+            f"(worker reaches {worker_rate / faust_rate:.0%} of it)"
+        )
+        console.print(f"sink alone (no Kafka):     {sink_rate:,.0f} events/s")
+        console.print(
+            f"emit -> row latency:       p50 {p50:.0f} ms, p99 {p99:.0f} ms "
+            f"({len(lat_ms)} events at {args.latency_rate:.0f}/s)"
+        )
+    finally:
+        if worker is not None:
+            worker.kill()
+        broker.down()
+
+
+if __name__ == "__main__":
+    main()
