@@ -109,7 +109,10 @@ def _faust_ceiling(bootstrap: str, topic: str, n: int, tmp: Path) -> float:
     script = Path(__file__).with_name("_faust_ceiling.py")
     out = subprocess.run(
         [sys.executable, str(script), bootstrap, topic, str(n), str(tmp / "faust-ceiling")],
-        capture_output=True, text=True, timeout=900, check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     match = re.search(r"rate ([0-9.]+)", out.stdout)
     if match:
@@ -164,7 +167,6 @@ def main() -> None:
     parser.add_argument("--latency-events", type=int, default=2000)
     parser.add_argument("--latency-rate", type=float, default=200.0, help="events/s")
     parser.add_argument("--batch-max", type=int, default=0, help="streams.batch_max override")
-    parser.add_argument("--profile", type=Path, default=None, help="py-spy flamegraph SVG")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tutorloop-bench-"))
@@ -206,12 +208,6 @@ def main() -> None:
             stdout=(tmp / "worker.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
-        spy = None
-        if args.profile is not None:
-            spy = subprocess.Popen(
-                ["py-spy", "record", "-o", str(args.profile), "-p", str(worker.pid),
-                 "--duration", "25", "--format", "raw"]
-            )
         first_at: float | None = None
         first_count = 0
         with Progress(console=console, transient=True) as progress:

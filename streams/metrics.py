@@ -20,30 +20,17 @@ class StreamMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         ns = "tutorloop_streams"
-        self._consumed = Counter(
-            f"{ns}_consumed", "records read", ["agent"], registry=self.registry
-        )
-        self._audited = Counter(
-            f"{ns}_audited", "predictions audited", ["agent"], registry=self.registry
-        )
-        self._captured = Counter(
-            f"{ns}_captured", "cases captured", ["agent", "reason"], registry=self.registry
-        )
-        self._dead = Counter(
-            f"{ns}_dead_lettered", "records sent to the DLQ", ["agent"], registry=self.registry
-        )
-        self._dupes = Counter(
-            f"{ns}_duplicates",
-            "records already in the warehouse",
-            ["agent"],
-            registry=self.registry,
-        )
-        self._escalations = Counter(
-            f"{ns}_escalations", "escalations stored", ["agent"], registry=self.registry
-        )
-        self._human = Counter(
-            f"{ns}_human_labels", "gold labels from escalations", ["agent"], registry=self.registry
-        )
+
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(f"{ns}_{name}", doc, ["agent", *labels], registry=self.registry)
+
+        self._consumed = counter("consumed", "records read")
+        self._audited = counter("audited", "predictions audited")
+        self._captured = counter("captured", "cases captured", "reason")
+        self._dead = counter("dead_lettered", "records sent to the DLQ")
+        self._dupes = counter("duplicates", "records already in the warehouse")
+        self._escalations = counter("escalations", "escalations stored")
+        self._human = counter("human_labels", "gold labels from escalations")
         self._latency = Histogram(
             f"{ns}_batch_seconds",
             "batch processing time (decode to commit)",

@@ -112,7 +112,10 @@ def build_app(
             metrics.record(agent, outcome, done - started)
             log.debug(
                 "%s: %d records, sink %.0f ms, dlq+ack %.0f ms",
-                agent, len(records), (written - started) * 1e3, (done - written) * 1e3,
+                agent,
+                len(records),
+                (written - started) * 1e3,
+                (done - written) * 1e3,
             )
 
     @app.agent(topic(predictions_name), name="predictions")

@@ -126,38 +126,30 @@ def test_n_events_give_exactly_the_expected_rows(
     assert summary["cases"] == len(expected_cases)
 
 
+def _tampered(old: bytes, new: bytes) -> bytes:
+    """A valid prediction with one piece of its JSON replaced."""
+    raw = prediction().to_bytes()
+    assert old in raw
+    return raw.replace(old, new)
+
+
+_TEXT = b'"how do I top up my card?"'
+_CONFIDENCE = b'"confidence":0.95'
+
 BAD_INPUTS: list[tuple[str, bytes, str]] = [
     ("not_json", b"this is {not json", "not JSON"),
     ("missing_field", json.dumps({"event_id": "x"}).encode(), "Field required"),
-    (
-        "wrong_type",
-        prediction().to_bytes().replace(b'"confidence":0.95', b'"confidence":"hi"'),
-        "confidence",
-    ),
+    ("wrong_type", _tampered(_CONFIDENCE, b'"confidence":"hi"'), "confidence"),
     (
         "unknown_version",
-        prediction().to_bytes().replace(b'"schema_version":1', b'"schema_version":9'),
+        _tampered(b'"schema_version":1', b'"schema_version":9'),
         "unknown schema_version 9",
     ),
-    ("empty_text", prediction().to_bytes().replace(b'"how do I top up my card?"', b'""'), "text"),
-    (
-        "one_mb_text",
-        prediction()
-        .to_bytes()
-        .replace(b'"how do I top up my card?"', json.dumps(CANARY + "x" * 1_000_000).encode()),
-        "text",
-    ),
+    ("empty_text", _tampered(_TEXT, b'""'), "text"),
+    ("one_mb_text", _tampered(_TEXT, json.dumps(CANARY + "x" * 1_000_000).encode()), "text"),
     ("invalid_utf8", b'{"text": "\xc3\x28 ' + CANARY.encode() + b'"}', "UTF-8"),
-    (
-        "nan_confidence",
-        prediction().to_bytes().replace(b'"confidence":0.95', b'"confidence":NaN'),
-        "not JSON",
-    ),
-    (
-        "negative_confidence",
-        prediction().to_bytes().replace(b'"confidence":0.95', b'"confidence":-0.5'),
-        "confidence",
-    ),
+    ("nan_confidence", _tampered(_CONFIDENCE, b'"confidence":NaN'), "not JSON"),
+    ("negative_confidence", _tampered(_CONFIDENCE, b'"confidence":-0.5'), "confidence"),
 ]
 
 
