@@ -56,6 +56,7 @@ def _register_groups() -> None:
     from infra.cli_broker import broker_app
     from infra.cli_config import config_app
     from infra.cli_warehouse import warehouse_app
+    from privacy.cli import privacy_app
     from streams.cli import schemas, streams_app
     from streams.doctor import doctor
 
@@ -63,6 +64,7 @@ def _register_groups() -> None:
     app.add_typer(broker_app, name="broker")
     app.add_typer(warehouse_app, name="warehouse")
     app.add_typer(streams_app, name="streams")
+    app.add_typer(privacy_app, name="privacy")
     app.command("schemas")(schemas)
     app.command("doctor")(doctor)
 

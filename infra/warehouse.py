@@ -9,11 +9,17 @@ file right after closing it would win every race against a CLI command polling w
 A waiter therefore leaves a ticket (a small file in ``<warehouse>.waiters/``) and any process
 that starts trying later steps aside while an earlier live ticket exists. The earliest waiter
 never steps aside, so somebody always makes progress.
+
+Deleted rows stay readable in a DuckDB file's free blocks until they are overwritten, which an
+erasure cannot accept. :meth:`Warehouse.compact` rewrites the file without them. To swap files
+safely it takes a gate (``<warehouse>.gate``, an flock) exclusively; every connection holds the
+same gate shared, so no process has the old file open when it is replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import random
 import re
@@ -72,6 +78,7 @@ class Warehouse:
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._waiters = self.path.with_name(self.path.name + ".waiters")
+        self._gate = self.path.with_name(self.path.name + ".gate")
         self._migrated = False
         self._migrate_lock = threading.Lock()
 
@@ -93,12 +100,18 @@ class Warehouse:
 
         Keep the block short: while it is open no other process can use the warehouse.
         """
-        con = self._open(self.lock_timeout_s if timeout_s is None else timeout_s)
+        timeout = self.lock_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        gate = self._enter_gate(fcntl.LOCK_SH, deadline, timeout)
         try:
-            self._ensure_migrated(con)
-            yield con
+            con = self._open(max(0.0, deadline - time.monotonic()), timeout)
+            try:
+                self._ensure_migrated(con)
+                yield con
+            finally:
+                con.close()
         finally:
-            con.close()
+            os.close(gate)
 
     @contextlib.contextmanager
     def transaction(self, *, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -111,6 +124,36 @@ class Warehouse:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+
+    def compact(self, *, timeout_s: float | None = None) -> tuple[int, int]:
+        """Rewrite the file without the free blocks that still hold deleted rows.
+
+        Waits until no other connection is open (up to the lock timeout) and blocks new ones
+        while it copies. Returns the file size before and after, in bytes.
+        """
+        timeout = self.lock_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        gate = self._enter_gate(fcntl.LOCK_EX, deadline, timeout)
+        try:
+            con = self._open(max(0.0, deadline - time.monotonic()), timeout)
+            before = self.path.stat().st_size
+            fresh = self.path.with_name(self.path.name + ".compacting")
+            fresh.unlink(missing_ok=True)
+            try:
+                self._ensure_migrated(con)
+                con.execute("CHECKPOINT")
+                row = con.execute("SELECT current_database()").fetchone()
+                name = row[0] if row else "main"
+                con.execute(f"ATTACH '{fresh}' AS _compacted")
+                con.execute(f'COPY FROM DATABASE "{name}" TO _compacted')
+                con.execute("DETACH _compacted")
+            finally:
+                con.close()
+            # Nobody else holds the file (the gate is ours), so the swap is safe.
+            fresh.replace(self.path)
+            return before, self.path.stat().st_size
+        finally:
+            os.close(gate)
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run one statement and return all rows."""
@@ -134,8 +177,24 @@ class Warehouse:
                 migrate(con, source=f"warehouse {self.path}")
                 self._migrated = True
 
-    def _open(self, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    def _enter_gate(self, mode: int, deadline: float, timeout_s: float) -> int:
+        """Take the gate shared (connections) or exclusive (compaction); return its fd."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._gate, os.O_RDWR | os.O_CREAT, 0o644)
+        delay = self._retry_initial_s
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    os.close(fd)
+                    raise WarehouseBusyError(self._busy_message(timeout_s, None)) from None
+                time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
+                delay = min(delay * 2, self._retry_max_s)
+
+    def _open(self, timeout_s: float, reported_timeout_s: float) -> duckdb.DuckDBPyConnection:
         started_wall = time.time_ns()
         deadline = time.monotonic() + timeout_s
         delay = self._retry_initial_s
@@ -154,7 +213,7 @@ class Warehouse:
                     ticket = self._take_ticket(started_wall)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise WarehouseBusyError(self._busy_message(timeout_s, last_error))
+                    raise WarehouseBusyError(self._busy_message(reported_timeout_s, last_error))
                 time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
                 delay = min(delay * 2, self._retry_max_s)
         finally:

@@ -1,0 +1,159 @@
+"""Erasure and retention on a real DuckDB file, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from infra.settings import CaptureSettings
+from infra.warehouse import Warehouse
+from privacy.erasure import RetentionError, parse_duration, subject_hash
+from privacy.scrubber import RegexScrubber
+from streams.policy import CapturePolicy
+from streams.sink import CaptureSink, RawRecord
+from tests.conftest import run_cli
+from tests.streams_events import escalation, prediction
+
+ALICE_TEXT = "Alicecanary wants to close her account"
+BOB_TEXT = "Bobcanary asks about exchange rates"
+
+
+def _env(wh: Warehouse) -> dict[str, str]:
+    return {"TUTORLOOP_WAREHOUSE__PATH": str(wh.path)}
+
+
+@pytest.fixture
+def populated(warehouse: Warehouse) -> Warehouse:
+    sink = CaptureSink(
+        warehouse,
+        CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0)),
+        RegexScrubber(),
+        predictions_topic="p",
+        escalations_topic="e",
+    )
+    alice = [
+        prediction(confidence=0.2, user_id="alice", text=f"{ALICE_TEXT} {i}") for i in range(3)
+    ]
+    bob = [prediction(confidence=0.2, user_id="bob", text=BOB_TEXT)]
+    sink.write_predictions([RawRecord(e.to_bytes(), 0, i) for i, e in enumerate(alice + bob)])
+    sink.write_escalations([RawRecord(escalation(alice[0].request_id, "close_account").to_bytes())])
+    with warehouse.transaction() as con:
+        # A dataset and a model that used one of Alice's cases and Bob's.
+        con.execute("INSERT INTO dataset_versions VALUES ('ds1', now(), '{}', '{}', 2, 0, 0, 'x')")
+        for case_id in (str(alice[1].event_id), str(bob[0].event_id)):
+            con.execute(
+                "INSERT INTO dataset_members VALUES ('ds1', ?, 'train', 'l', 'teacher')", [case_id]
+            )
+        con.execute(
+            "INSERT INTO training_runs (run_id, started_at, status, dataset_hash, base_model, "
+            "quantization, config, seed, package_versions, hardware) "
+            "VALUES ('run1', now(), 'succeeded', 'ds1', 'minilm', 'nf4', '{}', 1, '{}', '{}')"
+        )
+        con.execute(
+            "INSERT INTO model_versions (version, run_id, status, artifact_dir, "
+            "label_set, card) VALUES ('v2', 'run1', 'champion', 'x', '[]', '{}')"
+        )
+    return warehouse
+
+
+def test_forget_erases_the_user_and_names_what_to_retrain(populated: Warehouse) -> None:
+    wh = populated
+    assert ALICE_TEXT.encode() in wh.path.read_bytes()
+    result = run_cli(
+        "privacy", "forget", "--user", "alice", "--actor", "dpo", "--json", env=_env(wh)
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["cases_deleted"], report["labels_deleted"], report["escalations_deleted"]) == (
+        3,
+        1,
+        1,
+    )
+    assert report["dataset_versions"] == ["ds1"]
+    assert report["model_versions"] == ["v2"]
+    assert wh.query("SELECT count(*) FROM cases WHERE user_id = 'alice'") == [(0,)]
+    assert wh.query("SELECT count(*) FROM cases WHERE user_id = 'bob'") == [(1,)]
+    # Gone from the file itself, not only from query results.
+    raw = wh.path.read_bytes()
+    assert ALICE_TEXT.encode() not in raw
+    assert BOB_TEXT.encode() in raw
+    [(subject, actor)] = wh.query("SELECT user_id, actor FROM erasures")
+    assert subject == subject_hash("alice") and actor == "dpo"
+
+    again = json.loads(
+        run_cli("privacy", "forget", "--user", "alice", "--json", env=_env(wh)).stdout
+    )
+    assert again["cases_deleted"] == 0
+    assert again["dataset_versions"] == ["ds1"] and again["model_versions"] == ["v2"]
+
+
+def test_purge_deletes_only_what_is_older_than_the_cutoff(populated: Warehouse) -> None:
+    wh = populated
+    old = datetime.now(UTC) - timedelta(days=120)
+    with wh.transaction() as con:
+        con.execute("UPDATE cases SET captured_at = ? WHERE user_id = 'bob'", [old])
+        con.execute("UPDATE predictions_audit SET ingested_at = ? WHERE user_id = 'bob'", [old])
+    dry = json.loads(
+        run_cli(
+            "privacy", "purge", "--older-than", "90d", "--dry-run", "--json", env=_env(wh)
+        ).stdout
+    )
+    assert dry["deleted"]["cases"] == 1 and dry["dry_run"] is True
+    assert wh.query("SELECT count(*) FROM cases") == [(4,)]
+    done = json.loads(
+        run_cli("privacy", "purge", "--older-than", "90d", "--json", env=_env(wh)).stdout
+    )
+    assert done["deleted"]["cases"] == 1 and done["deleted"]["predictions_audit"] == 1
+    assert wh.query("SELECT DISTINCT user_id FROM cases") == [("alice",)]
+    assert BOB_TEXT.encode() not in wh.path.read_bytes()
+    rerun = json.loads(
+        run_cli("privacy", "purge", "--older-than", "90d", "--json", env=_env(wh)).stdout
+    )
+    assert sum(rerun["deleted"].values()) == 0
+
+
+@pytest.mark.parametrize("bad", ["90", "d", "0d", "-3d", "ninety days"])
+def test_bad_durations_are_one_line_errors(bad: str) -> None:
+    with pytest.raises(RetentionError, match="invalid duration"):
+        parse_duration(bad)
+    result = run_cli("privacy", "purge", "--older-than", bad)
+    assert result.returncode == 2
+    assert "invalid duration" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_durations() -> None:
+    assert parse_duration("90d") == timedelta(days=90)
+    assert parse_duration("2w") == timedelta(weeks=2)
+    assert parse_duration("36h") == timedelta(hours=36)
+
+
+def test_compaction_waits_for_open_connections_and_keeps_everything(
+    populated: Warehouse,
+) -> None:
+    wh = populated
+    before = wh.query("SELECT count(*) FROM predictions_audit")
+    released = threading.Event()
+
+    def hold() -> None:
+        with wh.connect():
+            time.sleep(0.8)
+        released.set()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.1)
+    wh.compact()
+    assert released.is_set()  # compaction waited for the open connection to close
+    holder.join()
+    assert wh.query("SELECT count(*) FROM predictions_audit") == before
+    with pytest.raises(Exception, match="Constraint"), wh.transaction() as con:
+        row = con.execute("SELECT event_id FROM predictions_audit LIMIT 1").fetchone()
+        assert row is not None
+        con.execute(
+            "INSERT INTO predictions_audit SELECT * FROM predictions_audit WHERE event_id = ?",
+            [row[0]],
+        )
