@@ -106,6 +106,23 @@ class StreamsSettings(_Section):
     emit_buffer_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
 
 
+class PrivacySettings(_Section):
+    """Contribution caps and differential privacy for training."""
+
+    max_cases_per_user: int = Field(default=50, ge=1, description="per cap window")
+    max_cases_per_tenant: int = Field(default=0, ge=0, description="per cap window; 0 = off")
+    cap_window_days: float = Field(default=7.0, gt=0)
+    dp_epsilon: float | None = Field(
+        default=None, gt=0, description="train with DP-SGD to this epsilon; unset = off"
+    )
+    dp_delta: float = Field(default=1e-5, gt=0, lt=1)
+    dp_max_grad_norm: float = Field(default=1.0, gt=0)
+    epsilon_budget: float = Field(
+        default=8.0, gt=0, description="cumulative epsilon allowed per budget window"
+    )
+    budget_window_days: float = Field(default=28.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Every setting tutorloop reads. Nested sections map to TOML tables."""
 
@@ -125,6 +142,7 @@ class Settings(BaseSettings):
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
     streams: StreamsSettings = Field(default_factory=StreamsSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     @field_validator("log_level", mode="before")
     @classmethod
