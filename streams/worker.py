@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,7 +24,7 @@ import faust
 from infra.broker import bootstrap_servers
 from infra.settings import Settings
 from infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
-from infra.warehouse import Warehouse
+from infra.warehouse import Warehouse, WarehouseBusyError
 from privacy.scrubber import RegexScrubber, Scrubber
 from streams.metrics import StreamMetrics
 from streams.policy import CapturePolicy
@@ -100,7 +101,7 @@ def build_app(
                 )
                 for e in events
             ]
-            outcome = await asyncio.to_thread(write, records)
+            outcome = await _write_with_retry(agent, write, records)
             written = time.perf_counter()
             for letter in outcome.dead_letters:
                 await app.producer.send_and_wait(
@@ -148,6 +149,48 @@ def build_app(
         metrics.serve(cfg.metrics_port)
 
     return app
+
+
+# A batch that keeps failing for another reason than the warehouse lock (disk full, a broken
+# file) is not skipped: its offsets are not committed, and the worker exits with this code so
+# that its supervisor restarts it from the last committed offsets. The sink is idempotent,
+# so the replay is safe.
+EXIT_SINK_FAILED = 70
+_SINK_ATTEMPTS = 3
+
+
+async def _write_with_retry(
+    agent: str, write: Callable[[Sequence[RawRecord]], BatchOutcome], records: list[RawRecord]
+) -> BatchOutcome:
+    failures = 0
+    delay = 0.5
+    while True:
+        try:
+            return await asyncio.to_thread(write, records)
+        except WarehouseBusyError as exc:
+            # Another process holds the warehouse for long: wait, never drop the batch.
+            log.warning("%s: %s; retrying in %.1fs", agent, exc, delay)
+        except Exception as exc:
+            failures += 1
+            # The exception type and first line only: never a record's content.
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if failures >= _SINK_ATTEMPTS:
+                log.critical(
+                    "%s: batch of %d records failed %d times (%s); exiting with code %d so "
+                    "the worker restarts from committed offsets",
+                    agent,
+                    len(records),
+                    failures,
+                    reason,
+                    EXIT_SINK_FAILED,
+                )
+                logging.shutdown()
+                os._exit(EXIT_SINK_FAILED)
+            log.error(
+                "%s: batch failed (%s); attempt %d of %d", agent, reason, failures, _SINK_ATTEMPTS
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
 
 
 def run_worker(settings: Settings) -> None:

@@ -357,3 +357,30 @@ def test_sigterm_commits_offsets_so_a_restart_reads_nothing_twice(
     committed = sum(consumer.committed(tp) or 0 for tp in parts)
     consumer.close()
     assert committed == 50
+
+
+def test_a_sink_that_keeps_failing_exits_the_worker_without_losing_events(
+    settings: Settings,
+    producer: KafkaProducer,
+    stream_env: dict[str, str],
+    tmp_path: Path,
+    warehouse: Warehouse,
+) -> None:
+    from streams.worker import EXIT_SINK_FAILED
+
+    events = [prediction() for _ in range(30)]
+    _send(producer, settings, events)
+    broken = tmp_path / "not-a-file.duckdb"
+    broken.mkdir()  # DuckDB cannot open a directory: every batch fails
+    worker = WorkerProcess(
+        stream_env, tmp_path / "broken.log", TUTORLOOP_WAREHOUSE__PATH=str(broken)
+    )
+    assert worker.proc.wait(timeout=90) == EXIT_SINK_FAILED
+    assert "exiting with code" in worker.output()
+    worker.stop()
+    # Nothing was committed: a healthy worker in the same group stores every event.
+    healthy = WorkerProcess(stream_env, tmp_path / "healthy.log")
+    try:
+        wait_until(lambda: _count(warehouse, "predictions_audit") == 30)
+    finally:
+        assert healthy.stop() == 0
