@@ -82,6 +82,16 @@ def _mixed_events(n: int) -> list[PredictionEvent]:
     return events
 
 
+def _expected_cases(events: list[PredictionEvent]) -> dict[str, str | None]:
+    """Case id → capture reason under the policy the workers run with (see stream_env)."""
+    policy = CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.05))
+    return {
+        str(e.event_id): policy.reason(e)
+        for e in events
+        if e.consent.training and policy.reason(e) is not None
+    }
+
+
 def test_n_events_give_exactly_the_expected_rows(
     settings: Settings,
     producer: KafkaProducer,
@@ -90,12 +100,7 @@ def test_n_events_give_exactly_the_expected_rows(
     warehouse: Warehouse,
 ) -> None:
     events = _mixed_events(400)
-    policy = CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.05))
-    expected_cases = {
-        str(e.event_id): policy.reason(e)
-        for e in events
-        if e.consent.training and policy.reason(e) is not None
-    }
+    expected_cases = _expected_cases(events)
     _send(producer, settings, events)
     port = free_port()
     worker = WorkerProcess(
@@ -236,9 +241,7 @@ def test_kill_9_mid_batch_then_restart_stores_every_event_exactly_once(
     ids = [r[0] for r in warehouse.query("SELECT event_id FROM predictions_audit")]
     assert len(ids) == len(set(ids)) == total
     assert set(ids) == {str(e.event_id) for e in events}
-    policy = CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.05))
-    expected_cases = sum(1 for e in events if e.consent.training and policy.reason(e))
-    assert _count(warehouse, "cases") == expected_cases
+    assert _count(warehouse, "cases") == len(_expected_cases(events))
 
 
 @pytest.mark.slow
