@@ -198,6 +198,7 @@ def main() -> None:
             TUTORLOOP_STREAMS__SESSION_TIMEOUT_S="6",
             TUTORLOOP_STREAMS__HEARTBEAT_INTERVAL_S="1",
             TUTORLOOP_CAPTURE__AUDIT_SAMPLE_RATE="0",
+            TUTORLOOP_PRIVACY__SCRUBBER="regex",
             TUTORLOOP_LOG_LEVEL=os.environ.get("TUTORLOOP_LOG_LEVEL", "WARNING"),
         )
         if args.batch_max:

