@@ -17,24 +17,30 @@ CASES = [
     ("my name is priya raman and my card is lost", ["priya raman"], "PERSON"),
     ("DR. ALAN TURING HERE, PLEASE CALL BACK", ["ALAN TURING"], "PERSON"),
     ("Regards, maria garcia", ["maria garcia"], "PERSON"),
-    ("send the card to 221 Baker Street, Apt 4B please", ["221 Baker Street", "Apt 4B"],
-     "STREET_ADDRESS"),
-    ("Lieferung an Hauptstraße 12, 10115 Berlin", ["Hauptstraße 12", "10115"],
-     "STREET_ADDRESS"),
-    ("j'habite 12 rue de la Paix, 75002 Paris", ["12 rue de la Paix", "75002"],
-     "STREET_ADDRESS"),
+    (
+        "send the card to 221 Baker Street, Apt 4B please",
+        ["221 Baker Street", "Apt 4B"],
+        "STREET_ADDRESS",
+    ),
+    ("Lieferung an Hauptstraße 12, 10115 Berlin", ["Hauptstraße 12", "10115"], "STREET_ADDRESS"),
+    ("j'habite 12 rue de la Paix, 75002 Paris", ["12 rue de la Paix", "75002"], "STREET_ADDRESS"),
     ("postcode SW1A 1AA for the new card", ["SW1A 1AA"], "POSTCODE"),
     ("I am 41 years old and want a card", ["41"], "AGE"),
-    ("call +33 1 42 68 53 00 or +1 (415) 555-0132", ["42 68 53 00", "555-0132"],
-     "PHONE_NUMBER"),
-    ("card 4111 1111 1111 1111, iban DE89 3704 0044 0532 0130 00",
-     ["4111 1111 1111 1111", "DE89 3704 0044 0532 0130 00"], "CREDIT_CARD"),
+    ("call +33 1 42 68 53 00 or +1 (415) 555-0132", ["42 68 53 00", "555-0132"], "PHONE_NUMBER"),
+    (
+        "card 4111 1111 1111 1111, iban DE89 3704 0044 0532 0130 00",
+        ["4111 1111 1111 1111", "DE89 3704 0044 0532 0130 00"],
+        "CREDIT_CARD",
+    ),
     ("mail me at jane.doe@example.co.uk", ["jane.doe@example.co.uk"], "EMAIL_ADDRESS"),
 ]
 
 
-@pytest.mark.parametrize(("text", "secrets", "expected_type"), CASES,
-                         ids=[c[2] + "-" + str(i) for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("text", "secrets", "expected_type"),
+    CASES,
+    ids=[c[2] + "-" + str(i) for i, c in enumerate(CASES)],
+)
 def test_pii_is_replaced_by_typed_placeholders(
     scrubber: PresidioScrubber, text: str, secrets: list[str], expected_type: str
 ) -> None:
@@ -48,13 +54,16 @@ def test_pii_is_replaced_by_typed_placeholders(
     assert result.policy_version.startswith("presidio-")
 
 
-@pytest.mark.parametrize("text", [
-    "Why is my ATM cash withdrawal showing as pending?",
-    "How do I exchange my GBP to AUD?",
-    "I was charged twice for a Visa payment, please refund",
-    "my top up failed again",
-    "Can I use Apple Pay with my card?",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Why is my ATM cash withdrawal showing as pending?",
+        "How do I exchange my GBP to AUD?",
+        "I was charged twice for a Visa payment, please refund",
+        "my top up failed again",
+        "Can I use Apple Pay with my card?",
+    ],
+)
 def test_banking_text_without_pii_is_left_alone(scrubber: PresidioScrubber, text: str) -> None:
     result = scrubber.scrub(text)
     assert result.text == text
