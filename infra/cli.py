@@ -46,7 +46,7 @@ def _root(
     )
     if settings.log_level != "DEBUG":
         # Kafka clients narrate every connection at INFO; only their problems matter here.
-        for noisy in ("kafka", "aiokafka"):
+        for noisy in ("kafka", "aiokafka", "presidio-analyzer", "presidio-anonymizer"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -80,7 +80,9 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
         re.compile(
             r"\b\d{1,5}[a-z]?,?\s+(?:[A-Za-z][\w'.-]*\s+){0,3}"
             r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|"
-            r"place|pl|terrace|close|crescent|square|sq|parkway|pkwy|highway|hwy)\b\.?"
+            r"place|pl|terrace|close|crescent|square|sq|parkway|pkwy|highway|hwy|courts?|"
+            r"mews|gardens?|grove|hill|park|row|walk|green|view|vale|meadows?|forge|"
+            r"stravenue|island|islands|ports?|ridge|fields?|landing|junction|station)\b\.?"
             r"(?:,?\s*(?:apt|apartment|suite|ste|unit|flat|floor|fl|#)\.?\s*#?\s*\w{1,6})?",
             _I,
         ),
@@ -89,8 +91,9 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     (
         "STREET_ADDRESS",
         re.compile(
-            r"\b[A-ZÄÖÜ][a-zäöüß-]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm)"
-            r"\s+\d{1,4}\s?[a-z]?\b",
+            r"\b[A-ZÄÖÜ][a-zäöüß-]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|"
+            r"pad|laan|straat|plein|gracht|dijk|kade|singel|hof|steeg)"
+            r"\s+\d{1,4}(?:\s?-\s?\d{1,4})?\s?[a-z]?\b",
             _I,
         ),
         0,
@@ -106,7 +109,21 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ),
     (
         "STREET_ADDRESS",
-        re.compile(r"\b(?:apt|apartment|suite|unit|flat)\.?\s*#?\s*\d{1,5}[a-z]?\b", _I),
+        re.compile(
+            r"\b(?:apt|apartment|suite|unit|flat|studio|appartamento|piano|interno)\.?\s*#?\s*"
+            r"\d{1,5}[a-z]?\b",
+            _I,
+        ),
+        0,
+    ),
+    (
+        "STREET_ADDRESS",
+        re.compile(
+            r"\b(?:via|viale|vicolo|piazza|piazzale|corso|borgo|stretto|largo|contrada|rotonda|"
+            r"strada|calle|avenida|paseo|plaza|camino|ronda|rambla)\s+"
+            r"(?:[A-ZÀ-Ý][\w'\u2019-]*\s?){1,4},?\s*\d{1,4}",
+            _I,
+        ),
         0,
     ),
     # UK, Canadian, Dutch postcodes; US ZIP only next to a state code or the word zip;
@@ -117,10 +134,11 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("POSTCODE", re.compile(r"\b(?:[A-Z]{2}\s+)(\d{5}(?:-\d{4})?)\b"), 1),
     (
         "POSTCODE",
-        re.compile(r"\b(?:zip|zip code|postcode|postal code|plz)[:\s]+(\w[\w -]{2,8}\w)", _I),
+        re.compile(r"\b(?:zip code|zip|postcode|postal code|plz)[:\s]+(\w[\w -]{2,8}\w)", _I),
         1,
     ),
     ("POSTCODE", re.compile(r"\b(\d{5})\s+[A-ZÀ-Ý][a-zà-ÿ]+"), 1),
+    ("POSTCODE", re.compile(r"\b[A-ZÀ-Ý][a-zà-ÿ'\u2019]+\s+(\d{5})\b"), 1),
     (
         "AGE",
         re.compile(r"\b(\d{1,3})[\s-]*(?:years?|yrs?)[\s-]*old\b|\baged?\s*:?\s*(\d{1,3})\b", _I),
@@ -240,6 +258,7 @@ def _is_noise(fragment: str) -> bool:
     return not words or any(w in _NOT_PII for w in words)
 
 
+_SHOUTED = re.compile(r"\b[A-ZÀ-Ý]{3,}\b")
 _NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP"})
 
 
@@ -292,15 +311,14 @@ class PresidioScrubber:
         analyzer = AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
         return analyzer, AnonymizerEngine(), engine  # type: ignore[no-untyped-call]
 
-    def scrub_batch(self, texts: Sequence[str]) -> list[ScrubResult]:
-        if not texts:
-            return []
+    def _analyze_batch(self, texts: list[str]) -> list[list[Any]]:
+        """Presidio results per text (input offsets), noise removed, not yet de-overlapped."""
         from presidio_analyzer import RecognizerResult
-        from presidio_anonymizer.entities import OperatorConfig
 
-        texts = list(texts)
         artifacts = dict(self._nlp_engine.process_batch(texts, language="en"))
-        odd_case = [i for i, t in enumerate(texts) if t.islower() or t.isupper()]
+        # NER misses names written in all lower or all upper case: those texts (or texts
+        # with a shouted word) get a second NER pass on a title-cased copy.
+        odd_case = [i for i, t in enumerate(texts) if t.islower() or _SHOUTED.search(t)]
         titled = {}
         if odd_case:
             titled_texts = [texts[i].title() for i in odd_case]
@@ -311,17 +329,18 @@ class PresidioScrubber:
                     strict=True,
                 )
             )
-        results: list[ScrubResult] = []
+        batch: list[list[Any]] = []
         for i, text in enumerate(texts):
             found = self._analyzer.analyze(text, language="en", nlp_artifacts=artifacts[text])
             if i in titled:
-                extra = self._analyzer.analyze(
-                    texts[i].title(),
-                    language="en",
-                    nlp_artifacts=titled[i],
-                    entities=["PERSON", "LOCATION"],
+                found.extend(
+                    self._analyzer.analyze(
+                        text.title(),
+                        language="en",
+                        nlp_artifacts=titled[i],
+                        entities=["PERSON", "LOCATION"],
+                    )
                 )
-                found.extend(extra)
             found = [
                 r
                 for r in found
@@ -344,6 +363,24 @@ class PresidioScrubber:
                         )
                     start, end = match.span(g)
                     found.append(RecognizerResult(entity, start, end, 0.9))
+            batch.append(found)
+        return batch
+
+    def spans_batch(self, texts: Sequence[str]) -> list[list[tuple[int, int, str]]]:
+        """``(start, end, entity)`` of everything found, per text (for evaluation)."""
+        return [
+            sorted((r.start, r.end, r.entity_type) for r in found)
+            for found in self._analyze_batch(list(texts))
+        ]
+
+    def scrub_batch(self, texts: Sequence[str]) -> list[ScrubResult]:
+        if not texts:
+            return []
+        from presidio_anonymizer.entities import OperatorConfig
+
+        texts = list(texts)
+        results: list[ScrubResult] = []
+        for text, found in zip(texts, self._analyze_batch(texts), strict=True):
             anonymized = self._anonymizer.anonymize(
                 text=text,
                 analyzer_results=found,

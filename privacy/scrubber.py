@@ -68,7 +68,8 @@ def _ip_ok(candidate: str) -> bool:
 
 
 def _phone_ok(candidate: str) -> bool:
-    digits = sum(c.isdigit() for c in candidate)
+    number: str = re.split(r"x|ext", candidate, maxsplit=1, flags=re.IGNORECASE)[0]
+    digits = sum(c.isdigit() for c in number)
     return 7 <= digits <= 15
 
 
@@ -98,7 +99,8 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(
         "PHONE_NUMBER",
         re.compile(
-            r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]?\d{2,4}){1,4}(?!\w)"
+            r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,5}\)[\s.-]?)?\d{2,4}(?:[\s.-]?\d{2,4}){1,4}"
+            r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?!\w)"
         ),
         _phone_ok,
     ),
@@ -151,3 +153,7 @@ class RegexScrubber:
 
     def scrub_batch(self, texts: Sequence[str]) -> list[ScrubResult]:
         return [self.scrub(t) for t in texts]
+
+    def spans_batch(self, texts: Sequence[str]) -> list[list[tuple[int, int, str]]]:
+        """``(start, end, entity)`` of everything found, per text (for evaluation)."""
+        return [find_spans(t) for t in texts]

@@ -1,0 +1,119 @@
+"""A synthetic, span-annotated PII corpus for evaluating scrubbers.
+
+Support-style messages built from templates, with Faker values in several locales, names in
+odd cases and addresses in several formats. Each record is
+``{"full_text": ..., "spans": [{"entity_type", "start_position", "end_position"}]}`` — the
+format ``tutorloop privacy eval`` reads. Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "en_IE")
+
+# {SLOT} names are entity types; a slot may appear once per template.
+TEMPLATES = (
+    "Hi, this is {PERSON}. My card ending in the number {CREDIT_CARD} was stolen yesterday.",
+    "my name is {PERSON} and i can't log in, my email is {EMAIL_ADDRESS}",
+    "Please send the replacement card to {STREET_ADDRESS}, {POSTCODE} {LOCATION}.",
+    "Can you call me back on {PHONE_NUMBER}? It's about a transfer that never arrived.",
+    "I want to send money to my friend {PERSON}, her IBAN is {IBAN_CODE}",
+    "Regards, {PERSON}",
+    "Hello, I am {AGE} years old, can I open an account for my son?",
+    "My SSN is {US_SSN}, why do you need it for verification?",
+    "Login attempts from {IP_ADDRESS} were not me!!",
+    "I moved to {STREET_ADDRESS} in {LOCATION}, how do I update my address?",
+    "Dear support, {PERSON} here. Contact me at {EMAIL_ADDRESS} or {PHONE_NUMBER}.",
+    "The payment to {IBAN_CODE} is still pending, what's going on",
+    "Dr. {PERSON} needs a new PIN for the card {CREDIT_CARD}",
+    "Mr. {PERSON} would like to close his account",
+    "my husband {PERSON} lost his card in {LOCATION}",
+    "Delivery address: {STREET_ADDRESS}, {LOCATION} {POSTCODE}",
+    "zip code {POSTCODE}, city {LOCATION}, is that enough for the card delivery?",
+    "THIS IS {PERSON}, CALL ME AT {PHONE_NUMBER} IMMEDIATELY",
+    "why was my transfer to {PERSON} declined? i have the money",
+    "Card {CREDIT_CARD} was charged twice at the shop, please refund",
+    "I'm {AGE}, can I still get a credit card?",
+    "my email changed to {EMAIL_ADDRESS}, please update it",
+    "Cheers, {PERSON}",
+    "Someone in {LOCATION} used my card, I live at {STREET_ADDRESS}",
+    "I need a statement sent to {PERSON}, {STREET_ADDRESS}, {POSTCODE}",
+    "phone {PHONE_NUMBER} email {EMAIL_ADDRESS} name {PERSON}",
+    "Why is my top up still pending? ref {IBAN_CODE}",
+    "I was in {LOCATION} last week and the ATM kept my card",
+    "Signed, {PERSON}, aged {AGE}",
+    "the new phone number is {PHONE_NUMBER}",
+)
+
+_SLOT = re.compile(r"\{([A-Z_]+)\}")
+
+
+def _value(fake: Any, entity: str, rng: random.Random) -> str:
+    if entity == "PERSON":
+        name = str(fake.name())
+        return rng.choice([name, name, name.lower(), name.upper()])
+    if entity == "EMAIL_ADDRESS":
+        return str(fake.email())
+    if entity == "PHONE_NUMBER":
+        return str(fake.phone_number())
+    if entity == "CREDIT_CARD":
+        return str(fake.credit_card_number())
+    if entity == "IBAN_CODE":
+        iban = str(fake.iban())
+        return (
+            " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
+            if rng.random() < 0.5
+            else iban
+        )
+    if entity == "US_SSN":
+        return str(fake.unique.ssn()) if hasattr(fake, "ssn") else "123-45-6789"
+    if entity == "IP_ADDRESS":
+        return str(fake.ipv4())
+    if entity == "STREET_ADDRESS":
+        return str(fake.street_address())
+    if entity == "POSTCODE":
+        return str(fake.postcode())
+    if entity == "LOCATION":
+        return str(fake.city())
+    if entity == "AGE":
+        return str(rng.randint(18, 95))
+    raise ValueError(f"unknown slot {entity}")
+
+
+def generate(n: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` annotated records."""
+    from faker import Faker
+
+    rng = random.Random(seed)
+    fakers = {}
+    for locale in LOCALES:
+        fake = Faker(locale)
+        fake.seed_instance(seed)
+        fakers[locale] = fake
+    us = fakers["en_US"]
+    records = []
+    for _ in range(n):
+        template = rng.choice(TEMPLATES)
+        fake = fakers[rng.choice(LOCALES)]
+        text = ""
+        spans = []
+        cursor = 0
+        for match in _SLOT.finditer(template):
+            text += template[cursor : match.start()]
+            entity = match.group(1)
+            value = " ".join(_value(us if entity == "US_SSN" else fake, entity, rng).split())
+            spans.append(
+                {
+                    "entity_type": entity,
+                    "start_position": len(text),
+                    "end_position": len(text) + len(value),
+                }
+            )
+            text += value
+            cursor = match.end()
+        text += template[cursor:]
+        records.append({"full_text": text, "spans": spans})
+    return records

@@ -1,0 +1,86 @@
+"""The evaluation corpus, the metrics, and the targets of the full scrubber on the corpus."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from privacy.eval_corpus import TEMPLATES, generate
+from privacy.evaluation import STRUCTURED, evaluate
+from tests.conftest import run_cli
+
+
+def test_corpus_is_deterministic_and_its_spans_point_at_values() -> None:
+    first, again = generate(300, seed=3), generate(300, seed=3)
+    assert first == again
+    assert generate(300, seed=4) != first
+    templates_seen = set()
+    for rec in first:
+        for span in rec["spans"]:
+            value = rec["full_text"][span["start_position"] : span["end_position"]]
+            assert value.strip() == value and value
+        templates_seen.add(rec["full_text"][:12])
+    assert len(templates_seen) > len(TEMPLATES) // 2
+    names = [
+        rec["full_text"][s["start_position"] : s["end_position"]]
+        for rec in first
+        for s in rec["spans"]
+        if s["entity_type"] == "PERSON"
+    ]
+    assert any(n.islower() for n in names) and any(n.isupper() for n in names)
+
+
+def test_metrics_are_character_level() -> None:
+    records = [
+        {
+            "full_text": "call ab12 now",
+            "spans": [{"entity_type": "X", "start_position": 5, "end_position": 9}],
+        }
+    ]
+
+    def half(texts: Sequence[str]) -> list[list[tuple[int, int, str]]]:
+        return [[(7, 11, "Y")] for _ in texts]  # covers "12" of the gold and " n" outside
+
+    report = evaluate("half", records, half)
+    assert report.char_recall == pytest.approx(0.5)
+    assert report.char_precision == pytest.approx(0.5)
+    assert report.per_type_recall == {"X": pytest.approx(0.5)}
+
+
+def test_cli_corpus_and_eval_with_the_regex_scrubber(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.json"
+    assert run_cli("privacy", "corpus", "--out", str(corpus), "--n", "150").returncode == 0
+    result = run_cli(
+        "privacy", "eval", str(corpus), "--scrubber", "regex", "--no-baseline", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    [report] = json.loads(result.stdout)
+    for entity in ("EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS"):
+        if entity in report["per_type_recall"]:
+            assert report["per_type_recall"][entity] == 1.0, entity
+
+
+def test_cli_rejects_a_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        '[{"full_text": "x", "spans": [{"entity_type": "A", "start_position": 0, '
+        '"end_position": 9}]}]'
+    )
+    result = run_cli("privacy", "eval", str(bad), "--no-baseline")
+    assert result.returncode == 2
+    assert "bad span" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_full_scrubber_meets_its_targets_on_the_corpus() -> None:
+    from privacy.presidio_scrubber import PresidioScrubber
+
+    records = generate(400, seed=11)
+    report = evaluate("presidio", records, PresidioScrubber().spans_batch)
+    for entity in STRUCTURED:
+        assert report.per_type_recall.get(entity, 1.0) >= 0.99, (entity, report)
+    assert report.char_recall >= 0.90, report
+    assert report.char_precision >= 0.80, report
