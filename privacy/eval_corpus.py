@@ -92,6 +92,12 @@ def generate(n: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
     for locale in LOCALES:
         fake = Faker(locale)
         fake.seed_instance(seed)
+        # Some Faker locales (it_IT) build their city list from a set, so its order — and
+        # the corpus — would change with PYTHONHASHSEED. Sorting makes the corpus reproducible.
+        for provider in fake.get_providers():
+            cities = getattr(provider, "cities", None)
+            if isinstance(cities, list):
+                provider.cities = sorted(cities)
         fakers[locale] = fake
     us = fakers["en_US"]
     records = []

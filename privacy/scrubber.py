@@ -99,7 +99,10 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(
         "PHONE_NUMBER",
         re.compile(
-            r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,5}\)[\s.-]?)?\d{2,4}(?:[\s.-]?\d{2,4}){1,4}"
+            # international: +CC, an optional trunk "(0)", then groups (the first may be 1 digit)
+            r"(?<![\w+])(?:\+\d{1,3}[\s.-]?(?:\(\d{1,5}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,5}"
+            # national: optional area code in parentheses, then groups of 2-4 digits
+            r"|(?:\(\d{1,5}\)[\s.-]?)?\d{2,4}(?:[\s.-]?\d{2,4}){1,4})"
             r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?!\w)"
         ),
         _phone_ok,
