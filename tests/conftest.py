@@ -178,3 +178,25 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60, interval: flo
             return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def read_topic(
+    bootstrap: str, topic: str, *, expected: int | None = None, timeout: float = 20
+) -> list[bytes]:
+    """Every value on ``topic`` from the beginning: until ``expected`` arrived, or, with no
+    count given, until ``timeout`` (used to prove that nothing more is there)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        while (expected is None or len(values) < expected) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=300).values():
+                values.extend(r.value for r in records)
+        return values
+    finally:
+        consumer.close()

@@ -5,30 +5,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
-
 from infra.broker import EmbeddedBroker, free_port
 from infra.settings import Settings, load_settings
 from infra.topics import ESCALATIONS, PREDICTIONS, ensure_topics
 from streams.emitter import PredictionEmitter
 from streams.events import PredictionEvent
+from tests.conftest import read_topic
 from tests.streams_events import escalation, prediction
 
 
 def _read_all(settings: Settings, topic: str, expected: int) -> list[bytes]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.broker.bootstrap_servers, enable_auto_commit=False
-    )
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    values: list[bytes] = []
-    deadline = time.monotonic() + 20
-    while len(values) < expected and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=300).values():
-            values.extend(r.value for r in records)
-    consumer.close()
-    return values
+    return read_topic(settings.broker.bootstrap_servers, topic, expected=expected)
 
 
 def test_emitted_events_arrive_and_close_flushes(settings: Settings) -> None:

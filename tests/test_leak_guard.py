@@ -7,16 +7,15 @@ file under the data directory, the worker's log and every DLQ record are scanned
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from infra.settings import Settings
 from infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
 from infra.warehouse import Warehouse
 from streams.events import EscalationEvent, now_utc
-from tests.conftest import WorkerProcess, wait_until
+from tests.conftest import WorkerProcess, read_topic, wait_until
 from tests.streams_events import prediction
 
 CANARIES = {
@@ -35,20 +34,7 @@ TEXTS = [
 
 
 def _dlq_values(settings: Settings) -> list[bytes]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.broker.bootstrap_servers, enable_auto_commit=False
-    )
-    topic = settings.topic(PREDICTIONS_DLQ)
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    values: list[bytes] = []
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=300).values():
-            values.extend(r.value for r in records)
-    consumer.close()
-    return values
+    return read_topic(settings.broker.bootstrap_servers, settings.topic(PREDICTIONS_DLQ), timeout=5)
 
 
 def test_no_canary_survives_the_capture_path(

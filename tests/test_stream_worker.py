@@ -23,6 +23,7 @@ from tests.conftest import (
     WorkerProcess,
     make_settings,
     make_stream_env,
+    read_topic,
     run_cli,
     wait_until,
 )
@@ -51,21 +52,14 @@ def _send(p: KafkaProducer, settings: Settings, events: list[PredictionEvent]) -
     p.flush()
 
 
-def _dlq(settings: Settings, expected: int, timeout: float = 30) -> list[dict[str, object]]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.broker.bootstrap_servers, enable_auto_commit=False
+def _dlq(settings: Settings, expected: int) -> list[dict[str, object]]:
+    values = read_topic(
+        settings.broker.bootstrap_servers,
+        settings.topic(PREDICTIONS_DLQ),
+        expected=expected,
+        timeout=30,
     )
-    topic = settings.topic(PREDICTIONS_DLQ)
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    found: list[dict[str, object]] = []
-    deadline = time.monotonic() + timeout
-    while len(found) < expected and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=300).values():
-            found.extend(json.loads(r.value) for r in records)
-    consumer.close()
-    return found
+    return [json.loads(v) for v in values]
 
 
 def _mixed_events(n: int) -> list[PredictionEvent]:
