@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 from rich.table import Table
 
 from infra.cli_common import console, print_json, settings_of
-from infra.settings import config_path
+from infra.settings import config_path, flatten
 
 config_app = typer.Typer(help="Show and check the configuration in force.")
 
@@ -28,7 +26,7 @@ def show(ctx: typer.Context, json_out: bool = _JSON) -> None:
         print_json(data)
         return
     table = Table("setting", "value")
-    for key, value in _flatten(data):
+    for key, value in flatten(data):
         table.add_row(key, str(value))
     console.print(table)
 
@@ -38,13 +36,3 @@ def check(ctx: typer.Context) -> None:
     """Validate the configuration and exit (0 when valid)."""
     settings_of(ctx)
     console.print(f"configuration valid ({config_path() or 'defaults, no file'})")
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            rows.extend(_flatten(value, f"{prefix}{key}."))
-        else:
-            rows.append((f"{prefix}{key}", value))
-    return rows

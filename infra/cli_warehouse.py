@@ -80,13 +80,13 @@ def sql(
     """Run one query against the warehouse (read-only: any change is rolled back)."""
     import duckdb
 
+    from infra.warehouse import rows_as_dicts
+
     wh = _warehouse(ctx)
     with wh.connect() as con:
         con.execute("BEGIN TRANSACTION")
         try:
-            cur = con.execute(query)
-            names = [d[0] for d in cur.description or []]
-            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            rows = rows_as_dicts(con.execute(query))
         except duckdb.Error as exc:
             fail(str(exc).splitlines()[0], 2)
         finally:

@@ -213,14 +213,15 @@ def _describe(error: Any, file_keys: set[str]) -> str:
     return f"invalid setting {key!r} ({where}): {message}{shown}"
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> set[str]:
-    keys: set[str] = set()
-    for name, value in data.items():
-        dotted = f"{prefix}{name}"
-        keys.add(dotted)
+def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"broker": {"port": 1}}`` → ``[("broker.port", 1)]`` (leaves, dotted keys)."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in data.items():
         if isinstance(value, dict):
-            keys |= _flatten(value, dotted + ".")
-    return keys
+            rows.extend(flatten(value, f"{prefix}{key}."))
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
 
 
 def _env_over_file(file_data: dict[str, Any]) -> dict[str, Any]:
@@ -254,4 +255,4 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ConfigError(_describe(first, _flatten(file_data))) from None
+        raise ConfigError(_describe(first, {key for key, _ in flatten(file_data)})) from None

@@ -52,37 +52,31 @@ def ensure_topics(
     done behind the operator's back.
     """
     count = partitions or settings.broker.partitions
-    wanted = [settings.topic(name) for name in names]
-    result: dict[str, bool] = {}
     with _admin(bootstrap, timeout_s) as admin:
         existing = set(admin.list_topics())
-        for topic in wanted:
-            if topic in existing:
-                result[topic] = False
-                continue
-            try:
-                admin.create_topics(
-                    [NewTopic(name=topic, num_partitions=count, replication_factor=1)]
-                )
-                result[topic] = True
-            except TopicAlreadyExistsError:
-                # Another process created it between our list and create.
-                result[topic] = False
-    return result
+        return {
+            topic: _create_missing(admin, existing, topic, count)
+            for topic in (settings.topic(name) for name in names)
+        }
 
 
 def create_topic(bootstrap: str, topic: str, *, partitions: int, timeout_s: float = 10.0) -> bool:
     """Create one topic by its full name unless it exists; return whether it was created."""
     with _admin(bootstrap, timeout_s) as admin:
-        if topic in set(admin.list_topics()):
-            return False
-        try:
-            admin.create_topics(
-                [NewTopic(name=topic, num_partitions=partitions, replication_factor=1)]
-            )
-        except TopicAlreadyExistsError:
-            return False
-        return True
+        return _create_missing(admin, set(admin.list_topics()), topic, partitions)
+
+
+def _create_missing(
+    admin: KafkaAdminClient, existing: set[str], topic: str, partitions: int
+) -> bool:
+    if topic in existing:
+        return False
+    try:
+        admin.create_topics([NewTopic(name=topic, num_partitions=partitions, replication_factor=1)])
+    except TopicAlreadyExistsError:
+        # Another process created it between our list and create.
+        return False
+    return True
 
 
 def partition_counts(

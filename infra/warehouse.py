@@ -47,6 +47,12 @@ def _is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.Error) and any(m in str(exc) for m in _LOCK_MARKERS)
 
 
+def rows_as_dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """The rows of an executed statement as dicts keyed by column name."""
+    names = [d[0] for d in cursor.description or []]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -163,9 +169,7 @@ class Warehouse:
     def query_dicts(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """Run one statement and return rows as dicts keyed by column name."""
         with self.connect() as con:
-            cur = con.execute(sql, params or [])
-            names = [d[0] for d in cur.description or []]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            return rows_as_dicts(con.execute(sql, params or []))
 
     # -- internals --------------------------------------------------------------------------
 

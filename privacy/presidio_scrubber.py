@@ -145,9 +145,10 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("POSTCODE", re.compile(r"\b[A-ZÀ-Ý][a-zà-ÿ'\u2019]+\s+(\d{5})\b"), 1),
     (
         "AGE",
-        re.compile(r"\b(\d{1,3})[\s-]*(?:years?|yrs?)[\s-]*old\b|\baged?\s*:?\s*(\d{1,3})\b", _I),
-        0,
+        re.compile(r"\b(\d{1,3})[\s-]*(?:years?|yrs?)[\s-]*old\b", _I),
+        1,
     ),
+    ("AGE", re.compile(r"\baged?\s*:?\s*(\d{1,3})\b", _I), 1),
     (
         "AGE",
         re.compile(
@@ -314,35 +315,26 @@ class PresidioScrubber:
         analyzer = AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
         return analyzer, AnonymizerEngine(), engine  # type: ignore[no-untyped-call]
 
+    def _nlp(self, texts: list[str]) -> list[Any]:
+        """spaCy artifacts per text, in order."""
+        if not texts:
+            return []
+        # Presidio's default batch size is 1, which gives spaCy no batching at all.
+        batch = self._nlp_engine.process_batch(texts, language="en", batch_size=_NLP_BATCH)
+        return [artifacts for _, artifacts in batch]
+
     def _analyze_batch(self, texts: list[str]) -> list[list[Any]]:
         """Presidio results per text (input offsets), noise removed, not yet de-overlapped."""
         from presidio_analyzer import RecognizerResult
 
-        # Presidio's default batch size is 1, which gives spaCy no batching at all.
-        artifacts = dict(
-            self._nlp_engine.process_batch(texts, language="en", batch_size=_NLP_BATCH)
-        )
+        artifacts = self._nlp(texts)
         # NER misses names written in all lower or all upper case: those texts (or texts
         # with a shouted word) get a second NER pass on a title-cased copy.
         odd_case = [i for i, t in enumerate(texts) if t.islower() or _SHOUTED.search(t)]
-        titled = {}
-        if odd_case:
-            titled_texts = [texts[i].title() for i in odd_case]
-            titled = dict(
-                zip(
-                    odd_case,
-                    (
-                        a
-                        for _, a in self._nlp_engine.process_batch(
-                            titled_texts, language="en", batch_size=_NLP_BATCH
-                        )
-                    ),
-                    strict=True,
-                )
-            )
+        titled = dict(zip(odd_case, self._nlp([texts[i].title() for i in odd_case]), strict=True))
         batch: list[list[Any]] = []
         for i, text in enumerate(texts):
-            found = self._analyzer.analyze(text, language="en", nlp_artifacts=artifacts[text])
+            found = self._analyzer.analyze(text, language="en", nlp_artifacts=artifacts[i])
             if i in titled:
                 # Title-casing makes NER see names everywhere ("Please Cancel It"): from
                 # this pass only multi-word spans count.
@@ -373,17 +365,7 @@ class PresidioScrubber:
                 )
             for entity, pattern, group in _PATTERNS:
                 for match in pattern.finditer(text):
-                    g = group if match.group(group) is not None else 0
-                    if entity == "AGE":
-                        g = next(
-                            (
-                                k
-                                for k in (1, 2)
-                                if match.lastindex and k <= match.lastindex and match.group(k)
-                            ),
-                            0,
-                        )
-                    start, end = match.span(g)
+                    start, end = match.span(group)
                     found.append(RecognizerResult(entity, start, end, 0.9))
             batch.append(found)
         return batch
