@@ -142,22 +142,26 @@ def _sink_alone(tmp: Path, n: int, batch: int) -> float:
     return (n - 1) / (time.perf_counter() - started)
 
 
-def _audited(port: int) -> int:
+def _metric(port: int, name: str) -> float:
+    """One predictions-agent sample from the worker's Prometheus text (0 when unreachable)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
             text = resp.read().decode()
     except OSError:
-        return 0
-    match = re.search(r'tutorloop_streams_audited_total\{agent="predictions"\} ([0-9.e+]+)', text)
-    return int(float(match.group(1))) if match else 0
+        return 0.0
+    match = re.search(rf'{name}\{{agent="predictions"\}} ([0-9.e+]+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+def _audited(port: int) -> int:
+    return int(_metric(port, "tutorloop_streams_audited_total"))
 
 
 def _batch_stats(port: int) -> tuple[int, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-        text = resp.read().decode()
-    count = re.search(r'batch_seconds_count\{agent="predictions"\} ([0-9.e+]+)', text)
-    total = re.search(r'batch_seconds_sum\{agent="predictions"\} ([0-9.e+]+)', text)
-    return int(float(count.group(1))) if count else 0, float(total.group(1)) if total else 0.0
+    return (
+        int(_metric(port, "tutorloop_streams_batch_seconds_count")),
+        _metric(port, "tutorloop_streams_batch_seconds_sum"),
+    )
 
 
 def main() -> None:

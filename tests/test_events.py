@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -9,33 +8,20 @@ import pytest
 
 from streams.events import (
     MAX_TEXT_CHARS,
-    Consent,
-    EscalationEvent,
     InvalidEventError,
-    PredictionEvent,
     decode_escalation,
     decode_prediction,
     json_schemas,
-    now_utc,
 )
 from tests.conftest import run_cli
+from tests.streams_events import escalation, prediction
 
 CANARY = "Jane Canary jane.canary@example.com 4111 1111 1111 1111"
 
 
 def _prediction(**overrides: Any) -> dict[str, Any]:
-    event = PredictionEvent(
-        event_id=uuid.uuid4(),
-        ts=now_utc(),
-        tenant_id="acme",
-        user_id="u-1",
-        request_id="r-1",
-        model_version="v1",
-        text=CANARY,
-        label="card_lost",
-        confidence=0.42,
-        top_k=[("card_lost", 0.42), ("card_stolen", 0.40)],
-        consent=Consent(training=True),
+    event = prediction(
+        confidence=0.42, second=0.40, text=CANARY, label="card_lost", request_id="r-1"
     )
     data: dict[str, Any] = json.loads(event.model_dump_json())
     data.update(overrides)
@@ -105,14 +91,7 @@ def test_reason_keeps_event_id_when_readable() -> None:
 
 
 def test_escalation_contract() -> None:
-    event = EscalationEvent(
-        event_id=uuid.uuid4(),
-        ts=now_utc(),
-        request_id="r-1",
-        reason="user_complaint",
-        human_label="card_lost",
-        actor="agent-7",
-    )
+    event = escalation("r-1", "card_lost")
     assert decode_escalation(event.to_bytes()) == event
     with pytest.raises(InvalidEventError, match="actor"):
         decode_escalation(_raw({**json.loads(event.to_bytes()), "actor": ""}))
