@@ -46,7 +46,7 @@ def _root(
     )
     if settings.log_level != "DEBUG":
         # Kafka clients narrate every connection at INFO; only their problems matter here.
-        for noisy in ("kafka", "aiokafka", "presidio-analyzer", "presidio-anonymizer"):
+        for noisy in ("kafka", "aiokafka", "presidio-analyzer", "presidio-anonymizer", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -59,12 +59,15 @@ def _register_groups() -> None:
     from privacy.cli import privacy_app
     from streams.cli import schemas, streams_app
     from streams.doctor import doctor
+    from trainer.cli import dataset_app, teacher_app
 
     app.add_typer(config_app, name="config")
     app.add_typer(broker_app, name="broker")
     app.add_typer(warehouse_app, name="warehouse")
     app.add_typer(streams_app, name="streams")
     app.add_typer(privacy_app, name="privacy")
+    app.add_typer(teacher_app, name="teacher")
+    app.add_typer(dataset_app, name="dataset")
     app.command("schemas")(schemas)
     app.command("doctor")(doctor)
 

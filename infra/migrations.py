@@ -220,10 +220,42 @@ ALTER TABLE predictions_audit ADD COLUMN kafka_offset BIGINT;
 ALTER TABLE escalations ADD COLUMN case_id VARCHAR;
 """
 
+# A teacher's answer is cached by (teacher id, text hash) so that no paid call is ever made
+# twice for the same text, across reruns and interruptions. The cache holds no text.
+# Failed answers are kept per case and attempt, so that errors are counted and explained.
+_V4_TEACHER = """
+CREATE TABLE teacher_cache (
+    teacher_id        VARCHAR NOT NULL,
+    text_hash         VARCHAR NOT NULL,
+    teacher_version   VARCHAR NOT NULL,
+    label             VARCHAR NOT NULL,
+    soft_targets      JSON NOT NULL,
+    confidence        DOUBLE NOT NULL,
+    rationale         VARCHAR,
+    cost_usd          DOUBLE NOT NULL DEFAULT 0,
+    tokens            BIGINT NOT NULL DEFAULT 0,
+    created_at        TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (teacher_id, text_hash)
+);
+
+CREATE TABLE teacher_errors (
+    error_id          VARCHAR PRIMARY KEY,
+    case_id           VARCHAR NOT NULL,
+    teacher_id        VARCHAR NOT NULL,
+    kind              VARCHAR NOT NULL,
+    message           VARCHAR NOT NULL,
+    cost_usd          DOUBLE NOT NULL DEFAULT 0,
+    tokens            BIGINT NOT NULL DEFAULT 0,
+    ts                TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+CREATE INDEX teacher_errors_case ON teacher_errors (case_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lineage tables", _V1_LINEAGE),
     Migration(2, "escalations and review queue", _V2_REVIEW),
     Migration(3, "kafka positions of predictions; escalation to case link", _V3_KAFKA_POSITION),
+    Migration(4, "teacher answer cache and teacher errors", _V4_TEACHER),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

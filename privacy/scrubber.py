@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from infra.settings import PrivacySettings
+
 
 @dataclass(frozen=True)
 class ScrubResult:
@@ -160,3 +162,12 @@ class RegexScrubber:
     def spans_batch(self, texts: Sequence[str]) -> list[list[tuple[int, int, str]]]:
         """``(start, end, entity)`` of everything found, per text (for evaluation)."""
         return [find_spans(t) for t in texts]
+
+
+def configured_scrubber(settings: PrivacySettings) -> Scrubber:
+    """The scrubber named by ``privacy.scrubber`` (Presidio loads spaCy: build it once)."""
+    if settings.scrubber == "regex":
+        return RegexScrubber()
+    from privacy.presidio_scrubber import PresidioScrubber
+
+    return PresidioScrubber(settings.spacy_model)

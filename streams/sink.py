@@ -11,7 +11,6 @@ scrubbed text, and dead letters carry a hash of the payload instead of the paylo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -24,7 +23,7 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from infra.warehouse import Warehouse
+from infra.warehouse import Warehouse, case_text_hash, insert_arrow
 from privacy.scrubber import RegexScrubber, Scrubber, ScrubResult
 from streams.events import (
     InvalidEventError,
@@ -89,11 +88,6 @@ class PredictionFetcher(Protocol):
     def fetch(self, partition: int, offset: int) -> bytes | None: ...
 
 
-def _text_hash(text: str) -> str:
-    normalized = " ".join(text.lower().split())
-    return hashlib.sha256(normalized.encode()).hexdigest()
-
-
 _AUDIT_SCHEMA = pa.schema(
     [
         ("event_id", pa.string()),
@@ -146,21 +140,6 @@ _ESCALATION_SCHEMA = pa.schema(
 )
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
-    """Insert an Arrow table, skipping rows whose key exists; return rows inserted."""
-    if rows.num_rows == 0:
-        return 0
-    con.register("_batch", rows)
-    try:
-        cols = ", ".join(rows.column_names)
-        result = con.execute(
-            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch ON CONFLICT DO NOTHING"
-        ).fetchone()
-    finally:
-        con.unregister("_batch")
-    return int(result[0]) if result else 0
-
-
 def _case_row(event: PredictionEvent, scrubbed: ScrubResult, reason: str) -> dict[str, Any]:
     return {
         "case_id": str(event.event_id),
@@ -171,7 +150,7 @@ def _case_row(event: PredictionEvent, scrubbed: ScrubResult, reason: str) -> dic
         "user_id": event.user_id,
         "model_version": event.model_version,
         "text": scrubbed.text,
-        "text_hash": _text_hash(scrubbed.text),
+        "text_hash": case_text_hash(scrubbed.text),
         "predicted_label": event.label,
         "confidence": event.confidence,
         "capture_reason": reason,
@@ -253,11 +232,11 @@ class CaptureSink:
         }
 
         with self._lock, self.warehouse.transaction() as con:
-            out.audited = _insert(
+            out.audited = insert_arrow(
                 con, "predictions_audit", pa.Table.from_pylist(audit, _AUDIT_SCHEMA)
             )
             out.duplicates += len(audit) - out.audited
-            inserted_cases = _insert(con, "cases", pa.Table.from_pylist(cases, _CASE_SCHEMA))
+            inserted_cases = insert_arrow(con, "cases", pa.Table.from_pylist(cases, _CASE_SCHEMA))
             if inserted_cases:
                 out.captured.update(c["capture_reason"] for c in cases)
             # Escalations that arrived before their prediction: capture it now. Rare, so
@@ -270,7 +249,7 @@ class CaptureSink:
                     _case_row(ev, s, ESCALATED)
                     for ev, s in zip(late_events, late_scrubbed, strict=True)
                 ]
-                if _insert(con, "cases", pa.Table.from_pylist(late_cases, _CASE_SCHEMA)):
+                if insert_arrow(con, "cases", pa.Table.from_pylist(late_cases, _CASE_SCHEMA)):
                     out.captured.update(ESCALATED for _ in late_cases)
                 self._mark_captured(con, [c["case_id"] for c in late_cases])
             out.human_labels += self._attach(con, request_ids)
@@ -299,7 +278,7 @@ class CaptureSink:
         ]
         request_ids = sorted({ev.request_id for ev, _ in events})
         with self._lock, self.warehouse.transaction() as con:
-            out.escalations = _insert(
+            out.escalations = insert_arrow(
                 con, "escalations", pa.Table.from_pylist(rows, _ESCALATION_SCHEMA)
             )
             out.duplicates += len(rows) - out.escalations
@@ -351,7 +330,7 @@ class CaptureSink:
         scrubbed = self.scrubber.scrub_batch([ev.text for ev in recovered])
         cases = [_case_row(ev, s, ESCALATED) for ev, s in zip(recovered, scrubbed, strict=True)]
         with self._lock, self.warehouse.transaction() as con:
-            if _insert(con, "cases", pa.Table.from_pylist(cases, _CASE_SCHEMA)):
+            if insert_arrow(con, "cases", pa.Table.from_pylist(cases, _CASE_SCHEMA)):
                 out.captured.update(ESCALATED for _ in cases)
             self._mark_captured(con, [c["case_id"] for c in cases])
             out.human_labels += self._attach(con, request_ids)

@@ -25,7 +25,7 @@ from infra.broker import bootstrap_servers
 from infra.settings import Settings
 from infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
 from infra.warehouse import Warehouse, WarehouseBusyError
-from privacy.scrubber import RegexScrubber, Scrubber
+from privacy.scrubber import Scrubber, configured_scrubber
 from streams.metrics import StreamMetrics
 from streams.policy import CapturePolicy
 from streams.sink import BatchOutcome, CaptureSink, KafkaPredictionFetcher, RawRecord
@@ -35,11 +35,7 @@ log = logging.getLogger(__name__)
 
 def default_scrubber(settings: Settings) -> Scrubber:
     """The scrubber configured in ``privacy.scrubber`` (loaded once per worker)."""
-    if settings.privacy.scrubber == "regex":
-        return RegexScrubber()
-    from privacy.presidio_scrubber import PresidioScrubber
-
-    return PresidioScrubber(settings.privacy.spacy_model)
+    return configured_scrubber(settings.privacy)
 
 
 def build_app(

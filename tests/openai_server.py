@@ -1,0 +1,139 @@
+"""A real local HTTP server that speaks the OpenAI chat-completions protocol, for teacher tests.
+
+It answers by keyword and misbehaves on purpose when the user text carries a marker:
+``[malformed]`` (content is not JSON), ``[unknown]`` (a label outside the set), ``[refuse]``
+(a refusal), ``[slow]`` (answers after ``slow_s``), ``[429]`` (one 429 with Retry-After, then
+an answer), ``[500]`` (two 500s, then an answer), ``[nologprobs]`` (no logprobs). Every
+request is recorded (headers and body) with the highest number in flight at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_TOKEN = re.compile(r"[A-Za-z0-9]+|\s+|[^A-Za-z0-9\s]")
+
+
+@dataclass
+class FakeOpenAI:
+    rules: list[tuple[str, str]]
+    fallback: str
+    # label -> {token of that label: [(alternative token, probability)]}; the chosen token's
+    # probability is 1 minus the alternatives'.
+    alternatives: dict[str, dict[str, list[tuple[str, float]]]] = field(default_factory=dict)
+    slow_s: float = 2.0
+    hold_s: float = 0.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    max_in_flight: int = 0
+    url: str = ""
+    _in_flight: int = 0
+    _seen: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def calls_for(self, marker: str) -> int:
+        return sum(1 for r in self.requests if marker in r["text"])
+
+    def answer(self, text: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+        with self._lock:
+            self._seen[text] += 1
+            attempt = self._seen[text]
+        if "[429]" in text and attempt == 1:
+            return 429, {"Retry-After": "0.1"}, {"error": {"message": "rate limited"}}
+        if "[500]" in text and attempt <= 2:
+            return 500, {}, {"error": {"message": "overloaded"}}
+        if "[slow]" in text:
+            time.sleep(self.slow_s)
+        if self.hold_s:
+            time.sleep(self.hold_s)
+        usage = {"prompt_tokens": 100 + len(text), "completion_tokens": 20}
+        message: dict[str, Any] = {"role": "assistant", "content": None}
+        if "[refuse]" in text:
+            message["refusal"] = "I cannot help with that."
+            return 200, {}, _completion(message, None, usage)
+        if "[malformed]" in text:
+            message["content"] = "Sure! The label is probably card_arrival."
+            return 200, {}, _completion(message, None, usage)
+        label = next((lab for key, lab in self.rules if key in text.lower()), self.fallback)
+        if "[unknown]" in text:
+            label = "definitely_not_a_label"
+        content = json.dumps({"label": label, "confidence": 0.9, "rationale": "keyword match"})
+        message["content"] = content
+        logprobs = None if "[nologprobs]" in text else self._logprobs(content, label)
+        return 200, {}, _completion(message, logprobs, usage)
+
+    def _logprobs(self, content: str, label: str) -> dict[str, Any]:
+        alts = self.alternatives.get(label, {})
+        out = []
+        for token in _TOKEN.findall(content):
+            options = alts.get(token, [])
+            chosen = 1.0 - sum(p for _, p in options)
+            top = [{"token": token, "logprob": math.log(chosen)}]
+            top += [{"token": t, "logprob": math.log(p)} for t, p in options]
+            out.append({"token": token, "logprob": math.log(chosen), "top_logprobs": top})
+        return {"content": out}
+
+
+def _completion(message: dict[str, Any], logprobs: Any, usage: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": "stop"}
+        ],
+        "usage": {**usage, "total_tokens": sum(usage.values())},
+    }
+
+
+@contextmanager
+def serve(fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            text = body["messages"][-1]["content"]
+            with fake._lock:
+                fake.requests.append({"headers": dict(self.headers), "body": body, "text": text})
+                fake._in_flight += 1
+                fake.max_in_flight = max(fake.max_in_flight, fake._in_flight)
+            headers: dict[str, str]
+            try:
+                if self.path != "/v1/chat/completions":
+                    status, headers, payload = 404, {}, {"error": {"message": "no such route"}}
+                else:
+                    status, headers, payload = fake.answer(text)
+                raw = json.dumps(payload).encode()
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test)
+            finally:
+                with fake._lock:
+                    fake._in_flight -= 1
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,405 @@
+"""Versioned training datasets built from the warehouse, saved under their content hash.
+
+What goes in, in order:
+
+1. **Consent and contribution caps** (``privacy.caps``): only consented cases, at most
+   ``max_cases_per_user`` per user (and per tenant) per window.
+2. **The fixed gold evaluation set**: human-labeled cases whose case-id hash falls below
+   ``dataset.eval_fraction``. Membership depends on the case id alone, so a case never moves
+   between evaluation and training from one version to the next; it is never trained on.
+3. **Targets**: a human label alone is one-hot; a teacher label alone is the teacher's soft
+   distribution; where both exist the hard label is the human's and the soft target is
+   ``human_weight`` x one-hot(human) + (1 - ``human_weight``) x teacher distribution.
+4. **Dedup** on ``cases.text_hash`` (lowercased, whitespace-collapsed text): one row per
+   normalized text, human-labeled first; texts that are in the evaluation set are dropped.
+5. **Replay** against forgetting: "new" rows are those not in the ``previous`` version (by
+   default the dataset the current champion was trained on, which the trainer warm-starts
+   from); of the rest, ``replay_fraction`` per new row is sampled back in.
+6. **Stratified split** into train and validation, per label.
+
+Every choice is a deterministic function of case ids and the spec, and the version's hash
+covers the spec, the label set and every row: the same inputs give the same hash, and
+building twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from infra.errors import TutorloopError
+from infra.settings import Settings
+from infra.warehouse import Warehouse, insert_arrow
+from privacy.caps import ContributionCaps, eligible_case_ids
+
+SPLITS = ("train", "validation", "eval")
+_FORMAT = 1
+
+
+class EmptyDatasetError(TutorloopError):
+    """Nothing could go into the training split."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything that decides a dataset's content (and so its hash) besides the data."""
+
+    labels: tuple[str, ...]
+    human_weight: float = 0.3
+    replay_fraction: float = 0.2
+    validation_fraction: float = 0.1
+    eval_fraction: float = 0.2
+    min_teacher_confidence: float = 0.0
+    teacher_id: str | None = None
+    previous: str | None = None
+    caps_per_user: int = 50
+    caps_per_tenant: int = 0
+    caps_window_days: float = 7.0
+    seed: int = 0
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        labels: Sequence[str],
+        *,
+        teacher_id: str | None = None,
+        previous: str | None = None,
+    ) -> DatasetSpec:
+        d, p = settings.dataset, settings.privacy
+        return cls(
+            labels=tuple(labels),
+            human_weight=d.human_weight,
+            replay_fraction=d.replay_fraction,
+            validation_fraction=d.validation_fraction,
+            eval_fraction=d.eval_fraction,
+            min_teacher_confidence=d.min_teacher_confidence,
+            teacher_id=teacher_id,
+            previous=previous,
+            caps_per_user=p.max_cases_per_user,
+            caps_per_tenant=p.max_cases_per_tenant,
+            caps_window_days=p.cap_window_days,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["labels"] = list(self.labels)
+        data["format"] = _FORMAT
+        return data
+
+
+@dataclass(frozen=True)
+class Row:
+    case_id: str
+    text: str
+    label: str
+    soft_targets: tuple[float, ...]
+    source: str  # human | teacher | human+teacher
+    split: str
+    replay: bool = False
+
+
+@dataclass
+class DatasetVersion:
+    """A built dataset: where it is, its hash, and what it holds."""
+
+    dataset_hash: str
+    path: Path
+    spec: DatasetSpec
+    counts: dict[str, Any]
+    created: bool = True
+    rows: list[Row] = field(default_factory=list, repr=False)
+
+    def n(self, split: str) -> int:
+        return int(self.counts["by_split"].get(split, 0))
+
+
+def _unit(seed: int, case_id: str) -> float:
+    """A uniform number in [0, 1) from a case id: stable across runs and machines."""
+    digest = hashlib.blake2b(f"{seed}\0{case_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    case_id: str
+    text: str
+    text_hash: str
+    human: str | None
+    teacher: str | None
+    teacher_soft: dict[str, float] | None
+    teacher_confidence: float | None
+
+
+def _load(
+    warehouse: Warehouse, case_ids: Sequence[str], teacher_id: str | None
+) -> list[_Candidate]:
+    teacher_filter = "AND teacher_id = ?" if teacher_id else ""
+    params: list[Any] = [teacher_id] if teacher_id else []
+    rows = warehouse.query(
+        "WITH h AS (SELECT case_id, arg_max(label, created_at) AS label FROM labels"
+        "   WHERE source = 'human' GROUP BY case_id),"
+        " t AS (SELECT case_id, arg_max(label, created_at) AS label,"
+        "   arg_max(soft_targets, created_at) AS soft, arg_max(confidence, created_at) AS conf"
+        f"   FROM labels WHERE source = 'teacher' {teacher_filter} GROUP BY case_id)"
+        " SELECT c.case_id, c.text, c.text_hash, h.label, t.label, t.soft, t.conf"
+        " FROM cases c LEFT JOIN h USING (case_id) LEFT JOIN t USING (case_id)"
+        " WHERE c.case_id IN (SELECT unnest(?)) AND (h.label IS NOT NULL OR t.label IS NOT NULL)"
+        " ORDER BY c.case_id",
+        [*params, list(case_ids)],
+    )
+    return [
+        _Candidate(
+            case_id, text, text_hash, human, teacher,
+            json.loads(soft) if soft is not None else None,
+            float(conf) if conf is not None else None,
+        )
+        for case_id, text, text_hash, human, teacher, soft, conf in rows
+    ]  # fmt: skip
+
+
+def _members(warehouse: Warehouse, dataset_hash: str | None) -> set[str]:
+    """Case ids in the train/validation splits of a dataset version."""
+    if dataset_hash is None:
+        return set()
+    rows = warehouse.query(
+        "SELECT case_id FROM dataset_members WHERE split <> 'eval' AND dataset_hash = ?",
+        [dataset_hash],
+    )
+    return {case_id for (case_id,) in rows}
+
+
+def champion_dataset(warehouse: Warehouse) -> str | None:
+    """The dataset hash the current champion was trained on (``None`` without a champion)."""
+    rows = warehouse.query(
+        "SELECT r.dataset_hash FROM model_versions m JOIN training_runs r USING (run_id)"
+        " WHERE m.status = 'champion' ORDER BY m.created_at DESC LIMIT 1"
+    )
+    return rows[0][0] if rows else None
+
+
+def _target(c: _Candidate, spec: DatasetSpec) -> tuple[str, tuple[float, ...], str] | None:
+    index = {label: i for i, label in enumerate(spec.labels)}
+    soft = [0.0] * len(spec.labels)
+    if c.human is not None:
+        if c.human not in index:
+            return None
+        if c.teacher_soft is not None and spec.human_weight < 1:
+            known = {k: v for k, v in c.teacher_soft.items() if k in index}
+            total = sum(known.values())
+            if total > 0:
+                for label, p in known.items():
+                    soft[index[label]] = (1 - spec.human_weight) * p / total
+                soft[index[c.human]] += spec.human_weight
+                return c.human, tuple(round(p, 6) for p in soft), "human+teacher"
+        soft[index[c.human]] = 1.0
+        return c.human, tuple(soft), "human"
+    assert c.teacher is not None and c.teacher_soft is not None
+    known = {k: v for k, v in c.teacher_soft.items() if k in index}
+    total = sum(known.values())
+    if c.teacher not in index or total <= 0:
+        return None
+    for label, p in known.items():
+        soft[index[label]] = p / total
+    return c.teacher, tuple(round(p, 6) for p in soft), "teacher"
+
+
+def _split(rows: list[Row], spec: DatasetSpec) -> list[Row]:
+    """Per label, the lowest-ranked floor(n x validation_fraction) rows go to validation."""
+    by_label: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_label[row.label].append(row)
+    out: list[Row] = []
+    for label in sorted(by_label):
+        members = sorted(by_label[label], key=lambda r: _unit(spec.seed + 1, r.case_id))
+        n_val = math.floor(len(members) * spec.validation_fraction)
+        for i, row in enumerate(members):
+            out.append(_with_split(row, "validation" if i < n_val else "train"))
+    if out and not any(r.split == "validation" for r in out) and len(out) >= 2:
+        # Tiny sets: still hold one row out, so that early stopping has something to watch.
+        out[0] = _with_split(out[0], "validation")
+    return out
+
+
+def _with_split(row: Row, split: str) -> Row:
+    return Row(row.case_id, row.text, row.label, row.soft_targets, row.source, split, row.replay)
+
+
+def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[str, Any]]:
+    """The rows of a dataset for ``spec`` and the counts that explain them (nothing saved)."""
+    if len(spec.labels) < 2:
+        raise EmptyDatasetError("a dataset needs a label set with at least two labels")
+    caps = ContributionCaps(
+        per_user=spec.caps_per_user,
+        per_tenant=spec.caps_per_tenant,
+        window=timedelta(days=spec.caps_window_days),
+    )
+    total_cases = int(warehouse.query("SELECT count(*) FROM cases")[0][0])
+    eligible = eligible_case_ids(warehouse, caps)
+    candidates = _load(warehouse, eligible, spec.teacher_id)
+    dropped: Counter[str] = Counter()
+    dropped["no_consent_or_capped"] = total_cases - len(eligible)
+
+    eval_rows: list[Row] = []
+    pool: list[tuple[_Candidate, tuple[str, tuple[float, ...], str]]] = []
+    eval_hashes: set[str] = set()
+    for c in candidates:
+        if c.human is not None and _unit(spec.seed, c.case_id) < spec.eval_fraction:
+            if c.human not in spec.labels:
+                dropped["unknown_label"] += 1
+                continue
+            if c.text_hash in eval_hashes:
+                dropped["duplicate"] += 1
+                continue
+            eval_hashes.add(c.text_hash)
+            one_hot = tuple(1.0 if label == c.human else 0.0 for label in spec.labels)
+            eval_rows.append(Row(c.case_id, c.text, c.human, one_hot, "human", "eval"))
+            continue
+        if (
+            c.human is None
+            and c.teacher_confidence is not None
+            and c.teacher_confidence < spec.min_teacher_confidence
+        ):
+            dropped["low_teacher_confidence"] += 1
+            continue
+        target = _target(c, spec)
+        if target is None:
+            dropped["unknown_label"] += 1
+            continue
+        pool.append((c, target))
+
+    # Dedup: human-labeled rows first, then a stable order by case id hash.
+    pool.sort(key=lambda item: (item[1][2] == "teacher", _unit(spec.seed, item[0].case_id)))
+    seen: set[str] = set()
+    previous = _members(warehouse, spec.previous)
+    new_rows: list[Row] = []
+    old_rows: list[Row] = []
+    for c, (label, soft, source) in pool:
+        if c.text_hash in eval_hashes:
+            dropped["in_eval_set"] += 1
+            continue
+        if c.text_hash in seen:
+            dropped["duplicate"] += 1
+            continue
+        seen.add(c.text_hash)
+        row = Row(c.case_id, c.text, label, soft, source, "train")
+        (old_rows if c.case_id in previous else new_rows).append(row)
+    if not previous:
+        new_rows, old_rows = new_rows + old_rows, []
+    n_replay = min(len(old_rows), round(spec.replay_fraction * len(new_rows)))
+    old_rows.sort(key=lambda r: _unit(spec.seed + 2, r.case_id))
+    replay = [
+        Row(r.case_id, r.text, r.label, r.soft_targets, r.source, "train", True)
+        for r in old_rows[:n_replay]
+    ]
+    dropped["not_replayed"] = len(old_rows) - n_replay
+    rows = _split(new_rows + replay, spec) + sorted(eval_rows, key=lambda r: r.case_id)
+    if not any(r.split == "train" for r in rows):
+        raise EmptyDatasetError(
+            f"no training rows: {total_cases} cases in the warehouse, {len(eligible)} consented "
+            f"within caps, {len(candidates)} of them labeled; relabel or import labeled data"
+        )
+    counts = {
+        "by_split": dict(Counter(r.split for r in rows)),
+        "by_source": dict(Counter(r.source for r in rows if r.split != "eval")),
+        "replay": len(replay),
+        "new": len(new_rows),
+        "dropped": {k: v for k, v in dropped.items() if v},
+        "labels_in_train": len({r.label for r in rows if r.split == "train"}),
+    }
+    return rows, counts
+
+
+def content_hash(spec: DatasetSpec, rows: Sequence[Row]) -> str:
+    """sha256 over the spec and every row, in a canonical order."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
+    for row in sorted(rows, key=lambda r: (r.split, r.case_id)):
+        digest.update(
+            json.dumps(
+                [row.case_id, row.text, row.label, row.soft_targets, row.source, row.split,
+                 row.replay],
+                separators=(",", ":"),
+            ).encode()
+        )  # fmt: skip
+    return digest.hexdigest()
+
+
+def _save(rows: Sequence[Row], spec: DatasetSpec, path: Path) -> None:
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+
+    features = Features(
+        {
+            "case_id": Value("string"),
+            "text": Value("string"),
+            "label": ClassLabel(names=list(spec.labels)),
+            "soft_targets": Sequence(Value("float32"), length=len(spec.labels)),
+            "source": Value("string"),
+            "replay": Value("bool"),
+        }
+    )
+    index = {label: i for i, label in enumerate(spec.labels)}
+    splits = {}
+    for split in SPLITS:
+        members = [r for r in rows if r.split == split]
+        splits[split] = Dataset.from_dict(
+            {
+                "case_id": [r.case_id for r in members],
+                "text": [r.text for r in members],
+                "label": [index[r.label] for r in members],
+                "soft_targets": [list(r.soft_targets) for r in members],
+                "source": [r.source for r in members],
+                "replay": [r.replay for r in members],
+            },
+            features=features,
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / "dataset"
+        DatasetDict(splits).save_to_disk(str(staged))
+        (staged / "tutorloop.json").write_text(json.dumps(spec.to_dict(), indent=2))
+        if not path.exists():
+            staged.rename(path)
+
+
+def build_dataset(warehouse: Warehouse, spec: DatasetSpec, root: Path) -> DatasetVersion:
+    """Assemble, hash, save under ``root/<hash>`` and record the version and its members."""
+    rows, counts = assemble(warehouse, spec)
+    dataset_hash = content_hash(spec, rows)
+    path = root / dataset_hash
+    existing = warehouse.query(
+        "SELECT 1 FROM dataset_versions WHERE dataset_hash = ?", [dataset_hash]
+    )
+    if existing and path.is_dir():
+        return DatasetVersion(dataset_hash, path, spec, counts, created=False, rows=rows)
+    _save(rows, spec, path)
+    members = pa.Table.from_pylist(
+        [
+            {"dataset_hash": dataset_hash, "case_id": r.case_id, "split": r.split,
+             "label": r.label, "label_source": r.source}
+            for r in rows
+        ]
+    )  # fmt: skip
+    with warehouse.transaction() as con:
+        con.execute(
+            "INSERT INTO dataset_versions (dataset_hash, spec, counts, n_train, n_validation,"
+            " n_eval, path) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [
+                dataset_hash, json.dumps(spec.to_dict(), sort_keys=True),
+                json.dumps(counts, sort_keys=True), counts["by_split"].get("train", 0),
+                counts["by_split"].get("validation", 0), counts["by_split"].get("eval", 0),
+                str(path),
+            ],
+        )  # fmt: skip
+        insert_arrow(con, "dataset_members", members)
+    return DatasetVersion(dataset_hash, path, spec, counts, created=True, rows=rows)

@@ -1,0 +1,156 @@
+"""The local teacher: sentence embeddings from a larger encoder and a logistic-regression head.
+
+The embedded default's reference teacher is all-mpnet-base-v2 with a head fit on a labeled
+teacher pool; it stands in for a frontier LLM in the demo and costs nothing per call. A fitted
+teacher is a folder: ``teacher.json`` (labels, encoder, metrics) and ``head.npz`` (weights,
+no pickle). Its version is the hash of both, so a refit teacher never reuses a stale cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infra.errors import TutorloopError
+from registry.metrics import FloatArray, Quality, quality
+from trainer.embeddings import Encoder
+from trainer.labeled_csv import LabeledRows
+from trainer.models import resolve_model
+from trainer.teacher import TeacherAnswer, TeacherInfo, TeacherResult, normalized
+
+_META = "teacher.json"
+_HEAD = "head.npz"
+
+
+class TeacherNotFittedError(TutorloopError):
+    """No fitted local teacher where the configuration points."""
+
+
+@dataclass(frozen=True)
+class FitReport:
+    folder: Path
+    version: str
+    n_examples: int
+    n_labels: int
+    train_accuracy: float
+
+
+def _softmax(logits: FloatArray) -> FloatArray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
+
+
+def _version(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for name in (_META, _HEAD):
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class LocalTeacher:
+    """A fitted local teacher, loaded from its folder."""
+
+    def __init__(self, folder: Path, models_dir: Path, *, batch_size: int = 64) -> None:
+        meta_path = folder / _META
+        if not meta_path.is_file() or not (folder / _HEAD).is_file():
+            raise TeacherNotFittedError(
+                f"no fitted local teacher in {folder}; run `tutorloop teacher fit --data CSV`"
+            )
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        with np.load(folder / _HEAD) as head:
+            self._coef = head["coef"]
+            self._intercept = head["intercept"]
+        self.labels: tuple[str, ...] = tuple(self.meta["labels"])
+        self._encoder_name: str = self.meta["encoder"]
+        self._encoder = Encoder(
+            resolve_model(self._encoder_name, models_dir), batch_size=batch_size
+        )
+        version = _version(folder)
+        self._info = TeacherInfo(f"local:{self._encoder_name}:{version}", version, self.labels)
+
+    @property
+    def info(self) -> TeacherInfo:
+        return self._info
+
+    def predict_proba(
+        self, texts: Sequence[str], *, on_batch: Callable[[int], None] | None = None
+    ) -> FloatArray:
+        emb = self._encoder.encode(texts, on_batch=on_batch)
+        return _softmax(emb @ self._coef.T + self._intercept)
+
+    def label_batch(self, texts: Sequence[str]) -> list[TeacherResult]:
+        probs = self.predict_proba(texts)
+        results: list[TeacherResult] = []
+        for row in probs:
+            best = int(row.argmax())
+            soft = normalized(dict(zip(self.labels, row.tolist(), strict=True)), self.labels)
+            results.append(TeacherAnswer(self.labels[best], soft, float(row[best])))
+        return results
+
+    def evaluate(
+        self, rows: LabeledRows, *, on_batch: Callable[[int], None] | None = None
+    ) -> tuple[Quality, int]:
+        """Quality on ``rows``; rows whose label the teacher does not know count as errors.
+
+        Returns the quality and how many rows had an unknown label.
+        """
+        index = {label: i for i, label in enumerate(self.labels)}
+        targets = np.array([index.get(label, -1) for label in rows.labels])
+        probs = self.predict_proba(rows.texts, on_batch=on_batch)
+        return quality(probs, targets), int((targets < 0).sum())
+
+
+def fit_local_teacher(
+    rows: LabeledRows,
+    folder: Path,
+    *,
+    encoder: str,
+    models_dir: Path,
+    c: float = 50.0,
+    on_batch: Callable[[int], None] | None = None,
+) -> FitReport:
+    """Embed ``rows``, fit a multinomial logistic-regression head, save atomically to ``folder``."""
+    from sklearn.linear_model import LogisticRegression
+
+    labels = rows.label_set
+    if len(labels) < 2:
+        raise TutorloopError("a teacher needs at least two labels in its pool")
+    enc = Encoder(resolve_model(encoder, models_dir))
+    emb = enc.encode(rows.texts, on_batch=on_batch)
+    index = {label: i for i, label in enumerate(labels)}
+    targets = np.array([index[label] for label in rows.labels])
+    head = LogisticRegression(C=c, max_iter=2000)
+    head.fit(emb, targets)
+    train_acc = float((head.predict(emb) == targets).mean())
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        staged = Path(tmp) / "teacher"
+        staged.mkdir()
+        np.savez(
+            staged / _HEAD,
+            coef=head.coef_.astype(np.float32),
+            intercept=head.intercept_.astype(np.float32),
+        )
+        meta = {
+            "format": 1,
+            "labels": labels,
+            "encoder": encoder,
+            "head": {"kind": "logistic_regression", "C": c},
+            "n_examples": len(rows),
+            "train_accuracy": train_acc,
+        }
+        (staged / _META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        if folder.exists():
+            retired = Path(tmp) / "previous"
+            folder.rename(retired)
+        staged.rename(folder)
+    version = _version(folder)
+    return FitReport(folder, version, len(rows), len(labels), train_acc)

@@ -1,0 +1,50 @@
+"""Build the configured teacher and find the label set it labels with."""
+
+from __future__ import annotations
+
+import json
+
+from infra.errors import TutorloopError
+from infra.settings import Settings
+from infra.warehouse import Warehouse
+from trainer.teacher import Teacher
+
+
+class NoLabelSetError(TutorloopError):
+    """No label set is configured and none can be found in the warehouse."""
+
+
+def label_set(settings: Settings, warehouse: Warehouse) -> list[str]:
+    """``teacher.labels``, else the champion's label set, else every label seen so far."""
+    if settings.teacher.labels:
+        return sorted(set(settings.teacher.labels))
+    champion = warehouse.query(
+        "SELECT label_set FROM model_versions WHERE status = 'champion'"
+        " ORDER BY created_at DESC LIMIT 1"
+    )
+    if champion:
+        return sorted(json.loads(champion[0][0]))
+    seen = warehouse.query("SELECT DISTINCT label FROM labels ORDER BY label")
+    labels = [label for (label,) in seen]
+    if len(labels) < 2:
+        raise NoLabelSetError(
+            "no label set: set teacher.labels, promote a model, or import labeled data "
+            "(tutorloop dataset import --data CSV)"
+        )
+    return labels
+
+
+def build_teacher(settings: Settings, warehouse: Warehouse) -> Teacher | None:
+    """The teacher of ``teacher.backend``; ``None`` for ``human`` (people label via review)."""
+    backend = settings.teacher.backend
+    if backend == "human":
+        return None
+    if backend == "local":
+        from trainer.teacher_local import LocalTeacher
+
+        return LocalTeacher(
+            settings.teacher_path, settings.models_dir, batch_size=settings.teacher.batch_size
+        )
+    from trainer.teacher_openai import OpenAITeacher
+
+    return OpenAITeacher(settings.teacher.openai, label_set(settings, warehouse))
