@@ -34,10 +34,11 @@ def fit_cmd(
     """Fit the local teacher (embeddings + logistic head) on a labeled pool."""
     from infra.progress import progress_bar
     from trainer.labeled_csv import read_labeled_csv
-    from trainer.teacher_local import fit_local_teacher
 
     settings = settings_of(ctx)
     rows = read_labeled_csv(data, text_col, label_col)
+    from trainer.teacher_local import fit_local_teacher  # torch: only once the input is good
+
     started = time.monotonic()
     with progress_bar("embedding teacher pool", len(rows)) as advance:
         report = fit_local_teacher(

@@ -336,8 +336,15 @@ def content_hash(spec: DatasetSpec, rows: Sequence[Row]) -> str:
 
 
 def _save(rows: Sequence[Row], spec: DatasetSpec, path: Path) -> None:
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+    """One ``datasets.Dataset`` with a ``split`` column (train / validation / eval).
 
+    One table rather than a ``DatasetDict``: an empty split (no gold evaluation rows yet)
+    saves but does not load back in ``datasets`` 5.
+    """
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()  # a few seconds of work; the caller shows its own progress
     features = Features(
         {
             "case_id": Value("string"),
@@ -345,28 +352,28 @@ def _save(rows: Sequence[Row], spec: DatasetSpec, path: Path) -> None:
             "label": ClassLabel(names=list(spec.labels)),
             "soft_targets": Sequence(Value("float32"), length=len(spec.labels)),
             "source": Value("string"),
+            "split": Value("string"),
             "replay": Value("bool"),
         }
     )
     index = {label: i for i, label in enumerate(spec.labels)}
-    splits = {}
-    for split in SPLITS:
-        members = [r for r in rows if r.split == split]
-        splits[split] = Dataset.from_dict(
-            {
-                "case_id": [r.case_id for r in members],
-                "text": [r.text for r in members],
-                "label": [index[r.label] for r in members],
-                "soft_targets": [list(r.soft_targets) for r in members],
-                "source": [r.source for r in members],
-                "replay": [r.replay for r in members],
-            },
-            features=features,
-        )
+    ordered = sorted(rows, key=lambda r: (SPLITS.index(r.split), r.case_id))
+    table = Dataset.from_dict(
+        {
+            "case_id": [r.case_id for r in ordered],
+            "text": [r.text for r in ordered],
+            "label": [index[r.label] for r in ordered],
+            "soft_targets": [list(r.soft_targets) for r in ordered],
+            "source": [r.source for r in ordered],
+            "split": [r.split for r in ordered],
+            "replay": [r.replay for r in ordered],
+        },
+        features=features,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staged = Path(tmp) / "dataset"
-        DatasetDict(splits).save_to_disk(str(staged))
+        table.save_to_disk(str(staged))
         (staged / "tutorloop.json").write_text(json.dumps(spec.to_dict(), indent=2))
         if not path.exists():
             staged.rename(path)

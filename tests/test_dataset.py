@@ -1,0 +1,176 @@
+"""The dataset builder on a real DuckDB file, with labels from a teacher behind a real server."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+
+from infra.settings import OpenAITeacherSettings, Settings
+from infra.warehouse import Warehouse
+from tests.conftest import run_cli
+from tests.openai_server import FakeOpenAI, serve
+from tests.warehouse_cases import capture
+from trainer.dataset import DatasetSpec, EmptyDatasetError, _unit, build_dataset
+from trainer.relabel import relabel
+from trainer.teacher_openai import OpenAITeacher
+
+LABELS = ("card_arrival", "card_lost", "top_up_failed", "top_up_limits")
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI(
+        rules=[("card", "card_arrival"), ("top up", "top_up_failed")], fallback="card_lost"
+    )
+    with serve(server) as running:
+        yield running
+
+
+def _relabel(warehouse: Warehouse, fake: FakeOpenAI) -> None:
+    cfg = OpenAITeacherSettings(base_url=fake.url, model="m", logprobs=False)
+    report = relabel(warehouse, OpenAITeacher(cfg, LABELS))
+    assert report.failed == 0
+
+
+def _spec(**overrides: object) -> DatasetSpec:
+    values: dict[str, object] = {"labels": LABELS, "eval_fraction": 0.0, "seed": 3}
+    return DatasetSpec(**(values | overrides))  # type: ignore[arg-type]
+
+
+def test_targets_dedup_consent_caps_and_a_stable_hash(
+    warehouse: Warehouse, fake: FakeOpenAI, settings: Settings
+) -> None:
+    texts = [
+        "my card has not come",  # 0 teacher card_arrival, human card_lost
+        "MY CARD  has not come",  # 1 duplicate of 0 after normalisation
+        "top up failed",  # 2 teacher only
+        "top up failed twice",  # 3 no consent
+        "card a",  # 4-6 one user, capped at 2
+        "card b",
+        "card c",
+        "something else",  # 7 teacher card_lost
+    ]
+    users = ["u0", "u1", "u2", "u3", "heavy", "heavy", "heavy", "u7"]
+    consent = [True, True, True, False, True, True, True, True]
+    ids = capture(warehouse, texts, users=users, consent=consent, human_labels={0: "card_lost"})
+    _relabel(warehouse, fake)
+    spec = _spec(caps_per_user=2, human_weight=0.3, validation_fraction=0.1)
+    version = build_dataset(warehouse, spec, settings.datasets_dir)
+    rows = {r.case_id: r for r in version.rows}
+
+    assert ids[3] not in rows  # no consent: the sink never stored it as a case
+    assert sum(cid in rows for cid in ids[4:7]) == 2  # per-user cap
+    assert ids[1] not in rows and ids[0] in rows  # dedup keeps the human-labeled one
+    mixed = rows[ids[0]]
+    assert (mixed.label, mixed.source) == ("card_lost", "human+teacher")
+    assert mixed.soft_targets == (0.7, 0.3, 0.0, 0.0)  # 0.3 human + 0.7 teacher
+    assert rows[ids[2]].soft_targets == (0.0, 0.0, 1.0, 0.0)
+    assert version.counts["dropped"] == {"no_consent_or_capped": 1, "duplicate": 1}
+    assert version.counts["by_source"] == {"human+teacher": 1, "teacher": 4}
+
+    saved = load_from_disk(str(version.path))
+    assert saved.features["label"].names == list(LABELS)
+    assert Counter(saved["split"]) == Counter(r.split for r in version.rows)
+    assert saved.num_rows == 5
+    members = warehouse.query(
+        "SELECT count(*) FROM dataset_members WHERE dataset_hash = ?", [version.dataset_hash]
+    )
+    assert members == [(5,)]
+
+    again = build_dataset(warehouse, spec, settings.datasets_dir)
+    assert (again.dataset_hash, again.created) == (version.dataset_hash, False)
+    assert warehouse.query("SELECT count(*) FROM dataset_versions") == [(1,)]
+    other = build_dataset(
+        warehouse, _spec(caps_per_user=2, human_weight=0.5), settings.datasets_dir
+    )
+    assert other.dataset_hash != version.dataset_hash
+
+
+def test_gold_eval_set_is_fixed_and_never_trained_on(
+    warehouse: Warehouse, fake: FakeOpenAI, settings: Settings
+) -> None:
+    texts = [f"card question {i}" for i in range(40)]
+    humans = {i: "card_lost" for i in range(0, 40, 2)}
+    ids = capture(warehouse, texts, human_labels=humans)
+    # The same text as a human-labeled case arrives again: it must not be trained on.
+    ids += capture(warehouse, ["CARD question 0"])
+    _relabel(warehouse, fake)
+    spec = _spec(eval_fraction=0.4)
+    version = build_dataset(warehouse, spec, settings.datasets_dir)
+    eval_ids = {r.case_id for r in version.rows if r.split == "eval"}
+    expected = {ids[i] for i in humans if _unit(spec.seed, ids[i]) < 0.4}
+    assert eval_ids == expected and eval_ids
+    assert all(r.source == "human" for r in version.rows if r.split == "eval")
+    eval_texts = {r.text.lower() for r in version.rows if r.split == "eval"}
+    assert not any(r.text.lower() in eval_texts for r in version.rows if r.split != "eval")
+    # More data later: the evaluation members of before stay evaluation members.
+    more = capture(warehouse, [f"card later {i}" for i in range(20)], human_labels={0: "card_lost"})
+    _relabel(warehouse, fake)
+    later = build_dataset(warehouse, spec, settings.datasets_dir)
+    later_eval = {r.case_id for r in later.rows if r.split == "eval"}
+    assert eval_ids <= later_eval <= eval_ids | {more[0]}
+
+
+def test_replay_samples_the_previous_version(
+    warehouse: Warehouse, fake: FakeOpenAI, settings: Settings
+) -> None:
+    capture(warehouse, [f"card old {i}" for i in range(30)])
+    _relabel(warehouse, fake)
+    first = build_dataset(warehouse, _spec(), settings.datasets_dir)
+    assert first.counts["new"] == 30 and first.counts["replay"] == 0
+    capture(warehouse, [f"top up new {i}" for i in range(20)])
+    _relabel(warehouse, fake)
+    second = build_dataset(
+        warehouse, _spec(previous=first.dataset_hash, replay_fraction=0.5), settings.datasets_dir
+    )
+    assert second.counts["new"] == 20 and second.counts["replay"] == 10
+    replayed = {r.case_id for r in second.rows if r.replay}
+    assert replayed <= {r.case_id for r in first.rows}
+    assert second.counts["dropped"]["not_replayed"] == 20
+
+
+def test_split_is_stratified_per_label(
+    warehouse: Warehouse, fake: FakeOpenAI, settings: Settings
+) -> None:
+    capture(warehouse, [f"card {i}" for i in range(40)] + [f"top up {i}" for i in range(20)])
+    _relabel(warehouse, fake)
+    version = build_dataset(warehouse, _spec(validation_fraction=0.25), settings.datasets_dir)
+    validation = Counter(r.label for r in version.rows if r.split == "validation")
+    assert validation == {"card_arrival": 10, "top_up_failed": 5}
+
+
+def test_empty_warehouse_is_a_clear_error(warehouse: Warehouse, settings: Settings) -> None:
+    with pytest.raises(EmptyDatasetError, match="no training rows: 0 cases"):
+        build_dataset(warehouse, _spec(), settings.datasets_dir)
+    env = {
+        "TUTORLOOP_DATA_DIR": str(settings.data_dir),
+        "TUTORLOOP_TEACHER__LABELS": json.dumps(LABELS),
+    }
+    result = run_cli("dataset", "build", env=env)
+    assert result.returncode == 1 and "no training rows" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_import_build_and_list_through_the_cli(tmp_path: Path) -> None:
+    env = {"TUTORLOOP_DATA_DIR": str(tmp_path / "d"), "TUTORLOOP_PRIVACY__SCRUBBER": "regex"}
+    csv = str(DATA / "banking77_train_slice.csv")
+    imported = run_cli("dataset", "import", "--data", csv, "--json", env=env)
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout)["cases_added"] == 320
+    twice = run_cli("dataset", "import", "--data", csv, "--json", env=env)
+    assert json.loads(twice.stdout)["cases_added"] == 0  # idempotent
+    built = run_cli("dataset", "build", "--json", env=env, timeout=120)
+    assert built.returncode == 0, built.stderr
+    counts = json.loads(built.stdout)["counts"]
+    # Human gold only: ~20% is held out for evaluation, the rest split per label.
+    assert 40 <= counts["by_split"]["eval"] <= 90
+    assert sum(counts["by_split"].values()) == 320
+    listed = run_cli("dataset", "list", "--json", env=env)
+    [row] = json.loads(listed.stdout)
+    assert row["dataset_hash"] == json.loads(built.stdout)["dataset_hash"]
