@@ -59,7 +59,7 @@ def _register_groups() -> None:
     from privacy.cli import privacy_app
     from streams.cli import schemas, streams_app
     from streams.doctor import doctor
-    from trainer.cli import dataset_app, teacher_app
+    from trainer.cli import dataset_app, teacher_app, trainer_app
 
     app.add_typer(config_app, name="config")
     app.add_typer(broker_app, name="broker")
@@ -68,6 +68,7 @@ def _register_groups() -> None:
     app.add_typer(privacy_app, name="privacy")
     app.add_typer(teacher_app, name="teacher")
     app.add_typer(dataset_app, name="dataset")
+    app.add_typer(trainer_app, name="trainer")
     app.command("schemas")(schemas)
     app.command("doctor")(doctor)
 

@@ -191,11 +191,74 @@ class DatasetSettings(_Section):
     )
     validation_fraction: float = Field(default=0.1, gt=0, lt=1)
     eval_fraction: float = Field(
-        default=0.2, ge=0, lt=1, description="share of human-labeled cases held out as gold eval"
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="share of human-labeled production cases held out as gold eval",
     )
     min_teacher_confidence: float = Field(
         default=0.0, ge=0, le=1, description="teacher-only cases below this are left out"
     )
+
+
+class TrainerSettings(_Section):
+    """The student and how it is retrained (QLoRA distillation) and when (the schedule)."""
+
+    base_model: str = Field(
+        default="all-minilm-l6-v2",
+        min_length=1,
+        description="student encoder: all-minilm-l6-v2 or a Hugging Face model folder",
+    )
+    quantization: Literal["nf4", "none"] = Field(
+        default="nf4", description="nf4: QLoRA (bitsandbytes 4-bit base); none: LoRA in fp32"
+    )
+    lora_r: int = Field(default=16, ge=1, le=256)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1, description="LoRA adapters")
+    head_learning_rate: float = Field(
+        default=2e-2, gt=0, lt=1, description="the classification head (trained in full)"
+    )
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    epochs: int = Field(default=3, ge=1, le=100, description="per retrain")
+    bootstrap_epochs: int = Field(
+        default=8, ge=1, le=100, description="for the first student (small seed set)"
+    )
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    max_length: int = Field(default=64, ge=8, le=512, description="tokens per text")
+    grad_clip: float = Field(default=1.0, gt=0)
+    patience: int = Field(
+        default=2, ge=1, description="validations without improvement before stopping"
+    )
+    evals_per_epoch: int = Field(default=2, ge=1, le=100)
+    distill_temperature: float = Field(default=2.0, gt=0)
+    distill_alpha: float = Field(
+        default=0.5, ge=0, le=1, description="weight of the KL-to-teacher term vs cross-entropy"
+    )
+    human_weight: float = Field(
+        default=2.0, gt=0, description="loss weight of rows whose hard label is human"
+    )
+    warm_start: bool = Field(
+        default=True, description="start from the champion's adapter (replay fights forgetting)"
+    )
+    seed: int = Field(default=0, ge=0)
+    threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores")
+    schedule_cron: str = Field(
+        default="0 3 * * 1", min_length=1, description="when the weekly retrain runs (UTC)"
+    )
+    trigger_new_labels: int = Field(
+        default=0, ge=0, description="also retrain once this many new labels arrived; 0 = off"
+    )
+    poll_s: float = Field(default=60.0, gt=0, description="how often the scheduler checks")
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a valid cron expression: {value!r}")
+        return value
 
 
 class Settings(BaseSettings):
@@ -220,6 +283,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -259,6 +323,11 @@ class Settings(BaseSettings):
     @property
     def datasets_dir(self) -> Path:
         return self.data_dir / "datasets"
+
+    @property
+    def models_artifacts_dir(self) -> Path:
+        """``<data_dir>/artifacts/models/<version>/``: one folder per registered model."""
+        return self.data_dir / "artifacts" / "models"
 
     def topic(self, name: str) -> str:
         """The full topic name for a logical topic (``predictions``, ``escalations``...)."""

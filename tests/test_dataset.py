@@ -165,12 +165,14 @@ def test_import_build_and_list_through_the_cli(tmp_path: Path) -> None:
     assert json.loads(imported.stdout)["cases_added"] == 320
     twice = run_cli("dataset", "import", "--data", csv, "--json", env=env)
     assert json.loads(twice.stdout)["cases_added"] == 0  # idempotent
+    test_csv = str(DATA / "banking77_test_slice.csv")
+    evaluation = run_cli("dataset", "import", "--data", test_csv, "--eval", "--json", env=env)
+    assert json.loads(evaluation.stdout)["cases_added"] == 160
     built = run_cli("dataset", "build", "--json", env=env, timeout=120)
     assert built.returncode == 0, built.stderr
     counts = json.loads(built.stdout)["counts"]
-    # Human gold only: ~20% is held out for evaluation, the rest split per label.
-    assert 40 <= counts["by_split"]["eval"] <= 90
-    assert sum(counts["by_split"].values()) == 320
+    # Seed gold is all for training (none held out); the --eval import is the eval set.
+    assert counts["by_split"] == {"train": 288, "validation": 32, "eval": 160}
     listed = run_cli("dataset", "list", "--json", env=env)
     [row] = json.loads(listed.stdout)
     assert row["dataset_hash"] == json.loads(built.stdout)["dataset_hash"]

@@ -212,6 +212,9 @@ def import_cmd(
     label_col: str | None = _LABEL_COL,
     source: str = typer.Option("", "--source", help="name recorded in lineage; default: file"),
     actor: str = typer.Option("", "--actor", help="who labeled it; default: the OS user"),
+    for_eval: bool = typer.Option(
+        False, "--eval", help="the fixed gold evaluation set: never trained on"
+    ),
     json_out: bool = _JSON,
 ) -> None:
     """Import labeled rows as scrubbed cases with human labels (gold seed, reviewed data)."""
@@ -228,6 +231,7 @@ def import_cmd(
         configured_scrubber(settings.privacy),
         source=source or data.name,
         actor=actor or getpass.getuser(),
+        for_eval=for_eval,
     )
     if json_out:
         print_json({k: v for k, v in vars(report).items() if k != "case_ids"})
@@ -297,3 +301,72 @@ def list_cmd(ctx: typer.Context, json_out: bool = _JSON) -> None:
             str(row["n_eval"]),
         )
     console.print(table)
+
+
+trainer_app = typer.Typer(help="The student: bootstrap, retrain now, or run the schedule.")
+
+
+@trainer_app.command("bootstrap")
+def bootstrap_cmd(
+    ctx: typer.Context,
+    data: Path = _DATA,
+    text_col: str = _TEXT_COL,
+    label_col: str | None = _LABEL_COL,
+    per_label: int = typer.Option(
+        10, "--per-label", min=1, help="gold examples per label taken from the CSV"
+    ),
+    seed: int = typer.Option(0, "--seed", help="which examples are taken"),
+    json_out: bool = _JSON,
+) -> None:
+    """Train the first student from a gold seed set and register it as a candidate."""
+    from infra.progress import progress_bar
+    from infra.warehouse import Warehouse
+    from trainer.labeled_csv import read_labeled_csv
+    from trainer.pipeline import bootstrap, sample_per_label
+
+    settings = settings_of(ctx)
+    rows = sample_per_label(read_labeled_csv(data, text_col, label_col), per_label, seed)
+    report = bootstrap(
+        settings,
+        Warehouse.from_settings(settings),
+        rows,
+        source=f"seed:{data.name}:{per_label}:{seed}",
+        actor=getpass.getuser(),
+        progress=progress_bar,
+    )
+    _print_cycle(report.to_dict(), json_out)
+
+
+@trainer_app.command("run")
+def run_cmd(ctx: typer.Context, json_out: bool = _JSON) -> None:
+    """One retrain now: relabel → dataset → train → register a candidate."""
+    from infra.progress import progress_bar
+    from infra.warehouse import Warehouse
+    from trainer.pipeline import run_cycle
+
+    settings = settings_of(ctx)
+    report = run_cycle(settings, Warehouse.from_settings(settings), progress=progress_bar)
+    _print_cycle(report.to_dict(), json_out)
+
+
+def _print_cycle(report: dict[str, object], json_out: bool) -> None:
+    if json_out:
+        print_json(report)
+        return
+    metrics = report.get("metrics") or {}
+    assert isinstance(metrics, dict)
+    parts = [f"registered candidate {report['version']} (run {report['run_id']})"]
+    for split in ("validation_calibrated", "eval"):
+        q = metrics.get(split)
+        if isinstance(q, dict):
+            parts.append(
+                f"{split}: accuracy {q['accuracy']:.3f}, macro-F1 {q['macro_f1']:.3f}, "
+                f"ECE {q['ece']:.3f} (n={q['n']})"
+            )
+    parts.append(
+        f"{report['quantization']} in {report['seconds']} s, temperature "
+        f"{metrics.get('temperature', 1.0):.2f}"
+    )
+    if report.get("fallback_reason"):
+        parts.append(f"fallback: {report['fallback_reason']}")
+    console.print("; ".join(parts))

@@ -4,9 +4,11 @@ What goes in, in order:
 
 1. **Consent and contribution caps** (``privacy.caps``): only consented cases, at most
    ``max_cases_per_user`` per user (and per tenant) per window.
-2. **The fixed gold evaluation set**: human-labeled cases whose case-id hash falls below
-   ``dataset.eval_fraction``. Membership depends on the case id alone, so a case never moves
-   between evaluation and training from one version to the next; it is never trained on.
+2. **The fixed gold evaluation set**: rows imported as evaluation data
+   (``dataset import --eval``), plus human-labeled production cases whose case-id hash falls
+   below ``dataset.eval_fraction``. Membership depends on the case alone, so a case never
+   moves between evaluation and training from one version to the next; it is never trained
+   on. Gold imported for training (a seed set) is never held out.
 3. **Targets**: a human label alone is one-hot; a teacher label alone is the teacher's soft
    distribution; where both exist the hard label is the human's and the soft target is
    ``human_weight`` x one-hot(human) + (1 - ``human_weight``) x teacher distribution.
@@ -41,6 +43,7 @@ from infra.errors import TutorloopError
 from infra.settings import Settings
 from infra.warehouse import Warehouse, insert_arrow
 from privacy.caps import ContributionCaps, eligible_case_ids
+from trainer.gold import GOLD_EVAL_REASON, GOLD_REASON
 
 SPLITS = ("train", "validation", "eval")
 _FORMAT = 1
@@ -139,6 +142,7 @@ class _Candidate:
     teacher: str | None
     teacher_soft: dict[str, float] | None
     teacher_confidence: float | None
+    capture_reason: str
 
 
 def _load(
@@ -152,7 +156,8 @@ def _load(
         " t AS (SELECT case_id, arg_max(label, created_at) AS label,"
         "   arg_max(soft_targets, created_at) AS soft, arg_max(confidence, created_at) AS conf"
         f"   FROM labels WHERE source = 'teacher' {teacher_filter} GROUP BY case_id)"
-        " SELECT c.case_id, c.text, c.text_hash, h.label, t.label, t.soft, t.conf"
+        " SELECT c.case_id, c.text, c.text_hash, h.label, t.label, t.soft, t.conf,"
+        " c.capture_reason"
         " FROM cases c LEFT JOIN h USING (case_id) LEFT JOIN t USING (case_id)"
         " WHERE c.case_id IN (SELECT unnest(?)) AND (h.label IS NOT NULL OR t.label IS NOT NULL)"
         " ORDER BY c.case_id",
@@ -162,9 +167,9 @@ def _load(
         _Candidate(
             case_id, text, text_hash, human, teacher,
             json.loads(soft) if soft is not None else None,
-            float(conf) if conf is not None else None,
+            float(conf) if conf is not None else None, reason,
         )
-        for case_id, text, text_hash, human, teacher, soft, conf in rows
+        for case_id, text, text_hash, human, teacher, soft, conf, reason in rows
     ]  # fmt: skip
 
 
@@ -215,19 +220,33 @@ def _target(c: _Candidate, spec: DatasetSpec) -> tuple[str, tuple[float, ...], s
 
 
 def _split(rows: list[Row], spec: DatasetSpec) -> list[Row]:
-    """Per label, the lowest-ranked floor(n x validation_fraction) rows go to validation."""
+    """Stratified: each label gives its share of ``round(n x validation_fraction)`` rows.
+
+    Shares are floor(n_label x fraction), and the rows left over go to the labels with the
+    largest remainders (largest-remainder apportionment), so that small labels of a few-shot
+    set still add up to a validation set of the asked size. Within a label, the rows with the
+    lowest seeded hash go first.
+    """
     by_label: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         by_label[row.label].append(row)
+    labels = sorted(by_label)
+    quota = {label: len(by_label[label]) * spec.validation_fraction for label in labels}
+    take = {label: math.floor(q) for label, q in quota.items()}
+    wanted = round(len(rows) * spec.validation_fraction)
+    if len(rows) >= 2:
+        wanted = max(wanted, 1)  # early stopping needs something to watch
+    by_remainder = sorted(
+        (label for label in labels if take[label] < len(by_label[label]) - 1),
+        key=lambda label: (-(quota[label] - take[label]), _unit(spec.seed + 3, label)),
+    )
+    for label in by_remainder[: max(0, wanted - sum(take.values()))]:
+        take[label] += 1
     out: list[Row] = []
-    for label in sorted(by_label):
+    for label in labels:
         members = sorted(by_label[label], key=lambda r: _unit(spec.seed + 1, r.case_id))
-        n_val = math.floor(len(members) * spec.validation_fraction)
         for i, row in enumerate(members):
-            out.append(_with_split(row, "validation" if i < n_val else "train"))
-    if out and not any(r.split == "validation" for r in out) and len(out) >= 2:
-        # Tiny sets: still hold one row out, so that early stopping has something to watch.
-        out[0] = _with_split(out[0], "validation")
+            out.append(_with_split(row, "validation" if i < take[label] else "train"))
     return out
 
 
@@ -254,7 +273,14 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
     pool: list[tuple[_Candidate, tuple[str, tuple[float, ...], str]]] = []
     eval_hashes: set[str] = set()
     for c in candidates:
-        if c.human is not None and _unit(spec.seed, c.case_id) < spec.eval_fraction:
+        if c.capture_reason == GOLD_EVAL_REASON and c.human is None:
+            continue  # an evaluation row without its label (it was erased): unusable
+        if c.capture_reason == GOLD_EVAL_REASON or (
+            c.human is not None
+            and c.capture_reason != GOLD_REASON
+            and _unit(spec.seed, c.case_id) < spec.eval_fraction
+        ):
+            assert c.human is not None
             if c.human not in spec.labels:
                 dropped["unknown_label"] += 1
                 continue

@@ -20,6 +20,8 @@ from privacy.scrubber import Scrubber
 from trainer.labeled_csv import LabeledRows
 
 GOLD_REASON = "gold_import"
+# Imported as the fixed evaluation set: always evaluation, never trained on.
+GOLD_EVAL_REASON = "gold_eval"
 
 
 @dataclass(frozen=True)
@@ -43,26 +45,29 @@ def import_gold(
     source: str,
     actor: str,
     tenant_id: str = "import",
+    for_eval: bool = False,
 ) -> ImportReport:
     """Scrub and store ``rows`` as consented cases with human labels from ``actor``.
 
+    With ``for_eval`` the rows become the fixed gold evaluation set instead of training data.
     Each row gets its own pseudonymous user (``import:<source>:<row>``): contribution caps
     limit what one production user adds, and a curated set is not one user's traffic.
     """
     scrubbed = scrubber.scrub_batch(rows.texts)
     ts = datetime.now(UTC)
+    reason = GOLD_EVAL_REASON if for_eval else GOLD_REASON
     cases = []
     labels = []
     ids = []
     for i, (result, label) in enumerate(zip(scrubbed, rows.labels, strict=True)):
-        case_id = gold_case_id(source, i, rows.texts[i])
+        case_id = gold_case_id(source + (":eval" if for_eval else ""), i, rows.texts[i])
         ids.append(case_id)
         cases.append(
             {
                 "case_id": case_id, "request_id": case_id, "prediction_event_id": None, "ts": ts,
                 "tenant_id": tenant_id, "user_id": f"import:{source}:{i}", "model_version": None,
                 "text": result.text, "text_hash": case_text_hash(result.text),
-                "predicted_label": None, "confidence": None, "capture_reason": GOLD_REASON,
+                "predicted_label": None, "confidence": None, "capture_reason": reason,
                 "consent_training": True,
                 "scrub_findings": json.dumps(result.findings, sort_keys=True),
                 "scrub_policy_version": result.policy_version,

@@ -1,0 +1,77 @@
+"""A registered student as a full-precision torch model: base + adapter, merged.
+
+The exporter turns it into ONNX; the serving benchmark and the demo use it as the fp32
+reference. The base model folder comes from the model card (``base_model_path``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from infra.errors import TutorloopError
+from registry.metrics import FloatArray
+from registry.store import verify
+
+
+class ModelLoadError(TutorloopError):
+    """A registered model cannot be loaded (missing base folder, corrupt adapter)."""
+
+
+@dataclass
+class TorchStudent:
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    temperature: float
+    max_length: int
+
+    def predict_proba(self, texts: list[str], *, batch: int = 64) -> FloatArray:
+        """Calibrated probabilities, in input order (batched by length)."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, len(order), batch):
+                idx = order[start : start + batch]
+                enc = self.tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
+                logits = self.model(**enc).logits.float() / self.temperature
+                out[idx] = torch.softmax(logits, dim=1).numpy()
+        return out
+
+
+def load_torch_student(folder: Path) -> TorchStudent:
+    """Verify the folder's checksums, load base + adapter in fp32 and merge them."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    card = verify(folder)
+    labels = json.loads((folder / "labels.json").read_text())
+    base_path = Path(card["base_model_path"])
+    if not (base_path / "config.json").is_file():
+        raise ModelLoadError(f"base model folder {base_path} of {folder.name} is missing")
+    try:
+        base = AutoModelForSequenceClassification.from_pretrained(
+            str(base_path),
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        )
+        model = PeftModel.from_pretrained(base, str(folder / "adapter")).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load the adapter of {folder.name}: {exc}") from None
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+    temperature = float(json.loads((folder / "calibration.json").read_text())["temperature"])
+    max_length = int(card.get("hyperparameters", {}).get("max_length", 64))
+    return TorchStudent(model, tokenizer, labels, temperature, max_length)

@@ -1,0 +1,108 @@
+"""Loading the student for training: a 4-bit (QLoRA) or full-precision base with LoRA adapters.
+
+QLoRA follows the recipe that works on CPU here (``../shared/ENVIRONMENT.md``): nf4 with
+double quantization, bf16 compute, the classifier head and pooler left unquantized (without
+that skip list the first forward fails), ``prepare_model_for_kbit_training``, LoRA on all
+linear layers. Where 4-bit cannot load, the student trains as LoRA in fp32 with a warning,
+and the run records why.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from infra.settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Student:
+    model: Any  # a peft PeftModel
+    tokenizer: Any
+    quantization: str  # "nf4" or "none"
+    fallback_reason: str | None
+
+
+def _base(folder: Path, labels: list[str], quantize: bool) -> Any:
+    kwargs: dict[str, Any] = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
+    if quantize:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+            llm_int8_skip_modules=["classifier", "pooler"],
+        )
+    return AutoModelForSequenceClassification.from_pretrained(str(folder), **kwargs)
+
+
+def _keep_training_layout(model: Any) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference during validation.
+
+    On CPUs with AVX512-BF16, a ``Linear4bit`` in eval mode converts its weights, in place and
+    for good, to an inference-only layout; the next training step then fails ("a view of a
+    leaf Variable that requires grad is being used in an in-place operation").
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def load_student(
+    base_folder: Path,
+    labels: list[str],
+    cfg: TrainerSettings,
+    *,
+    init_adapter: Path | None = None,
+) -> Student:
+    """The base (4-bit when configured and possible) with trainable LoRA adapters.
+
+    ``init_adapter`` warm-starts from an earlier adapter (the champion's); its label set must
+    be ``labels``, which the caller checks.
+    """
+    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
+    quantization, reason = cfg.quantization, None
+    if quantization == "nf4":
+        try:
+            from peft import prepare_model_for_kbit_training
+
+            base = _base(base_folder, labels, quantize=True)
+            _keep_training_layout(base)
+            base = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
+                base, use_gradient_checkpointing=False
+            )
+        except Exception as exc:  # missing bitsandbytes backend, unsupported CPU, ...
+            reason = f"4-bit load failed ({type(exc).__name__}: {str(exc)[:200]})"
+            log.warning("QLoRA unavailable, training LoRA in full precision: %s", reason)
+            quantization = "none"
+    if quantization == "none":
+        base = _base(base_folder, labels, quantize=False)
+    if init_adapter is not None:
+        model = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+    else:
+        model = get_peft_model(
+            base,
+            LoraConfig(
+                task_type=TaskType.SEQ_CLS,
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules="all-linear",
+            ),
+        )
+    return Student(model, tokenizer, quantization, reason)
