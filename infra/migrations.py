@@ -251,11 +251,29 @@ CREATE TABLE teacher_errors (
 CREATE INDEX teacher_errors_case ON teacher_errors (case_id);
 """
 
+# The scheduler claims each window here before it trains: one run per window, across
+# restarts and between two schedulers.
+_V5_SCHEDULE = """
+CREATE TABLE schedule_runs (
+    window_id         VARCHAR PRIMARY KEY,
+    trigger           VARCHAR NOT NULL CHECK (trigger IN ('cron', 'labels', 'installed')),
+    claimed_at        TIMESTAMPTZ NOT NULL,
+    finished_at       TIMESTAMPTZ,
+    status            VARCHAR NOT NULL
+                      CHECK (status IN ('running', 'succeeded', 'failed', 'skipped')),
+    host              VARCHAR NOT NULL,
+    pid               INTEGER NOT NULL,
+    version           VARCHAR,
+    error             VARCHAR
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lineage tables", _V1_LINEAGE),
     Migration(2, "escalations and review queue", _V2_REVIEW),
     Migration(3, "kafka positions of predictions; escalation to case link", _V3_KAFKA_POSITION),
     Migration(4, "teacher answer cache and teacher errors", _V4_TEACHER),
+    Migration(5, "scheduler windows", _V5_SCHEDULE),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

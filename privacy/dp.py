@@ -45,10 +45,14 @@ class LedgerEntry:
 
 
 def spent(warehouse: Warehouse, window_start: datetime, window_end: datetime) -> float:
-    """Epsilon already spent by runs whose data window overlaps ``[start, end)``."""
+    """Epsilon already spent by runs whose data window overlaps ``[start, end]``.
+
+    Closed intervals: a window can be a single instant (rows imported together), and two runs
+    on the same instant's data share it.
+    """
     row = warehouse.query(
         "SELECT coalesce(sum(epsilon), 0) FROM privacy_ledger "
-        "WHERE coalesce(window_start, ?) < ? AND coalesce(window_end, ?) > ?",
+        "WHERE coalesce(window_start, ?) <= ? AND coalesce(window_end, ?) >= ?",
         [window_start, window_end, window_end, window_start],
     )
     return float(row[0][0])

@@ -323,17 +323,19 @@ def bootstrap_cmd(
     from infra.warehouse import Warehouse
     from trainer.labeled_csv import read_labeled_csv
     from trainer.pipeline import bootstrap, sample_per_label
+    from trainer.schedule import trainer_lock
 
     settings = settings_of(ctx)
     rows = sample_per_label(read_labeled_csv(data, text_col, label_col), per_label, seed)
-    report = bootstrap(
-        settings,
-        Warehouse.from_settings(settings),
-        rows,
-        source=f"seed:{data.name}:{per_label}:{seed}",
-        actor=getpass.getuser(),
-        progress=progress_bar,
-    )
+    with trainer_lock(settings):
+        report = bootstrap(
+            settings,
+            Warehouse.from_settings(settings),
+            rows,
+            source=f"seed:{data.name}:{per_label}:{seed}",
+            actor=getpass.getuser(),
+            progress=progress_bar,
+        )
     _print_cycle(report.to_dict(), json_out)
 
 
@@ -343,10 +345,22 @@ def run_cmd(ctx: typer.Context, json_out: bool = _JSON) -> None:
     from infra.progress import progress_bar
     from infra.warehouse import Warehouse
     from trainer.pipeline import run_cycle
+    from trainer.schedule import trainer_lock
 
     settings = settings_of(ctx)
-    report = run_cycle(settings, Warehouse.from_settings(settings), progress=progress_bar)
+    with trainer_lock(settings):
+        report = run_cycle(settings, Warehouse.from_settings(settings), progress=progress_bar)
     _print_cycle(report.to_dict(), json_out)
+
+
+@trainer_app.command("schedule")
+def schedule_cmd(ctx: typer.Context) -> None:
+    """Run continuously: retrain each cron window (and on N new labels); stop on SIGTERM."""
+    from trainer.schedule import Scheduler
+
+    scheduler = Scheduler(settings_of(ctx))
+    scheduler.install_signal_handlers()
+    scheduler.run_forever()
 
 
 def _print_cycle(report: dict[str, object], json_out: bool) -> None:

@@ -115,8 +115,7 @@ def train_and_register(
     if warm_from is not None and sorted(warm_from.label_set) != sorted(labels):
         raise LabelSetMismatchError(
             f"the dataset's label set ({len(labels)} labels) differs from champion "
-            f"{warm_from.version}'s ({len(warm_from.label_set)} labels); set teacher.labels "
-            "to the champion's labels, or train a new student with `trainer bootstrap`"
+            f"{warm_from.version}'s ({len(warm_from.label_set)} labels)"
         )
     if warm_from is not None:
         labels = list(warm_from.label_set)  # the head's order is the champion's
@@ -258,7 +257,13 @@ def run_cycle(
                 review_below=settings.teacher.review_below, on_batch=advance,
             )  # fmt: skip
         report.relabel = done.to_dict()
-    labels = current.label_set if current else label_set(settings, warehouse)
+    labels = label_set(settings, warehouse)  # teacher.labels, else the champion's
+    if current is not None and sorted(labels) != sorted(current.label_set):
+        raise LabelSetMismatchError(
+            f"the configured label set ({len(labels)} labels) differs from champion "
+            f"{current.version}'s ({len(current.label_set)} labels); set teacher.labels to the "
+            "champion's labels, or train a new student with `trainer bootstrap`"
+        )
     spec = DatasetSpec.from_settings(
         settings, sorted(labels), previous=current.dataset_hash if current else None
     )

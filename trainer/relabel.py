@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from infra.warehouse import Warehouse, insert_arrow
+from trainer.gold import GOLD_EVAL_REASON, GOLD_REASON
 from trainer.teacher import Teacher, TeacherAnswer, TeacherFailure, TeacherResult
 
 REVIEW_DISAGREEMENT = "disagreement"
@@ -80,12 +81,16 @@ def _id(*parts: str) -> str:
 
 
 def pending_cases(warehouse: Warehouse, teacher_id: str) -> list[_Case]:
-    """Cases that have no label from this teacher yet, oldest first."""
+    """Captured cases that have no label from this teacher yet, oldest first.
+
+    Imported gold (seed and evaluation sets) is not sent: it is labeled already, and a
+    teacher's opinion of it would be paid for and never used.
+    """
     rows = warehouse.query(
-        "SELECT case_id, text, text_hash FROM cases c WHERE NOT EXISTS ("
-        " SELECT 1 FROM labels l WHERE l.case_id = c.case_id AND l.source = 'teacher'"
-        " AND l.teacher_id = ?) ORDER BY ts, case_id",
-        [teacher_id],
+        "SELECT case_id, text, text_hash FROM cases c WHERE capture_reason NOT IN (?, ?)"
+        " AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.case_id = c.case_id"
+        " AND l.source = 'teacher' AND l.teacher_id = ?) ORDER BY ts, case_id",
+        [GOLD_REASON, GOLD_EVAL_REASON, teacher_id],
     )
     return [_Case(*row) for row in rows]
 
@@ -264,13 +269,16 @@ def _review(
 
 
 def queue_unlabeled_for_humans(warehouse: Warehouse) -> int:
-    """The human backend: every case with no human label and no open item goes to review."""
+    """The human backend: every captured case with no human label and no open item goes to
+    review."""
     with warehouse.transaction() as con:
         rows = con.execute(
-            "SELECT case_id FROM cases c WHERE NOT EXISTS (SELECT 1 FROM labels l "
+            "SELECT case_id FROM cases c WHERE capture_reason NOT IN (?, ?)"
+            " AND NOT EXISTS (SELECT 1 FROM labels l "
             " WHERE l.case_id = c.case_id AND l.source = 'human') AND NOT EXISTS ("
             " SELECT 1 FROM review_queue r WHERE r.case_id = c.case_id AND r.status = 'open')"
-            " ORDER BY ts, case_id"
+            " ORDER BY ts, case_id",
+            [GOLD_REASON, GOLD_EVAL_REASON],
         ).fetchall()
         items = [_review(case_id, REVIEW_NEEDS_LABEL, "human", None, None) for (case_id,) in rows]
         return insert_arrow(con, "review_queue", pa.Table.from_pylist(items, _REVIEW_SCHEMA))
