@@ -57,6 +57,7 @@ def _register_groups() -> None:
     from infra.cli_config import config_app
     from infra.cli_warehouse import warehouse_app
     from privacy.cli import privacy_app
+    from registry.cli import lineage_app, registry_app, serve
     from streams.cli import schemas, streams_app
     from streams.doctor import doctor
     from trainer.cli import dataset_app, teacher_app, trainer_app
@@ -69,6 +70,9 @@ def _register_groups() -> None:
     app.add_typer(teacher_app, name="teacher")
     app.add_typer(dataset_app, name="dataset")
     app.add_typer(trainer_app, name="trainer")
+    app.add_typer(registry_app, name="registry")
+    app.add_typer(lineage_app, name="lineage")
+    app.command("serve")(serve)
     app.command("schemas")(schemas)
     app.command("doctor")(doctor)
 

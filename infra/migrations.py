@@ -268,12 +268,46 @@ CREATE TABLE schedule_runs (
 );
 """
 
+# Lineage views for compliance: plain SQL over the DuckDB file (documented in the README).
+_V6_LINEAGE_VIEWS = """
+CREATE VIEW lineage_predictions AS
+SELECT p.event_id, p.ts, p.tenant_id, p.user_id, p.request_id, p.model_version, p.label,
+       p.confidence, p.consent_training, p.captured, p.capture_reason, p.policy_version,
+       m.status AS model_status, m.run_id, r.dataset_hash, r.base_model, r.quantization,
+       r.git_commit, r.started_at AS trained_at, l.epsilon AS dp_epsilon
+FROM predictions_audit p
+LEFT JOIN model_versions m ON m.version = p.model_version
+LEFT JOIN training_runs r ON r.run_id = m.run_id
+LEFT JOIN privacy_ledger l ON l.run_id = m.run_id;
+
+CREATE VIEW lineage_user_data AS
+SELECT c.user_id, c.tenant_id, c.case_id, c.ts, c.capture_reason, c.consent_training,
+       dm.dataset_hash, dm.split, dm.label AS dataset_label, dm.label_source,
+       m.version AS model_version, m.status AS model_status
+FROM cases c
+LEFT JOIN dataset_members dm ON dm.case_id = c.case_id
+LEFT JOIN training_runs r ON r.dataset_hash = dm.dataset_hash
+LEFT JOIN model_versions m ON m.run_id = r.run_id;
+
+CREATE VIEW lineage_models AS
+SELECT m.version, m.status, m.created_at, m.run_id, r.dataset_hash, r.base_model,
+       r.quantization, r.fallback_reason, r.seed, r.git_commit, r.started_at, r.finished_at,
+       d.n_train, d.n_validation, d.n_eval, d.counts AS dataset_counts,
+       l.epsilon AS dp_epsilon, l.delta AS dp_delta,
+       (SELECT min(ts) FROM promotions p WHERE p.to_version = m.version) AS first_champion_at
+FROM model_versions m
+LEFT JOIN training_runs r ON r.run_id = m.run_id
+LEFT JOIN dataset_versions d ON d.dataset_hash = r.dataset_hash
+LEFT JOIN privacy_ledger l ON l.run_id = m.run_id;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lineage tables", _V1_LINEAGE),
     Migration(2, "escalations and review queue", _V2_REVIEW),
     Migration(3, "kafka positions of predictions; escalation to case link", _V3_KAFKA_POSITION),
     Migration(4, "teacher answer cache and teacher errors", _V4_TEACHER),
     Migration(5, "scheduler windows", _V5_SCHEDULE),
+    Migration(6, "lineage views", _V6_LINEAGE_VIEWS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -261,6 +261,43 @@ class TrainerSettings(_Section):
         return value
 
 
+class RegistrySettings(_Section):
+    """Gates a candidate must pass (on its int8 artifact) and how the champion is served."""
+
+    auto_promote: bool = Field(
+        default=True, description="promote a candidate that passes every gate after a retrain"
+    )
+    min_accuracy: float = Field(default=0.5, ge=0, le=1)
+    min_macro_f1: float = Field(default=0.4, ge=0, le=1)
+    max_ece: float = Field(default=0.15, ge=0, le=1, description="15 bins, after calibration")
+    selective_coverage: float = Field(default=0.8, gt=0, le=1)
+    min_selective_accuracy: float = Field(default=0.6, ge=0, le=1)
+    max_aurc: float = Field(default=0.3, ge=0, le=1)
+    oos_label: str = Field(default="", description="out-of-scope label, if the task has one")
+    min_oos_recall: float = Field(default=0.5, ge=0, le=1)
+    max_p95_latency_ms: float = Field(default=20.0, gt=0, description="single query, int8")
+    max_rss_mb: float = Field(default=1024.0, gt=0, description="serving process peak RSS")
+    max_artifact_mb: float = Field(default=50.0, gt=0, description="int8 model file")
+    min_parity: float = Field(
+        default=0.995, ge=0, le=1, description="int8 vs torch argmax agreement, else rejected"
+    )
+    regression_tolerance: float = Field(
+        default=0.01, ge=0, le=1, description="vs the champion on the gold eval set"
+    )
+    hard_cases_days: float = Field(default=14.0, gt=0)
+    hard_cases_tolerance: float = Field(
+        default=0.02, ge=0, le=1, description="vs the champion on recent hard cases"
+    )
+    abstain_below: float = Field(
+        default=0.5, ge=0, le=1, description="serving abstains below this confidence"
+    )
+    serve_host: str = Field(default="127.0.0.1", min_length=1)
+    serve_port: int = Field(default=8080, ge=0, le=65535)
+    serve_threads: int = Field(default=1, ge=0, description="ONNX Runtime threads per request")
+    reload_poll_s: float = Field(default=1.0, gt=0, description="champion pointer check period")
+    max_text_chars: int = Field(default=8192, ge=1)
+
+
 class Settings(BaseSettings):
     """Every setting tutorloop reads. Nested sections map to TOML tables."""
 
@@ -284,6 +321,7 @@ class Settings(BaseSettings):
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
 
     @field_validator("log_level", mode="before")
     @classmethod

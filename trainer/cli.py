@@ -383,4 +383,12 @@ def _print_cycle(report: dict[str, object], json_out: bool) -> None:
     )
     if report.get("fallback_reason"):
         parts.append(f"fallback: {report['fallback_reason']}")
+    gates = report.get("gates")
+    if isinstance(gates, dict):
+        if gates["rejected_reason"]:
+            parts.append(f"rejected: {gates['rejected_reason']}")
+        elif gates["passed"]:
+            parts.append("all gates passed" + (", promoted" if gates["promoted"] else ""))
+        else:
+            parts.append(f"failed gates: {', '.join(gates['failed'])} (not promoted)")
     console.print("; ".join(parts))

@@ -1,6 +1,7 @@
 """The trainer's jobs: bootstrap a first student, and one retrain cycle.
 
-A cycle is relabel → dataset → train → register. Training starts from the champion's adapter
+A cycle is relabel → dataset → train → register → export, quantize, gate (and promote when
+every gate passes and ``registry.auto_promote`` is on). Training starts from the champion's adapter
 (``trainer.warm_start``) on the new rows plus a replay sample of the champion's dataset. A run
 that fails leaves a ``failed`` training run and nothing registered: the adapter is staged in
 ``<artifacts>/.staging/<run id>`` and moved into the registry only after training succeeded.
@@ -48,6 +49,7 @@ class CycleReport:
     fallback_reason: str | None = None
     epsilon: float | None = None
     seconds: float = 0.0
+    gates: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -96,8 +98,10 @@ def train_and_register(
     progress: ProgressFactory = _no_progress,
     report: CycleReport | None = None,
     epochs: int | None = None,
+    evaluate: bool = True,
 ) -> CycleReport:
-    """Train on ``dataset`` (warm-started from ``warm_from``) and register a candidate."""
+    """Train on ``dataset`` (warm-started from ``warm_from``), register a candidate, then let
+    the registry export, quantize and gate it (and promote it under ``auto_promote``)."""
     import time
 
     from datasets import load_from_disk
@@ -190,6 +194,22 @@ def train_and_register(
         finish_run(warehouse, run_id, error=f"{type(exc).__name__}: {exc}"[:500])
         raise
     report.version, report.metrics = version.version, metrics
+    if evaluate:
+        from registry.lifecycle import evaluate_candidate
+
+        with progress("export, quantize, gates", None) as advance:
+            verdict = evaluate_candidate(
+                warehouse, settings, version.version,
+                promote_if_passed=settings.registry.auto_promote, actor="trainer",
+            )  # fmt: skip
+            advance(1)
+        report.gates = {
+            "passed": verdict.passed,
+            "promoted": verdict.promoted,
+            "rejected_reason": verdict.rejected_reason,
+            "failed": [g.gate for g in verdict.gates if not g.passed],
+            "values": {g.gate: g.value for g in verdict.gates},
+        }
     report.seconds = round(time.monotonic() - started, 1)
     return report
 

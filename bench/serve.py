@@ -1,0 +1,190 @@
+"""Benchmark: serving the int8 ONNX student against torch fp32, in the same run.
+
+Trains a student first (`trainer bootstrap`, N examples per label from Banking77) unless
+``--data-dir`` points at a tutorloop data directory that has a champion. Then, on held-out
+test queries:
+
+- single-query latency p50 / p95 (one thread each: a serving request uses one core),
+- batch throughput (batch 32, all cores),
+- accuracy of each on the same rows,
+- rollback: time of one `registry rollback` (API call) while another process writes to the
+  warehouse, and of the whole CLI command.
+
+Targets (issue #7): p95 <= 5 ms, >= 3x faster than torch fp32, accuracy within 0.5 point,
+rollback < 2 s.
+
+    .venv/bin/python bench/serve.py [--per-label 20] [--queries 500] [--eval 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data" / "banking77"
+
+
+def _latency_ms(predict: Any, texts: list[str]) -> tuple[float, float]:
+    for text in texts[:20]:
+        predict([text])
+    timings = []
+    for text in texts:
+        started = time.perf_counter()
+        predict([text])
+        timings.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(timings, 50)), float(np.percentile(timings, 95))
+
+
+def _throughput(predict: Any, texts: list[str], batch: int = 32) -> float:
+    predict(texts[:batch])
+    started = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        predict(texts[i : i + batch])
+    return len(texts) / (time.perf_counter() - started)
+
+
+def _prepare(args: argparse.Namespace, data_dir: Path) -> Any:
+    from infra.settings import load_settings
+    from infra.warehouse import Warehouse
+    from registry.lifecycle import evaluate_candidate, promote
+    from registry.store import champion
+    from trainer.labeled_csv import read_labeled_csv
+    from trainer.pipeline import bootstrap, sample_per_label
+
+    settings = load_settings(
+        data_dir=data_dir,
+        privacy={"scrubber": "regex"},
+        trainer={"quantization": "none", "bootstrap_epochs": args.epochs},
+        registry={"auto_promote": False},
+    )
+    warehouse = Warehouse.from_settings(settings)
+    if champion(warehouse) is None:
+        rows = sample_per_label(read_labeled_csv(args.train), args.per_label, 0)
+        report = bootstrap(settings, warehouse, rows, source="bench", actor="bench")
+        assert report.version
+        evaluate_candidate(warehouse, settings, report.version)
+        promote(warehouse, settings, report.version, actor="bench", reason="bench", force=True)
+    return settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, help="use this data dir's champion")
+    parser.add_argument("--per-label", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--queries", type=int, default=500, help="single-query timings")
+    parser.add_argument("--eval", type=int, default=1000, help="rows for accuracy/throughput")
+    parser.add_argument("--train", type=Path, default=DATA / "train.csv")
+    parser.add_argument("--test", type=Path, default=DATA / "test.csv")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+
+    from infra.warehouse import Warehouse
+    from registry.lifecycle import promote, rollback
+    from registry.metrics import accuracy
+    from registry.onnx_model import load_onnx_student
+    from registry.store import champion, list_versions
+    from registry.torch_model import load_torch_student
+    from trainer.labeled_csv import read_labeled_csv
+
+    tmp = tempfile.TemporaryDirectory()
+    settings = _prepare(args, args.data_dir or Path(tmp.name))
+    warehouse = Warehouse.from_settings(settings)
+    current = champion(warehouse)
+    assert current is not None
+    test = read_labeled_csv(args.test)
+    order = random.Random(3).sample(range(len(test)), min(args.eval, len(test)))
+    texts = [test.texts[i] for i in order]
+    truth = [test.labels[i] for i in order]
+
+    results: dict[str, dict[str, float]] = {}
+    for name in ("int8", "fp32"):
+        torch.set_num_threads(1)
+        if name == "int8":
+            model: Any = load_onnx_student(current.artifact_dir, threads=1)
+        else:
+            model = load_torch_student(current.artifact_dir)
+        p50, p95 = _latency_ms(model.predict_proba, texts[: args.queries])
+        if name == "int8":
+            model = load_onnx_student(current.artifact_dir, threads=os.cpu_count() or 1)
+        torch.set_num_threads(os.cpu_count() or 1)
+        rate = _throughput(model.predict_proba, texts)
+        index = {label: i for i, label in enumerate(model.labels)}
+        acc = accuracy(model.predict_proba(texts), np.array([index[t] for t in truth]))
+        results[name] = {"p50_ms": p50, "p95_ms": p95, "batch_per_s": rate, "accuracy": acc}
+
+    # Rollback under a concurrent writer: needs an earlier champion to return to.
+    versions = [v.version for v in list_versions(warehouse)]
+    rollback_ms = cli_s = float("nan")
+    if versions:
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "tests.warehouse_writer", str(settings.warehouse_path),
+             "loop", "6"],
+            cwd=REPO,
+        )  # fmt: skip
+        time.sleep(0.5)
+        other = _second_champion(warehouse, settings, current.version)
+        if other is not None:
+            started = time.perf_counter()
+            rollback(warehouse, settings, actor="bench", reason="bench")
+            rollback_ms = (time.perf_counter() - started) * 1000
+            promote(warehouse, settings, other, actor="bench", reason="bench", force=True)
+            env = {**os.environ, "TUTORLOOP_DATA_DIR": str(settings.data_dir)}
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "infra", "registry", "rollback", "--reason", "bench"],
+                env=env, check=True, capture_output=True, cwd=REPO,
+            )  # fmt: skip
+            cli_s = time.perf_counter() - started
+        writer.wait()
+
+    i8, f32 = results["int8"], results["fp32"]
+    print(f"model {current.version}, {len(texts)} test rows, {args.queries} single queries")
+    print(f"{'':20} {'int8 ORT':>10} {'torch fp32':>11}")
+    for key in ("p50_ms", "p95_ms", "batch_per_s", "accuracy"):
+        print(f"{key:20} {i8[key]:>10.4g} {f32[key]:>11.4g}")
+    print(f"p95 speed-up (fp32 / int8): {f32['p95_ms'] / i8['p95_ms']:.2f}x")
+    print(f"batch throughput ratio (int8 / fp32): {i8['batch_per_s'] / f32['batch_per_s']:.2f}x")
+    print(f"accuracy, int8 - fp32: {100 * (i8['accuracy'] - f32['accuracy']):+.2f} points")
+    print(f"rollback under a concurrent writer: API {rollback_ms:.0f} ms, CLI {cli_s:.2f} s")
+    print(json.dumps({"results": results, "rollback_api_ms": rollback_ms, "rollback_cli_s": cli_s}))
+    tmp.cleanup()
+
+
+def _second_champion(warehouse: Any, settings: Any, current: str) -> str | None:
+    """Make a second version champion (a copy of the current one is enough to time a
+    rollback), so that there is something to roll back from."""
+    import shutil
+
+    from registry.lifecycle import promote
+    from registry.store import get, register_candidate
+
+    source = get(warehouse, current)
+    staged = settings.models_artifacts_dir / ".staging" / "bench-copy"
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(source.artifact_dir, staged)
+    (staged / "card.json").unlink()
+    card = {k: v for k, v in source.card.items() if k not in ("files", "version", "run_id")}
+    copy = register_candidate(
+        warehouse, settings, staged, run_id=source.run_id or "bench", label_set=source.label_set,
+        card=card,
+    )  # fmt: skip
+    promote(warehouse, settings, copy.version, actor="bench", reason="bench", force=True)
+    return copy.version
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""`tutorloop registry ...`, `tutorloop lineage ...` and `tutorloop serve`."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from infra.cli_common import console, fail, print_json, settings_of
+
+registry_app = typer.Typer(help="Model versions: gates, promote, rollback, history.")
+lineage_app = typer.Typer(help="Which data, which consent and which model produced what.")
+
+_JSON = typer.Option(False, "--json", help="machine-readable output")
+_ACTOR = typer.Option("", "--actor", help="who acts (recorded); default: the OS user")
+
+
+def _warehouse(ctx: typer.Context) -> Any:
+    from infra.warehouse import Warehouse
+
+    return Warehouse.from_settings(settings_of(ctx))
+
+
+def _metric(card: dict[str, Any], key: str) -> str:
+    q = (card.get("metrics") or {}).get("eval") or (card.get("metrics") or {}).get(
+        "validation_calibrated"
+    )
+    return f"{q[key]:.3f}" if isinstance(q, dict) and key in q else ""
+
+
+@registry_app.command("list")
+def list_cmd(ctx: typer.Context, json_out: bool = _JSON) -> None:
+    """Every model version, oldest first."""
+    from registry.store import list_versions
+
+    versions = list_versions(_warehouse(ctx))
+    if json_out:
+        print_json(
+            [
+                {"version": v.version, "status": v.status, "run_id": v.run_id,
+                 "dataset_hash": v.dataset_hash, "labels": len(v.label_set)}
+                for v in versions
+            ]
+        )  # fmt: skip
+        return
+    table = Table("version", "status", "run", "dataset", "labels", "accuracy", "ECE")
+    for v in versions:
+        style = "bold green" if v.status == "champion" else None
+        table.add_row(
+            v.version, v.status, v.run_id or "", (v.dataset_hash or "")[:12],
+            str(len(v.label_set)), _metric(v.card, "accuracy"), _metric(v.card, "ece"),
+            style=style,
+        )  # fmt: skip
+    console.print(table)
+
+
+@registry_app.command("show")
+def show_cmd(ctx: typer.Context, version: str, json_out: bool = _JSON) -> None:
+    """A version's model card (checksums verified)."""
+    from registry.store import get, verify
+
+    v = get(_warehouse(ctx), version)
+    card = verify(v.artifact_dir)
+    if json_out:
+        print_json({"version": v.version, "status": v.status, "card": card})
+        return
+    console.print(f"[bold]{v.version}[/] ({v.status}) — {v.artifact_dir}")
+    for key in ("run_id", "dataset_hash", "base_model", "quantization", "fallback_reason",
+                "temperature", "warm_start_from", "seed"):  # fmt: skip
+        console.print(f"  {key}: {card.get(key)}")
+    console.print(f"  files: {', '.join(sorted(card.get('files', {})))} (checksums verified)")
+
+
+@registry_app.command("gates")
+def gates_cmd(
+    ctx: typer.Context,
+    version: str,
+    run: bool = typer.Option(False, "--run", help="export, quantize and evaluate now"),
+    json_out: bool = _JSON,
+) -> None:
+    """Gate results of a version (exit 1 if any failed)."""
+    from registry.gates import stored_gates
+    from registry.lifecycle import evaluate_candidate
+    from registry.store import get
+
+    warehouse = _warehouse(ctx)
+    get(warehouse, version)
+    if run:
+        evaluate_candidate(warehouse, settings_of(ctx), version)
+    gates = stored_gates(warehouse, version)
+    if json_out:
+        print_json([g.to_dict() for g in gates])
+    else:
+        table = Table("gate", "value", "threshold", "verdict", "detail", title=version)
+        for g in gates:
+            value = "" if g.value is None else f"{g.value:.4g}"
+            threshold = "" if g.threshold is None else f"{g.comparator} {g.threshold:g}"
+            verdict = "[green]pass[/]" if g.passed else "[red]FAIL[/]"
+            table.add_row(g.gate, value, threshold, verdict, g.detail)
+        console.print(table)
+    if not gates:
+        fail(f"{version} has no gate results; run `tutorloop registry gates {version} --run`")
+    if not all(g.passed for g in gates):
+        raise typer.Exit(1)
+
+
+@registry_app.command("promote")
+def promote_cmd(
+    ctx: typer.Context,
+    version: str,
+    force: bool = typer.Option(False, "--force", help="promote despite failed gates"),
+    reason: str = typer.Option("", "--reason", help="why (required with --force)"),
+    actor: str = _ACTOR,
+    json_out: bool = _JSON,
+) -> None:
+    """Make VERSION the champion (refused when a gate failed, unless --force --reason)."""
+    from registry.lifecycle import promote
+
+    change = promote(
+        _warehouse(ctx), settings_of(ctx), version, actor=actor or getpass.getuser(),
+        reason=reason or None, force=force,
+    )  # fmt: skip
+    if json_out:
+        print_json(change.to_dict())
+        return
+    forced = " (forced)" if change.forced else ""
+    console.print(f"promoted {change.to_version}{forced}; previous champion: {change.from_version}")
+
+
+@registry_app.command("rollback")
+def rollback_cmd(
+    ctx: typer.Context,
+    to: str = typer.Option("", "--to", help="version to return to; default: the previous one"),
+    reason: str = typer.Option("", "--reason", help="why (recorded)"),
+    actor: str = _ACTOR,
+    json_out: bool = _JSON,
+) -> None:
+    """Return to the previous champion (or --to VERSION). Servers switch within seconds."""
+    from registry.lifecycle import rollback
+
+    change = rollback(
+        _warehouse(ctx), settings_of(ctx), actor=actor or getpass.getuser(),
+        to=to or None, reason=reason or None,
+    )  # fmt: skip
+    if json_out:
+        print_json(change.to_dict())
+        return
+    console.print(f"rolled back {change.from_version} → {change.to_version}")
+
+
+@registry_app.command("history")
+def history_cmd(
+    ctx: typer.Context,
+    at: str = typer.Option("", "--at", help="ISO time: which version was champion then"),
+    json_out: bool = _JSON,
+) -> None:
+    """Every promotion and rollback: who, when, why."""
+    from registry.lifecycle import champion_at, history
+
+    warehouse = _warehouse(ctx)
+    if at:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            fail(f"--at must be an ISO time like 2026-11-29T10:00:00+00:00, got {at!r}", 2)
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        version = champion_at(warehouse, when)
+        if json_out:
+            print_json({"at": when.isoformat(), "champion": version})
+        else:
+            console.print(f"champion at {when.isoformat()}: {version or 'none'}")
+        return
+    changes = history(warehouse)
+    if json_out:
+        print_json([c.to_dict() for c in changes])
+        return
+    table = Table("time", "action", "from", "to", "actor", "reason", "forced")
+    for c in changes:
+        table.add_row(
+            f"{c.ts:%Y-%m-%d %H:%M:%S}", c.action, c.from_version or "", c.to_version,
+            c.actor, c.reason or "", "yes" if c.forced else "",
+        )  # fmt: skip
+    console.print(table)
+
+
+@registry_app.command("diff")
+def diff_cmd(ctx: typer.Context, v1: str, v2: str, json_out: bool = _JSON) -> None:
+    """What differs between two versions: data, settings, metrics, gates."""
+    from infra.settings import flatten
+    from registry.gates import stored_gates
+    from registry.store import get
+
+    warehouse = _warehouse(ctx)
+    a, b = get(warehouse, v1), get(warehouse, v2)
+    rows: list[tuple[str, Any, Any]] = []
+    for key in ("dataset_hash", "base_model", "quantization", "temperature", "warm_start_from"):
+        rows.append((key, a.card.get(key), b.card.get(key)))
+    flat_a = dict(flatten({"hyperparameters": a.card.get("hyperparameters", {})}))
+    flat_b = dict(flatten({"hyperparameters": b.card.get("hyperparameters", {})}))
+    rows += [(k, flat_a.get(k), flat_b.get(k)) for k in sorted(set(flat_a) | set(flat_b))
+             if flat_a.get(k) != flat_b.get(k)]  # fmt: skip
+    ma = dict(flatten({"metrics": a.card.get("metrics", {})}))
+    mb = dict(flatten({"metrics": b.card.get("metrics", {})}))
+    rows += [(k, ma.get(k), mb.get(k)) for k in sorted(set(ma) | set(mb))
+             if k.startswith(("metrics.eval.", "metrics.validation_calibrated."))]  # fmt: skip
+    ga = {g.gate: g.value for g in stored_gates(warehouse, v1)}
+    gb = {g.gate: g.value for g in stored_gates(warehouse, v2)}
+    rows += [(f"gate.{k}", ga.get(k), gb.get(k)) for k in sorted(set(ga) | set(gb))]
+    rows.append(("labels", len(a.label_set), len(b.label_set)))
+    if json_out:
+        print_json([{"key": k, v1: x, v2: y} for k, x, y in rows])
+        return
+    table = Table("", v1, v2)
+    for key, x, y in rows:
+        style = "yellow" if x != y else None
+        table.add_row(key, _fmt(x), _fmt(y), style=style)
+    console.print(table)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+@lineage_app.command("prediction")
+def lineage_prediction(ctx: typer.Context, event_id: str, json_out: bool = _JSON) -> None:
+    """A prediction → model version → training run → dataset → policy checks and consent."""
+    from registry.lineage import prediction_lineage
+
+    data = prediction_lineage(_warehouse(ctx), event_id)
+    if json_out:
+        print_json(data)
+        return
+    console.print(
+        f"prediction {event_id} at {data['ts']}: {data['label']} ({data['confidence']:.3f}) "
+        f"by model {data['model_version']}"
+    )
+    console.print(
+        f"  consent for training: {data['consent_training']}; captured: {data['captured']} "
+        f"({data['capture_reason'] or 'no rule fired'}); policy {data['policy_version']}"
+    )
+    if data["case"]:
+        console.print(
+            f"  case {data['case']['case_id']}: scrub findings {data['case']['scrub_findings']}"
+        )
+    model = data["model"]
+    if model:
+        console.print(
+            f"  model {model['version']} ({model['status']}) ← run {model['run_id']} ← dataset "
+            f"{model['dataset_hash']} ({model['n_train']} train rows); base {model['base_model']},"
+            f" {model['quantization']}, git {model['git_commit']}, DP epsilon {model['dp_epsilon']}"
+        )
+    else:
+        console.print("  model version not in this registry")
+
+
+@lineage_app.command("user")
+def lineage_user(ctx: typer.Context, user_id: str, json_out: bool = _JSON) -> None:
+    """A user's cases, the datasets that used them and the models trained on those."""
+    from registry.lineage import user_lineage
+
+    data = user_lineage(_warehouse(ctx), user_id)
+    if json_out:
+        print_json(data)
+        return
+    console.print(
+        f"user {user_id}: {data['predictions']} predictions, {data['captured']} captured, "
+        f"{len(data['cases'])} cases stored, {len(data['erasures'])} erasures"
+    )
+    table = Table("dataset", "split", "cases", "models")
+    for row in data["datasets"]:
+        table.add_row(row["dataset_hash"][:16], row["split"], str(row["cases"]),
+                      ", ".join(row["models"] or []))  # fmt: skip
+    console.print(table)
+
+
+@lineage_app.command("model")
+def lineage_model(ctx: typer.Context, version: str, json_out: bool = _JSON) -> None:
+    """Full provenance of a model version."""
+    from registry.lineage import model_lineage
+
+    data = model_lineage(_warehouse(ctx), version)
+    if json_out:
+        print_json(data)
+        return
+    console.print(
+        f"[bold]{version}[/] ({data['status']}): run {data['run_id']}, dataset "
+        f"{data['dataset_hash']}, base {data['base_model']} ({data['quantization']}), "
+        f"seed {data['seed']}, git {data['git_commit']}, warm start from {data['warm_start_from']}"
+    )
+    console.print(f"  dataset rows: {json.dumps(data['dataset_sources'], default=str)}")
+    console.print(f"  teachers: {json.dumps(data['teachers'], default=str)}")
+    console.print(f"  consent: {json.dumps(data['consent'], default=str)}")
+    verdicts = ", ".join(f"{g['gate']}={'pass' if g['passed'] else 'FAIL'}" for g in data["gates"])
+    console.print(f"  DP epsilon: {data['dp_epsilon']}; gates: {verdicts}")
+    for p in data["promotions"]:
+        console.print(f"  {p['ts']}: {p['action']} {p['from_version']} → {p['to_version']} "
+                      f"by {p['actor']} ({p['reason'] or ''})")  # fmt: skip
+
+
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("", "--host", help="default: registry.serve_host"),
+    port: int = typer.Option(-1, "--port", help="default: registry.serve_port"),
+    emit: bool = typer.Option(True, "--emit/--no-emit", help="send prediction events to Kafka"),
+) -> None:
+    """Serve the champion over HTTP (POST /predict, GET /healthz) until SIGTERM/SIGINT."""
+    import signal
+    import threading
+
+    from registry.serving import serving
+
+    settings = settings_of(ctx)
+    emitter = None
+    if emit:
+        from streams.emitter import PredictionEmitter
+
+        emitter = PredictionEmitter.from_settings(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        with serving(settings, emitter=emitter, host=host or None,
+                     port=None if port < 0 else port) as (predictor, server):  # fmt: skip
+            address, bound_port = server.server_address[:2]
+            bound = f"http://{address!s}:{bound_port}"
+            console.print(
+                f"serving {predictor.version or 'nothing yet'} on {bound}", highlight=False
+            )
+            stop.wait()
+    finally:
+        if emitter is not None:
+            emitter.close()

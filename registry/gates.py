@@ -1,0 +1,245 @@
+"""Gates: what a candidate's int8 artifact must show before it may serve.
+
+Absolute gates (thresholds in ``[registry]``): accuracy, macro-F1, ECE (15 bins, after the
+stored temperature), selective accuracy at ``selective_coverage`` and AURC (abstention
+quality), out-of-scope recall when ``oos_label`` is set and present, p95 single-query latency,
+serving-process peak RSS, int8 artifact size, and argmax parity with torch (>= 99.5%).
+
+Against the champion, when there is one: accuracy and macro-F1 on the candidate's gold
+evaluation set may not fall more than ``regression_tolerance`` below the champion's, and
+accuracy on the recent hard cases (evaluation cases captured for low confidence, low margin,
+escalation or a watched label in the last ``hard_cases_days``) not more than
+``hard_cases_tolerance``. With no champion yet only the absolute gates apply. Every gate's
+value, threshold and verdict is stored in ``gate_results``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from infra.settings import RegistrySettings
+from infra.warehouse import Warehouse
+from registry.export import ExportResult
+from registry.metrics import quality
+from registry.onnx_model import OnnxStudent, load_onnx_student
+from registry.store import ModelVersion
+
+_HARD_REASONS = ("low_confidence", "low_margin", "escalated", "watched_label")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    value: float | None
+    threshold: float | None
+    comparator: str  # ">=", "<=", "info"
+    passed: bool
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _gate(
+    name: str, value: float, threshold: float, comparator: str, detail: str = ""
+) -> GateResult:
+    ok = value >= threshold if comparator == ">=" else value <= threshold
+    return GateResult(name, round(value, 6), threshold, comparator, ok, detail)
+
+
+def _targets(labels: list[str], truth: list[str]) -> np.ndarray[Any, Any]:
+    index = {label: i for i, label in enumerate(labels)}
+    return np.array([index.get(label, -1) for label in truth])
+
+
+def _p95_latency_ms(model: OnnxStudent, texts: list[str], n: int = 200) -> float:
+    sample = (texts or ["how do I reset my card pin?"]) * (n // max(1, len(texts)) + 1)
+    for text in sample[:20]:
+        model.logits([text])  # warm-up
+    timings = []
+    for text in sample[:n]:
+        started = time.perf_counter()
+        model.predict_proba([text])
+        timings.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(timings, 95))
+
+
+_RSS_PROBE = """
+import json, resource, sys
+from pathlib import Path
+from registry.onnx_model import load_onnx_student
+model = load_onnx_student(Path(sys.argv[1]), threads=int(sys.argv[2]), verified=True)
+texts = json.loads(sys.argv[3]) or ["how do I reset my card pin?"]
+for i in range(100):
+    model.predict_proba([texts[i % len(texts)]])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def _serving_rss_mb(version: ModelVersion, texts: list[str], threads: int) -> float:
+    """Peak RSS of a fresh process that loads the int8 model and answers 100 queries."""
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_PROBE, str(version.artifact_dir), str(threads),
+         json.dumps(texts[:50])],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _hard_cases(
+    warehouse: Warehouse, dataset_hash: str | None, days: float
+) -> tuple[list[str], list[str]]:
+    if dataset_hash is None:
+        return [], []
+    since = datetime.now(UTC) - timedelta(days=days)
+    rows = warehouse.query(
+        "SELECT c.text, m.label FROM dataset_members m JOIN cases c USING (case_id)"
+        " WHERE m.dataset_hash = ? AND m.split = 'eval' AND c.ts >= ?"
+        " AND c.capture_reason IN (SELECT unnest(?)) ORDER BY m.case_id",
+        [dataset_hash, since, list(_HARD_REASONS)],
+    )
+    return [t for t, _ in rows], [label for _, label in rows]
+
+
+def evaluate_gates(
+    warehouse: Warehouse,
+    cfg: RegistrySettings,
+    candidate: ModelVersion,
+    export: ExportResult,
+    texts: list[str],
+    truth: list[str],
+    champion: ModelVersion | None,
+) -> list[GateResult]:
+    """Evaluate every gate on the candidate's int8 artifact; store and return the results."""
+    model = load_onnx_student(candidate.artifact_dir, threads=cfg.serve_threads)
+    results = [
+        _gate(
+            "parity",
+            export.parity,
+            cfg.min_parity,
+            ">=",
+            f"int8 vs torch argmax, n={export.n_parity}",
+        ),
+        _gate("artifact_mb", export.int8_mb, cfg.max_artifact_mb, "<="),
+    ]
+    if texts:
+        probs = model.predict_proba(texts)
+        targets = _targets(model.labels, truth)
+        q = quality(probs, targets, coverage=cfg.selective_coverage)
+        n = f"n={q.n}"
+        results += [
+            _gate("accuracy", q.accuracy, cfg.min_accuracy, ">=", n),
+            _gate("macro_f1", q.macro_f1, cfg.min_macro_f1, ">=", n),
+            _gate("ece", q.ece, cfg.max_ece, "<=", f"{n}, 15 bins, calibrated"),
+            _gate(
+                "selective_accuracy", q.selective_accuracy, cfg.min_selective_accuracy, ">=",
+                f"{n}, coverage {cfg.selective_coverage:g}",
+            ),
+            _gate("aurc", q.aurc, cfg.max_aurc, "<=", n),
+        ]  # fmt: skip
+        if cfg.oos_label and cfg.oos_label in truth:
+            oos = (
+                targets == model.labels.index(cfg.oos_label)
+                if cfg.oos_label in model.labels
+                else None
+            )
+            if oos is not None:
+                recall = float(np.mean(probs[oos].argmax(axis=1) == targets[oos]))
+                results.append(
+                    _gate("oos_recall", recall, cfg.min_oos_recall, ">=", f"n={int(oos.sum())}")
+                )
+        if champion is not None:
+            results += _versus_champion(warehouse, cfg, candidate, champion, q, texts, truth)
+    else:
+        missing = "no gold evaluation rows: import some (dataset import --eval)"
+        results.append(GateResult("accuracy", None, cfg.min_accuracy, ">=", False, missing))
+    results.append(
+        _gate("p95_latency_ms", _p95_latency_ms(model, texts), cfg.max_p95_latency_ms, "<=",
+              f"single query, {cfg.serve_threads or 'all'} thread(s)")
+    )  # fmt: skip
+    results.append(
+        _gate(
+            "peak_rss_mb",
+            _serving_rss_mb(candidate, texts, cfg.serve_threads),
+            cfg.max_rss_mb,
+            "<=",
+        )
+    )
+    _store(warehouse, candidate.version, results)
+    return results
+
+
+def _versus_champion(
+    warehouse: Warehouse,
+    cfg: RegistrySettings,
+    candidate: ModelVersion,
+    champion: ModelVersion,
+    cand_q: Any,
+    texts: list[str],
+    truth: list[str],
+) -> list[GateResult]:
+    try:
+        champ_model = load_onnx_student(champion.artifact_dir, threads=cfg.serve_threads)
+    except Exception as exc:  # a champion without a usable int8 artifact cannot be compared
+        return [GateResult("vs_champion", None, None, "info", True,
+                           f"champion {champion.version} not comparable: {exc}")]  # fmt: skip
+    champ_q = quality(
+        champ_model.predict_proba(texts), _targets(champ_model.labels, truth),
+        coverage=cfg.selective_coverage,
+    )  # fmt: skip
+    tol = cfg.regression_tolerance
+    vs = f"champion {champion.version}"
+    out = [
+        _gate("accuracy_vs_champion", cand_q.accuracy - champ_q.accuracy, -tol, ">=",
+              f"{vs}: {champ_q.accuracy:.4f} -> {cand_q.accuracy:.4f}"),
+        _gate("macro_f1_vs_champion", cand_q.macro_f1 - champ_q.macro_f1, -tol, ">=",
+              f"{vs}: {champ_q.macro_f1:.4f} -> {cand_q.macro_f1:.4f}"),
+    ]  # fmt: skip
+    hard_texts, hard_truth = _hard_cases(warehouse, candidate.dataset_hash, cfg.hard_cases_days)
+    if hard_texts:
+        cand_model = load_onnx_student(candidate.artifact_dir, threads=cfg.serve_threads)
+        cand_acc = float(np.mean(
+            cand_model.predict_proba(hard_texts).argmax(axis=1)
+            == _targets(cand_model.labels, hard_truth)
+        ))  # fmt: skip
+        champ_acc = float(np.mean(
+            champ_model.predict_proba(hard_texts).argmax(axis=1)
+            == _targets(champ_model.labels, hard_truth)
+        ))  # fmt: skip
+        out.append(
+            _gate("hard_cases_vs_champion", cand_acc - champ_acc, -cfg.hard_cases_tolerance, ">=",
+                  f"{vs}, n={len(hard_texts)}: {champ_acc:.4f} -> {cand_acc:.4f}")
+        )  # fmt: skip
+    else:
+        none = "no recent hard cases with gold labels: not compared"
+        tol = -cfg.hard_cases_tolerance
+        out.append(GateResult("hard_cases_vs_champion", None, tol, ">=", True, none))
+    return out
+
+
+def _store(warehouse: Warehouse, version: str, results: list[GateResult]) -> None:
+    with warehouse.transaction() as con:
+        con.execute("DELETE FROM gate_results WHERE version = ?", [version])
+        for r in results:
+            con.execute(
+                "INSERT INTO gate_results (version, gate, value, threshold, comparator, passed,"
+                " detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [version, r.gate, r.value, r.threshold, r.comparator, r.passed, r.detail],
+            )
+
+
+def stored_gates(warehouse: Warehouse, version: str) -> list[GateResult]:
+    rows = warehouse.query(
+        "SELECT gate, value, threshold, comparator, passed, detail FROM gate_results"
+        " WHERE version = ? ORDER BY evaluated_at, gate",
+        [version],
+    )
+    return [GateResult(*row) for row in rows]

@@ -1,0 +1,243 @@
+"""Promotion, rollback and history: what on-call touches.
+
+The champion is the one ``model_versions`` row with status ``champion``. Every change is a
+``promotions`` row (action, from, to, actor, time, reason, forced) written in the same
+transaction as the status change, and then published to ``<artifacts>/champion.json`` (an
+atomic rename) which serving processes poll: a rollback is a few milliseconds of SQL and a
+file rename, and servers pick it up within ``registry.reload_poll_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from infra.errors import TutorloopError
+from infra.settings import Settings
+from infra.warehouse import Warehouse
+from registry.gates import GateResult, evaluate_gates, stored_gates
+from registry.store import ModelVersion, champion, get
+
+POINTER = "champion.json"
+
+
+class PromotionRefusedError(TutorloopError):
+    """The version may not be promoted (failed or missing gates, wrong status)."""
+
+
+class NothingToRollBackError(TutorloopError):
+    """No earlier champion to return to."""
+
+
+@dataclass(frozen=True)
+class Change:
+    action: str
+    from_version: str | None
+    to_version: str
+    actor: str
+    reason: str | None
+    forced: bool
+    ts: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**vars(self), "ts": self.ts.isoformat()}
+
+
+def pointer_path(settings: Settings) -> Path:
+    return settings.models_artifacts_dir / POINTER
+
+
+def publish_pointer(settings: Settings, version: ModelVersion | None) -> None:
+    """Write the champion pointer atomically (servers poll it)."""
+    path = pointer_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "version": version.version if version else None,
+        "artifact_dir": str(version.artifact_dir) if version else None,
+        "published_at": datetime.now(UTC).isoformat(),
+    }
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def read_pointer(settings: Settings) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(pointer_path(settings).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data
+
+
+def _change(
+    warehouse: Warehouse,
+    settings: Settings,
+    action: str,
+    to: str,
+    actor: str,
+    reason: str | None,
+    forced: bool,
+    *,
+    from_status: str = "retired",
+) -> Change:
+    now = datetime.now(UTC)
+    with warehouse.transaction() as con:
+        current = con.execute(
+            "SELECT version FROM model_versions WHERE status = 'champion'"
+        ).fetchall()
+        previous = current[0][0] if current else None
+        if previous == to:
+            raise PromotionRefusedError(f"{to} is already the champion")
+        con.execute("UPDATE model_versions SET status = ? WHERE status = 'champion'", [from_status])
+        con.execute("UPDATE model_versions SET status = 'champion' WHERE version = ?", [to])
+        con.execute(
+            "INSERT INTO promotions (promotion_id, ts, action, from_version, to_version, actor,"
+            " reason, forced) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [uuid.uuid4().hex, now, action, previous, to, actor, reason, forced],
+        )
+    publish_pointer(settings, get(warehouse, to))
+    return Change(action, previous, to, actor, reason, forced, now)
+
+
+def promote(
+    warehouse: Warehouse,
+    settings: Settings,
+    version: str,
+    *,
+    actor: str,
+    reason: str | None = None,
+    force: bool = False,
+) -> Change:
+    """Make ``version`` the champion. Refused if a gate failed or none ran, unless forced with
+    a reason (recorded)."""
+    target = get(warehouse, version)
+    if target.status == "champion":
+        raise PromotionRefusedError(f"{version} is already the champion")
+    gates = stored_gates(warehouse, version)
+    failed = [g.gate for g in gates if not g.passed]
+    problem = (
+        f"{version} failed gates: {', '.join(failed)}"
+        if failed
+        else (f"{version} has no gate results (run `tutorloop registry gates {version} --run`)"
+              if not gates else None)
+    )  # fmt: skip
+    if target.status == "rejected" and problem is None:
+        problem = f"{version} was rejected"
+    if problem is not None:
+        if not force:
+            raise PromotionRefusedError(f"{problem}; use --force --reason TEXT to override")
+        if not reason:
+            raise PromotionRefusedError("--force needs --reason TEXT (it is recorded)")
+    return _change(warehouse, settings, "promote", version, actor, reason, force and bool(problem))
+
+
+def rollback(
+    warehouse: Warehouse,
+    settings: Settings,
+    *,
+    actor: str,
+    to: str | None = None,
+    reason: str | None = None,
+) -> Change:
+    """Return to ``to`` or, by default, the champion before the current one."""
+    current = champion(warehouse)
+    if to is None:
+        if current is None:
+            raise NothingToRollBackError("nothing to roll back: there is no champion")
+        rows = warehouse.query(
+            "SELECT from_version FROM promotions WHERE to_version = ? AND from_version IS NOT NULL"
+            " ORDER BY ts DESC LIMIT 1",
+            [current.version],
+        )
+        if not rows:
+            raise NothingToRollBackError(
+                f"nothing to roll back to: {current.version} was the first champion"
+            )
+        to = str(rows[0][0])
+    target = get(warehouse, to)
+    if current is not None and target.version == current.version:
+        raise NothingToRollBackError(f"{to} is already the champion")
+    if target.status == "rejected":
+        raise PromotionRefusedError(f"{to} was rejected; promote it with --force instead")
+    return _change(
+        warehouse, settings, "rollback", target.version, actor, reason, False,
+        from_status="retired",
+    )  # fmt: skip
+
+
+def history(warehouse: Warehouse) -> list[Change]:
+    rows = warehouse.query(
+        "SELECT action, from_version, to_version, actor, reason, forced, ts FROM promotions"
+        " ORDER BY ts"
+    )
+    return [Change(*row) for row in rows]
+
+
+def champion_at(warehouse: Warehouse, at: datetime) -> str | None:
+    rows = warehouse.query(
+        "SELECT to_version FROM promotions WHERE ts <= ? ORDER BY ts DESC LIMIT 1", [at]
+    )
+    return str(rows[0][0]) if rows else None
+
+
+@dataclass
+class CandidateVerdict:
+    version: str
+    passed: bool
+    gates: list[GateResult]
+    promoted: bool = False
+    rejected_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "passed": self.passed,
+            "promoted": self.promoted,
+            "rejected_reason": self.rejected_reason,
+            "gates": [g.to_dict() for g in self.gates],
+        }
+
+
+def evaluate_candidate(
+    warehouse: Warehouse,
+    settings: Settings,
+    version: str,
+    *,
+    promote_if_passed: bool = False,
+    actor: str = "tutorloop",
+) -> CandidateVerdict:
+    """Export, quantize, check parity, evaluate every gate; optionally promote on success.
+
+    A parity failure rejects the candidate (status ``rejected``, reason in its gate row).
+    """
+    from registry.export import evaluation_rows, export_version
+
+    candidate = get(warehouse, version)
+    exported = export_version(warehouse, candidate)
+    candidate = get(warehouse, version)
+    texts, truth = evaluation_rows(warehouse, candidate.dataset_hash)
+    current = champion(warehouse)
+    gates = evaluate_gates(
+        warehouse, settings.registry, candidate, exported, texts, truth,
+        current if current and current.version != version else None,
+    )  # fmt: skip
+    verdict = CandidateVerdict(version, all(g.passed for g in gates), gates)
+    if exported.parity < settings.registry.min_parity:
+        verdict.rejected_reason = (
+            f"int8/torch argmax agreement {exported.parity:.4f} < "
+            f"{settings.registry.min_parity:g} on {exported.n_parity} evaluation rows"
+        )
+        with warehouse.transaction() as con:
+            con.execute(
+                "UPDATE model_versions SET status = 'rejected' WHERE version = ?", [version]
+            )
+        return verdict
+    if verdict.passed and promote_if_passed:
+        promote(warehouse, settings, version, actor=actor, reason="passed every gate")
+        verdict.promoted = True
+    return verdict

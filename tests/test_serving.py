@@ -1,0 +1,132 @@
+"""The serving runtime over real HTTP: the int8 champion, events to a real broker, bad requests,
+abstention, and hot reload on promote/rollback without a failed request."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from infra.settings import Settings
+from infra.topics import PREDICTIONS, ensure_topics
+from infra.warehouse import Warehouse
+from registry.lifecycle import promote, rollback
+from registry.serving import serving
+from streams.emitter import PredictionEmitter
+from tests.conftest import read_topic, wait_until
+from tests.registry_fixtures import first_version, next_version, registry_settings
+
+
+def _settings(tmp_path: Path, settings: Settings, **registry: Any) -> Settings:
+    base = registry_settings(tmp_path / "reg", reload_poll_s=0.2, **registry)
+    return base.model_copy(update={"broker": settings.broker})
+
+
+def test_predict_bad_requests_and_events(tmp_path: Path, settings: Settings) -> None:
+    cfg = _settings(tmp_path, settings, abstain_below=0.0)
+    empty = cfg.model_copy(update={"data_dir": tmp_path / "empty"})
+    with serving(empty, port=0) as (_, server):
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert httpx.get(f"{url}/healthz").status_code == 503
+        none = httpx.post(f"{url}/predict", json={"text": "hi"})
+        assert none.status_code == 503 and "no champion" in none.json()["error"]
+
+    first_version(cfg)
+    ensure_topics(cfg, cfg.broker.bootstrap_servers)
+    with (
+        PredictionEmitter.from_settings(cfg) as emitter,
+        serving(cfg, emitter=emitter, port=0) as (_, server),
+    ):
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        ok = httpx.post(
+            f"{url}/predict",
+            json={"text": "my card still has not arrived", "user_id": "u-9",
+                  "consent": {"training": True}},
+        )  # fmt: skip
+        assert ok.status_code == 200, ok.text
+        body = ok.json()
+        assert body["model_version"] == "v1" and len(body["top_k"]) == 5
+        assert body["label"] == body["top_k"][0][0] and not body["abstained"]
+        bad = {
+            "missing text": ({}, 400, "text: Field required"),
+            "wrong type": ({"text": 5}, 400, "text: Input should be a valid string"),
+            "blank": ({"text": "   "}, 400, "text: is blank"),
+            "unknown field": ({"text": "a", "x": 1}, 400, "x: Extra inputs"),
+            "oversize": ({"text": "a" * 9000}, 413, "over 8192"),
+            "consent type": ({"text": "a", "consent": {"training": "yes"}}, 400, "consent"),
+        }
+        for name, (payload, status, message) in bad.items():
+            r = httpx.post(f"{url}/predict", json=payload)
+            assert (r.status_code, message in r.json()["error"]) == (status, True), name
+        garbage = httpx.post(f"{url}/predict", content=b"{not json")
+        assert garbage.status_code == 400
+        assert httpx.get(f"{url}/nope").status_code == 404
+        emitter.flush(10)
+    [event] = read_topic(cfg.broker.bootstrap_servers, cfg.topic(PREDICTIONS), expected=1)
+    sent = json.loads(event)
+    assert sent["event_id"] == body["event_id"] and sent["model_version"] == "v1"
+    assert sent["user_id"] == "u-9" and sent["consent"] == {"training": True}
+
+
+def test_abstains_below_the_threshold(tmp_path: Path, settings: Settings) -> None:
+    cfg = _settings(tmp_path, settings, abstain_below=0.999)
+    first_version(cfg)
+    with serving(cfg, port=0) as (_, server):
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        body = httpx.post(f"{url}/predict", json={"text": "card"}).json()
+        assert body["abstained"] is True and body["label"] is None
+        assert body["confidence"] < 0.999 and body["top_k"]
+
+
+def test_hot_reload_on_promote_and_rollback_drops_no_request(
+    tmp_path: Path, settings: Settings
+) -> None:
+    cfg = _settings(tmp_path, settings)
+    first_version(cfg)
+    second = next_version(cfg)
+    warehouse = Warehouse.from_settings(cfg)
+    if second.gates and second.gates["promoted"]:
+        rollback(warehouse, cfg, actor="test")  # start the scenario from v1
+    with serving(cfg, port=0) as (predictor, server):
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert predictor.version == "v1"
+        seen: Counter[str] = Counter()
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            with httpx.Client() as client:
+                while not stop.is_set():
+                    r = client.post(f"{url}/predict", json={"text": "card arrival"})
+                    if r.status_code != 200:
+                        failures.append(r.text)
+                    else:
+                        seen[r.json()["model_version"]] += 1
+
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.5)
+            promote(warehouse, cfg, "v2", actor="test", reason="test", force=True)
+            started = time.monotonic()
+            wait_until(lambda: predictor.version == "v2", timeout=5, interval=0.05)
+            switched = time.monotonic() - started
+            before = seen["v2"]
+            wait_until(lambda: seen["v2"] > before + 5, timeout=5, interval=0.05)
+            rollback(warehouse, cfg, actor="test", reason="test")
+            wait_until(lambda: predictor.version == "v1", timeout=5, interval=0.05)
+            after = seen["v1"]
+            wait_until(lambda: seen["v1"] > after + 5, timeout=5, interval=0.05)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=10)
+    assert not failures, failures[:3]
+    assert seen["v1"] > 5 and seen["v2"] > 5
+    assert switched < 5
