@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/tutorloop doctor --start
+	$(BIN)/tutorloop demo
 
 lint: setup
 	$(BIN)/ruff check .

@@ -46,13 +46,21 @@ def _root(
     )
     if settings.log_level != "DEBUG":
         # Kafka clients narrate every connection at INFO; only their problems matter here.
-        for noisy in ("kafka", "aiokafka", "presidio-analyzer", "presidio-anonymizer", "httpx"):
+        for noisy in (
+            "kafka",
+            "aiokafka",
+            "presidio-analyzer",
+            "presidio-anonymizer",
+            "httpx",
+            "matplotlib",
+        ):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _register_groups() -> None:
     # Each package owns its commands; the root only mounts them. Group modules import their
     # heavy dependencies inside commands so that `tutorloop --help` stays fast.
+    from demo.cli import demo
     from infra.cli_broker import broker_app
     from infra.cli_config import config_app
     from infra.cli_warehouse import warehouse_app
@@ -73,6 +81,7 @@ def _register_groups() -> None:
     app.add_typer(registry_app, name="registry")
     app.add_typer(lineage_app, name="lineage")
     app.command("serve")(serve)
+    app.command("demo")(demo)
     app.command("schemas")(schemas)
     app.command("doctor")(doctor)
 

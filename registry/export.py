@@ -11,7 +11,10 @@ time as it serves, or the candidate is rejected.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +51,17 @@ def evaluation_rows(warehouse: Warehouse, dataset_hash: str | None) -> tuple[lis
     return [], []
 
 
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def _export_onnx(model: torch.nn.Module, tokenizer: object, path: Path) -> None:
     sample = tokenizer(["an example query", "a second one"], return_tensors="pt", padding=True)  # type: ignore[operator]
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
@@ -78,7 +92,8 @@ def export_version(warehouse: Warehouse, version: ModelVersion) -> ExportResult:
         fp32 = Path(tmp) / FP32
         int8 = Path(tmp) / INT8
         _export_onnx(student.model, student.tokenizer, fp32)
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
+        with _quiet_root_logger():  # onnxruntime logs one INFO line per tensor to the root
+            quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
         fp32.replace(folder / FP32)
         int8.replace(folder / INT8)
     card = json.loads((folder / "card.json").read_text())

@@ -1,6 +1,8 @@
 """A registered student served by ONNX Runtime: the int8 model, its tokenizer and temperature.
 
 Loading verifies the version folder's checksums first: a tampered or missing file is refused.
+Serving needs neither torch nor transformers: the tokenizer is the ``tokenizers`` (Rust) one
+from ``tokenizer.json``, which keeps a serving process small (see the ``peak_rss_mb`` gate).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.metrics import FloatArray
+from registry.metrics import FloatArray  # numpy types only; sklearn loads on first metric
 from registry.store import ArtifactIntegrityError, verify
 
 INT8 = "model_int8.onnx"
@@ -39,10 +41,15 @@ class OnnxStudent:
     max_length: int
 
     def logits(self, texts: list[str]) -> FloatArray:
-        enc = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
-        )
-        feeds = {i.name: enc[i.name].astype(np.int64) for i in self.session.get_inputs()}
+        encodings = self.tokenizer.encode_batch(texts)
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        feeds = {
+            i.name: np.asarray(columns[i.name], dtype=np.int64) for i in self.session.get_inputs()
+        }
         return np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)
 
     def predict_proba(self, texts: list[str], *, batch: int = 64) -> FloatArray:
@@ -62,18 +69,29 @@ def load_onnx_student(
     folder: Path, *, model_file: str = INT8, threads: int = 0, verified: bool = False
 ) -> OnnxStudent:
     """Load ``model_file`` of a version folder (checksums verified unless ``verified``)."""
-    from transformers import AutoTokenizer
-
     card = json.loads((folder / "card.json").read_text()) if verified else verify(folder)
     if model_file not in card.get("files", {}):
         raise ArtifactIntegrityError(f"{folder.name} has no {model_file}: export it first")
     labels = json.loads((folder / "labels.json").read_text())
+    max_length = int(card.get("hyperparameters", {}).get("max_length", 64))
     temperature = float(json.loads((folder / "calibration.json").read_text())["temperature"])
     return OnnxStudent(
         version=folder.name,
         session=_session(folder / model_file, threads),
-        tokenizer=AutoTokenizer.from_pretrained(str(folder / "tokenizer")),
+        tokenizer=_tokenizer(folder / "tokenizer", max_length),
         labels=labels,
         temperature=temperature,
-        max_length=int(card.get("hyperparameters", {}).get("max_length", 64)),
+        max_length=max_length,
     )
+
+
+def _tokenizer(folder: Path, max_length: int) -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    pad = config.get("pad_token", "[PAD]")
+    pad = pad.get("content", "[PAD]") if isinstance(pad, dict) else pad
+    tokenizer.enable_truncation(max_length=max_length)
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad) or 0, pad_token=pad)
+    return tokenizer

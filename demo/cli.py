@@ -1,0 +1,45 @@
+"""`tutorloop demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+_SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "banking77"
+
+
+def demo(
+    data: Path = typer.Option(
+        _SHARED / "train.csv", "--data", help="labeled CSV: seed, pool, traffic"
+    ),
+    test: Path = typer.Option(_SHARED / "test.csv", "--test", help="held-out labeled CSV"),
+    text_col: str = typer.Option("text", "--text-col"),
+    label_col: str | None = typer.Option(
+        None, "--label-col", help="default: label/category/intent"
+    ),
+    cycles: int = typer.Option(2, "--cycles", min=1, max=20, help="weekly retrain cycles"),
+    seed_per_label: int = typer.Option(10, "--seed-per-label", min=1),
+    pool: int = typer.Option(3000, "--pool", min=10, help="labeled rows the teacher is fit on"),
+    dp_epsilon: float | None = typer.Option(None, "--dp-epsilon", min=0.01, help="DP-SGD"),
+    quick: bool = typer.Option(False, "--quick", help="small and fast (CI smoke test)"),
+    out: Path = typer.Option(Path("tutorloop-demo"), "--out", help="report and data folder"),
+) -> None:
+    """Run the whole loop end to end on the embedded default and write a report."""
+    from demo.loop import DemoOptions, run_demo
+    from demo.report import print_table
+    from infra.cli_common import console
+
+    options = DemoOptions(
+        data=data, test=test, out=out, text_col=text_col, label_col=label_col, cycles=cycles,
+        seed_per_label=seed_per_label, pool=pool, dp_epsilon=dp_epsilon, quick=quick,
+    )  # fmt: skip
+    if quick:
+        options.cycles = min(cycles, 1) if cycles == 2 else cycles
+        options.pool = min(pool, 1000)
+        options.seed_per_label = min(seed_per_label, 5)
+        options.eval_per_label = 3
+        options.traffic = 1500
+    result = run_demo(options)
+    print_table(result)
+    console.print(f"report: {result.report}")

@@ -1,0 +1,395 @@
+"""`tutorloop demo`: the whole loop on one machine, from a labeled CSV, with a report.
+
+1. the embedded broker and a stream worker start;
+2. a seed student is trained from ``seed_per_label`` gold examples per label;
+3. the reference teacher is fit on a labeled pool disjoint from the traffic;
+4. the rest of the rows are production traffic: served over HTTP by the champion, emitted to
+   Kafka, captured/scrubbed by the worker; a fraction is escalated with its true label;
+5. each week of a simulated clock, the scheduler runs a cycle: relabel → dataset → QLoRA
+   retrain → export → gates → promote (or reject);
+6. every champion is evaluated on the held-out test file.
+
+Everything started is stopped at the end, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infra.cli_common import console
+from infra.errors import TutorloopError
+from infra.settings import Settings, load_settings
+
+START = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)  # a Monday, an hour after the weekly window
+
+
+@dataclass
+class DemoOptions:
+    data: Path
+    test: Path
+    out: Path
+    text_col: str = "text"
+    label_col: str | None = None
+    cycles: int = 2
+    seed_per_label: int = 10
+    eval_per_label: int = 5
+    pool: int = 3000
+    traffic: int | None = None  # default: every row left
+    escalate: float = 0.03
+    dp_epsilon: float | None = None
+    quick: bool = False
+    seed: int = 0
+
+
+@dataclass
+class CycleRow:
+    cycle: int
+    champion: str
+    candidate: str | None
+    promoted: bool
+    accuracy: float
+    macro_f1: float
+    ece: float
+    aurc: float
+    selective_accuracy: float
+    p95_ms: float | None
+    labels_human: int
+    labels_teacher: int
+    labels_total: int
+    teacher_calls: int
+    epsilon: float
+    captured: int
+    served: int
+    note: str = ""
+
+
+@dataclass
+class DemoResult:
+    rows: list[CycleRow] = field(default_factory=list)
+    teacher_accuracy: float = 0.0
+    seed_accuracy: float = 0.0
+    gap_closed: float | None = None
+    report: Path | None = None
+    seconds: float = 0.0
+    probs: Any = None
+    targets: Any = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _overrides(options: DemoOptions, bootstrap: str) -> dict[str, Any]:
+    quick = options.quick
+    encoder = "all-minilm-l6-v2" if quick else "all-mpnet-base-v2"
+    return {
+        "data_dir": str(options.out / "data"),
+        "broker": {"bootstrap_servers": bootstrap},
+        "privacy": {"scrubber": "regex" if quick else "presidio", "dp_epsilon": options.dp_epsilon},
+        "teacher": {"backend": "local", "encoder": encoder},
+        "trainer": {"epochs": 1 if quick else 2, "bootstrap_epochs": 4 if quick else 8},
+        "streams": {"batch_within_s": 0.3, "session_timeout_s": 6, "heartbeat_interval_s": 1},
+    }  # fmt: skip
+
+
+def _env(overrides: dict[str, Any]) -> dict[str, str]:
+    from infra.settings import flatten
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUTORLOOP_")}
+    for key, value in flatten(overrides):
+        if value is None:
+            continue
+        name = "TUTORLOOP_" + key.upper().replace(".", "__")
+        env[name] = json.dumps(value) if isinstance(value, list | bool) else str(value)
+    return env
+
+
+def _split(rows: Any, options: DemoOptions) -> dict[str, Any]:
+    from trainer.labeled_csv import LabeledRows
+
+    rng = random.Random(options.seed)
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    seed_idx: list[int] = []
+    eval_idx: list[int] = []
+    per_seed: dict[str, int] = {}
+    per_eval: dict[str, int] = {}
+    rest: list[int] = []
+    for i in order:
+        label = rows.labels[i]
+        if per_seed.get(label, 0) < options.seed_per_label:
+            per_seed[label] = per_seed.get(label, 0) + 1
+            seed_idx.append(i)
+        elif per_eval.get(label, 0) < options.eval_per_label:
+            per_eval[label] = per_eval.get(label, 0) + 1
+            eval_idx.append(i)
+        else:
+            rest.append(i)
+    # A small file still leaves half of what remains for traffic.
+    pool_size = min(options.pool, len(rest) // 2)
+    pool_idx, traffic_idx = rest[:pool_size], rest[pool_size:]
+    if options.traffic is not None:
+        traffic_idx = traffic_idx[: options.traffic]
+
+    def take(idx: list[int]) -> LabeledRows:
+        return LabeledRows([rows.texts[i] for i in idx], [rows.labels[i] for i in idx])
+
+    return {"seed": take(seed_idx), "eval": take(eval_idx), "pool": take(pool_idx),
+            "traffic": take(traffic_idx)}  # fmt: skip
+
+
+def _serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Random) -> int:
+    """Send ``rows`` through the HTTP server and the emitter; escalate a random fraction."""
+    import httpx
+
+    from registry.serving import serving
+    from streams.emitter import PredictionEmitter
+    from streams.events import EscalationEvent, now_utc
+
+    with (
+        PredictionEmitter.from_settings(settings) as emitter,
+        serving(settings, emitter=emitter, port=0) as (_, server),
+    ):
+        url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+        escalated = 0
+        lock = threading.Lock()
+        work = list(enumerate(zip(rows.texts, rows.labels, strict=True)))
+
+        def client(part: list[tuple[int, tuple[str, str]]]) -> None:
+            nonlocal escalated
+            with httpx.Client(timeout=30) as http:
+                for i, (text, label) in part:
+                    body = {"text": text, "user_id": f"user-{i % 997}", "tenant_id": "demo",
+                            "consent": {"training": True}}  # fmt: skip
+                    reply = http.post(url, json=body)
+                    reply.raise_for_status()
+                    if rng.random() < escalate:
+                        emitter.escalate(
+                            EscalationEvent(
+                                event_id=uuid.uuid4(), ts=now_utc(),
+                                request_id=reply.json()["request_id"],
+                                reason="customer_escalation", human_label=label,
+                                actor="demo-agent",
+                            )
+                        )  # fmt: skip
+                        with lock:
+                            escalated += 1
+
+        from infra.progress import progress_bar
+
+        with progress_bar("serving traffic", len(work)) as advance:
+            threads = [threading.Thread(target=client, args=(work[k::2],)) for k in range(2)]
+            for t in threads:
+                t.start()
+            done = 0
+            while any(t.is_alive() for t in threads):
+                time.sleep(0.5)
+                now = emitter.stats.sent
+                advance(now - done)
+                done = now
+            for t in threads:
+                t.join()
+            advance(max(0, emitter.stats.sent - done))
+        emitter.flush(30)
+    return escalated
+
+
+def _wait_for_warehouse(settings: Settings, expected: int, timeout: float = 600) -> int:
+    from infra.warehouse import Warehouse
+
+    warehouse = Warehouse.from_settings(settings)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count = int(warehouse.query("SELECT count(*) FROM predictions_audit")[0][0])
+        if count >= expected:
+            return count
+        time.sleep(1)
+    raise TutorloopError(f"the stream worker stored only {count} of {expected} predictions")
+
+
+def _evaluate(settings: Settings, test: Any) -> tuple[Any, Any, Any]:
+    from infra.warehouse import Warehouse
+    from registry.metrics import quality
+    from registry.onnx_model import load_onnx_student
+    from registry.store import champion
+
+    current = champion(Warehouse.from_settings(settings))
+    assert current is not None
+    model = load_onnx_student(current.artifact_dir)
+    probs = model.predict_proba(test.texts)
+    index = {label: i for i, label in enumerate(model.labels)}
+    targets = np.array([index.get(label, -1) for label in test.labels])
+    return current, quality(probs, targets), (probs, targets)
+
+
+def run_demo(options: DemoOptions) -> DemoResult:
+    from infra.broker import EmbeddedBroker, free_port
+    from infra.progress import progress_bar
+    from infra.topics import ensure_topics
+    from infra.warehouse import Warehouse
+    from privacy.scrubber import RegexScrubber
+    from registry.lifecycle import promote
+    from trainer.gold import import_gold
+    from trainer.labeled_csv import read_labeled_csv
+    from trainer.pipeline import CycleReport, bootstrap, run_cycle
+    from trainer.schedule import Scheduler
+    from trainer.teacher_local import LocalTeacher, fit_local_teacher
+
+    started = time.monotonic()
+    result = DemoResult()
+    rows = read_labeled_csv(options.data, options.text_col, options.label_col)
+    test = read_labeled_csv(options.test, options.text_col, options.label_col)
+    parts = _split(rows, options)
+    if len(parts["traffic"]) < options.cycles:
+        raise TutorloopError("not enough rows left for traffic: lower --seed-per-label or the pool")
+    data_dir = options.out / "data"
+    if data_dir.exists():
+        import shutil
+
+        shutil.rmtree(data_dir)
+    broker_settings = load_settings(data_dir=data_dir, broker={"port": free_port()})
+    broker = EmbeddedBroker(broker_settings)
+    worker: subprocess.Popen[bytes] | None = None
+    log = None
+    try:
+        console.rule("1. broker and stream worker")
+        state = broker.up()
+        overrides = _overrides(options, state.bootstrap_servers)
+        settings = load_settings(**overrides)
+        ensure_topics(settings, state.bootstrap_servers)
+        log = (options.out / "worker.log").open("w")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "infra", "streams", "worker"],
+            env=_env(overrides), stdout=log, stderr=log,
+        )  # fmt: skip
+        console.print(f"broker at {state.bootstrap_servers}; worker pid {worker.pid} "
+                      f"(log: {options.out / 'worker.log'})")  # fmt: skip
+        warehouse = Warehouse.from_settings(settings)
+
+        console.rule(f"2. seed student ({len(parts['seed'])} gold examples)")
+        import_gold(warehouse, parts["eval"], RegexScrubber(), source="demo-eval", actor="demo",
+                    for_eval=True)  # fmt: skip
+        first = bootstrap(settings, warehouse, parts["seed"], source="demo-seed", actor="demo",
+                          progress=progress_bar)  # fmt: skip
+        note = ""
+        if first.gates and not first.gates["promoted"]:
+            assert first.version is not None
+            promote(warehouse, settings, first.version, actor="demo", force=True,
+                    reason="demo: the seed student serves even if it misses a gate")  # fmt: skip
+            note = "seed forced: failed " + ", ".join(first.gates["failed"])
+        current, q, (probs, targets) = _evaluate(settings, test)
+        result.seed_accuracy = q.accuracy
+        result.rows.append(_row(0, current.version, first, True, q, warehouse, 0, 0, note))
+
+        console.rule(
+            f"3. reference teacher ({settings.teacher.encoder}, {len(parts['pool'])} pool)"
+        )
+        with progress_bar("embedding teacher pool", len(parts["pool"])) as advance:
+            fit_local_teacher(parts["pool"], settings.teacher_path,
+                              encoder=settings.teacher.encoder, models_dir=settings.models_dir,
+                              on_batch=advance)  # fmt: skip
+        teacher = LocalTeacher(settings.teacher_path, settings.models_dir)
+        with progress_bar("teacher on the test file", len(test)) as advance:
+            tq, _ = teacher.evaluate(test, on_batch=advance)
+        result.teacher_accuracy = tq.accuracy
+        console.print(f"teacher test accuracy {tq.accuracy:.4f} (seed student {q.accuracy:.4f})")
+        del teacher
+
+        chunks = np.array_split(np.arange(len(parts["traffic"])), options.cycles)
+        rng = random.Random(options.seed + 1)
+        served = 0
+        reports: list[CycleReport] = []
+
+        def cycle_fn(check_stop: Any) -> CycleReport:
+            report = run_cycle(settings, warehouse, progress=progress_bar)
+            reports.append(report)
+            return report
+
+        clock = [START]
+        scheduler = Scheduler(settings, cycle=cycle_fn, clock=lambda: clock[0])
+        scheduler.mark_installed()  # week 0 is the seed student's
+        for cycle, chunk in enumerate(chunks, start=1):
+            console.rule(f"4.{cycle} week {cycle}: {len(chunk)} production queries")
+            from trainer.labeled_csv import LabeledRows
+
+            traffic = LabeledRows([parts["traffic"].texts[i] for i in chunk],
+                                  [parts["traffic"].labels[i] for i in chunk])  # fmt: skip
+            escalated = _serve_traffic(settings, traffic, options.escalate, rng)
+            served += len(chunk)
+            _wait_for_warehouse(settings, served)
+            console.print(f"served {len(chunk)}, escalated {escalated}; stored by the worker")
+
+            console.rule(f"5.{cycle} weekly retrain (simulated clock: week {cycle})")
+            clock[0] = START + timedelta(weeks=cycle)
+            before = len(reports)
+            outcome = scheduler.run_once()
+            report = reports[-1] if len(reports) > before else None
+            if outcome is None or report is None:
+                raise TutorloopError(f"the scheduler did not run week {cycle}: {outcome}")
+            if outcome["status"] != "succeeded":
+                raise TutorloopError(f"week {cycle} failed: {outcome.get('error')}")
+            promoted = bool(report.gates and report.gates["promoted"])
+            note = "" if promoted else "not promoted: " + (
+                (report.gates or {}).get("rejected_reason") or
+                ", ".join((report.gates or {}).get("failed", []))
+            )  # fmt: skip
+            current, q, (probs, targets) = _evaluate(settings, test)
+            result.rows.append(_row(cycle, current.version, report, promoted, q, warehouse,
+                                    served, escalated, note))  # fmt: skip
+        result.probs, result.targets = probs, targets
+        gap = result.teacher_accuracy - result.seed_accuracy
+        if gap > 0:
+            result.gap_closed = (result.rows[-1].accuracy - result.seed_accuracy) / gap
+        from registry.lifecycle import history
+
+        result.history = [c.to_dict() for c in history(warehouse)]
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if log is not None:
+            log.close()
+        broker.down()
+    result.seconds = round(time.monotonic() - started, 1)
+    from demo.report import write_report
+
+    result.report = write_report(result, options)
+    return result
+
+
+def _row(
+    cycle: int, champion: str, report: Any, promoted: bool, q: Any, warehouse: Any,
+    served: int, escalated: int, note: str,
+) -> CycleRow:  # fmt: skip
+    by_source = (report.dataset_counts or {}).get("by_source", {})
+    human = int(by_source.get("human", 0)) + int(by_source.get("human+teacher", 0))
+    teacher = int(by_source.get("teacher", 0))
+    calls = int(warehouse.query("SELECT count(*) FROM teacher_cache")[0][0])
+    epsilon = float(warehouse.query("SELECT coalesce(sum(epsilon), 0) FROM privacy_ledger")[0][0])
+    captured = int(warehouse.query(
+        "SELECT count(*) FROM cases WHERE capture_reason NOT IN ('gold_import', 'gold_eval')"
+    )[0][0])  # fmt: skip
+    p95 = warehouse.query(
+        "SELECT value FROM gate_results WHERE version = ? AND gate = 'p95_latency_ms'", [champion]
+    )
+    return CycleRow(
+        cycle=cycle, champion=champion, candidate=report.version, promoted=promoted,
+        accuracy=q.accuracy, macro_f1=q.macro_f1, ece=q.ece, aurc=q.aurc,
+        selective_accuracy=q.selective_accuracy, p95_ms=float(p95[0][0]) if p95 else None,
+        labels_human=human, labels_teacher=teacher, labels_total=human + teacher,
+        teacher_calls=calls, epsilon=epsilon, captured=captured, served=served, note=note,
+    )  # fmt: skip

@@ -1,0 +1,154 @@
+"""The demo's results: a table on the terminal, ``results.json`` and an HTML report with plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from infra.cli_common import console
+
+if TYPE_CHECKING:
+    from demo.loop import DemoOptions, DemoResult
+
+
+def print_table(result: DemoResult) -> None:
+    table = Table(
+        "week", "model", "new", "acc", "F1", "ECE", "AURC", "p95ms", "human", "teacher",
+        "calls", "eps", title="tutorloop demo (test-set metrics of the champion)",
+    )  # fmt: skip
+    for r in result.rows:
+        table.add_row(
+            str(r.cycle), r.champion, "yes" if r.promoted else "no", f"{r.accuracy:.3f}",
+            f"{r.macro_f1:.3f}", f"{r.ece:.3f}", f"{r.aurc:.3f}",
+            f"{r.p95_ms:.1f}" if r.p95_ms is not None else "",
+            str(r.labels_human), str(r.labels_teacher), str(r.teacher_calls), f"{r.epsilon:g}",
+        )  # fmt: skip
+    console.print(table)
+    gap = f"{100 * result.gap_closed:.0f}%" if result.gap_closed is not None else "n/a"
+    console.print(
+        f"teacher test accuracy {result.teacher_accuracy:.4f}; seed student "
+        f"{result.seed_accuracy:.4f}; gap closed after {len(result.rows) - 1} cycle(s): {gap}; "
+        f"{result.seconds:.0f} s"
+    )
+    for r in result.rows:
+        if r.note:
+            console.print(f"cycle {r.cycle}: {r.note}")
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _plots(result: DemoResult, out: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from registry.metrics import reliability
+
+    images: dict[str, str] = {}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [r.labels_total for r in result.rows]
+    ax.plot(xs, [r.accuracy for r in result.rows], marker="o", label="student (champion)")
+    ax.axhline(result.teacher_accuracy, color="tab:green", linestyle="--", label="teacher")
+    ax.axhline(result.seed_accuracy, color="tab:gray", linestyle=":", label="seed student")
+    for r in result.rows:
+        ax.annotate(f"c{r.cycle}", (r.labels_total, r.accuracy), textcoords="offset points",
+                    xytext=(4, -12))  # fmt: skip
+    ax.set_xlabel("training labels used (human + teacher)")
+    ax.set_ylabel("test accuracy")
+    ax.legend(loc="lower right")
+    ax.set_title("accuracy against labels used")
+    images["accuracy"] = _png(fig)
+    fig.savefig(out / "accuracy_vs_labels.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    if result.probs is not None:
+        known = result.targets >= 0
+        table = reliability(result.probs[known], result.targets[known])
+        fig, ax = plt.subplots(figsize=(5, 5))
+        centers = [(a + b) / 2 for a, b in zip(table.bin_edges, table.bin_edges[1:], strict=False)]
+        ax.bar(centers, table.accuracy, width=1 / len(centers), edgecolor="black", alpha=0.7,
+               label="accuracy")  # fmt: skip
+        ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title("reliability diagram, final champion (15 bins)")
+        ax.legend(loc="upper left")
+        images["reliability"] = _png(fig)
+        fig.savefig(out / "reliability.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 2.5))
+    for r in result.rows:
+        color = "tab:green" if r.promoted else "tab:red"
+        ax.scatter(r.cycle, 0, color=color, s=120, zorder=3)
+        label = f"{r.candidate or r.champion}\n{'promoted' if r.promoted else 'kept ' + r.champion}"
+        ax.annotate(label, (r.cycle, 0), textcoords="offset points", xytext=(0, 12),
+                    ha="center", fontsize=8)  # fmt: skip
+    ax.plot([r.cycle for r in result.rows], [0] * len(result.rows), color="gray", zorder=1)
+    ax.set_yticks([])
+    ax.set_xticks([r.cycle for r in result.rows])
+    ax.set_xlabel("cycle (week)")
+    ax.set_title("promotion timeline")
+    ax.set_ylim(-1, 1.5)
+    images["timeline"] = _png(fig)
+    fig.savefig(out / "timeline.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return images
+
+
+def write_report(result: DemoResult, options: DemoOptions) -> Path:
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "rows": [asdict(r) for r in result.rows],
+        "teacher_accuracy": result.teacher_accuracy,
+        "seed_accuracy": result.seed_accuracy,
+        "gap_closed": result.gap_closed,
+        "seconds": result.seconds,
+        "history": result.history,
+        "options": {k: str(v) for k, v in vars(options).items()},
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
+    images = _plots(result, out)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            r.cycle, r.champion, "yes" if r.promoted else "no", f"{r.accuracy:.4f}",
+            f"{r.macro_f1:.4f}", f"{r.ece:.4f}", f"{r.aurc:.4f}", f"{r.selective_accuracy:.4f}",
+            "" if r.p95_ms is None else f"{r.p95_ms:.2f}", r.labels_human, r.labels_teacher,
+            r.teacher_calls, f"{r.epsilon:g}", r.note,
+        )) + "</tr>"
+        for r in result.rows
+    )  # fmt: skip
+    gap = "n/a" if result.gap_closed is None else f"{100 * result.gap_closed:.0f}%"
+    figures = "".join(
+        f'<figure><img src="data:image/png;base64,{data}" alt="{name}"></figure>'
+        for name, data in images.items()
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tutorloop demo</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px}}
+figure{{display:inline-block}}</style>
+</head><body><h1>tutorloop demo</h1>
+<p>Data: {html.escape(str(options.data))}; test: {html.escape(str(options.test))};
+{len(result.rows) - 1} weekly cycle(s); {result.seconds:.0f} s.</p>
+<p>Teacher test accuracy <b>{result.teacher_accuracy:.4f}</b>; seed student
+<b>{result.seed_accuracy:.4f}</b>; share of the seed-to-teacher gap closed: <b>{gap}</b>.</p>
+<table><tr><th>cycle</th><th>champion</th><th>promoted</th><th>accuracy</th><th>macro-F1</th>
+<th>ECE</th><th>AURC</th><th>selective acc.</th><th>p95 ms</th><th>human labels</th>
+<th>teacher labels</th><th>teacher calls</th><th>epsilon</th><th>note</th></tr>{rows}</table>
+{figures}</body></html>"""
+    path = out / "report.html"
+    path.write_text(page)
+    return path
