@@ -7,6 +7,7 @@ wrong value stops the command with one line naming the key.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def _root(
         handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
     )
     if settings.log_level != "DEBUG":
+        # transformers narrates every model load (weight bars, load reports); bitsandbytes
+        # warns about an optional kernels package that must not be installed here.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
         # Kafka clients narrate every connection at INFO; only their problems matter here.
         for noisy in (
             "kafka",

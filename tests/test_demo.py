@@ -1,0 +1,37 @@
+"""`tutorloop demo --quick` end to end on the shipped Banking77 slice: the CI smoke test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_quick_demo_runs_the_loop_and_writes_a_sane_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    done = run_cli(
+        "demo", "--quick", "--out", str(out),
+        "--data", str(DATA / "banking77_train_slice.csv"),
+        "--test", str(DATA / "banking77_test_slice.csv"),
+        env={"TUTORLOOP_DATA_DIR": str(tmp_path / "unused")}, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "report.html").is_file()
+    for png in ("accuracy_vs_labels.png", "reliability.png", "timeline.png"):
+        assert (out / png).stat().st_size > 1000
+    results = json.loads((out / "results.json").read_text())
+    seed, week = results["rows"]
+    assert seed["cycle"] == 0 and week["cycle"] == 1
+    for row in results["rows"]:
+        for key in ("accuracy", "macro_f1", "ece", "aurc"):
+            assert 0 <= row[key] <= 1, (key, row)
+    assert results["teacher_accuracy"] > 0.6  # 8 intents: chance is 0.125
+    assert week["labels_teacher"] > 0 and week["teacher_calls"] > 0
+    assert week["served"] > 0 and week["captured"] > 0
+    assert seed["labels_human"] == 40  # 5 seed examples x 8 labels
+    # Everything the demo started is stopped: the broker's state file is gone.
+    assert not (out / "data" / "broker" / "broker.json").exists()
+    assert "report:" in done.stdout
