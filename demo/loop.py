@@ -233,6 +233,18 @@ def _evaluate(settings: Settings, test: Any) -> tuple[Any, Any, Any]:
     return current, quality(probs, targets), (probs, targets)
 
 
+def _interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM both end the demo through its cleanup (``finally``), also when the
+    shell started it with SIGINT ignored (a background job)."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def run_demo(options: DemoOptions) -> DemoResult:
     from infra.broker import EmbeddedBroker, free_port
     from infra.progress import progress_bar
@@ -248,6 +260,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
 
     started = time.monotonic()
     result = DemoResult()
+    _interrupt_on_signals()
     rows = read_labeled_csv(options.data, options.text_col, options.label_col)
     test = read_labeled_csv(options.test, options.text_col, options.label_col)
     parts = _split(rows, options)

@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch.jit._trace import TracerWarning
 
 from infra.warehouse import Warehouse
 from registry.onnx_model import FP32, INT8, load_onnx_student
@@ -34,6 +37,7 @@ class ExportResult:
     n_parity: int
     fp32_mb: float
     int8_mb: float
+    kept_fp32: str = "none"
 
 
 def evaluation_rows(warehouse: Warehouse, dataset_hash: str | None) -> tuple[list[str], list[str]]:
@@ -66,7 +70,9 @@ def _export_onnx(model: torch.nn.Module, tokenizer: object, path: Path) -> None:
     sample = tokenizer(["an example query", "a second one"], return_tensors="pt", padding=True)  # type: ignore[operator]
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
-    with torch.no_grad():
+    # The tracer warns about constants in transformers' masking code; they are expected.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", TracerWarning)
         torch.onnx.export(
             model,
             tuple(sample[n] for n in names),
@@ -79,40 +85,91 @@ def _export_onnx(model: torch.nn.Module, tokenizer: object, path: Path) -> None:
         )
 
 
-def export_version(warehouse: Warehouse, version: ModelVersion) -> ExportResult:
+# Node groups kept in fp32, tried in order until int8 agrees with torch. Dynamic int8
+# quantizes activations per tensor; MiniLM's activations have outliers, and a student trained
+# further (warm start) loses parity in a few layers. Measured on a demo retrain (200 gold rows):
+# all int8 97.5%; first layer fp32 99.5%; FFN-in fp32 99.5%; attention fp32 99.5%.
+_FP32_FALLBACKS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("none", ()),
+    ("first layer", ("/layer.0/",)),
+    ("feed-forward input", ("/intermediate/",)),
+    ("attention", ("/attention/",)),
+    ("first and last layers", ("/layer.0/", "/layer.5/", "/layer.11/", "/layer.23/")),
+)
+
+
+def _matmul_nodes(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+
+
+def export_version(
+    warehouse: Warehouse, version: ModelVersion, *, min_parity: float = 0.995
+) -> ExportResult:
     """Write ``model_fp32.onnx`` and ``model_int8.onnx`` into the version's folder, re-card it,
-    and measure int8/torch argmax agreement on the evaluation rows."""
+    and measure int8/torch argmax agreement on the evaluation rows.
+
+    When full int8 agrees less than ``min_parity``, groups of layers are kept in fp32 in turn
+    (``_FP32_FALLBACKS``) and the first artifact that agrees is kept; the card names the
+    layers left in fp32. If none agrees, the most agreeing one is kept and the gate fails.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     folder = version.artifact_dir
     verify(folder)
     student = load_torch_student(folder)
     student.model.set_attn_implementation("eager")
+    texts, _ = evaluation_rows(warehouse, version.dataset_hash)
+    reference = student.predict_proba(texts).argmax(axis=1) if texts else None
+    best: tuple[float, str, Path] | None = None
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         fp32 = Path(tmp) / FP32
-        int8 = Path(tmp) / INT8
         _export_onnx(student.model, student.tokenizer, fp32)
-        with _quiet_root_logger():  # onnxruntime logs one INFO line per tensor to the root
-            quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
+        nodes = _matmul_nodes(fp32)
+        for i, (name, patterns) in enumerate(_FP32_FALLBACKS):
+            excluded = [n for n in nodes if any(p in n for p in patterns)]
+            if patterns and not excluded:
+                continue
+            int8 = Path(tmp) / f"int8-{i}.onnx"
+            with _quiet_root_logger():  # onnxruntime logs one INFO line per tensor to the root
+                quantize_dynamic(
+                    str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
+                    nodes_to_exclude=excluded,
+                )  # fmt: skip
+            agree = _agreement(folder, int8, texts, reference)
+            if best is None or agree > best[0]:
+                best = (agree, name, int8)
+            if agree >= min_parity:
+                break
+        assert best is not None
+        parity, kept_fp32, int8 = best
         fp32.replace(folder / FP32)
         int8.replace(folder / INT8)
     card = json.loads((folder / "card.json").read_text())
     card.pop("files", None)
+    card["quantization_export"] = {
+        "weights": "QInt8 per channel", "activations": "dynamic uint8",
+        "kept_fp32": kept_fp32, "parity": parity, "parity_rows": len(texts),
+    }  # fmt: skip
     write_card(folder, card)
-    texts, _ = evaluation_rows(warehouse, version.dataset_hash)
-    onnx = load_onnx_student(folder, verified=True)
-    if texts:
-        # One query at a time, as it serves: int8 activations are quantized per batch, so a
-        # padded batch shifts results a little (measured: 98.8% agreement in batches of 64
-        # where single queries gave 99.4%).
-        served = np.array([onnx.predict_proba([text])[0].argmax() for text in texts])
-        agree = float(np.mean(served == student.predict_proba(texts).argmax(axis=1)))
-    else:
-        agree = 1.0
     return ExportResult(
         version=version.version,
-        parity=agree,
+        parity=parity,
         n_parity=len(texts),
         fp32_mb=(folder / FP32).stat().st_size / 2**20,
         int8_mb=(folder / INT8).stat().st_size / 2**20,
+        kept_fp32=kept_fp32,
     )
+
+
+def _agreement(folder: Path, model: Path, texts: list[str], reference: Any) -> float:
+    """Argmax agreement with torch, one query at a time as it serves: int8 activations are
+    quantized per batch, so a padded batch shifts results (measured: 98.8% agreement in
+    batches of 64 where single queries gave 99.4%)."""
+    if not texts:
+        return 1.0
+    onnx = load_onnx_student(folder, verified=True, model_path=model)
+    served = np.array([onnx.predict_proba([text])[0].argmax() for text in texts])
+    return float(np.mean(served == reference))

@@ -80,7 +80,14 @@ model = load_onnx_student(Path(sys.argv[1]), threads=int(sys.argv[2]), verified=
 texts = json.loads(sys.argv[3]) or ["how do I reset my card pin?"]
 for i in range(100):
     model.predict_proba([texts[i % len(texts)]])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of a large process
+# would report its parent's peak.
+for line in Path("/proc/self/status").read_text().splitlines():
+    if line.startswith("VmHWM:"):
+        print(int(line.split()[1]) / 1024)
+        break
+else:
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
@@ -126,7 +133,7 @@ def evaluate_gates(
             export.parity,
             cfg.min_parity,
             ">=",
-            f"int8 vs torch argmax, n={export.n_parity}",
+            f"int8 vs torch argmax, n={export.n_parity}, fp32 kept: {export.kept_fp32}",
         ),
         _gate("artifact_mb", export.int8_mb, cfg.max_artifact_mb, "<="),
     ]

@@ -218,7 +218,7 @@ def evaluate_candidate(
     from registry.export import evaluation_rows, export_version
 
     candidate = get(warehouse, version)
-    exported = export_version(warehouse, candidate)
+    exported = export_version(warehouse, candidate, min_parity=settings.registry.min_parity)
     candidate = get(warehouse, version)
     texts, truth = evaluation_rows(warehouse, candidate.dataset_hash)
     current = champion(warehouse)

@@ -66,18 +66,27 @@ class OnnxStudent:
 
 
 def load_onnx_student(
-    folder: Path, *, model_file: str = INT8, threads: int = 0, verified: bool = False
+    folder: Path,
+    *,
+    model_file: str = INT8,
+    threads: int = 0,
+    verified: bool = False,
+    model_path: Path | None = None,
 ) -> OnnxStudent:
-    """Load ``model_file`` of a version folder (checksums verified unless ``verified``)."""
+    """Load ``model_file`` of a version folder (checksums verified unless ``verified``).
+
+    ``model_path`` loads another ONNX file with the folder's tokenizer and calibration (the
+    exporter's candidates, before one is kept).
+    """
     card = json.loads((folder / "card.json").read_text()) if verified else verify(folder)
-    if model_file not in card.get("files", {}):
+    if model_path is None and model_file not in card.get("files", {}):
         raise ArtifactIntegrityError(f"{folder.name} has no {model_file}: export it first")
     labels = json.loads((folder / "labels.json").read_text())
     max_length = int(card.get("hyperparameters", {}).get("max_length", 64))
     temperature = float(json.loads((folder / "calibration.json").read_text())["temperature"])
     return OnnxStudent(
         version=folder.name,
-        session=_session(folder / model_file, threads),
+        session=_session(model_path or folder / model_file, threads),
         tokenizer=_tokenizer(folder / "tokenizer", max_length),
         labels=labels,
         temperature=temperature,
