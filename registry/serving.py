@@ -1,8 +1,9 @@
 """The serving runtime: the champion's int8 ONNX model behind a Python API and an HTTP endpoint.
 
 - ``Predictor.predict(text, ...)``: calibrated top-k, abstention below
-  ``registry.abstain_below``, and one prediction event per request through the streams
-  emitter (the stream workers capture, scrub and store it).
+  ``registry.abstain_below`` (optionally answered by a fallback, e.g. a teacher's
+  ``label_batch``), and one prediction event per request through the streams emitter (the
+  stream workers capture, scrub and store it).
 - Hot reload: a thread polls ``<artifacts>/champion.json`` (written on promote and rollback)
   every ``registry.reload_poll_s``; a new champion is loaded next to the old one and swapped
   in under a lock, so requests in flight finish on the model they started with and none is
@@ -18,7 +19,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,10 +62,11 @@ class Prediction:
     request_id: str
     event_id: str
     model_version: str
-    label: str | None  # None when abstaining
+    label: str | None  # None when abstaining without a fallback answer
     confidence: float
     abstained: bool
     top_k: list[tuple[str, float]]
+    answered_by: str = "student"  # "student", "fallback" or "nobody"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,7 @@ class Prediction:
             "label": self.label,
             "confidence": round(self.confidence, 6),
             "abstained": self.abstained,
+            "answered_by": self.answered_by,
             "top_k": [[label, round(p, 6)] for label, p in self.top_k],
         }
 
@@ -81,8 +84,16 @@ class Prediction:
 class Predictor:
     """Thread-safe predictions from the current champion, reloaded on promotion/rollback."""
 
-    def __init__(self, settings: Settings, *, emitter: Any | None = None, top_k: int = 5) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        emitter: Any | None = None,
+        top_k: int = 5,
+        fallback: Callable[[str], tuple[str, float] | None] | None = None,
+    ) -> None:
         self.settings = settings
+        self.fallback = fallback
         self.cfg = settings.registry
         self.emitter = emitter
         self.top_k = top_k
@@ -151,14 +162,27 @@ class Predictor:
         top = [(model.labels[i], float(probs[i])) for i in order]
         label, confidence = top[0]
         abstained = confidence < self.cfg.abstain_below
+        answer: str | None = label
+        answered_by = "student"
+        if abstained:
+            answer, answered_by = None, "nobody"
+            if self.fallback is not None:
+                try:
+                    backup = self.fallback(request.text)
+                except Exception:  # a failing fallback must not fail the request
+                    log.exception("fallback failed; abstaining")
+                    backup = None
+                if backup is not None:
+                    answer, answered_by = backup[0], "fallback"
         prediction = Prediction(
             request_id=request.request_id or uuid.uuid4().hex,
             event_id=str(uuid.uuid4()),
             model_version=model.version,
-            label=None if abstained else label,
+            label=answer,
             confidence=confidence,
             abstained=abstained,
             top_k=top,
+            answered_by=answered_by,
         )
         if self.emitter is not None:
             self._emit(request, prediction, label)
@@ -266,9 +290,10 @@ def serving(
     emitter: Any | None = None,
     host: str | None = None,
     port: int | None = None,
+    fallback: Callable[[str], tuple[str, float] | None] | None = None,
 ) -> Iterator[tuple[Predictor, ThreadingHTTPServer]]:
     """Start the predictor, its champion watcher and the HTTP server in a thread."""
-    predictor = Predictor(settings, emitter=emitter)
+    predictor = Predictor(settings, emitter=emitter, fallback=fallback)
     predictor.start_watching()
     server = make_server(
         predictor, host or settings.registry.serve_host,

@@ -80,7 +80,23 @@ def test_abstains_below_the_threshold(tmp_path: Path, settings: Settings) -> Non
         url = f"http://127.0.0.1:{server.server_address[1]}"
         body = httpx.post(f"{url}/predict", json={"text": "card"}).json()
         assert body["abstained"] is True and body["label"] is None
+        assert body["answered_by"] == "nobody"
         assert body["confidence"] < 0.999 and body["top_k"]
+    asked: list[str] = []
+
+    def teacher(text: str) -> tuple[str, float]:
+        asked.append(text)
+        return "card_arrival", 0.97
+
+    with serving(cfg, port=0, fallback=teacher) as (_, server):
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        body = httpx.post(f"{url}/predict", json={"text": "card"}).json()
+        assert (body["label"], body["answered_by"], body["abstained"]) == (
+            "card_arrival",
+            "fallback",
+            True,
+        )
+        assert asked == ["card"]
 
 
 def test_hot_reload_on_promote_and_rollback_drops_no_request(
