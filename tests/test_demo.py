@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli
 
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.mark.timeout(900)
 def test_quick_demo_runs_the_loop_and_writes_a_sane_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     done = run_cli(

@@ -25,6 +25,7 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env | extra
 
 
+@pytest.mark.timeout(900)
 def test_candidate_lifecycle_through_the_cli(tmp_path: Path) -> None:
     data_dir = tmp_path / "d"
     settings = registry_settings(data_dir)
@@ -119,6 +120,7 @@ def test_candidate_lifecycle_through_the_cli(tmp_path: Path) -> None:
     assert any(p["action"] == "rollback" for p in model["promotions"])
 
 
+@pytest.mark.timeout(900)
 def test_lineage_of_a_prediction_and_a_user(tmp_path: Path) -> None:
     settings = registry_settings(tmp_path / "d")
     first_version(settings)

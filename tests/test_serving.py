@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from infra.settings import Settings
 from infra.topics import PREDICTIONS, ensure_topics
@@ -99,6 +100,7 @@ def test_abstains_below_the_threshold(tmp_path: Path, settings: Settings) -> Non
         assert asked == ["card"]
 
 
+@pytest.mark.timeout(900)
 def test_hot_reload_on_promote_and_rollback_drops_no_request(
     tmp_path: Path, settings: Settings
 ) -> None:
