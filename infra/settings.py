@@ -264,6 +264,9 @@ class TrainerSettings(_Section):
 class RegistrySettings(_Section):
     """Gates a candidate must pass (on its int8 artifact) and how the champion is served."""
 
+    gate_after_training: bool = Field(
+        default=True, description="export, quantize and gate each new candidate right away"
+    )
     auto_promote: bool = Field(
         default=True, description="promote a candidate that passes every gate after a retrain"
     )

@@ -158,6 +158,7 @@ def test_lineage_of_a_prediction_and_a_user(tmp_path: Path) -> None:
     assert rows == [("v2", second.dataset_hash)]
 
 
+@pytest.mark.timeout(900)
 def test_a_candidate_whose_int8_model_disagrees_with_torch_is_rejected(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

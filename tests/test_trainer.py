@@ -34,14 +34,22 @@ TINY = {
 
 
 def tiny_settings(data_dir: Path, **sections: Any) -> Settings:
+    """Tiny training; no export and gates unless a test asks (the registry tests do)."""
     trainer = TINY | sections.pop("trainer", {})
     privacy = {"scrubber": "regex"} | sections.pop("privacy", {})
-    return load_settings(data_dir=data_dir, trainer=trainer, privacy=privacy, **sections)
+    registry = {"gate_after_training": False} | sections.pop("registry", {})
+    return load_settings(
+        data_dir=data_dir, trainer=trainer, privacy=privacy, registry=registry, **sections
+    )
 
 
 def tiny_env(data_dir: Path) -> dict[str, str]:
     env = {f"TUTORLOOP_TRAINER__{k.upper()}": str(v) for k, v in TINY.items()}
-    return env | {"TUTORLOOP_DATA_DIR": str(data_dir), "TUTORLOOP_PRIVACY__SCRUBBER": "regex"}
+    return env | {
+        "TUTORLOOP_DATA_DIR": str(data_dir),
+        "TUTORLOOP_PRIVACY__SCRUBBER": "regex",
+        "TUTORLOOP_REGISTRY__GATE_AFTER_TRAINING": "false",
+    }
 
 
 def _bootstrap(settings: Settings) -> str:

@@ -194,7 +194,7 @@ def train_and_register(
         finish_run(warehouse, run_id, error=f"{type(exc).__name__}: {exc}"[:500])
         raise
     report.version, report.metrics = version.version, metrics
-    if evaluate:
+    if evaluate and settings.registry.gate_after_training:
         from registry.lifecycle import evaluate_candidate
 
         with progress("export, quantize, gates", None) as advance:
