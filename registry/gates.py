@@ -52,8 +52,8 @@ class GateResult:
 def _gate(
     name: str, value: float, threshold: float, comparator: str, detail: str = ""
 ) -> GateResult:
-    ok = value >= threshold if comparator == ">=" else value <= threshold
-    return GateResult(name, round(value, 6), threshold, comparator, ok, detail)
+    ok = bool(value >= threshold if comparator == ">=" else value <= threshold)
+    return GateResult(name, round(float(value), 6), threshold, comparator, ok, detail)
 
 
 def _targets(labels: list[str], truth: list[str]) -> np.ndarray[Any, Any]:
@@ -205,10 +205,10 @@ def _paired_regression(
     lost = int(np.sum(champ & ~cand))
     won = int(np.sum(cand & ~champ))
     p = binomtest(lost, lost + won, 0.5, alternative="greater").pvalue if lost + won else 1.0
-    passed = delta >= -tol or p >= 0.05
+    passed = bool(delta >= -tol or p >= 0.05)  # numpy bools do not go into DuckDB
     detail = (
         f"{vs}, n={len(cand)}: {champ.mean():.4f} -> {cand.mean():.4f}; "
-        f"lost {lost}, won {won}, sign test p={p:.3f}"
+        f"lost {lost}, won {won}, sign test p={float(p):.3f}"
     )
     return GateResult(name, round(delta, 6), -tol, ">=", passed, detail)
 
