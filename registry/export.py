@@ -26,7 +26,7 @@ from torch.jit._trace import TracerWarning
 
 from infra.warehouse import Warehouse
 from registry.onnx_model import FP32, INT8, load_onnx_student
-from registry.store import ModelVersion, verify, write_card
+from registry.store import ModelVersion, write_card
 from registry.torch_model import load_torch_student
 
 
@@ -118,8 +118,7 @@ def export_version(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     folder = version.artifact_dir
-    verify(folder)
-    student = load_torch_student(folder)
+    student = load_torch_student(folder)  # verifies the checksums
     student.model.set_attn_implementation("eager")
     texts, _ = evaluation_rows(warehouse, version.dataset_hash)
     reference = student.predict_proba(texts).argmax(axis=1) if texts else None

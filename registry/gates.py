@@ -165,7 +165,9 @@ def evaluate_gates(
                     _gate("oos_recall", recall, cfg.min_oos_recall, ">=", f"n={int(oos.sum())}")
                 )
         if champion is not None:
-            results += _versus_champion(warehouse, cfg, candidate, champion, q, texts, truth)
+            results += _versus_champion(
+                warehouse, cfg, candidate, champion, model, probs, q, texts, truth
+            )
     else:
         missing = "no gold evaluation rows: import some (dataset import --eval)"
         results.append(GateResult("accuracy", None, cfg.min_accuracy, ">=", False, missing))
@@ -218,6 +220,8 @@ def _versus_champion(
     cfg: RegistrySettings,
     candidate: ModelVersion,
     champion: ModelVersion,
+    cand_model: OnnxStudent,
+    cand_probs: Any,
     cand_q: Any,
     texts: list[str],
     truth: list[str],
@@ -227,7 +231,6 @@ def _versus_champion(
     except Exception as exc:  # a champion without a usable int8 artifact cannot be compared
         return [GateResult("vs_champion", None, None, "info", True,
                            f"champion {champion.version} not comparable: {exc}")]  # fmt: skip
-    cand_model = load_onnx_student(candidate.artifact_dir, threads=cfg.serve_threads)
     champ_q = quality(
         champ_model.predict_proba(texts), _targets(champ_model.labels, truth),
         coverage=cfg.selective_coverage,
@@ -237,7 +240,7 @@ def _versus_champion(
     out = [
         _paired_regression(
             "accuracy_vs_champion", _correct(champ_model, texts, truth),
-            _correct(cand_model, texts, truth), tol, vs,
+            cand_probs.argmax(axis=1) == _targets(cand_model.labels, truth), tol, vs,
         ),
         _gate("macro_f1_vs_champion", cand_q.macro_f1 - champ_q.macro_f1, -tol, ">=",
               f"{vs}: {champ_q.macro_f1:.4f} -> {cand_q.macro_f1:.4f}"),

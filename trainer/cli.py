@@ -253,12 +253,15 @@ def build_cmd(
 ) -> None:
     """Build a dataset version from the warehouse (caps, eval set, dedup, replay, split)."""
     from infra.warehouse import Warehouse
-    from trainer.dataset import DatasetSpec, build_dataset, champion_dataset
+    from registry.store import champion
+    from trainer.dataset import DatasetSpec, build_dataset
     from trainer.teachers import label_set
 
     settings = settings_of(ctx)
     warehouse = Warehouse.from_settings(settings)
-    base = None if no_previous else (previous or champion_dataset(warehouse))
+    current = champion(warehouse)
+    champion_data = current.dataset_hash if current else None
+    base = None if no_previous else (previous or champion_data)
     spec = DatasetSpec.from_settings(settings, label_set(settings, warehouse), previous=base)
     version = build_dataset(warehouse, spec, settings.datasets_dir)
     result = {

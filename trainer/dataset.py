@@ -184,39 +184,34 @@ def _members(warehouse: Warehouse, dataset_hash: str | None) -> set[str]:
     return {case_id for (case_id,) in rows}
 
 
-def champion_dataset(warehouse: Warehouse) -> str | None:
-    """The dataset hash the current champion was trained on (``None`` without a champion)."""
-    rows = warehouse.query(
-        "SELECT r.dataset_hash FROM model_versions m JOIN training_runs r USING (run_id)"
-        " WHERE m.status = 'champion' ORDER BY m.created_at DESC LIMIT 1"
-    )
-    return rows[0][0] if rows else None
+def _teacher_distribution(c: _Candidate, index: dict[str, int]) -> list[float] | None:
+    """The teacher's soft target over the spec's labels, renormalised; None if it has none."""
+    known = {k: v for k, v in (c.teacher_soft or {}).items() if k in index}
+    total = sum(known.values())
+    if total <= 0:
+        return None
+    dist = [0.0] * len(index)
+    for label, p in known.items():
+        dist[index[label]] = p / total
+    return dist
 
 
 def _target(c: _Candidate, spec: DatasetSpec) -> tuple[str, tuple[float, ...], str] | None:
     index = {label: i for i, label in enumerate(spec.labels)}
-    soft = [0.0] * len(spec.labels)
+    teacher = _teacher_distribution(c, index)
     if c.human is not None:
         if c.human not in index:
             return None
-        if c.teacher_soft is not None and spec.human_weight < 1:
-            known = {k: v for k, v in c.teacher_soft.items() if k in index}
-            total = sum(known.values())
-            if total > 0:
-                for label, p in known.items():
-                    soft[index[label]] = (1 - spec.human_weight) * p / total
-                soft[index[c.human]] += spec.human_weight
-                return c.human, tuple(round(p, 6) for p in soft), "human+teacher"
-        soft[index[c.human]] = 1.0
-        return c.human, tuple(soft), "human"
-    assert c.teacher is not None and c.teacher_soft is not None
-    known = {k: v for k, v in c.teacher_soft.items() if k in index}
-    total = sum(known.values())
-    if c.teacher not in index or total <= 0:
+        if teacher is not None and spec.human_weight < 1:
+            soft = [(1 - spec.human_weight) * p for p in teacher]
+            soft[index[c.human]] += spec.human_weight
+            return c.human, tuple(round(p, 6) for p in soft), "human+teacher"
+        one_hot = [0.0] * len(index)
+        one_hot[index[c.human]] = 1.0
+        return c.human, tuple(one_hot), "human"
+    if c.teacher not in index or teacher is None:
         return None
-    for label, p in known.items():
-        soft[index[label]] = p / total
-    return c.teacher, tuple(round(p, 6) for p in soft), "teacher"
+    return c.teacher, tuple(round(p, 6) for p in teacher), "teacher"
 
 
 def _split(rows: list[Row], spec: DatasetSpec) -> list[Row]:
