@@ -22,16 +22,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from infra.settings import RegistrySettings
 from infra.warehouse import Warehouse
-from registry.export import ExportResult
 from registry.metrics import quality
 from registry.onnx_model import OnnxStudent, load_onnx_student
 from registry.store import ModelVersion
+
+if TYPE_CHECKING:  # export imports torch; promote and rollback must start fast
+    from registry.export import ExportResult
 
 _HARD_REASONS = ("low_confidence", "low_margin", "escalated", "watched_label")
 

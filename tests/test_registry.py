@@ -207,3 +207,17 @@ def test_a_candidate_whose_int8_model_disagrees_with_torch_is_rejected(
     # The other gates ran on the same broken artifact, the one that would have served.
     assert refused.returncode == 1 and "failed gates:" in refused.stderr
     assert "parity" in refused.stderr and "accuracy" in refused.stderr
+
+
+def test_on_call_commands_and_the_server_do_not_import_torch() -> None:
+    # Loading torch costs ~1.5 s and ~1 GB: rollback must stay well under 2 s, and the serving
+    # process is sized without it.
+    code = (
+        "import sys, infra.cli, registry.lifecycle, registry.serving, registry.lineage\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == ""
