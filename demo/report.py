@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.table import Table
 
 from infra.cli_common import console
@@ -22,6 +23,7 @@ def print_table(result: DemoResult) -> None:
     table = Table(
         "week", "model", "new", "acc", "F1", "ECE", "AURC", "p95ms", "human", "teacher",
         "calls", "eps", title="tutorloop demo (test-set metrics of the champion)",
+        box=box.SIMPLE_HEAD,
     )  # fmt: skip
     for r in result.rows:
         table.add_row(

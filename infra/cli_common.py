@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -11,7 +12,10 @@ from rich.console import Console
 
 from infra.settings import Settings, load_settings
 
-console = Console()
+# Piped into a log or CI, rich assumes 80 columns and cuts table cells to "0.8…"; 120 keeps
+# every table whole. A terminal, or COLUMNS, still decides when present.
+_PIPED_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+console = Console(width=_PIPED_WIDTH)
 err_console = Console(stderr=True)
 
 
