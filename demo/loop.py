@@ -71,7 +71,8 @@ class CycleRow:
     labels_human: int
     labels_teacher: int
     labels_total: int
-    teacher_calls: int
+    labels_acquired: int  # cumulative: every case with a label outside the gold eval set
+    teacher_calls: int  # cumulative, like captured and served
     epsilon: float
     captured: int
     served: int
@@ -411,6 +412,10 @@ def _row(
     captured = int(warehouse.query(
         "SELECT count(*) FROM cases WHERE capture_reason NOT IN ('gold_import', 'gold_eval')"
     )[0][0])  # fmt: skip
+    acquired = int(warehouse.query(
+        "SELECT count(DISTINCT l.case_id) FROM labels l JOIN cases c USING (case_id)"
+        " WHERE c.capture_reason <> 'gold_eval'"
+    )[0][0])  # fmt: skip
     p95 = warehouse.query(
         "SELECT value FROM gate_results WHERE version = ? AND gate = 'p95_latency_ms'", [champion]
     )
@@ -419,5 +424,6 @@ def _row(
         accuracy=q.accuracy, macro_f1=q.macro_f1, ece=q.ece, aurc=q.aurc,
         selective_accuracy=q.selective_accuracy, p95_ms=float(p95[0][0]) if p95 else None,
         labels_human=human, labels_teacher=teacher, labels_total=human + teacher,
-        teacher_calls=calls, epsilon=epsilon, captured=captured, served=served, note=note,
+        labels_acquired=acquired, teacher_calls=calls, epsilon=epsilon, captured=captured,
+        served=served, note=note,
     )  # fmt: skip

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def print_table(result: DemoResult) -> None:
     table = Table(
         "week", "model", "new", "acc", "F1", "ECE", "AURC", "p95ms", "human", "teacher",
-        "calls", "eps", title="tutorloop demo (test-set metrics of the champion)",
+        "labels", "calls", "eps", title="tutorloop demo (test-set metrics of the champion)",
         box=box.SIMPLE_HEAD,
     )  # fmt: skip
     for r in result.rows:
@@ -30,9 +30,14 @@ def print_table(result: DemoResult) -> None:
             str(r.cycle), r.champion, "yes" if r.promoted else "no", f"{r.accuracy:.3f}",
             f"{r.macro_f1:.3f}", f"{r.ece:.3f}", f"{r.aurc:.3f}",
             f"{r.p95_ms:.1f}" if r.p95_ms is not None else "",
-            str(r.labels_human), str(r.labels_teacher), str(r.teacher_calls), f"{r.epsilon:g}",
+            str(r.labels_human), str(r.labels_teacher), str(r.labels_acquired),
+            str(r.teacher_calls), f"{r.epsilon:g}",
         )  # fmt: skip
     console.print(table)
+    console.print(
+        "human / teacher: rows of that cycle's training set; labels, calls: acquired so far",
+        style="dim",
+    )
     gap = f"{100 * result.gap_closed:.0f}%" if result.gap_closed is not None else "n/a"
     console.print(
         f"teacher test accuracy {result.teacher_accuracy:.4f}; seed student "
@@ -60,14 +65,15 @@ def _plots(result: DemoResult, out: Path) -> dict[str, str]:
 
     images: dict[str, str] = {}
     fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [r.labels_total for r in result.rows]
+    # Cumulative labels are the cost axis; a cycle's training set shrinks when replay does.
+    xs = [r.labels_acquired for r in result.rows]
     ax.plot(xs, [r.accuracy for r in result.rows], marker="o", label="student (champion)")
     ax.axhline(result.teacher_accuracy, color="tab:green", linestyle="--", label="teacher")
     ax.axhline(result.seed_accuracy, color="tab:gray", linestyle=":", label="seed student")
     for r in result.rows:
-        ax.annotate(f"c{r.cycle}", (r.labels_total, r.accuracy), textcoords="offset points",
+        ax.annotate(f"c{r.cycle}", (r.labels_acquired, r.accuracy), textcoords="offset points",
                     xytext=(4, -12))  # fmt: skip
-    ax.set_xlabel("training labels used (human + teacher)")
+    ax.set_xlabel("labels acquired so far (gold seed + human + teacher)")
     ax.set_ylabel("test accuracy")
     ax.legend(loc="lower right")
     ax.set_title("accuracy against labels used")
@@ -129,7 +135,7 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
             r.cycle, r.champion, "yes" if r.promoted else "no", f"{r.accuracy:.4f}",
             f"{r.macro_f1:.4f}", f"{r.ece:.4f}", f"{r.aurc:.4f}", f"{r.selective_accuracy:.4f}",
             "" if r.p95_ms is None else f"{r.p95_ms:.2f}", r.labels_human, r.labels_teacher,
-            r.teacher_calls, f"{r.epsilon:g}", r.note,
+            r.labels_acquired, r.teacher_calls, f"{r.epsilon:g}", r.note,
         )) + "</tr>"
         for r in result.rows
     )  # fmt: skip
@@ -148,8 +154,9 @@ figure{{display:inline-block}}</style>
 <p>Teacher test accuracy <b>{result.teacher_accuracy:.4f}</b>; seed student
 <b>{result.seed_accuracy:.4f}</b>; share of the seed-to-teacher gap closed: <b>{gap}</b>.</p>
 <table><tr><th>cycle</th><th>champion</th><th>promoted</th><th>accuracy</th><th>macro-F1</th>
-<th>ECE</th><th>AURC</th><th>selective acc.</th><th>p95 ms</th><th>human labels</th>
-<th>teacher labels</th><th>teacher calls</th><th>epsilon</th><th>note</th></tr>{rows}</table>
+<th>ECE</th><th>AURC</th><th>selective acc.</th><th>p95 ms</th><th>human rows trained</th>
+<th>teacher rows trained</th><th>labels acquired (cumulative)</th>
+<th>teacher calls (cumulative)</th><th>epsilon</th><th>note</th></tr>{rows}</table>
 {figures}</body></html>"""
     path = out / "report.html"
     path.write_text(page)

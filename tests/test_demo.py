@@ -35,6 +35,9 @@ def test_quick_demo_runs_the_loop_and_writes_a_sane_report(tmp_path: Path) -> No
     assert week["labels_teacher"] > 0 and week["teacher_calls"] > 0
     assert week["served"] > 0 and week["captured"] > 0
     assert seed["labels_human"] == 40  # 5 seed examples x 8 labels
+    assert seed["labels_acquired"] == 40
+    # The week's teacher labels are new cases, on top of the seed.
+    assert week["labels_acquired"] >= 40 + week["teacher_calls"]
     # Everything the demo started is stopped: the broker's state file is gone.
     assert not (out / "data" / "broker" / "broker.json").exists()
     assert "report:" in done.stdout
