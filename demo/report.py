@@ -76,7 +76,7 @@ def _plots(result: DemoResult, out: Path) -> dict[str, str]:
     ax.set_xlabel("labels acquired so far (gold seed + human + teacher)")
     ax.set_ylabel("test accuracy")
     ax.legend(loc="lower right")
-    ax.set_title("accuracy against labels used")
+    ax.set_title("accuracy against labels acquired")
     images["accuracy"] = _png(fig)
     fig.savefig(out / "accuracy_vs_labels.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
