@@ -36,13 +36,9 @@ DATA = REPO.parent / "shared" / "data" / "banking77"
 
 
 def _latency_ms(predict: Any, texts: list[str]) -> tuple[float, float]:
-    for text in texts[:20]:
-        predict([text])
-    timings = []
-    for text in texts:
-        started = time.perf_counter()
-        predict([text])
-        timings.append((time.perf_counter() - started) * 1000)
+    from registry.metrics import single_query_latencies_ms
+
+    timings = single_query_latencies_ms(predict, texts)
     return float(np.percentile(timings, 50)), float(np.percentile(timings, 95))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,7 @@ import numpy as np
 
 from infra.settings import RegistrySettings
 from infra.warehouse import Warehouse
-from registry.metrics import quality
+from registry.metrics import quality, single_query_latencies_ms
 from registry.onnx_model import OnnxStudent, load_onnx_student
 from registry.store import ModelVersion
 
@@ -65,14 +64,7 @@ def _targets(labels: list[str], truth: list[str]) -> np.ndarray[Any, Any]:
 
 def _p95_latency_ms(model: OnnxStudent, texts: list[str], n: int = 200) -> float:
     sample = (texts or ["how do I reset my card pin?"]) * (n // max(1, len(texts)) + 1)
-    for text in sample[:20]:
-        model.logits([text])  # warm-up
-    timings = []
-    for text in sample[:n]:
-        started = time.perf_counter()
-        model.predict_proba([text])
-        timings.append((time.perf_counter() - started) * 1000)
-    return float(np.percentile(timings, 95))
+    return float(np.percentile(single_query_latencies_ms(model.predict_proba, sample[:n]), 95))
 
 
 _RSS_PROBE = """

@@ -6,6 +6,8 @@ ECE uses 15 equal-width confidence bins, the convention of Guo et al. (2017).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -137,3 +139,19 @@ def quality(probs: FloatArray, targets: IntArray, *, coverage: float = 0.8) -> Q
         selective_accuracy=selective_accuracy(probs, targets, coverage),
         coverage=coverage,
     )
+
+
+def single_query_latencies_ms(
+    predict: Callable[[list[str]], object], texts: list[str], *, warmup: int = 20
+) -> FloatArray:
+    """Milliseconds per call of ``predict([text])`` for each text, after ``warmup`` untimed
+    calls: one query at a time, as a serving request runs. The registry's latency gate and
+    ``bench/serve.py`` both measure this way, so their figures compare."""
+    for text in texts[:warmup]:
+        predict([text])
+    timings = []
+    for text in texts:
+        started = time.perf_counter()
+        predict([text])
+        timings.append((time.perf_counter() - started) * 1000)
+    return np.array(timings)
