@@ -36,12 +36,12 @@ from kafka import KafkaProducer
 from rich.console import Console
 from rich.progress import Progress
 
-from infra.broker import EmbeddedBroker, free_port
-from infra.settings import load_settings
-from infra.topics import PREDICTIONS, ensure_topics
-from infra.warehouse import Warehouse
-from streams.emitter import PredictionEmitter
-from streams.events import Consent, PredictionEvent, now_utc
+from tutorloop.infra.broker import EmbeddedBroker, free_port
+from tutorloop.infra.settings import load_settings
+from tutorloop.infra.topics import PREDICTIONS, ensure_topics
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.streams.emitter import PredictionEmitter
+from tutorloop.streams.events import Consent, PredictionEvent, now_utc
 
 console = Console()
 
@@ -122,10 +122,10 @@ def _faust_ceiling(bootstrap: str, topic: str, n: int, tmp: Path) -> float:
 
 def _sink_alone(tmp: Path, n: int, batch: int) -> float:
     """The sink without Kafka or faust: decode, policy, scrub, one transaction per batch."""
-    from infra.settings import CaptureSettings
-    from privacy.scrubber import RegexScrubber
-    from streams.policy import CapturePolicy
-    from streams.sink import CaptureSink, RawRecord
+    from tutorloop.infra.settings import CaptureSettings
+    from tutorloop.privacy.scrubber import RegexScrubber
+    from tutorloop.streams.policy import CapturePolicy
+    from tutorloop.streams.sink import CaptureSink, RawRecord
 
     sink = CaptureSink(
         Warehouse(tmp / "sink-alone.duckdb"),
@@ -208,7 +208,7 @@ def main() -> None:
         if args.batch_max:
             env["TUTORLOOP_STREAMS__BATCH_MAX"] = str(args.batch_max)
         worker = subprocess.Popen(
-            [sys.executable, "-m", "infra", "streams", "worker"],
+            [sys.executable, "-m", "tutorloop", "streams", "worker"],
             env=env,
             stdout=(tmp / "worker.log").open("wb"),
             stderr=subprocess.STDOUT,

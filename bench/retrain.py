@@ -29,13 +29,13 @@ DATA = REPO.parent / "shared" / "data" / "banking77"
 def _child(variant: str, args: argparse.Namespace, data_dir: Path) -> dict[str, object]:
     import numpy as np
 
-    from infra.settings import load_settings
-    from infra.warehouse import Warehouse
-    from registry.metrics import quality
-    from registry.store import get
-    from registry.torch_model import load_torch_student
-    from trainer.labeled_csv import read_labeled_csv
-    from trainer.pipeline import bootstrap, sample_per_label
+    from tutorloop.evaluation.metrics import quality
+    from tutorloop.infra.settings import load_settings
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.labeling.labeled_csv import read_labeled_csv
+    from tutorloop.loop.cycle import bootstrap, sample_per_label
+    from tutorloop.registry.store import get
+    from tutorloop.registry.torch_model import load_torch_student
 
     train = read_labeled_csv(args.train)
     per_label = -(-args.examples // len(train.label_set))

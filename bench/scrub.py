@@ -20,10 +20,10 @@ import argparse  # noqa: E402 - thread caps must be set before numpy loads
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from privacy.eval_corpus import generate  # noqa: E402
-from privacy.evaluation import STRUCTURED, evaluate, presidio_default_spans  # noqa: E402
-from privacy.presidio_scrubber import PresidioScrubber  # noqa: E402
-from privacy.scrubber import RegexScrubber  # noqa: E402
+from tutorloop.privacy.eval_corpus import generate  # noqa: E402
+from tutorloop.privacy.evaluation import STRUCTURED, evaluate, presidio_default_spans  # noqa: E402
+from tutorloop.privacy.presidio_scrubber import PresidioScrubber  # noqa: E402
+from tutorloop.privacy.scrubber import RegexScrubber  # noqa: E402
 
 
 def main() -> None:

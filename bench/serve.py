@@ -36,7 +36,7 @@ DATA = REPO.parent / "shared" / "data" / "banking77"
 
 
 def _latency_ms(predict: Any, texts: list[str]) -> tuple[float, float]:
-    from registry.metrics import single_query_latencies_ms
+    from tutorloop.evaluation.metrics import single_query_latencies_ms
 
     timings = single_query_latencies_ms(predict, texts)
     return float(np.percentile(timings, 50)), float(np.percentile(timings, 95))
@@ -51,12 +51,12 @@ def _throughput(predict: Any, texts: list[str], batch: int = 32) -> float:
 
 
 def _prepare(args: argparse.Namespace, data_dir: Path) -> Any:
-    from infra.settings import load_settings
-    from infra.warehouse import Warehouse
-    from registry.lifecycle import evaluate_candidate, promote
-    from registry.store import champion
-    from trainer.labeled_csv import read_labeled_csv
-    from trainer.pipeline import bootstrap, sample_per_label
+    from tutorloop.infra.settings import load_settings
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.labeling.labeled_csv import read_labeled_csv
+    from tutorloop.loop.cycle import bootstrap, sample_per_label
+    from tutorloop.registry.lifecycle import evaluate_candidate, promote
+    from tutorloop.registry.store import champion
 
     settings = load_settings(
         data_dir=data_dir,
@@ -88,13 +88,13 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
 
-    from infra.warehouse import Warehouse
-    from registry.lifecycle import promote, rollback
-    from registry.metrics import accuracy
-    from registry.onnx_model import load_onnx_student
-    from registry.store import champion, list_versions
-    from registry.torch_model import load_torch_student
-    from trainer.labeled_csv import read_labeled_csv
+    from tutorloop.evaluation.metrics import accuracy
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.labeling.labeled_csv import read_labeled_csv
+    from tutorloop.registry.lifecycle import promote, rollback
+    from tutorloop.registry.onnx_model import load_onnx_student
+    from tutorloop.registry.store import champion, list_versions
+    from tutorloop.registry.torch_model import load_torch_student
 
     tmp = tempfile.TemporaryDirectory()
     settings = _prepare(args, args.data_dir or Path(tmp.name))
@@ -141,7 +141,7 @@ def main() -> None:
             env = {**os.environ, "TUTORLOOP_DATA_DIR": str(settings.data_dir)}
             started = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "infra", "registry", "rollback", "--reason", "bench"],
+                [sys.executable, "-m", "tutorloop", "registry", "rollback", "--reason", "bench"],
                 env=env, check=True, capture_output=True, cwd=REPO,
             )  # fmt: skip
             cli_s = time.perf_counter() - started
@@ -165,8 +165,8 @@ def _second_champion(warehouse: Any, settings: Any, current: str) -> str | None:
     rollback), so that there is something to roll back from."""
     import shutil
 
-    from registry.lifecycle import promote
-    from registry.store import get, register_candidate
+    from tutorloop.registry.lifecycle import promote
+    from tutorloop.registry.store import get, register_candidate
 
     source = get(warehouse, current)
     staged = settings.models_artifacts_dir / ".staging" / "bench-copy"

@@ -29,9 +29,9 @@ def demo(
     out: Path = typer.Option(Path("tutorloop-demo"), "--out", help="report and data folder"),
 ) -> None:
     """Run the whole loop end to end on the embedded default and write a report."""
-    from demo.loop import DemoOptions, run_demo
-    from demo.report import print_table
-    from infra.cli_common import console
+    from tutorloop.demo.loop import DemoOptions, run_demo
+    from tutorloop.demo.report import print_table
+    from tutorloop.infra.cli_common import console
 
     options = DemoOptions(
         data=data, test=test, out=out, text_col=text_col, label_col=label_col, cycles=cycles,

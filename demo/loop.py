@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from infra.cli_common import console
-from infra.errors import TutorloopError
-from infra.settings import Settings, load_settings
+from tutorloop.infra.cli_common import console
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.settings import Settings, load_settings
 
 START = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)  # a Monday, an hour after the weekly window
 
@@ -110,7 +110,7 @@ def _overrides(options: DemoOptions, bootstrap: str) -> dict[str, Any]:
 
 
 def _env(overrides: dict[str, Any]) -> dict[str, str]:
-    from infra.settings import flatten
+    from tutorloop.infra.settings import flatten
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUTORLOOP_")}
     for key, value in flatten(overrides):
@@ -122,7 +122,7 @@ def _env(overrides: dict[str, Any]) -> dict[str, str]:
 
 
 def _split(rows: Any, options: DemoOptions) -> dict[str, Any]:
-    from trainer.labeled_csv import LabeledRows
+    from tutorloop.labeling.labeled_csv import LabeledRows
 
     rng = random.Random(options.seed)
     order = list(range(len(rows)))
@@ -159,9 +159,9 @@ def _serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.R
     """Send ``rows`` through the HTTP server and the emitter; escalate a random fraction."""
     import httpx
 
-    from registry.serving import serving
-    from streams.emitter import PredictionEmitter
-    from streams.events import EscalationEvent, now_utc
+    from tutorloop.serving.runtime import serving
+    from tutorloop.streams.emitter import PredictionEmitter
+    from tutorloop.streams.events import EscalationEvent, now_utc
 
     with (
         PredictionEmitter.from_settings(settings) as emitter,
@@ -195,7 +195,7 @@ def _serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.R
                         with lock:
                             escalated += 1
 
-        from infra.progress import progress_bar
+        from tutorloop.infra.progress import progress_bar
 
         with progress_bar("serving traffic", len(work)) as advance:
             threads = [
@@ -220,7 +220,7 @@ def _serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.R
 
 
 def _wait_for_warehouse(settings: Settings, expected: int, timeout: float = 600) -> int:
-    from infra.warehouse import Warehouse
+    from tutorloop.infra.warehouse import Warehouse
 
     warehouse = Warehouse.from_settings(settings)
     deadline = time.monotonic() + timeout
@@ -233,10 +233,10 @@ def _wait_for_warehouse(settings: Settings, expected: int, timeout: float = 600)
 
 
 def _evaluate(settings: Settings, test: Any) -> tuple[Any, Any, Any]:
-    from infra.warehouse import Warehouse
-    from registry.metrics import quality
-    from registry.onnx_model import load_onnx_student
-    from registry.store import champion
+    from tutorloop.evaluation.metrics import quality
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.registry.onnx_model import load_onnx_student
+    from tutorloop.registry.store import champion
 
     current = champion(Warehouse.from_settings(settings))
     assert current is not None
@@ -260,17 +260,17 @@ def _interrupt_on_signals() -> None:
 
 
 def run_demo(options: DemoOptions) -> DemoResult:
-    from infra.broker import EmbeddedBroker, free_port
-    from infra.progress import progress_bar
-    from infra.topics import ensure_topics
-    from infra.warehouse import Warehouse
-    from privacy.scrubber import RegexScrubber
-    from registry.lifecycle import promote
-    from trainer.gold import import_gold
-    from trainer.labeled_csv import read_labeled_csv
-    from trainer.pipeline import CycleReport, bootstrap, run_cycle
-    from trainer.schedule import Scheduler
-    from trainer.teacher_local import LocalTeacher, fit_local_teacher
+    from tutorloop.infra.broker import EmbeddedBroker, free_port
+    from tutorloop.infra.progress import progress_bar
+    from tutorloop.infra.topics import ensure_topics
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.labeling.gold import import_gold
+    from tutorloop.labeling.labeled_csv import read_labeled_csv
+    from tutorloop.labeling.teacher_local import LocalTeacher, fit_local_teacher
+    from tutorloop.loop.cycle import CycleReport, bootstrap, run_cycle
+    from tutorloop.loop.schedule import Scheduler
+    from tutorloop.privacy.scrubber import RegexScrubber
+    from tutorloop.registry.lifecycle import promote
 
     started = time.monotonic()
     result = DemoResult()
@@ -297,7 +297,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         ensure_topics(settings, state.bootstrap_servers)
         log = (options.out / "worker.log").open("w")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "infra", "streams", "worker"],
+            [sys.executable, "-m", "tutorloop", "streams", "worker"],
             env=_env(overrides), stdout=log, stderr=log,
         )  # fmt: skip
         console.print(f"int8/torch parity gate for this demo: {options.min_parity:g} "
@@ -350,7 +350,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         scheduler.mark_installed()  # week 0 is the seed student's
         for cycle, chunk in enumerate(chunks, start=1):
             console.rule(f"4.{cycle} week {cycle}: {len(chunk)} production queries")
-            from trainer.labeled_csv import LabeledRows
+            from tutorloop.labeling.labeled_csv import LabeledRows
 
             traffic = LabeledRows([parts["traffic"].texts[i] for i in chunk],
                                   [parts["traffic"].labels[i] for i in chunk])  # fmt: skip
@@ -380,7 +380,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         gap = result.teacher_accuracy - result.seed_accuracy
         if gap > 0:
             result.gap_closed = (result.rows[-1].accuracy - result.seed_accuracy) / gap
-        from registry.lifecycle import history
+        from tutorloop.registry.lifecycle import history
 
         result.history = [c.to_dict() for c in history(warehouse)]
     finally:
@@ -394,7 +394,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
             log.close()
         broker.down()
     result.seconds = round(time.monotonic() - started, 1)
-    from demo.report import write_report
+    from tutorloop.demo.report import write_report
 
     result.report = write_report(result, options)
     return result

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from rich import box
 from rich.table import Table
 
-from infra.cli_common import console
+from tutorloop.infra.cli_common import console
 
 if TYPE_CHECKING:
-    from demo.loop import DemoOptions, DemoResult
+    from tutorloop.demo.loop import DemoOptions, DemoResult
 
 
 def print_table(result: DemoResult) -> None:
@@ -61,7 +61,7 @@ def _plots(result: DemoResult, out: Path) -> dict[str, str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from registry.metrics import reliability
+    from tutorloop.evaluation.metrics import reliability
 
     images: dict[str, str] = {}
     fig, ax = plt.subplots(figsize=(6, 4))

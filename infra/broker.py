@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.errors import TutorloopError
-from infra.settings import Settings
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.settings import Settings
 
 _HOST = "127.0.0.1"
 _S3_BUCKET = "tansu"
@@ -299,7 +299,7 @@ class EmbeddedBroker:
                 pid=state.pid,
                 detail="process alive but not accepting connections",
             )
-        from infra.topics import list_topics
+        from tutorloop.infra.topics import list_topics
 
         return BrokerStatus(
             running=True,
@@ -315,7 +315,7 @@ class EmbeddedBroker:
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], port: int, log_file: Path) -> None:
         deadline = time.monotonic() + self.settings.broker.start_timeout_s
-        from infra.topics import list_topics
+        from tutorloop.infra.topics import list_topics
 
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from infra.cli_common import console, fail, print_json, settings_of
+from tutorloop.infra.cli_common import console, fail, print_json, settings_of
 
 # Commands import the broker and Kafka client modules themselves: `tutorloop --help` and
 # unrelated commands should not pay for loading a Kafka client.
@@ -18,8 +18,8 @@ _JSON = typer.Option(False, "--json", help="machine-readable output")
 @broker_app.command("up")
 def up(ctx: typer.Context, json_out: bool = _JSON) -> None:
     """Start the embedded broker on 127.0.0.1 and create the loop's topics."""
-    from infra.broker import EmbeddedBroker
-    from infra.topics import ensure_topics
+    from tutorloop.infra.broker import EmbeddedBroker
+    from tutorloop.infra.topics import ensure_topics
 
     settings = settings_of(ctx)
     state = EmbeddedBroker(settings).up()
@@ -43,7 +43,7 @@ def up(ctx: typer.Context, json_out: bool = _JSON) -> None:
 @broker_app.command("status")
 def status(ctx: typer.Context, json_out: bool = _JSON) -> None:
     """Show whether the broker runs, where, and its topics (exit 1 when it does not run)."""
-    from infra.broker import EmbeddedBroker, status_dict
+    from tutorloop.infra.broker import EmbeddedBroker, status_dict
 
     st = EmbeddedBroker(settings_of(ctx)).status()
     if json_out:
@@ -68,7 +68,7 @@ def status(ctx: typer.Context, json_out: bool = _JSON) -> None:
 @broker_app.command("down")
 def down(ctx: typer.Context) -> None:
     """Stop the embedded broker (and its local S3 in durable mode)."""
-    from infra.broker import EmbeddedBroker
+    from tutorloop.infra.broker import EmbeddedBroker
 
     stopped = EmbeddedBroker(settings_of(ctx)).down()
     console.print("broker stopped" if stopped else "broker was not running")
@@ -83,8 +83,8 @@ def topics(
     json_out: bool = _JSON,
 ) -> None:
     """Create the loop's topics where missing (idempotent; works against external Kafka)."""
-    from infra.broker import bootstrap_servers
-    from infra.topics import TOPICS, ensure_topics
+    from tutorloop.infra.broker import bootstrap_servers
+    from tutorloop.infra.topics import TOPICS, ensure_topics
 
     settings = settings_of(ctx)
     created = ensure_topics(

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
-from infra.settings import Settings, load_settings
+from tutorloop.infra.settings import Settings, load_settings
 
 # Piped into a log or CI, rich assumes 80 columns and cuts table cells to "0.8…"; 120 keeps
 # every table whole. A terminal, or COLUMNS, still decides when present.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from infra.cli_common import console, print_json, settings_of
-from infra.settings import config_path, flatten
+from tutorloop.infra.cli_common import console, print_json, settings_of
+from tutorloop.infra.settings import config_path, flatten
 
 config_app = typer.Typer(help="Show and check the configuration in force.")
 

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from infra.cli_common import console, fail, print_json, settings_of
+from tutorloop.infra.cli_common import console, fail, print_json, settings_of
 
 if TYPE_CHECKING:
-    from infra.warehouse import Warehouse
+    from tutorloop.infra.warehouse import Warehouse
 
 warehouse_app = typer.Typer(help="Inspect and migrate the DuckDB warehouse.")
 
@@ -19,7 +19,7 @@ _JSON = typer.Option(False, "--json", help="machine-readable output")
 
 def _warehouse(ctx: typer.Context) -> Warehouse:
     # Imported here so that `tutorloop --help` does not load DuckDB.
-    from infra.warehouse import Warehouse
+    from tutorloop.infra.warehouse import Warehouse
 
     return Warehouse.from_settings(settings_of(ctx))
 
@@ -28,7 +28,7 @@ def _warehouse(ctx: typer.Context) -> Warehouse:
 def migrate_cmd(ctx: typer.Context) -> None:
     """Create the warehouse or bring it to the latest schema version."""
     wh = _warehouse(ctx)
-    from infra.migrations import current_version
+    from tutorloop.infra.migrations import current_version
 
     with wh.connect() as con:  # opening migrates
         version = current_version(con)
@@ -38,7 +38,7 @@ def migrate_cmd(ctx: typer.Context) -> None:
 @warehouse_app.command("status")
 def status(ctx: typer.Context, json_out: bool = _JSON) -> None:
     """Schema version and the row count of every table."""
-    from infra.migrations import LATEST_VERSION, current_version
+    from tutorloop.infra.migrations import LATEST_VERSION, current_version
 
     wh = _warehouse(ctx)
     with wh.connect() as con:
@@ -80,7 +80,7 @@ def sql(
     """Run one query against the warehouse (read-only: any change is rolled back)."""
     import duckdb
 
-    from infra.warehouse import rows_as_dicts
+    from tutorloop.infra.warehouse import rows_as_dicts
 
     wh = _warehouse(ctx)
     with wh.connect() as con:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from infra.errors import TutorloopError
+from tutorloop.infra.errors import TutorloopError
 
 
 class SchemaTooNewError(TutorloopError):

@@ -14,7 +14,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from infra.cli_common import err_console
+from tutorloop.infra.cli_common import err_console
 
 
 @contextmanager

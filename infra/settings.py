@@ -20,7 +20,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from infra.errors import TutorloopError
+from tutorloop.infra.errors import TutorloopError
 
 ENV_PREFIX = "TUTORLOOP_"
 CONFIG_ENV = "TUTORLOOP_CONFIG"

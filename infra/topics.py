@@ -9,7 +9,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from infra.settings import Settings
+from tutorloop.infra.settings import Settings
 
 #: Logical topic names; the settings' ``topic_prefix`` is prepended on the wire.
 PREDICTIONS = "predictions"

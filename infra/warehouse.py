@@ -33,9 +33,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from infra.errors import TutorloopError
-from infra.migrations import migrate
-from infra.settings import Settings
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.migrations import migrate
+from tutorloop.infra.settings import Settings
 
 _LOCK_MARKERS = ("Could not set lock on file", "Conflicting lock is held")
 _HOLDER_PID = re.compile(r"\(PID (\d+)\)")

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from infra.settings import PrivacySettings
-from infra.warehouse import Warehouse
+from tutorloop.infra.settings import PrivacySettings
+from tutorloop.infra.warehouse import Warehouse
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

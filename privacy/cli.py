@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infra.cli_common import console, fail, print_json, settings_of
+from tutorloop.infra.cli_common import console, fail, print_json, settings_of
 
 privacy_app = typer.Typer(help="Erasure, retention, and scrubber evaluation.")
 
@@ -24,8 +24,8 @@ def forget_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """Delete a user's cases, labels, escalations and review items; record the erasure."""
-    from infra.warehouse import Warehouse
-    from privacy.erasure import forget
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.privacy.erasure import forget
 
     report = forget(
         Warehouse.from_settings(settings_of(ctx)), user, actor=actor or getpass.getuser()
@@ -54,8 +54,8 @@ def purge_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """Retention: delete cases, labels, escalations and audit rows older than a cutoff."""
-    from infra.warehouse import Warehouse
-    from privacy.erasure import parse_duration, purge
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.privacy.erasure import parse_duration, purge
 
     report = purge(
         Warehouse.from_settings(settings_of(ctx)), parse_duration(older_than), dry_run=dry_run
@@ -78,7 +78,7 @@ def corpus_cmd(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Generate a synthetic span-annotated PII corpus (Faker, several locales)."""
-    from privacy.eval_corpus import generate
+    from tutorloop.privacy.eval_corpus import generate
 
     records = generate(n, seed)
     out.write_text(json.dumps(records, ensure_ascii=False, indent=1))
@@ -96,9 +96,9 @@ def eval_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """Recall per type, character recall/precision and texts/s of a scrubber."""
-    from privacy.evaluation import evaluate, load_records, presidio_default_spans
-    from privacy.presidio_scrubber import PresidioScrubber
-    from privacy.scrubber import RegexScrubber
+    from tutorloop.privacy.evaluation import evaluate, load_records, presidio_default_spans
+    from tutorloop.privacy.presidio_scrubber import PresidioScrubber
+    from tutorloop.privacy.scrubber import RegexScrubber
 
     records = load_records(file)
     if scrubber not in ("presidio", "regex"):

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from infra.errors import TutorloopError
-from infra.warehouse import Warehouse
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.warehouse import Warehouse
 
 
 class BudgetExceededError(TutorloopError):

@@ -27,8 +27,8 @@ from typing import Any
 
 import duckdb
 
-from infra.errors import TutorloopError
-from infra.warehouse import Warehouse
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.warehouse import Warehouse
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.errors import TutorloopError
+from tutorloop.infra.errors import TutorloopError
 
 Spans = list[tuple[int, int, str]]
 SpansFn = Callable[[Sequence[str]], list[Spans]]

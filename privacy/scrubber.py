@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from infra.settings import PrivacySettings
+from tutorloop.infra.settings import PrivacySettings
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,6 @@ def configured_scrubber(settings: PrivacySettings) -> Scrubber:
     """The scrubber named by ``privacy.scrubber`` (Presidio loads spaCy: build it once)."""
     if settings.scrubber == "regex":
         return RegexScrubber()
-    from privacy.presidio_scrubber import PresidioScrubber
+    from tutorloop.privacy.presidio_scrubber import PresidioScrubber
 
     return PresidioScrubber(settings.spacy_model)

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from infra.cli_common import console, fail, print_json, settings_of
+from tutorloop.infra.cli_common import console, fail, print_json, settings_of
 
 registry_app = typer.Typer(help="Model versions: gates, promote, rollback, history.")
 lineage_app = typer.Typer(help="Which data, which consent and which model produced what.")
@@ -20,7 +20,7 @@ _ACTOR = typer.Option("", "--actor", help="who acts (recorded); default: the OS 
 
 
 def _warehouse(ctx: typer.Context) -> Any:
-    from infra.warehouse import Warehouse
+    from tutorloop.infra.warehouse import Warehouse
 
     return Warehouse.from_settings(settings_of(ctx))
 
@@ -35,7 +35,7 @@ def _metric(card: dict[str, Any], key: str) -> str:
 @registry_app.command("list")
 def list_cmd(ctx: typer.Context, json_out: bool = _JSON) -> None:
     """Every model version, oldest first."""
-    from registry.store import list_versions
+    from tutorloop.registry.store import list_versions
 
     versions = list_versions(_warehouse(ctx))
     if json_out:
@@ -61,7 +61,7 @@ def list_cmd(ctx: typer.Context, json_out: bool = _JSON) -> None:
 @registry_app.command("show")
 def show_cmd(ctx: typer.Context, version: str, json_out: bool = _JSON) -> None:
     """A version's model card (checksums verified)."""
-    from registry.store import get, verify
+    from tutorloop.registry.store import get, verify
 
     v = get(_warehouse(ctx), version)
     card = verify(v.artifact_dir)
@@ -83,9 +83,9 @@ def gates_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """Gate results of a version (exit 1 if any failed)."""
-    from registry.gates import stored_gates
-    from registry.lifecycle import evaluate_candidate
-    from registry.store import get
+    from tutorloop.registry.gates import stored_gates
+    from tutorloop.registry.lifecycle import evaluate_candidate
+    from tutorloop.registry.store import get
 
     warehouse = _warehouse(ctx)
     get(warehouse, version)
@@ -118,7 +118,7 @@ def promote_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """Make VERSION the champion (refused when a gate failed, unless --force --reason)."""
-    from registry.lifecycle import promote
+    from tutorloop.registry.lifecycle import promote
 
     change = promote(
         _warehouse(ctx), settings_of(ctx), version, actor=actor or getpass.getuser(),
@@ -140,7 +140,7 @@ def rollback_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """Return to the previous champion (or --to VERSION). Servers switch within seconds."""
-    from registry.lifecycle import rollback
+    from tutorloop.registry.lifecycle import rollback
 
     change = rollback(
         _warehouse(ctx), settings_of(ctx), actor=actor or getpass.getuser(),
@@ -159,7 +159,7 @@ def history_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """Every promotion and rollback: who, when, why."""
-    from registry.lifecycle import champion_at, history
+    from tutorloop.registry.lifecycle import champion_at, history
 
     warehouse = _warehouse(ctx)
     if at:
@@ -190,9 +190,9 @@ def history_cmd(
 @registry_app.command("diff")
 def diff_cmd(ctx: typer.Context, v1: str, v2: str, json_out: bool = _JSON) -> None:
     """What differs between two versions: data, settings, metrics, gates."""
-    from infra.settings import flatten
-    from registry.gates import stored_gates
-    from registry.store import get
+    from tutorloop.infra.settings import flatten
+    from tutorloop.registry.gates import stored_gates
+    from tutorloop.registry.store import get
 
     warehouse = _warehouse(ctx)
     a, b = get(warehouse, v1), get(warehouse, v2)
@@ -230,7 +230,7 @@ def _fmt(value: Any) -> str:
 @lineage_app.command("prediction")
 def lineage_prediction(ctx: typer.Context, event_id: str, json_out: bool = _JSON) -> None:
     """A prediction → model version → training run → dataset → policy checks and consent."""
-    from registry.lineage import prediction_lineage
+    from tutorloop.registry.lineage import prediction_lineage
 
     data = prediction_lineage(_warehouse(ctx), event_id)
     if json_out:
@@ -262,7 +262,7 @@ def lineage_prediction(ctx: typer.Context, event_id: str, json_out: bool = _JSON
 @lineage_app.command("user")
 def lineage_user(ctx: typer.Context, user_id: str, json_out: bool = _JSON) -> None:
     """A user's cases, the datasets that used them and the models trained on those."""
-    from registry.lineage import user_lineage
+    from tutorloop.registry.lineage import user_lineage
 
     data = user_lineage(_warehouse(ctx), user_id)
     if json_out:
@@ -282,7 +282,7 @@ def lineage_user(ctx: typer.Context, user_id: str, json_out: bool = _JSON) -> No
 @lineage_app.command("model")
 def lineage_model(ctx: typer.Context, version: str, json_out: bool = _JSON) -> None:
     """Full provenance of a model version."""
-    from registry.lineage import model_lineage
+    from tutorloop.registry.lineage import model_lineage
 
     data = model_lineage(_warehouse(ctx), version)
     if json_out:
@@ -313,12 +313,12 @@ def serve(
     import signal
     import threading
 
-    from registry.serving import serving
+    from tutorloop.serving.runtime import serving
 
     settings = settings_of(ctx)
     emitter = None
     if emit:
-        from streams.emitter import PredictionEmitter
+        from tutorloop.streams.emitter import PredictionEmitter
 
         emitter = PredictionEmitter.from_settings(settings)
     stop = threading.Event()

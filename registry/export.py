@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch.jit._trace import TracerWarning
 
-from infra.warehouse import Warehouse
-from registry.onnx_model import FP32, INT8, load_onnx_student
-from registry.store import ModelVersion, write_card
-from registry.torch_model import load_torch_student
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.registry.onnx_model import FP32, INT8, load_onnx_student
+from tutorloop.registry.store import ModelVersion, write_card
+from tutorloop.registry.torch_model import load_torch_student
 
 
 @dataclass(frozen=True)

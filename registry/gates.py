@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from infra.settings import RegistrySettings
-from infra.warehouse import Warehouse
-from registry.metrics import quality, single_query_latencies_ms
-from registry.onnx_model import OnnxStudent, load_onnx_student
-from registry.store import ModelVersion
+from tutorloop.evaluation.metrics import quality, single_query_latencies_ms
+from tutorloop.infra.settings import RegistrySettings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.registry.onnx_model import OnnxStudent, load_onnx_student
+from tutorloop.registry.store import ModelVersion
 
 if TYPE_CHECKING:  # export imports torch; promote and rollback must start fast
-    from registry.export import ExportResult
+    from tutorloop.registry.export import ExportResult
 
 _HARD_REASONS = ("low_confidence", "low_margin", "escalated", "watched_label")
 
@@ -70,7 +70,7 @@ def _p95_latency_ms(model: OnnxStudent, texts: list[str], n: int = 200) -> float
 _RSS_PROBE = """
 import json, resource, sys
 from pathlib import Path
-from registry.onnx_model import load_onnx_student
+from tutorloop.registry.onnx_model import load_onnx_student
 model = load_onnx_student(Path(sys.argv[1]), threads=int(sys.argv[2]), verified=True)
 texts = json.loads(sys.argv[3]) or ["how do I reset my card pin?"]
 for i in range(100):

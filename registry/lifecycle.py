@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from infra.errors import TutorloopError
-from infra.settings import Settings
-from infra.warehouse import Warehouse
-from registry.gates import GateResult, evaluate_gates, stored_gates
-from registry.store import ModelVersion, champion, get
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.registry.gates import GateResult, evaluate_gates, stored_gates
+from tutorloop.registry.store import ModelVersion, champion, get
 
 POINTER = "champion.json"
 
@@ -215,7 +215,7 @@ def evaluate_candidate(
 
     A parity failure rejects the candidate (status ``rejected``, reason in its gate row).
     """
-    from registry.export import evaluation_rows, export_version
+    from tutorloop.registry.export import evaluation_rows, export_version
 
     candidate = get(warehouse, version)
     exported = export_version(warehouse, candidate, min_parity=settings.registry.min_parity)

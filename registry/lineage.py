@@ -10,8 +10,8 @@ import hashlib
 import json
 from typing import Any
 
-from infra.errors import TutorloopError
-from infra.warehouse import Warehouse
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.warehouse import Warehouse
 
 
 class LineageNotFoundError(TutorloopError):

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from registry.metrics import FloatArray  # numpy types only; sklearn loads on first metric
-from registry.store import ArtifactIntegrityError, verify
+from tutorloop.evaluation.metrics import (
+    FloatArray,  # numpy types only; sklearn loads on first metric
+)
+from tutorloop.registry.store import ArtifactIntegrityError, verify
 
 INT8 = "model_int8.onnx"
 FP32 = "model_fp32.onnx"

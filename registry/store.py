@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.errors import TutorloopError
-from infra.settings import Settings
-from infra.warehouse import Warehouse
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.warehouse import Warehouse
 
 CARD = "card.json"
 

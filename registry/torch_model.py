@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from infra.errors import TutorloopError
-from registry.metrics import FloatArray
-from registry.store import verify
+from tutorloop.evaluation.metrics import FloatArray
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.registry.store import verify
 
 
 class ModelLoadError(TutorloopError):

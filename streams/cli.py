@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from infra.cli_common import console, fail, print_json
-from streams.events import EVENT_TYPES, SCHEMA_VERSION, json_schemas
+from tutorloop.infra.cli_common import console, fail, print_json
+from tutorloop.streams.events import EVENT_TYPES, SCHEMA_VERSION, json_schemas
 
 
 def schemas(
@@ -45,8 +45,8 @@ streams_app = typer.Typer(help="Run the stream workers and summarize what they c
 @streams_app.command("worker")
 def worker(ctx: typer.Context) -> None:
     """Run a capture worker until SIGTERM/SIGINT (several share partitions by group id)."""
-    from infra.cli_common import settings_of
-    from streams.worker import run_worker
+    from tutorloop.infra.cli_common import settings_of
+    from tutorloop.streams.worker import run_worker
 
     run_worker(settings_of(ctx))
 
@@ -59,9 +59,9 @@ def stats(
     """What the workers stored: audit rows, captures by reason, escalations, gold labels."""
     from rich.table import Table
 
-    from infra.cli_common import settings_of
-    from infra.warehouse import Warehouse
-    from streams.stats import warehouse_stats
+    from tutorloop.infra.cli_common import settings_of
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.streams.stats import warehouse_stats
 
     summary = warehouse_stats(Warehouse.from_settings(settings_of(ctx)))
     if json_out:

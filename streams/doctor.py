@@ -8,7 +8,7 @@ import uuid
 import typer
 from rich.table import Table
 
-from infra.cli_common import console, fail, settings_of
+from tutorloop.infra.cli_common import console, fail, settings_of
 
 
 def doctor(
@@ -18,8 +18,8 @@ def doctor(
     ),
 ) -> None:
     """Check the installation end to end: config, warehouse, broker, an event round trip."""
-    from infra.broker import EmbeddedBroker, bootstrap_servers
-    from infra.warehouse import Warehouse
+    from tutorloop.infra.broker import EmbeddedBroker, bootstrap_servers
+    from tutorloop.infra.warehouse import Warehouse
 
     settings = settings_of(ctx)
     checks: list[tuple[str, bool, str]] = []
@@ -68,8 +68,8 @@ def doctor(
 def _roundtrip(topic: str, bootstrap: str) -> None:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from infra.topics import create_topic
-    from streams.events import Consent, PredictionEvent, decode_prediction, now_utc
+    from tutorloop.infra.topics import create_topic
+    from tutorloop.streams.events import Consent, PredictionEvent, decode_prediction, now_utc
 
     create_topic(bootstrap, topic, partitions=1)
     event = PredictionEvent(

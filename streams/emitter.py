@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from infra.broker import bootstrap_servers
-from infra.errors import TutorloopError
-from infra.settings import Settings
-from infra.topics import ESCALATIONS, PREDICTIONS
-from streams.events import EscalationEvent, PredictionEvent
+from tutorloop.infra.broker import bootstrap_servers
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS
+from tutorloop.streams.events import EscalationEvent, PredictionEvent
 
 log = logging.getLogger(__name__)
 

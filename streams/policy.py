@@ -11,8 +11,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from infra.settings import CaptureSettings
-from streams.events import PredictionEvent
+from tutorloop.infra.settings import CaptureSettings
+from tutorloop.streams.events import PredictionEvent
 
 LOW_CONFIDENCE = "low_confidence"
 LOW_MARGIN = "low_margin"

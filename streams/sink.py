@@ -23,15 +23,15 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from infra.warehouse import Warehouse, case_text_hash, insert_arrow
-from privacy.scrubber import RegexScrubber, Scrubber, ScrubResult
-from streams.events import (
+from tutorloop.infra.warehouse import Warehouse, case_text_hash, insert_arrow
+from tutorloop.privacy.scrubber import RegexScrubber, Scrubber, ScrubResult
+from tutorloop.streams.events import (
     InvalidEventError,
     PredictionEvent,
     decode_escalation,
     decode_prediction,
 )
-from streams.policy import ESCALATED, CapturePolicy
+from tutorloop.streams.policy import ESCALATED, CapturePolicy
 
 log = logging.getLogger(__name__)
 

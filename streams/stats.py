@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.warehouse import Warehouse
+from tutorloop.infra.warehouse import Warehouse
 
 
 def warehouse_stats(warehouse: Warehouse) -> dict[str, Any]:

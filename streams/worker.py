@@ -21,14 +21,14 @@ from typing import Any
 
 import faust
 
-from infra.broker import bootstrap_servers
-from infra.settings import Settings
-from infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
-from infra.warehouse import Warehouse, WarehouseBusyError
-from privacy.scrubber import Scrubber, configured_scrubber
-from streams.metrics import StreamMetrics
-from streams.policy import CapturePolicy
-from streams.sink import BatchOutcome, CaptureSink, KafkaPredictionFetcher, RawRecord
+from tutorloop.infra.broker import bootstrap_servers
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
+from tutorloop.infra.warehouse import Warehouse, WarehouseBusyError
+from tutorloop.privacy.scrubber import Scrubber, configured_scrubber
+from tutorloop.streams.metrics import StreamMetrics
+from tutorloop.streams.policy import CapturePolicy
+from tutorloop.streams.sink import BatchOutcome, CaptureSink, KafkaPredictionFetcher, RawRecord
 
 log = logging.getLogger(__name__)
 

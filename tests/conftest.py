@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from infra.broker import EmbeddedBroker, free_port
-from infra.settings import Settings, load_settings
-from infra.warehouse import Warehouse
+from tutorloop.infra.broker import EmbeddedBroker, free_port
+from tutorloop.infra.settings import Settings, load_settings
+from tutorloop.infra.warehouse import Warehouse
 
 # No model hub here: models load from PyPI-shipped folders only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "infra"]
+CLI = [sys.executable, "-m", "tutorloop"]
 
 
 @pytest.fixture(autouse=True)

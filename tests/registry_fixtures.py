@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from infra.settings import Settings
-from infra.warehouse import Warehouse
-from privacy.scrubber import RegexScrubber
 from tests.test_trainer import TEST, TRAIN, tiny_settings
 from tests.warehouse_cases import capture
-from trainer.gold import import_gold
-from trainer.labeled_csv import LabeledRows, read_labeled_csv
-from trainer.pipeline import CycleReport, bootstrap, run_cycle, sample_per_label
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.gold import import_gold
+from tutorloop.labeling.labeled_csv import LabeledRows, read_labeled_csv
+from tutorloop.loop.cycle import CycleReport, bootstrap, run_cycle, sample_per_label
+from tutorloop.privacy.scrubber import RegexScrubber
 
 # Loose enough that a 6-epoch student of 8 labels passes; the tests tighten them on purpose.
 LOOSE_GATES: dict[str, Any] = {

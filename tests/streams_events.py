@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from streams.events import Consent, EscalationEvent, PredictionEvent, now_utc
+from tutorloop.streams.events import Consent, EscalationEvent, PredictionEvent, now_utc
 
 
 def prediction(

@@ -14,10 +14,10 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from infra.broker import BrokerError, EmbeddedBroker, bootstrap_servers, free_port
-from infra.settings import Settings, load_settings
-from infra.topics import TOPICS, ensure_topics, list_topics, partition_counts
 from tests.conftest import run_cli
+from tutorloop.infra.broker import BrokerError, EmbeddedBroker, bootstrap_servers, free_port
+from tutorloop.infra.settings import Settings, load_settings
+from tutorloop.infra.topics import TOPICS, ensure_topics, list_topics, partition_counts
 
 
 @pytest.fixture

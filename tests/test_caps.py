@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from infra.settings import CaptureSettings
-from infra.warehouse import Warehouse
-from privacy.caps import CaseRef, ContributionCaps, apply_caps, eligible_case_ids
-from privacy.scrubber import RegexScrubber
-from streams.policy import CapturePolicy
-from streams.sink import CaptureSink, RawRecord
 from tests.streams_events import prediction
+from tutorloop.infra.settings import CaptureSettings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.privacy.caps import CaseRef, ContributionCaps, apply_caps, eligible_case_ids
+from tutorloop.privacy.scrubber import RegexScrubber
+from tutorloop.streams.policy import CapturePolicy
+from tutorloop.streams.sink import CaptureSink, RawRecord
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
 
@@ -71,7 +71,7 @@ def test_eligible_case_ids_from_the_warehouse(warehouse: Warehouse) -> None:
 
 
 def test_caps_from_settings() -> None:
-    from infra.settings import PrivacySettings
+    from tutorloop.infra.settings import PrivacySettings
 
     caps = ContributionCaps.from_settings(
         PrivacySettings(max_cases_per_user=3, max_cases_per_tenant=9, cap_window_days=1)

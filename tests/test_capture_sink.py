@@ -6,12 +6,18 @@ import json
 
 import pytest
 
-from infra.settings import CaptureSettings
-from infra.warehouse import Warehouse
-from privacy.scrubber import RegexScrubber
-from streams.policy import AUDIT_SAMPLE, ESCALATED, LOW_CONFIDENCE, LOW_MARGIN, CapturePolicy
-from streams.sink import CaptureSink, RawRecord
 from tests.streams_events import escalation, prediction
+from tutorloop.infra.settings import CaptureSettings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.privacy.scrubber import RegexScrubber
+from tutorloop.streams.policy import (
+    AUDIT_SAMPLE,
+    ESCALATED,
+    LOW_CONFIDENCE,
+    LOW_MARGIN,
+    CapturePolicy,
+)
+from tutorloop.streams.sink import CaptureSink, RawRecord
 
 EMAIL = "jane.canary@example.com"
 

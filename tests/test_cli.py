@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from infra.migrations import LATEST_VERSION
 from tests.conftest import run_cli
+from tutorloop.infra.migrations import LATEST_VERSION
 
 
 def test_help_lists_the_command_groups() -> None:

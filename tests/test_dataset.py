@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from infra.settings import OpenAITeacherSettings, Settings
-from infra.warehouse import Warehouse
 from tests.conftest import run_cli
 from tests.openai_server import FakeOpenAI, serve
 from tests.warehouse_cases import capture
-from trainer.dataset import DatasetSpec, EmptyDatasetError, _unit, build_dataset
-from trainer.relabel import relabel
-from trainer.teacher_openai import OpenAITeacher
+from tutorloop.infra.settings import OpenAITeacherSettings, Settings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.relabel import relabel
+from tutorloop.labeling.teacher_openai import OpenAITeacher
+from tutorloop.trainer.dataset import DatasetSpec, EmptyDatasetError, _unit, build_dataset
 
 LABELS = ("card_arrival", "card_lost", "top_up_failed", "top_up_limits")
 DATA = Path(__file__).parent / "data"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from infra.warehouse import Warehouse
-from privacy.dp import (
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.privacy.dp import (
     AdapterUnchangedError,
     BudgetExceededError,
     assert_adapters_changed,

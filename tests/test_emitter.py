@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from infra.broker import EmbeddedBroker, free_port
-from infra.settings import Settings, load_settings
-from infra.topics import ESCALATIONS, PREDICTIONS, ensure_topics
-from streams.emitter import PredictionEmitter
-from streams.events import PredictionEvent
 from tests.conftest import read_topic
 from tests.streams_events import escalation, prediction
+from tutorloop.infra.broker import EmbeddedBroker, free_port
+from tutorloop.infra.settings import Settings, load_settings
+from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, ensure_topics
+from tutorloop.streams.emitter import PredictionEmitter
+from tutorloop.streams.events import PredictionEvent
 
 
 def _read_all(settings: Settings, topic: str, expected: int) -> list[bytes]:

@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from infra.settings import CaptureSettings
-from infra.warehouse import Warehouse
-from privacy.erasure import RetentionError, parse_duration, subject_hash
-from privacy.scrubber import RegexScrubber
-from streams.policy import CapturePolicy
-from streams.sink import CaptureSink, RawRecord
 from tests.conftest import run_cli
 from tests.streams_events import escalation, prediction
+from tutorloop.infra.settings import CaptureSettings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.privacy.erasure import RetentionError, parse_duration, subject_hash
+from tutorloop.privacy.scrubber import RegexScrubber
+from tutorloop.streams.policy import CapturePolicy
+from tutorloop.streams.sink import CaptureSink, RawRecord
 
 ALICE_TEXT = "Alicecanary wants to close her account"
 BOB_TEXT = "Bobcanary asks about exchange rates"

@@ -6,15 +6,15 @@ from typing import Any
 
 import pytest
 
-from streams.events import (
+from tests.conftest import run_cli
+from tests.streams_events import escalation, prediction
+from tutorloop.streams.events import (
     MAX_TEXT_CHARS,
     InvalidEventError,
     decode_escalation,
     decode_prediction,
     json_schemas,
 )
-from tests.conftest import run_cli
-from tests.streams_events import escalation, prediction
 
 CANARY = "Jane Canary jane.canary@example.com 4111 1111 1111 1111"
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from infra.settings import load_settings
 from tests.conftest import REPO
+from tutorloop.infra.settings import load_settings
 
 
 def test_shipped_example_config_is_valid() -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from infra.settings import Settings
-from infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
-from infra.warehouse import Warehouse
-from streams.events import EscalationEvent, now_utc
 from tests.conftest import WorkerProcess, read_topic, wait_until
 from tests.streams_events import prediction
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.streams.events import EscalationEvent, now_utc
 
 CANARIES = {
     "name": "Jonathan Whitfield",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from privacy.presidio_scrubber import PresidioScrubber
+from tutorloop.privacy.presidio_scrubber import PresidioScrubber
 
 
 @pytest.fixture(scope="module")

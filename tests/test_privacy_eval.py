@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from privacy.eval_corpus import TEMPLATES, generate
-from privacy.evaluation import STRUCTURED, evaluate
 from tests.conftest import run_cli
+from tutorloop.privacy.eval_corpus import TEMPLATES, generate
+from tutorloop.privacy.evaluation import STRUCTURED, evaluate
 
 
 def test_corpus_is_deterministic_and_its_spans_point_at_values() -> None:
@@ -39,7 +39,7 @@ def test_corpus_does_not_depend_on_the_hash_seed() -> None:
     import sys
 
     code = (
-        "import hashlib, json; from privacy.eval_corpus import generate; "
+        "import hashlib, json; from tutorloop.privacy.eval_corpus import generate; "
         "print(hashlib.sha256(json.dumps(generate(200, 0)).encode()).hexdigest())"
     )
     digests = {
@@ -98,7 +98,7 @@ def test_cli_rejects_a_bad_file(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_full_scrubber_meets_its_targets_on_the_corpus() -> None:
-    from privacy.presidio_scrubber import PresidioScrubber
+    from tutorloop.privacy.presidio_scrubber import PresidioScrubber
 
     records = generate(1000, seed=0)  # the corpus BENCHMARKS.md reports on
     report = evaluate("presidio", records, PresidioScrubber().spans_batch)

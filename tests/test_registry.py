@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from infra.warehouse import Warehouse
-from registry.lifecycle import read_pointer
-from registry.store import get
 from tests.conftest import REPO, run_cli
 from tests.registry_fixtures import LOOSE_GATES, first_version, next_version, registry_settings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.registry.lifecycle import read_pointer
+from tutorloop.registry.store import get
 
 
 def _env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -213,7 +213,8 @@ def test_on_call_commands_and_the_server_do_not_import_torch() -> None:
     # Loading torch costs ~1.5 s and ~1 GB: rollback must stay well under 2 s, and the serving
     # process is sized without it.
     code = (
-        "import sys, infra.cli, registry.lifecycle, registry.serving, registry.lineage\n"
+        "import sys, tutorloop.cli, tutorloop.registry.lifecycle, tutorloop.registry.lineage\n"
+        "import tutorloop.serving.runtime\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
         "print(','.join(heavy))"
     )

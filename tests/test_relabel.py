@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import OpenAITeacherSettings, Settings
-from infra.warehouse import Warehouse
 from tests.conftest import CLI, run_cli, wait_until
 from tests.openai_server import FakeOpenAI, serve
 from tests.warehouse_cases import capture
-from trainer.relabel import relabel
-from trainer.teacher_openai import OpenAITeacher
+from tutorloop.infra.settings import OpenAITeacherSettings, Settings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.relabel import relabel
+from tutorloop.labeling.teacher_openai import OpenAITeacher
 
 LABELS = ["card_arrival", "card_lost", "top_up_failed", "top_up_limits"]
 EMAIL = "jane.canary@example.com"

@@ -8,12 +8,12 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from infra.warehouse import Warehouse
 from tests.conftest import CLI, wait_until
 from tests.test_trainer import _bootstrap, _promote, tiny_env, tiny_settings
 from tests.warehouse_cases import capture
-from trainer.labeled_csv import read_labeled_csv
-from trainer.schedule import Scheduler, trainer_lock
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.labeled_csv import read_labeled_csv
+from tutorloop.loop.schedule import Scheduler, trainer_lock
 
 TEST = Path(__file__).parent / "data" / "banking77_test_slice.csv"
 MONDAY = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)  # an hour after the weekly window opened

@@ -13,14 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from infra.settings import Settings
-from infra.topics import PREDICTIONS, ensure_topics
-from infra.warehouse import Warehouse
-from registry.lifecycle import promote, rollback
-from registry.serving import serving
-from streams.emitter import PredictionEmitter
 from tests.conftest import read_topic, wait_until
 from tests.registry_fixtures import first_version, next_version, registry_settings
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.topics import PREDICTIONS, ensure_topics
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.registry.lifecycle import promote, rollback
+from tutorloop.serving.runtime import serving
+from tutorloop.streams.emitter import PredictionEmitter
 
 
 def _settings(tmp_path: Path, settings: Settings, **registry: Any) -> Settings:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import ConfigError, load_settings
 from tests.conftest import run_cli
+from tutorloop.infra.settings import ConfigError, load_settings
 
 
 def test_no_file_gives_single_machine_defaults() -> None:

@@ -13,12 +13,6 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from infra.broker import free_port
-from infra.settings import CaptureSettings, Settings
-from infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
-from infra.warehouse import Warehouse
-from streams.events import PredictionEvent
-from streams.policy import CapturePolicy
 from tests.conftest import (
     WorkerProcess,
     make_settings,
@@ -28,6 +22,12 @@ from tests.conftest import (
     wait_until,
 )
 from tests.streams_events import escalation, prediction
+from tutorloop.infra.broker import free_port
+from tutorloop.infra.settings import CaptureSettings, Settings
+from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.streams.events import PredictionEvent
+from tutorloop.streams.policy import CapturePolicy
 
 CANARY = "Zebulon Quimby zq@canary.example"
 
@@ -363,7 +363,7 @@ def test_a_sink_that_keeps_failing_exits_the_worker_without_losing_events(
     tmp_path: Path,
     warehouse: Warehouse,
 ) -> None:
-    from streams.worker import EXIT_SINK_FAILED
+    from tutorloop.streams.worker import EXIT_SINK_FAILED
 
     events = [prediction() for _ in range(30)]
     _send(producer, settings, events)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from infra.settings import load_settings
-from infra.warehouse import Warehouse
 from tests.conftest import run_cli
 from tests.warehouse_cases import capture
-from trainer.labeled_csv import LabeledRows, read_labeled_csv
-from trainer.relabel import relabel
-from trainer.teacher_local import LocalTeacher, fit_local_teacher
+from tutorloop.infra.settings import load_settings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.labeled_csv import LabeledRows, read_labeled_csv
+from tutorloop.labeling.relabel import relabel
+from tutorloop.labeling.teacher_local import LocalTeacher, fit_local_teacher
 
 DATA = Path(__file__).parent / "data"
 TRAIN = DATA / "banking77_train_slice.csv"

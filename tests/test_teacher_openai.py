@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from infra.settings import OpenAITeacherSettings
 from tests.openai_server import FakeOpenAI, serve
-from trainer.teacher import TeacherAnswer, TeacherFailure
-from trainer.teacher_openai import OpenAITeacher
+from tutorloop.infra.settings import OpenAITeacherSettings
+from tutorloop.labeling.teacher import TeacherAnswer, TeacherFailure
+from tutorloop.labeling.teacher_openai import OpenAITeacher
 
 LABELS = ["card_arrival", "card_lost", "top_up_failed", "top_up_limits"]
 KEY = "sk-test-canary-0123456789"

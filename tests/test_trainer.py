@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from infra.settings import Settings, load_settings
-from infra.warehouse import Warehouse
-from registry.store import ArtifactIntegrityError, champion, get, verify
-from registry.torch_model import load_torch_student
 from tests.conftest import run_cli
 from tests.warehouse_cases import capture
-from trainer.dataset import EmptyDatasetError
-from trainer.labeled_csv import read_labeled_csv
-from trainer.pipeline import LabelSetMismatchError, bootstrap, run_cycle, sample_per_label
-from trainer.teacher_local import fit_local_teacher
+from tutorloop.infra.settings import Settings, load_settings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.labeled_csv import read_labeled_csv
+from tutorloop.labeling.teacher_local import fit_local_teacher
+from tutorloop.loop.cycle import LabelSetMismatchError, bootstrap, run_cycle, sample_per_label
+from tutorloop.registry.store import ArtifactIntegrityError, champion, get, verify
+from tutorloop.registry.torch_model import load_torch_student
+from tutorloop.trainer.dataset import EmptyDatasetError
 
 DATA = Path(__file__).parent / "data"
 TRAIN = DATA / "banking77_train_slice.csv"

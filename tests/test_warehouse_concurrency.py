@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.warehouse import Warehouse, WarehouseBusyError
 from tests.conftest import REPO, run_cli
+from tutorloop.infra.warehouse import Warehouse, WarehouseBusyError
 
 
 def _spawn(path: Path, mode: str, arg: float) -> subprocess.Popen[str]:

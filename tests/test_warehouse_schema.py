@@ -5,9 +5,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from infra.migrations import LATEST_VERSION, SchemaTooNewError, current_version, migrate
-from infra.warehouse import Warehouse
 from tests.conftest import run_cli
+from tutorloop.infra.migrations import LATEST_VERSION, SchemaTooNewError, current_version, migrate
+from tutorloop.infra.warehouse import Warehouse
 
 LINEAGE_TABLES = {
     "predictions_audit",

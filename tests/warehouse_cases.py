@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from infra.settings import CaptureSettings
-from infra.warehouse import Warehouse
-from privacy.scrubber import RegexScrubber
-from streams.policy import CapturePolicy
-from streams.sink import CaptureSink, RawRecord
 from tests.streams_events import escalation, prediction
+from tutorloop.infra.settings import CaptureSettings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.privacy.scrubber import RegexScrubber
+from tutorloop.streams.policy import CapturePolicy
+from tutorloop.streams.sink import CaptureSink, RawRecord
 
 
 def capture(

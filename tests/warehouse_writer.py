@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
-from infra.warehouse import Warehouse
+from tutorloop.infra.warehouse import Warehouse
 
 _INSERT = "INSERT INTO erasures VALUES (?, now(), ?, 'test', 0, 0, '[]', '[]')"
 

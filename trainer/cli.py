@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infra.cli_common import console, fail, print_json, settings_of
+from tutorloop.infra.cli_common import console, fail, print_json, settings_of
 
 teacher_app = typer.Typer(help="Teachers: fit and evaluate the local one, relabel, review.")
 dataset_app = typer.Typer(help="Training datasets: import labeled data, build, list.")
@@ -32,12 +32,14 @@ def fit_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """Fit the local teacher (embeddings + logistic head) on a labeled pool."""
-    from infra.progress import progress_bar
-    from trainer.labeled_csv import read_labeled_csv
+    from tutorloop.infra.progress import progress_bar
+    from tutorloop.labeling.labeled_csv import read_labeled_csv
 
     settings = settings_of(ctx)
     rows = read_labeled_csv(data, text_col, label_col)
-    from trainer.teacher_local import fit_local_teacher  # torch: only once the input is good
+    from tutorloop.labeling.teacher_local import (
+        fit_local_teacher,  # torch: only once the input is good
+    )
 
     started = time.monotonic()
     with progress_bar("embedding teacher pool", len(rows)) as advance:
@@ -75,9 +77,9 @@ def eval_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """Accuracy, macro-F1 and ECE of the local teacher on a labeled CSV."""
-    from infra.progress import progress_bar
-    from trainer.labeled_csv import read_labeled_csv
-    from trainer.teacher_local import LocalTeacher
+    from tutorloop.infra.progress import progress_bar
+    from tutorloop.labeling.labeled_csv import read_labeled_csv
+    from tutorloop.labeling.teacher_local import LocalTeacher
 
     settings = settings_of(ctx)
     rows = read_labeled_csv(data, text_col, label_col)
@@ -106,10 +108,10 @@ def relabel_cmd(
 
     Exits non-zero only when there was something to label and nothing could be labeled.
     """
-    from infra.progress import progress_bar
-    from infra.warehouse import Warehouse
-    from trainer.relabel import queue_unlabeled_for_humans, relabel
-    from trainer.teachers import build_teacher
+    from tutorloop.infra.progress import progress_bar
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.labeling.relabel import queue_unlabeled_for_humans, relabel
+    from tutorloop.labeling.teachers import build_teacher
 
     settings = settings_of(ctx)
     warehouse = Warehouse.from_settings(settings)
@@ -152,7 +154,7 @@ def review_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """The review queue: teacher/human disagreements, low-confidence answers, unlabeled cases."""
-    from infra.warehouse import Warehouse
+    from tutorloop.infra.warehouse import Warehouse
 
     if status not in ("open", "resolved", "all"):
         fail(f"--status must be open, resolved or all, got {status!r}", 2)
@@ -192,9 +194,9 @@ def resolve_cmd(
     actor: str = typer.Option("", "--actor", help="who decided; default: the OS user"),
 ) -> None:
     """Resolve a review item with a human label (recorded as gold for its case)."""
-    from infra.warehouse import Warehouse
-    from trainer.review import resolve
-    from trainer.teachers import label_set
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.labeling.review import resolve
+    from tutorloop.labeling.teachers import label_set
 
     settings = settings_of(ctx)
     warehouse = Warehouse.from_settings(settings)
@@ -218,10 +220,10 @@ def import_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """Import labeled rows as scrubbed cases with human labels (gold seed, reviewed data)."""
-    from infra.warehouse import Warehouse
-    from privacy.scrubber import configured_scrubber
-    from trainer.gold import import_gold
-    from trainer.labeled_csv import read_labeled_csv
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.labeling.gold import import_gold
+    from tutorloop.labeling.labeled_csv import read_labeled_csv
+    from tutorloop.privacy.scrubber import configured_scrubber
 
     settings = settings_of(ctx)
     rows = read_labeled_csv(data, text_col, label_col)
@@ -252,10 +254,10 @@ def build_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """Build a dataset version from the warehouse (caps, eval set, dedup, replay, split)."""
-    from infra.warehouse import Warehouse
-    from registry.store import champion
-    from trainer.dataset import DatasetSpec, build_dataset
-    from trainer.teachers import label_set
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.labeling.teachers import label_set
+    from tutorloop.registry.store import champion
+    from tutorloop.trainer.dataset import DatasetSpec, build_dataset
 
     settings = settings_of(ctx)
     warehouse = Warehouse.from_settings(settings)
@@ -285,7 +287,7 @@ def build_cmd(
 @dataset_app.command("list")
 def list_cmd(ctx: typer.Context, json_out: bool = _JSON) -> None:
     """Dataset versions, newest first."""
-    from infra.warehouse import Warehouse
+    from tutorloop.infra.warehouse import Warehouse
 
     rows = Warehouse.from_settings(settings_of(ctx)).query_dicts(
         "SELECT dataset_hash, created_at, n_train, n_validation, n_eval, counts"
@@ -322,11 +324,11 @@ def bootstrap_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """Train the first student from a gold seed set and register it as a candidate."""
-    from infra.progress import progress_bar
-    from infra.warehouse import Warehouse
-    from trainer.labeled_csv import read_labeled_csv
-    from trainer.pipeline import bootstrap, sample_per_label
-    from trainer.schedule import trainer_lock
+    from tutorloop.infra.progress import progress_bar
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.labeling.labeled_csv import read_labeled_csv
+    from tutorloop.loop.cycle import bootstrap, sample_per_label
+    from tutorloop.loop.schedule import trainer_lock
 
     settings = settings_of(ctx)
     rows = sample_per_label(read_labeled_csv(data, text_col, label_col), per_label, seed)
@@ -345,10 +347,10 @@ def bootstrap_cmd(
 @trainer_app.command("run")
 def run_cmd(ctx: typer.Context, json_out: bool = _JSON) -> None:
     """One retrain now: relabel → dataset → train → register a candidate."""
-    from infra.progress import progress_bar
-    from infra.warehouse import Warehouse
-    from trainer.pipeline import run_cycle
-    from trainer.schedule import trainer_lock
+    from tutorloop.infra.progress import progress_bar
+    from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.loop.cycle import run_cycle
+    from tutorloop.loop.schedule import trainer_lock
 
     settings = settings_of(ctx)
     with trainer_lock(settings):
@@ -359,7 +361,7 @@ def run_cmd(ctx: typer.Context, json_out: bool = _JSON) -> None:
 @trainer_app.command("schedule")
 def schedule_cmd(ctx: typer.Context) -> None:
     """Run continuously: retrain each cron window (and on N new labels); stop on SIGTERM."""
-    from trainer.schedule import Scheduler
+    from tutorloop.loop.schedule import Scheduler
 
     scheduler = Scheduler(settings_of(ctx))
     scheduler.install_signal_handlers()

@@ -39,11 +39,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from infra.errors import TutorloopError
-from infra.settings import Settings
-from infra.warehouse import Warehouse, insert_arrow
-from privacy.caps import ContributionCaps, eligible_case_ids
-from trainer.gold import GOLD_EVAL_REASON, GOLD_REASON
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.warehouse import Warehouse, insert_arrow
+from tutorloop.labeling.gold import GOLD_EVAL_REASON, GOLD_REASON
+from tutorloop.privacy.caps import ContributionCaps, eligible_case_ids
 
 SPLITS = ("train", "validation", "eval")
 _FORMAT = 1

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from infra.warehouse import Warehouse
+from tutorloop.infra.warehouse import Warehouse
 
 _PACKAGES = (
     "tutorloop", "torch", "transformers", "peft", "bitsandbytes", "opacus", "datasets",

@@ -30,12 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
-from infra.errors import TutorloopError
-from infra.settings import PrivacySettings, TrainerSettings
-from infra.warehouse import Warehouse
-from registry.metrics import quality
-from trainer.calibration import fit_temperature
-from trainer.student import Student
+from tutorloop.evaluation.metrics import quality
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.settings import PrivacySettings, TrainerSettings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.trainer.calibration import fit_temperature
+from tutorloop.trainer.student import Student
 
 HUMAN_SOURCES = ("human", "human+teacher")
 
@@ -276,7 +276,7 @@ def train_student(
         _restore(model, best_state)
     epsilon = None
     if private is not None and dp is not None:
-        from privacy.dp import assert_adapters_changed, record_run
+        from tutorloop.privacy.dp import assert_adapters_changed, record_run
 
         assert snapshot is not None
         assert_adapters_changed(snapshot, model)
@@ -317,7 +317,7 @@ def _make_private(
 ) -> tuple[Any, Any]:
     from torch.utils.data import DataLoader, TensorDataset
 
-    from privacy.dp import make_private
+    from tutorloop.privacy.dp import make_private
 
     # Opacus samples rows independently (Poisson), so rows are padded to one length.
     enc = _pad(tokenizer, train.input_ids, cfg.max_length)

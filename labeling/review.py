@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from infra.errors import TutorloopError
-from infra.warehouse import Warehouse
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.warehouse import Warehouse
 
 
 class ReviewItemError(TutorloopError):

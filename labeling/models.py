@@ -15,7 +15,7 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
-from infra.errors import TutorloopError
+from tutorloop.infra.errors import TutorloopError
 
 MINILM = "all-minilm-l6-v2"
 MPNET = "all-mpnet-base-v2"

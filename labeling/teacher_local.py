@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from infra.errors import TutorloopError
-from registry.metrics import FloatArray, Quality, quality
-from trainer.embeddings import Encoder
-from trainer.labeled_csv import LabeledRows
-from trainer.models import resolve_model
-from trainer.teacher import TeacherAnswer, TeacherInfo, TeacherResult, normalized
+from tutorloop.evaluation.metrics import FloatArray, Quality, quality
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.labeling.embeddings import Encoder
+from tutorloop.labeling.labeled_csv import LabeledRows
+from tutorloop.labeling.models import resolve_model
+from tutorloop.labeling.teacher import TeacherAnswer, TeacherInfo, TeacherResult, normalized
 
 _META = "teacher.json"
 _HEAD = "head.npz"

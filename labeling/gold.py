@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from infra.warehouse import Warehouse, case_text_hash, insert_arrow
-from privacy.scrubber import Scrubber
-from trainer.labeled_csv import LabeledRows
+from tutorloop.infra.warehouse import Warehouse, case_text_hash, insert_arrow
+from tutorloop.labeling.labeled_csv import LabeledRows
+from tutorloop.privacy.scrubber import Scrubber
 
 GOLD_REASON = "gold_import"
 # Imported as the fixed evaluation set: always evaluation, never trained on.

@@ -1,5 +1,5 @@
 """``python -m infra`` runs the tutorloop CLI (same as the ``tutorloop`` script)."""
 
-from infra.cli import main
+from tutorloop.cli import main
 
 main()

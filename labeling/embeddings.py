@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from registry.metrics import FloatArray
+from tutorloop.evaluation.metrics import FloatArray
 
 
 class Encoder:

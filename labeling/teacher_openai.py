@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
-from infra.settings import OpenAITeacherSettings
-from trainer.teacher import (
+from tutorloop.infra.settings import OpenAITeacherSettings
+from tutorloop.labeling.teacher import (
     ErrorKind,
     TeacherAnswer,
     TeacherFailure,

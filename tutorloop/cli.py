@@ -14,9 +14,9 @@ from pathlib import Path
 import typer
 from rich.logging import RichHandler
 
-from infra.cli_common import err_console
-from infra.errors import TutorloopError
-from infra.settings import load_settings
+from tutorloop.infra.cli_common import err_console
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.settings import load_settings
 
 app = typer.Typer(
     name="tutorloop",
@@ -66,15 +66,15 @@ def _root(
 def _register_groups() -> None:
     # Each package owns its commands; the root only mounts them. Group modules import their
     # heavy dependencies inside commands so that `tutorloop --help` stays fast.
-    from demo.cli import demo
-    from infra.cli_broker import broker_app
-    from infra.cli_config import config_app
-    from infra.cli_warehouse import warehouse_app
-    from privacy.cli import privacy_app
-    from registry.cli import lineage_app, registry_app, serve
-    from streams.cli import schemas, streams_app
-    from streams.doctor import doctor
-    from trainer.cli import dataset_app, teacher_app, trainer_app
+    from tutorloop.demo.cli import demo
+    from tutorloop.infra.cli_broker import broker_app
+    from tutorloop.infra.cli_config import config_app
+    from tutorloop.infra.cli_warehouse import warehouse_app
+    from tutorloop.privacy.cli import privacy_app
+    from tutorloop.registry.cli import lineage_app, registry_app, serve
+    from tutorloop.streams.cli import schemas, streams_app
+    from tutorloop.streams.doctor import doctor
+    from tutorloop.trainer.cli import dataset_app, teacher_app, trainer_app
 
     app.add_typer(config_app, name="config")
     app.add_typer(broker_app, name="broker")

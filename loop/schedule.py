@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from infra.errors import TutorloopError
-from infra.settings import Settings
-from infra.warehouse import Warehouse
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class Scheduler:
     def _default_cycle(self, check_stop: Callable[[], None]) -> Any:
         from contextlib import contextmanager
 
-        from trainer.pipeline import run_cycle
+        from tutorloop.loop.cycle import run_cycle
 
         @contextmanager
         def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from infra.errors import TutorloopError
-from infra.settings import Settings
-from infra.warehouse import Warehouse
-from registry.store import ModelVersion, champion, register_candidate, verify
-from trainer.dataset import DatasetSpec, DatasetVersion, build_dataset
-from trainer.labeled_csv import LabeledRows
-from trainer.relabel import RelabelReport
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.labeled_csv import LabeledRows
+from tutorloop.labeling.relabel import RelabelReport
+from tutorloop.registry.store import ModelVersion, champion, register_candidate, verify
+from tutorloop.trainer.dataset import DatasetSpec, DatasetVersion, build_dataset
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +106,11 @@ def train_and_register(
 
     from datasets import load_from_disk
 
-    from privacy.dp import check_budget
-    from trainer.models import resolve_model
-    from trainer.runs import finish_run, start_run
-    from trainer.student import load_student
-    from trainer.train import DPRequest, save_student, train_student
+    from tutorloop.labeling.models import resolve_model
+    from tutorloop.privacy.dp import check_budget
+    from tutorloop.trainer.runs import finish_run, start_run
+    from tutorloop.trainer.student import load_student
+    from tutorloop.trainer.train import DPRequest, save_student, train_student
 
     cfg = settings.trainer
     report = report or CycleReport()
@@ -179,7 +179,7 @@ def train_and_register(
             "metrics": {k: v for k, v in metrics.items() if k != "history"},
             "warm_start_from": warm_from.version if warm_from else None,
         }
-        from trainer.runs import package_versions
+        from tutorloop.trainer.runs import package_versions
 
         card["package_versions"] = package_versions()
         version = register_candidate(
@@ -195,7 +195,7 @@ def train_and_register(
         raise
     report.version, report.metrics = version.version, metrics
     if evaluate and settings.registry.gate_after_training:
-        from registry.lifecycle import evaluate_candidate
+        from tutorloop.registry.lifecycle import evaluate_candidate
 
         with progress("export, quantize, gates", None) as advance:
             verdict = evaluate_candidate(
@@ -241,8 +241,8 @@ def bootstrap(
     progress: ProgressFactory = _no_progress,
 ) -> CycleReport:
     """The first student: import a gold seed set, build its dataset, train from the base."""
-    from privacy.scrubber import configured_scrubber
-    from trainer.gold import import_gold
+    from tutorloop.labeling.gold import import_gold
+    from tutorloop.privacy.scrubber import configured_scrubber
 
     report = CycleReport()
     import_gold(warehouse, rows, configured_scrubber(settings.privacy), source=source, actor=actor)
@@ -262,8 +262,8 @@ def run_cycle(
     progress: ProgressFactory = _no_progress,
 ) -> CycleReport:
     """relabel → dataset → train → register, with the configured teacher."""
-    from trainer.relabel import queue_unlabeled_for_humans, relabel
-    from trainer.teachers import build_teacher, label_set
+    from tutorloop.labeling.relabel import queue_unlabeled_for_humans, relabel
+    from tutorloop.labeling.teachers import build_teacher, label_set
 
     report = CycleReport()
     current = champion(warehouse)

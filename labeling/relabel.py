@@ -22,9 +22,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from infra.warehouse import Warehouse, insert_arrow
-from trainer.gold import GOLD_EVAL_REASON, GOLD_REASON
-from trainer.teacher import Teacher, TeacherAnswer, TeacherFailure, TeacherResult
+from tutorloop.infra.warehouse import Warehouse, insert_arrow
+from tutorloop.labeling.gold import GOLD_EVAL_REASON, GOLD_REASON
+from tutorloop.labeling.teacher import Teacher, TeacherAnswer, TeacherFailure, TeacherResult
 
 REVIEW_DISAGREEMENT = "disagreement"
 REVIEW_LOW_CONFIDENCE = "low_confidence"

@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.errors import TutorloopError
+from tutorloop.infra.errors import TutorloopError
 
 _LABEL_COLUMNS = ("label", "category", "intent")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from infra.errors import TutorloopError
-from infra.settings import Settings
-from infra.warehouse import Warehouse
-from trainer.teacher import Teacher
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.teacher import Teacher
 
 
 class NoLabelSetError(TutorloopError):
@@ -40,11 +40,11 @@ def build_teacher(settings: Settings, warehouse: Warehouse) -> Teacher | None:
     if backend == "human":
         return None
     if backend == "local":
-        from trainer.teacher_local import LocalTeacher
+        from tutorloop.labeling.teacher_local import LocalTeacher
 
         return LocalTeacher(
             settings.teacher_path, settings.models_dir, batch_size=settings.teacher.batch_size
         )
-    from trainer.teacher_openai import OpenAITeacher
+    from tutorloop.labeling.teacher_openai import OpenAITeacher
 
     return OpenAITeacher(settings.teacher.openai, label_set(settings, warehouse))

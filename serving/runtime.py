@@ -28,10 +28,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from infra.errors import TutorloopError
-from infra.settings import Settings
-from registry.lifecycle import pointer_path, read_pointer
-from registry.onnx_model import OnnxStudent, load_onnx_student
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.settings import Settings
+from tutorloop.registry.lifecycle import pointer_path, read_pointer
+from tutorloop.registry.onnx_model import OnnxStudent, load_onnx_student
 
 log = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
@@ -189,7 +189,7 @@ class Predictor:
         return prediction
 
     def _emit(self, request: PredictRequest, prediction: Prediction, label: str) -> None:
-        from streams.events import Consent, PredictionEvent, now_utc
+        from tutorloop.streams.events import Consent, PredictionEvent, now_utc
 
         self.emitter.emit(  # type: ignore[union-attr]
             PredictionEvent(
