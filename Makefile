@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test lint typecheck unit clean
+.PHONY: setup demo test lint layers typecheck unit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,13 +27,17 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The package layers and the no-cycle rule (contracts in pyproject.toml).
+layers: setup
+	$(BIN)/lint-imports
+
 typecheck: setup
 	$(BIN)/mypy
 
 unit: setup
 	$(BIN)/pytest
 
-test: lint typecheck unit
+test: lint layers typecheck unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

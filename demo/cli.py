@@ -29,8 +29,9 @@ def demo(
     out: Path = typer.Option(Path("tutorloop-demo"), "--out", help="report and data folder"),
 ) -> None:
     """Run the whole loop end to end on the embedded default and write a report."""
-    from tutorloop.demo.loop import DemoOptions, run_demo
     from tutorloop.demo.report import print_table
+    from tutorloop.demo.results import DemoOptions
+    from tutorloop.demo.run import run_demo
     from tutorloop.infra.cli_common import console
 
     options = DemoOptions(

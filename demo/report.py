@@ -16,7 +16,7 @@ from rich.table import Table
 from tutorloop.infra.cli_common import console
 
 if TYPE_CHECKING:
-    from tutorloop.demo.loop import DemoOptions, DemoResult
+    from tutorloop.demo.results import DemoOptions, DemoResult
 
 
 def print_table(result: DemoResult) -> None:

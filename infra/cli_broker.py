@@ -5,18 +5,16 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from tutorloop.infra.cli_common import console, fail, print_json, settings_of
+from tutorloop.infra.cli_common import JSON_OUT, console, fail, print_json, settings_of
 
 # Commands import the broker and Kafka client modules themselves: `tutorloop --help` and
 # unrelated commands should not pay for loading a Kafka client.
 
 broker_app = typer.Typer(help="Start, inspect and stop the embedded Kafka-compatible broker.")
 
-_JSON = typer.Option(False, "--json", help="machine-readable output")
-
 
 @broker_app.command("up")
-def up(ctx: typer.Context, json_out: bool = _JSON) -> None:
+def up(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
     """Start the embedded broker on 127.0.0.1 and create the loop's topics."""
     from tutorloop.infra.broker import EmbeddedBroker
     from tutorloop.infra.topics import ensure_topics
@@ -41,7 +39,7 @@ def up(ctx: typer.Context, json_out: bool = _JSON) -> None:
 
 
 @broker_app.command("status")
-def status(ctx: typer.Context, json_out: bool = _JSON) -> None:
+def status(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
     """Show whether the broker runs, where, and its topics (exit 1 when it does not run)."""
     from tutorloop.infra.broker import EmbeddedBroker, status_dict
 
@@ -80,7 +78,7 @@ def topics(
     partitions: int = typer.Option(
         0, min=0, help="partitions for new topics (default: broker.partitions)"
     ),
-    json_out: bool = _JSON,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Create the loop's topics where missing (idempotent; works against external Kafka)."""
     from tutorloop.infra.broker import bootstrap_servers

@@ -19,6 +19,15 @@ console = Console(width=_PIPED_WIDTH)
 err_console = Console(stderr=True)
 
 
+# Options several command groups share.
+JSON_OUT = typer.Option(False, "--json", help="machine-readable output")
+LABELED_CSV = typer.Option(..., "--data", help="CSV with a text and a label column", dir_okay=False)
+TEXT_COLUMN = typer.Option("text", "--text-col", help="column holding the text")
+LABEL_COLUMN = typer.Option(
+    None, "--label-col", help="column holding the label (default: label, category or intent)"
+)
+
+
 def settings_of(ctx: typer.Context) -> Settings:
     """The validated settings loaded by the root callback."""
     obj = ctx.find_root().obj

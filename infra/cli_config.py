@@ -5,16 +5,14 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from tutorloop.infra.cli_common import console, print_json, settings_of
+from tutorloop.infra.cli_common import JSON_OUT, console, print_json, settings_of
 from tutorloop.infra.settings import config_path, flatten
 
 config_app = typer.Typer(help="Show and check the configuration in force.")
 
-_JSON = typer.Option(False, "--json", help="machine-readable output")
-
 
 @config_app.command("show")
-def show(ctx: typer.Context, json_out: bool = _JSON) -> None:
+def show(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
     """The effective configuration: defaults, then the TOML file, then TUTORLOOP_* variables."""
     settings = settings_of(ctx)
     data = settings.model_dump(mode="json")

@@ -7,14 +7,12 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from tutorloop.infra.cli_common import console, fail, print_json, settings_of
+from tutorloop.infra.cli_common import JSON_OUT, console, fail, print_json, settings_of
 
 if TYPE_CHECKING:
     from tutorloop.infra.warehouse import Warehouse
 
 warehouse_app = typer.Typer(help="Inspect and migrate the DuckDB warehouse.")
-
-_JSON = typer.Option(False, "--json", help="machine-readable output")
 
 
 def _warehouse(ctx: typer.Context) -> Warehouse:
@@ -36,7 +34,7 @@ def migrate_cmd(ctx: typer.Context) -> None:
 
 
 @warehouse_app.command("status")
-def status(ctx: typer.Context, json_out: bool = _JSON) -> None:
+def status(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
     """Schema version and the row count of every table."""
     from tutorloop.infra.migrations import LATEST_VERSION, current_version
 
@@ -75,7 +73,7 @@ def status(ctx: typer.Context, json_out: bool = _JSON) -> None:
 def sql(
     ctx: typer.Context,
     query: str = typer.Argument(..., help="one SQL statement; the result is printed"),
-    json_out: bool = _JSON,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Run one query against the warehouse (read-only: any change is rolled back)."""
     import duckdb

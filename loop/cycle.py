@@ -242,7 +242,7 @@ def bootstrap(
 ) -> CycleReport:
     """The first student: import a gold seed set, build its dataset, train from the base."""
     from tutorloop.labeling.gold import import_gold
-    from tutorloop.privacy.scrubber import configured_scrubber
+    from tutorloop.privacy.scrubbing import configured_scrubber
 
     report = CycleReport()
     import_gold(warehouse, rows, configured_scrubber(settings.privacy), source=source, actor=actor)

@@ -9,11 +9,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from tutorloop.infra.cli_common import console, fail, print_json, settings_of
+from tutorloop.infra.cli_common import JSON_OUT, console, fail, print_json, settings_of
 
 privacy_app = typer.Typer(help="Erasure, retention, and scrubber evaluation.")
-
-_JSON = typer.Option(False, "--json", help="machine-readable output")
 
 
 @privacy_app.command("forget")
@@ -21,7 +19,7 @@ def forget_cmd(
     ctx: typer.Context,
     user: str = typer.Option(..., "--user", help="the pseudonymous user id to erase"),
     actor: str = typer.Option("", "--actor", help="who asked (recorded); default: the OS user"),
-    json_out: bool = _JSON,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Delete a user's cases, labels, escalations and review items; record the erasure."""
     from tutorloop.infra.warehouse import Warehouse
@@ -51,7 +49,7 @@ def purge_cmd(
     ctx: typer.Context,
     older_than: str = typer.Option(..., "--older-than", help="e.g. 90d, 12w, 36h"),
     dry_run: bool = typer.Option(False, "--dry-run", help="count, delete nothing"),
-    json_out: bool = _JSON,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Retention: delete cases, labels, escalations and audit rows older than a cutoff."""
     from tutorloop.infra.warehouse import Warehouse
@@ -93,7 +91,7 @@ def eval_cmd(
     baseline: bool = typer.Option(
         True, "--baseline/--no-baseline", help="also measure Presidio's default configuration"
     ),
-    json_out: bool = _JSON,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Recall per type, character recall/precision and texts/s of a scrubber."""
     from tutorloop.privacy.evaluation import evaluate, load_records, presidio_default_spans

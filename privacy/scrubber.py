@@ -18,8 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tutorloop.infra.settings import PrivacySettings
-
 
 @dataclass(frozen=True)
 class ScrubResult:
@@ -162,12 +160,3 @@ class RegexScrubber:
     def spans_batch(self, texts: Sequence[str]) -> list[list[tuple[int, int, str]]]:
         """``(start, end, entity)`` of everything found, per text (for evaluation)."""
         return [find_spans(t) for t in texts]
-
-
-def configured_scrubber(settings: PrivacySettings) -> Scrubber:
-    """The scrubber named by ``privacy.scrubber`` (Presidio loads spaCy: build it once)."""
-    if settings.scrubber == "regex":
-        return RegexScrubber()
-    from tutorloop.privacy.presidio_scrubber import PresidioScrubber
-
-    return PresidioScrubber(settings.spacy_model)

@@ -1,4 +1,4 @@
-"""`tutorloop registry ...`, `tutorloop lineage ...` and `tutorloop serve`."""
+"""`tutorloop registry ...` and `tutorloop lineage ...`."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from tutorloop.infra.cli_common import console, fail, print_json, settings_of
+from tutorloop.infra.cli_common import JSON_OUT, console, fail, print_json, settings_of
 
 registry_app = typer.Typer(help="Model versions: gates, promote, rollback, history.")
 lineage_app = typer.Typer(help="Which data, which consent and which model produced what.")
 
-_JSON = typer.Option(False, "--json", help="machine-readable output")
 _ACTOR = typer.Option("", "--actor", help="who acts (recorded); default: the OS user")
 
 
@@ -33,7 +32,7 @@ def _metric(card: dict[str, Any], key: str) -> str:
 
 
 @registry_app.command("list")
-def list_cmd(ctx: typer.Context, json_out: bool = _JSON) -> None:
+def list_cmd(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
     """Every model version, oldest first."""
     from tutorloop.registry.store import list_versions
 
@@ -59,7 +58,7 @@ def list_cmd(ctx: typer.Context, json_out: bool = _JSON) -> None:
 
 
 @registry_app.command("show")
-def show_cmd(ctx: typer.Context, version: str, json_out: bool = _JSON) -> None:
+def show_cmd(ctx: typer.Context, version: str, json_out: bool = JSON_OUT) -> None:
     """A version's model card (checksums verified)."""
     from tutorloop.registry.store import get, verify
 
@@ -80,7 +79,7 @@ def gates_cmd(
     ctx: typer.Context,
     version: str,
     run: bool = typer.Option(False, "--run", help="export, quantize and evaluate now"),
-    json_out: bool = _JSON,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Gate results of a version (exit 1 if any failed)."""
     from tutorloop.registry.gates import stored_gates
@@ -115,7 +114,7 @@ def promote_cmd(
     force: bool = typer.Option(False, "--force", help="promote despite failed gates"),
     reason: str = typer.Option("", "--reason", help="why (required with --force)"),
     actor: str = _ACTOR,
-    json_out: bool = _JSON,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Make VERSION the champion (refused when a gate failed, unless --force --reason)."""
     from tutorloop.registry.lifecycle import promote
@@ -137,7 +136,7 @@ def rollback_cmd(
     to: str = typer.Option("", "--to", help="version to return to; default: the previous one"),
     reason: str = typer.Option("", "--reason", help="why (recorded)"),
     actor: str = _ACTOR,
-    json_out: bool = _JSON,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Return to the previous champion (or --to VERSION). Servers switch within seconds."""
     from tutorloop.registry.lifecycle import rollback
@@ -156,7 +155,7 @@ def rollback_cmd(
 def history_cmd(
     ctx: typer.Context,
     at: str = typer.Option("", "--at", help="ISO time: which version was champion then"),
-    json_out: bool = _JSON,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Every promotion and rollback: who, when, why."""
     from tutorloop.registry.lifecycle import champion_at, history
@@ -188,7 +187,7 @@ def history_cmd(
 
 
 @registry_app.command("diff")
-def diff_cmd(ctx: typer.Context, v1: str, v2: str, json_out: bool = _JSON) -> None:
+def diff_cmd(ctx: typer.Context, v1: str, v2: str, json_out: bool = JSON_OUT) -> None:
     """What differs between two versions: data, settings, metrics, gates."""
     from tutorloop.infra.settings import flatten
     from tutorloop.registry.gates import stored_gates
@@ -228,7 +227,7 @@ def _fmt(value: Any) -> str:
 
 
 @lineage_app.command("prediction")
-def lineage_prediction(ctx: typer.Context, event_id: str, json_out: bool = _JSON) -> None:
+def lineage_prediction(ctx: typer.Context, event_id: str, json_out: bool = JSON_OUT) -> None:
     """A prediction → model version → training run → dataset → policy checks and consent."""
     from tutorloop.registry.lineage import prediction_lineage
 
@@ -260,7 +259,7 @@ def lineage_prediction(ctx: typer.Context, event_id: str, json_out: bool = _JSON
 
 
 @lineage_app.command("user")
-def lineage_user(ctx: typer.Context, user_id: str, json_out: bool = _JSON) -> None:
+def lineage_user(ctx: typer.Context, user_id: str, json_out: bool = JSON_OUT) -> None:
     """A user's cases, the datasets that used them and the models trained on those."""
     from tutorloop.registry.lineage import user_lineage
 
@@ -280,7 +279,7 @@ def lineage_user(ctx: typer.Context, user_id: str, json_out: bool = _JSON) -> No
 
 
 @lineage_app.command("model")
-def lineage_model(ctx: typer.Context, version: str, json_out: bool = _JSON) -> None:
+def lineage_model(ctx: typer.Context, version: str, json_out: bool = JSON_OUT) -> None:
     """Full provenance of a model version."""
     from tutorloop.registry.lineage import model_lineage
 
@@ -301,38 +300,3 @@ def lineage_model(ctx: typer.Context, version: str, json_out: bool = _JSON) -> N
     for p in data["promotions"]:
         console.print(f"  {p['ts']}: {p['action']} {p['from_version']} → {p['to_version']} "
                       f"by {p['actor']} ({p['reason'] or ''})")  # fmt: skip
-
-
-def serve(
-    ctx: typer.Context,
-    host: str = typer.Option("", "--host", help="default: registry.serve_host"),
-    port: int = typer.Option(-1, "--port", help="default: registry.serve_port"),
-    emit: bool = typer.Option(True, "--emit/--no-emit", help="send prediction events to Kafka"),
-) -> None:
-    """Serve the champion over HTTP (POST /predict, GET /healthz) until SIGTERM/SIGINT."""
-    import signal
-    import threading
-
-    from tutorloop.serving.runtime import serving
-
-    settings = settings_of(ctx)
-    emitter = None
-    if emit:
-        from tutorloop.streams.emitter import PredictionEmitter
-
-        emitter = PredictionEmitter.from_settings(settings)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        with serving(settings, emitter=emitter, host=host or None,
-                     port=None if port < 0 else port) as (predictor, server):  # fmt: skip
-            address, bound_port = server.server_address[:2]
-            bound = f"http://{address!s}:{bound_port}"
-            console.print(
-                f"serving {predictor.version or 'nothing yet'} on {bound}", highlight=False
-            )
-            stop.wait()
-    finally:
-        if emitter is not None:
-            emitter.close()

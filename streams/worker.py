@@ -25,7 +25,8 @@ from tutorloop.infra.broker import bootstrap_servers
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
 from tutorloop.infra.warehouse import Warehouse, WarehouseBusyError
-from tutorloop.privacy.scrubber import Scrubber, configured_scrubber
+from tutorloop.privacy.scrubber import Scrubber
+from tutorloop.privacy.scrubbing import configured_scrubber
 from tutorloop.streams.metrics import StreamMetrics
 from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import BatchOutcome, CaptureSink, KafkaPredictionFetcher, RawRecord

@@ -70,11 +70,14 @@ def _register_groups() -> None:
     from tutorloop.infra.cli_broker import broker_app
     from tutorloop.infra.cli_config import config_app
     from tutorloop.infra.cli_warehouse import warehouse_app
+    from tutorloop.labeling.cli import teacher_app
+    from tutorloop.loop.cli import trainer_app
     from tutorloop.privacy.cli import privacy_app
-    from tutorloop.registry.cli import lineage_app, registry_app, serve
+    from tutorloop.registry.cli import lineage_app, registry_app
+    from tutorloop.serving.cli import serve
     from tutorloop.streams.cli import schemas, streams_app
     from tutorloop.streams.doctor import doctor
-    from tutorloop.trainer.cli import dataset_app, teacher_app, trainer_app
+    from tutorloop.trainer.cli import dataset_app
 
     app.add_typer(config_app, name="config")
     app.add_typer(broker_app, name="broker")

@@ -1,0 +1,89 @@
+"""The demo's production traffic: served over HTTP, emitted to Kafka, stored by the worker."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from typing import Any
+
+from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.settings import Settings
+
+
+def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Random) -> int:
+    """Send ``rows`` through the HTTP server and the emitter; escalate a random fraction."""
+    import httpx
+
+    from tutorloop.serving.runtime import serving
+    from tutorloop.streams.emitter import PredictionEmitter
+    from tutorloop.streams.events import EscalationEvent, now_utc
+
+    with (
+        PredictionEmitter.from_settings(settings) as emitter,
+        serving(settings, emitter=emitter, port=0) as (_, server),
+    ):
+        url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+        escalated = 0
+        lock = threading.Lock()
+        stop = threading.Event()
+        work = list(enumerate(zip(rows.texts, rows.labels, strict=True)))
+
+        def client(part: list[tuple[int, tuple[str, str]]]) -> None:
+            nonlocal escalated
+            with httpx.Client(timeout=30) as http:
+                for i, (text, label) in part:
+                    if stop.is_set():
+                        return
+                    body = {"text": text, "user_id": f"user-{i % 997}", "tenant_id": "demo",
+                            "consent": {"training": True}}  # fmt: skip
+                    reply = http.post(url, json=body)
+                    reply.raise_for_status()
+                    if rng.random() < escalate:
+                        emitter.escalate(
+                            EscalationEvent(
+                                event_id=uuid.uuid4(), ts=now_utc(),
+                                request_id=reply.json()["request_id"],
+                                reason="customer_escalation", human_label=label,
+                                actor="demo-agent",
+                            )
+                        )  # fmt: skip
+                        with lock:
+                            escalated += 1
+
+        from tutorloop.infra.progress import progress_bar
+
+        with progress_bar("serving traffic", len(work)) as advance:
+            threads = [
+                threading.Thread(target=client, args=(work[k::2],), daemon=True) for k in range(2)
+            ]
+            for t in threads:
+                t.start()
+            done = 0
+            try:
+                while any(t.is_alive() for t in threads):
+                    time.sleep(0.5)
+                    now = emitter.stats.sent
+                    advance(now - done)
+                    done = now
+            finally:
+                stop.set()  # on Ctrl-C the clients stop too
+                for t in threads:
+                    t.join(timeout=10)
+            advance(max(0, emitter.stats.sent - done))
+        emitter.flush(30)
+    return escalated
+
+
+def wait_for_warehouse(settings: Settings, expected: int, timeout: float = 600) -> int:
+    from tutorloop.infra.warehouse import Warehouse
+
+    warehouse = Warehouse.from_settings(settings)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count = int(warehouse.query("SELECT count(*) FROM predictions_audit")[0][0])
+        if count >= expected:
+            return count
+        time.sleep(1)
+    raise TutorloopError(f"the stream worker stored only {count} of {expected} predictions")
