@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import random
 import re
@@ -53,15 +52,6 @@ def rows_as_dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """The rows of an executed statement as dicts keyed by column name."""
     names = [d[0] for d in cursor.description or []]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-
-def case_text_hash(text: str) -> str:
-    """``cases.text_hash``: sha256 of the text lowercased with whitespace collapsed.
-
-    Texts that differ only in case or spacing share a hash: the teacher cache answers them
-    once and the dataset builder keeps one of them.
-    """
-    return hashlib.sha256(" ".join(text.lower().split()).encode()).hexdigest()
 
 
 def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:

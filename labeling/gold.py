@@ -8,14 +8,14 @@ the same file twice adds nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from tutorloop.infra.warehouse import Warehouse, case_text_hash, insert_arrow
+from tutorloop.infra.hashing import case_text_hash, fingerprint
+from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.labeling.labeled_csv import LabeledRows
 from tutorloop.privacy.scrubber import Scrubber
 
@@ -34,7 +34,7 @@ class ImportReport:
 
 
 def gold_case_id(source: str, row: int, text: str) -> str:
-    return "gold-" + hashlib.sha256(f"{source}\0{row}\0{text}".encode()).hexdigest()[:24]
+    return "gold-" + fingerprint(source, str(row), text, length=24)
 
 
 def import_gold(

@@ -11,7 +11,6 @@ cache; at most the calls of the batch in flight when a process was killed are ma
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections import Counter
@@ -22,6 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from tutorloop.infra.hashing import fingerprint
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.labeling.gold import GOLD_EVAL_REASON, GOLD_REASON
 from tutorloop.labeling.teacher import Teacher, TeacherAnswer, TeacherFailure, TeacherResult
@@ -77,7 +77,7 @@ class _Case:
 
 
 def _id(*parts: str) -> str:
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+    return fingerprint(*parts, length=32)
 
 
 def pending_cases(warehouse: Warehouse, teacher_id: str) -> list[_Case]:

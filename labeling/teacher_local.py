@@ -8,7 +8,6 @@ no pickle). Its version is the hash of both, so a refit teacher never reuses a s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ import numpy as np
 
 from tutorloop.evaluation.metrics import FloatArray, Quality, quality
 from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.hashing import JsonDigest
 from tutorloop.labeling.embeddings import Encoder
 from tutorloop.labeling.labeled_csv import LabeledRows
 from tutorloop.labeling.models import resolve_model
@@ -49,10 +49,10 @@ def _softmax(logits: FloatArray) -> FloatArray:
 
 
 def _version(folder: Path) -> str:
-    digest = hashlib.sha256()
+    digest = JsonDigest()
     for name in (_META, _HEAD):
-        digest.update((folder / name).read_bytes())
-    return digest.hexdigest()[:16]
+        digest.add_bytes((folder / name).read_bytes())
+    return digest.hexdigest(16)
 
 
 class LocalTeacher:

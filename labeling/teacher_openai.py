@@ -12,7 +12,6 @@ the Authorization header: it never appears in a log line, an error or the wareho
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import math
 import os
@@ -24,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from tutorloop.infra.hashing import fingerprint
 from tutorloop.infra.settings import OpenAITeacherSettings
 from tutorloop.labeling.teacher import (
     ErrorKind,
@@ -74,7 +74,7 @@ class OpenAITeacher:
         self.labels = tuple(labels)
         self._lookup = {label.lower(): label for label in self.labels}
         self._system = _SYSTEM.format(labels="\n".join(f"- {label}" for label in self.labels))
-        prompt_hash = hashlib.sha256(f"{PROMPT_VERSION}\0{self._system}".encode()).hexdigest()[:12]
+        prompt_hash = fingerprint(str(PROMPT_VERSION), self._system, length=12)
         self._info = TeacherInfo(
             teacher_id=f"openai:{cfg.model}:{prompt_hash}", version=cfg.model, labels=self.labels
         )

@@ -9,12 +9,12 @@ selection. Cases without training consent never pass.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from tutorloop.infra.hashing import stable_rank
 from tutorloop.infra.settings import PrivacySettings
 from tutorloop.infra.warehouse import Warehouse
 
@@ -55,10 +55,6 @@ class ContributionCaps:
             raise ValueError("window must be positive")
 
 
-def _rank(case_id: str) -> bytes:
-    return hashlib.blake2b(case_id.encode(), digest_size=8).digest()
-
-
 def _window(ts: datetime, window: timedelta) -> int:
     aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
     return int((aware - _EPOCH) // window)
@@ -70,7 +66,7 @@ def _keep_top(cases: Iterable[CaseRef], key: str, limit: int, window: timedelta)
         groups[(getattr(case, key), _window(case.ts, window))].append(case)
     kept: list[CaseRef] = []
     for members in groups.values():
-        kept.extend(sorted(members, key=lambda c: _rank(c.case_id))[:limit])
+        kept.extend(sorted(members, key=lambda c: stable_rank(c.case_id))[:limit])
     return kept
 
 

@@ -17,7 +17,6 @@ Both are safe to rerun.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import uuid
@@ -28,6 +27,7 @@ from typing import Any
 import duckdb
 
 from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.hashing import subject_hash
 from tutorloop.infra.warehouse import Warehouse
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -46,10 +46,6 @@ def parse_duration(text: str) -> timedelta:
             f"invalid duration {text!r}: expected a positive number and a unit s/m/h/d/w, e.g. 90d"
         )
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-
-
-def subject_hash(user_id: str) -> str:
-    return "sha256:" + hashlib.sha256(user_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

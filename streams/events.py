@@ -7,7 +7,6 @@ of bad input into an :class:`InvalidEventError` whose reason never contains the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -21,6 +20,8 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+
+from tutorloop.infra.hashing import fingerprint
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_TEXT_CHARS = 8192
@@ -126,7 +127,7 @@ def _decode(raw: bytes, model: type[E]) -> E:
     except ValidationError:
         pass
     # Slow path, only for bad input: find the most useful reason to report.
-    digest = hashlib.sha256(raw).hexdigest()
+    digest = fingerprint(raw)
 
     def fail(reason: str, event_id: str | None = None) -> InvalidEventError:
         return InvalidEventError(reason, event_id=event_id, payload_sha256=digest)

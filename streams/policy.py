@@ -7,10 +7,10 @@ a batch reprocessed after a crash makes exactly the same choices.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from dataclasses import dataclass
 
+from tutorloop.infra.hashing import fingerprint, stable_unit
 from tutorloop.infra.settings import CaptureSettings
 from tutorloop.streams.events import PredictionEvent
 
@@ -49,7 +49,7 @@ class CapturePolicy:
             },
             sort_keys=True,
         )
-        return "cap-" + hashlib.sha256(spec.encode()).hexdigest()[:10]
+        return "cap-" + fingerprint(spec, length=10)
 
     def reason(self, event: PredictionEvent) -> str | None:
         """Why this prediction is captured (the first rule that fires), or None."""
@@ -60,11 +60,6 @@ class CapturePolicy:
             return LOW_MARGIN
         if event.label in self.always_labels:
             return WATCHED_LABEL
-        if self.audit_sample_rate > 0 and _unit_hash(str(event.event_id)) < self.audit_sample_rate:
+        if self.audit_sample_rate > 0 and stable_unit(str(event.event_id)) < self.audit_sample_rate:
             return AUDIT_SAMPLE
         return None
-
-
-def _unit_hash(key: str) -> float:
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64

@@ -23,7 +23,8 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from tutorloop.infra.warehouse import Warehouse, case_text_hash, insert_arrow
+from tutorloop.infra.hashing import case_text_hash
+from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.privacy.scrubber import RegexScrubber, Scrubber, ScrubResult
 from tutorloop.streams.events import (
     InvalidEventError,

@@ -11,9 +11,10 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.streams_events import escalation, prediction
+from tutorloop.infra.hashing import subject_hash
 from tutorloop.infra.settings import CaptureSettings
 from tutorloop.infra.warehouse import Warehouse
-from tutorloop.privacy.erasure import RetentionError, parse_duration, subject_hash
+from tutorloop.privacy.erasure import RetentionError, parse_duration
 from tutorloop.privacy.scrubber import RegexScrubber
 from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import CaptureSink, RawRecord

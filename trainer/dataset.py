@@ -26,7 +26,6 @@ building twice adds nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import tempfile
@@ -40,6 +39,7 @@ from typing import Any
 import pyarrow as pa
 
 from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.hashing import JsonDigest, stable_unit
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.labeling.gold import GOLD_EVAL_REASON, GOLD_REASON
@@ -129,8 +129,7 @@ class DatasetVersion:
 
 def _unit(seed: int, case_id: str) -> float:
     """A uniform number in [0, 1) from a case id: stable across runs and machines."""
-    digest = hashlib.blake2b(f"{seed}\0{case_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    return stable_unit(f"{seed}\0{case_id}")
 
 
 @dataclass(frozen=True)
@@ -343,16 +342,10 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
 
 def content_hash(spec: DatasetSpec, rows: Sequence[Row]) -> str:
     """sha256 over the spec and every row, in a canonical order."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
+    digest = JsonDigest().add(spec.to_dict())
     for row in sorted(rows, key=lambda r: (r.split, r.case_id)):
-        digest.update(
-            json.dumps(
-                [row.case_id, row.text, row.label, row.soft_targets, row.source, row.split,
-                 row.replay],
-                separators=(",", ":"),
-            ).encode()
-        )  # fmt: skip
+        digest.add([row.case_id, row.text, row.label, row.soft_targets, row.source, row.split,
+                    row.replay], compact=True)  # fmt: skip
     return digest.hexdigest()
 
 
