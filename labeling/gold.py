@@ -15,13 +15,12 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from tutorloop.infra.hashing import case_text_hash, fingerprint
+from tutorloop.infra.tables import CaptureReason, LabelSource
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.labeling.labeled_csv import LabeledRows
 from tutorloop.privacy.scrubber import Scrubber
 
-GOLD_REASON = "gold_import"
 # Imported as the fixed evaluation set: always evaluation, never trained on.
-GOLD_EVAL_REASON = "gold_eval"
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def import_gold(
     """
     scrubbed = scrubber.scrub_batch(rows.texts)
     ts = datetime.now(UTC)
-    reason = GOLD_EVAL_REASON if for_eval else GOLD_REASON
+    reason = CaptureReason.GOLD_EVAL if for_eval else CaptureReason.GOLD_IMPORT
     cases = []
     labels = []
     ids = []
@@ -75,7 +74,7 @@ def import_gold(
         )  # fmt: skip
         labels.append(
             {
-                "label_id": f"human-{case_id}", "case_id": case_id, "source": "human",
+                "label_id": f"human-{case_id}", "case_id": case_id, "source": LabelSource.HUMAN,
                 "label": label, "confidence": 1.0, "actor": actor,
             }
         )  # fmt: skip

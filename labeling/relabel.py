@@ -22,14 +22,9 @@ import duckdb
 import pyarrow as pa
 
 from tutorloop.infra.hashing import fingerprint
+from tutorloop.infra.tables import IMPORTED_REASONS, LabelSource, ReviewReason
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
-from tutorloop.labeling.gold import GOLD_EVAL_REASON, GOLD_REASON
 from tutorloop.labeling.teacher import Teacher, TeacherAnswer, TeacherFailure, TeacherResult
-
-REVIEW_DISAGREEMENT = "disagreement"
-REVIEW_LOW_CONFIDENCE = "low_confidence"
-REVIEW_NEEDS_LABEL = "needs_label"
-
 
 _STR, _F64, _I64 = pa.string(), pa.float64(), pa.int64()
 _CACHE_SCHEMA = pa.schema(
@@ -90,7 +85,7 @@ def pending_cases(warehouse: Warehouse, teacher_id: str) -> list[_Case]:
         "SELECT case_id, text, text_hash FROM cases c WHERE capture_reason NOT IN (?, ?)"
         " AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.case_id = c.case_id"
         " AND l.source = 'teacher' AND l.teacher_id = ?) ORDER BY ts, case_id",
-        [GOLD_REASON, GOLD_EVAL_REASON, teacher_id],
+        [*IMPORTED_REASONS, teacher_id],
     )
     return [_Case(*row) for row in rows]
 
@@ -238,7 +233,7 @@ def _store(
         label_rows.append(
             {
                 "label_id": _id("teacher", case.case_id, teacher_id), "case_id": case.case_id,
-                "source": "teacher", "label": result.label,
+                "source": LabelSource.TEACHER, "label": result.label,
                 "soft_targets": json.dumps(result.soft_targets, sort_keys=True),
                 "confidence": result.confidence, "teacher_id": teacher_id,
                 "teacher_version": teacher_version, "rationale": result.rationale,
@@ -247,9 +242,13 @@ def _store(
         )  # fmt: skip
         human = humans.get(case.case_id)
         if human is not None and human != result.label:
-            reviews.append(_review(case.case_id, REVIEW_DISAGREEMENT, teacher_id, result, human))
+            reviews.append(
+                _review(case.case_id, ReviewReason.DISAGREEMENT, teacher_id, result, human)
+            )
         elif human is None and result.confidence < review_below:
-            reviews.append(_review(case.case_id, REVIEW_LOW_CONFIDENCE, teacher_id, result, None))
+            reviews.append(
+                _review(case.case_id, ReviewReason.LOW_CONFIDENCE, teacher_id, result, None)
+            )
     insert_arrow(con, "labels", pa.Table.from_pylist(label_rows, _LABEL_SCHEMA))
     insert_arrow(con, "teacher_errors", pa.Table.from_pylist(error_rows, _ERROR_SCHEMA))
     return insert_arrow(con, "review_queue", pa.Table.from_pylist(reviews, _REVIEW_SCHEMA))
@@ -278,7 +277,9 @@ def queue_unlabeled_for_humans(warehouse: Warehouse) -> int:
             " WHERE l.case_id = c.case_id AND l.source = 'human') AND NOT EXISTS ("
             " SELECT 1 FROM review_queue r WHERE r.case_id = c.case_id AND r.status = 'open')"
             " ORDER BY ts, case_id",
-            [GOLD_REASON, GOLD_EVAL_REASON],
+            [*IMPORTED_REASONS],
         ).fetchall()
-        items = [_review(case_id, REVIEW_NEEDS_LABEL, "human", None, None) for (case_id,) in rows]
+        items = [
+            _review(case_id, ReviewReason.NEEDS_LABEL, "human", None, None) for (case_id,) in rows
+        ]
         return insert_arrow(con, "review_queue", pa.Table.from_pylist(items, _REVIEW_SCHEMA))

@@ -27,6 +27,7 @@ import numpy as np
 
 from tutorloop.evaluation.metrics import quality, single_query_latencies_ms
 from tutorloop.infra.settings import RegistrySettings
+from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.onnx_model import OnnxStudent, load_onnx_student
 from tutorloop.registry.store import ModelVersion
@@ -34,7 +35,12 @@ from tutorloop.registry.store import ModelVersion
 if TYPE_CHECKING:  # export imports torch; promote and rollback must start fast
     from tutorloop.registry.export import ExportResult
 
-_HARD_REASONS = ("low_confidence", "low_margin", "escalated", "watched_label")
+_HARD_REASONS = (
+    CaptureReason.LOW_CONFIDENCE,
+    CaptureReason.LOW_MARGIN,
+    CaptureReason.ESCALATED,
+    CaptureReason.WATCHED_LABEL,
+)
 
 
 @dataclass(frozen=True)

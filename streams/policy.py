@@ -12,13 +12,8 @@ from dataclasses import dataclass
 
 from tutorloop.infra.hashing import fingerprint, stable_unit
 from tutorloop.infra.settings import CaptureSettings
+from tutorloop.infra.tables import CaptureReason
 from tutorloop.streams.events import PredictionEvent
-
-LOW_CONFIDENCE = "low_confidence"
-LOW_MARGIN = "low_margin"
-WATCHED_LABEL = "watched_label"
-AUDIT_SAMPLE = "audit_sample"
-ESCALATED = "escalated"
 
 
 @dataclass(frozen=True)
@@ -54,12 +49,12 @@ class CapturePolicy:
     def reason(self, event: PredictionEvent) -> str | None:
         """Why this prediction is captured (the first rule that fires), or None."""
         if event.confidence < self.confidence_below:
-            return LOW_CONFIDENCE
+            return CaptureReason.LOW_CONFIDENCE
         margin = event.margin
         if margin is not None and margin < self.margin_below:
-            return LOW_MARGIN
+            return CaptureReason.LOW_MARGIN
         if event.label in self.always_labels:
-            return WATCHED_LABEL
+            return CaptureReason.WATCHED_LABEL
         if self.audit_sample_rate > 0 and stable_unit(str(event.event_id)) < self.audit_sample_rate:
-            return AUDIT_SAMPLE
+            return CaptureReason.AUDIT_SAMPLE
         return None

@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from tutorloop.infra.hashing import case_text_hash
+from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.privacy.scrubber import RegexScrubber, Scrubber, ScrubResult
 from tutorloop.streams.events import (
@@ -32,7 +33,7 @@ from tutorloop.streams.events import (
     decode_escalation,
     decode_prediction,
 )
-from tutorloop.streams.policy import ESCALATED, CapturePolicy
+from tutorloop.streams.policy import CapturePolicy
 
 log = logging.getLogger(__name__)
 
@@ -247,11 +248,11 @@ class CaptureSink:
                 late_events = [uncaptured[rid] for rid in late]
                 late_scrubbed = self.scrubber.scrub_batch([ev.text for ev in late_events])
                 late_cases = [
-                    _case_row(ev, s, ESCALATED)
+                    _case_row(ev, s, CaptureReason.ESCALATED)
                     for ev, s in zip(late_events, late_scrubbed, strict=True)
                 ]
                 if insert_arrow(con, "cases", pa.Table.from_pylist(late_cases, _CASE_SCHEMA)):
-                    out.captured.update(ESCALATED for _ in late_cases)
+                    out.captured.update(CaptureReason.ESCALATED for _ in late_cases)
                 self._mark_captured(con, [c["case_id"] for c in late_cases])
             out.human_labels += self._attach(con, request_ids)
         return out
@@ -329,10 +330,13 @@ class CaptureSink:
         if not recovered:
             return
         scrubbed = self.scrubber.scrub_batch([ev.text for ev in recovered])
-        cases = [_case_row(ev, s, ESCALATED) for ev, s in zip(recovered, scrubbed, strict=True)]
+        cases = [
+            _case_row(ev, s, CaptureReason.ESCALATED)
+            for ev, s in zip(recovered, scrubbed, strict=True)
+        ]
         with self._lock, self.warehouse.transaction() as con:
             if insert_arrow(con, "cases", pa.Table.from_pylist(cases, _CASE_SCHEMA)):
-                out.captured.update(ESCALATED for _ in cases)
+                out.captured.update(CaptureReason.ESCALATED for _ in cases)
             self._mark_captured(con, [c["case_id"] for c in cases])
             out.human_labels += self._attach(con, request_ids)
 
@@ -390,7 +394,7 @@ class CaptureSink:
             con.execute(
                 "UPDATE predictions_audit SET captured = true, capture_reason = ? "
                 "WHERE event_id IN (SELECT unnest(?::VARCHAR[])) AND NOT captured",
-                [ESCALATED, event_ids],
+                [CaptureReason.ESCALATED, event_ids],
             )
 
     @staticmethod

@@ -8,15 +8,10 @@ import pytest
 
 from tests.streams_events import escalation, prediction
 from tutorloop.infra.settings import CaptureSettings
+from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.scrubber import RegexScrubber
-from tutorloop.streams.policy import (
-    AUDIT_SAMPLE,
-    ESCALATED,
-    LOW_CONFIDENCE,
-    LOW_MARGIN,
-    CapturePolicy,
-)
+from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import CaptureSink, RawRecord
 
 EMAIL = "jane.canary@example.com"
@@ -68,8 +63,8 @@ def test_policy_reasons() -> None:
             confidence_below=0.6, margin_below=0.1, audit_sample_rate=0.0, always_labels=["fraud"]
         )
     )
-    assert policy.reason(prediction(confidence=0.5)) == LOW_CONFIDENCE
-    assert policy.reason(prediction(confidence=0.7, second=0.65)) == LOW_MARGIN
+    assert policy.reason(prediction(confidence=0.5)) == CaptureReason.LOW_CONFIDENCE
+    assert policy.reason(prediction(confidence=0.7, second=0.65)) == CaptureReason.LOW_MARGIN
     assert policy.reason(prediction(confidence=0.99, label="fraud")) == "watched_label"
     assert policy.reason(prediction(confidence=0.99)) is None
 
@@ -79,7 +74,7 @@ def test_audit_sample_is_deterministic_and_near_its_rate() -> None:
     events = [prediction(confidence=0.99) for _ in range(3000)]
     first = [policy.reason(e) for e in events]
     assert first == [policy.reason(e) for e in events]
-    rate = first.count(AUDIT_SAMPLE) / len(events)
+    rate = first.count(CaptureReason.AUDIT_SAMPLE) / len(events)
     assert 0.08 < rate < 0.12
 
 
@@ -93,7 +88,7 @@ def test_audit_every_prediction_capture_with_consent_only(
     assert (out.audited, sum(out.captured.values()), out.dead_letters) == (3, 1, [])
     audit = dict(warehouse.query("SELECT event_id, capture_reason FROM predictions_audit"))
     assert audit == {
-        str(low.event_id): LOW_CONFIDENCE,
+        str(low.event_id): CaptureReason.LOW_CONFIDENCE,
         str(low_no_consent.event_id): "no_consent",
         str(confident.event_id): None,
     }
@@ -139,9 +134,9 @@ def test_escalation_after_an_uncaptured_prediction_captures_it_from_kafka(
     sink.write_predictions(_records(confident, kafka_log=kafka_log))
     assert warehouse.query("SELECT count(*) FROM cases") == [(0,)]
     out = sink.write_escalations(_records(escalation(confident.request_id, "card_lost")))
-    assert out.captured[ESCALATED] == 1 and out.human_labels == 1
+    assert out.captured[CaptureReason.ESCALATED] == 1 and out.human_labels == 1
     [(reason, text)] = warehouse.query("SELECT capture_reason, text FROM cases")
-    assert reason == ESCALATED and EMAIL not in text
+    assert reason == CaptureReason.ESCALATED and EMAIL not in text
     assert warehouse.query("SELECT source, label FROM labels") == [("human", "card_lost")]
     assert warehouse.query("SELECT captured FROM predictions_audit") == [(True,)]
 
@@ -153,7 +148,7 @@ def test_escalation_before_its_prediction_is_attached_when_it_arrives(
     sink.write_escalations(_records(escalation(confident.request_id, "card_lost")))
     assert warehouse.query("SELECT count(*) FROM escalations WHERE case_id IS NULL") == [(1,)]
     out = sink.write_predictions(_records(confident))
-    assert out.captured[ESCALATED] == 1 and out.human_labels == 1
+    assert out.captured[CaptureReason.ESCALATED] == 1 and out.human_labels == 1
     assert warehouse.query("SELECT count(*) FROM escalations WHERE case_id IS NULL") == [(0,)]
 
 

@@ -41,11 +41,11 @@ import pyarrow as pa
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.hashing import JsonDigest, stable_unit
 from tutorloop.infra.settings import Settings
+from tutorloop.infra.tables import CaptureReason, LabelSource, Split
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
-from tutorloop.labeling.gold import GOLD_EVAL_REASON, GOLD_REASON
 from tutorloop.privacy.caps import ContributionCaps, eligible_case_ids
 
-SPLITS = ("train", "validation", "eval")
+SPLITS = tuple(Split)
 _FORMAT = 1
 
 
@@ -207,10 +207,10 @@ def _target(c: _Candidate, spec: DatasetSpec) -> tuple[str, tuple[float, ...], s
             return c.human, tuple(round(p, 6) for p in soft), "human+teacher"
         one_hot = [0.0] * len(index)
         one_hot[index[c.human]] = 1.0
-        return c.human, tuple(one_hot), "human"
+        return c.human, tuple(one_hot), LabelSource.HUMAN
     if c.teacher not in index or teacher is None:
         return None
-    return c.teacher, tuple(round(p, 6) for p in teacher), "teacher"
+    return c.teacher, tuple(round(p, 6) for p in teacher), LabelSource.TEACHER
 
 
 def _split(rows: list[Row], spec: DatasetSpec) -> list[Row]:
@@ -240,7 +240,7 @@ def _split(rows: list[Row], spec: DatasetSpec) -> list[Row]:
     for label in labels:
         members = sorted(by_label[label], key=lambda r: _unit(spec.seed + 1, r.case_id))
         for i, row in enumerate(members):
-            out.append(_with_split(row, "validation" if i < take[label] else "train"))
+            out.append(_with_split(row, Split.VALIDATION if i < take[label] else Split.TRAIN))
     return out
 
 
@@ -267,11 +267,11 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
     pool: list[tuple[_Candidate, tuple[str, tuple[float, ...], str]]] = []
     eval_hashes: set[str] = set()
     for c in candidates:
-        if c.capture_reason == GOLD_EVAL_REASON and c.human is None:
+        if c.capture_reason == CaptureReason.GOLD_EVAL and c.human is None:
             continue  # an evaluation row without its label (it was erased): unusable
-        if c.capture_reason == GOLD_EVAL_REASON or (
+        if c.capture_reason == CaptureReason.GOLD_EVAL or (
             c.human is not None
-            and c.capture_reason != GOLD_REASON
+            and c.capture_reason != CaptureReason.GOLD_IMPORT
             and _unit(spec.seed, c.case_id) < spec.eval_fraction
         ):
             assert c.human is not None
@@ -283,7 +283,9 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
                 continue
             eval_hashes.add(c.text_hash)
             one_hot = tuple(1.0 if label == c.human else 0.0 for label in spec.labels)
-            eval_rows.append(Row(c.case_id, c.text, c.human, one_hot, "human", "eval"))
+            eval_rows.append(
+                Row(c.case_id, c.text, c.human, one_hot, LabelSource.HUMAN, Split.EVAL)
+            )
             continue
         if (
             c.human is None
@@ -312,14 +314,14 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
             dropped["duplicate"] += 1
             continue
         seen.add(c.text_hash)
-        row = Row(c.case_id, c.text, label, soft, source, "train")
+        row = Row(c.case_id, c.text, label, soft, source, Split.TRAIN)
         (old_rows if c.case_id in previous else new_rows).append(row)
     if not previous:
         new_rows, old_rows = new_rows + old_rows, []
     n_replay = min(len(old_rows), round(spec.replay_fraction * len(new_rows)))
     old_rows.sort(key=lambda r: _unit(spec.seed + 2, r.case_id))
     replay = [
-        Row(r.case_id, r.text, r.label, r.soft_targets, r.source, "train", True)
+        Row(r.case_id, r.text, r.label, r.soft_targets, r.source, Split.TRAIN, True)
         for r in old_rows[:n_replay]
     ]
     dropped["not_replayed"] = len(old_rows) - n_replay
