@@ -299,26 +299,21 @@ def _row(
     cycle: int, champion: str, report: Any, promoted: bool, q: Any, warehouse: Any,
     served: int, escalated: int, note: str,
 ) -> CycleRow:  # fmt: skip
+    from tutorloop.labeling.case_store import labeling_counts
+    from tutorloop.privacy.dp import total_epsilon
+    from tutorloop.registry.gates import stored_gates
+
     by_source = (report.dataset_counts or {}).get("by_source", {})
     human = int(by_source.get("human", 0)) + int(by_source.get("human+teacher", 0))
     teacher = int(by_source.get("teacher", 0))
-    calls = int(warehouse.query("SELECT count(*) FROM teacher_cache")[0][0])
-    epsilon = float(warehouse.query("SELECT coalesce(sum(epsilon), 0) FROM privacy_ledger")[0][0])
-    captured = int(warehouse.query(
-        "SELECT count(*) FROM cases WHERE capture_reason NOT IN ('gold_import', 'gold_eval')"
-    )[0][0])  # fmt: skip
-    acquired = int(warehouse.query(
-        "SELECT count(DISTINCT l.case_id) FROM labels l JOIN cases c USING (case_id)"
-        " WHERE c.capture_reason <> 'gold_eval'"
-    )[0][0])  # fmt: skip
-    p95 = warehouse.query(
-        "SELECT value FROM gate_results WHERE version = ? AND gate = 'p95_latency_ms'", [champion]
-    )
+    counts = labeling_counts(warehouse)
+    p95 = [g.value for g in stored_gates(warehouse, champion) if g.gate == "p95_latency_ms"]
     return CycleRow(
         cycle=cycle, champion=champion, candidate=report.version, promoted=promoted,
         accuracy=q.accuracy, macro_f1=q.macro_f1, ece=q.ece, aurc=q.aurc,
-        selective_accuracy=q.selective_accuracy, p95_ms=float(p95[0][0]) if p95 else None,
+        selective_accuracy=q.selective_accuracy, p95_ms=p95[0] if p95 else None,
         labels_human=human, labels_teacher=teacher, labels_total=human + teacher,
-        labels_acquired=acquired, teacher_calls=calls, epsilon=epsilon, captured=captured,
+        labels_acquired=counts["labeled"], teacher_calls=counts["teacher_calls"],
+        epsilon=total_epsilon(warehouse), captured=counts["captured"],
         served=served, note=note,
     )  # fmt: skip

@@ -78,11 +78,12 @@ def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Ra
 
 def wait_for_warehouse(settings: Settings, expected: int, timeout: float = 600) -> int:
     from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.streams.stats import audited_count
 
     warehouse = Warehouse.from_settings(settings)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        count = int(warehouse.query("SELECT count(*) FROM predictions_audit")[0][0])
+        count = audited_count(warehouse)
         if count >= expected:
             return count
         time.sleep(1)

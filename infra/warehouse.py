@@ -87,7 +87,7 @@ class Warehouse:
 
     >>> wh = Warehouse(Path("warehouse.duckdb"))
     >>> with wh.transaction() as con:
-    ...     con.execute("INSERT INTO erasures ...")
+    ...     con.execute("INSERT INTO some_table ...")
     """
 
     def __init__(

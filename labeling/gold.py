@@ -12,11 +12,10 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import pyarrow as pa
-
 from tutorloop.infra.hashing import case_text_hash, fingerprint
 from tutorloop.infra.tables import CaptureReason, LabelSource
-from tutorloop.infra.warehouse import Warehouse, insert_arrow
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.case_store import insert_cases, insert_labels
 from tutorloop.labeling.labeled_csv import LabeledRows
 from tutorloop.privacy.scrubber import Scrubber
 
@@ -79,6 +78,6 @@ def import_gold(
             }
         )  # fmt: skip
     with warehouse.transaction() as con:
-        added = insert_arrow(con, "cases", pa.Table.from_pylist(cases))
-        labeled = insert_arrow(con, "labels", pa.Table.from_pylist(labels))
+        added = insert_cases(con, cases, typed=False)
+        labeled = insert_labels(con, labels)
     return ImportReport(source, len(rows), added, labeled, ids)

@@ -58,6 +58,12 @@ def spent(warehouse: Warehouse, window_start: datetime, window_end: datetime) ->
     return float(row[0][0])
 
 
+def total_epsilon(warehouse: Warehouse) -> float:
+    """Epsilon spent by every run in the ledger (a plain sum: basic composition)."""
+    row = warehouse.query("SELECT coalesce(sum(epsilon), 0) FROM privacy_ledger")
+    return float(row[0][0])
+
+
 def check_budget(
     warehouse: Warehouse,
     epsilon: float,

@@ -26,6 +26,7 @@ import pyarrow as pa
 from tutorloop.infra.hashing import case_text_hash
 from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
+from tutorloop.labeling.case_store import insert_cases, label_escalated_cases
 from tutorloop.privacy.scrubber import RegexScrubber, Scrubber, ScrubResult
 from tutorloop.streams.events import (
     InvalidEventError,
@@ -107,26 +108,6 @@ _AUDIT_SCHEMA = pa.schema(
         ("policy_version", pa.string()),
         ("kafka_partition", pa.int32()),
         ("kafka_offset", pa.int64()),
-    ]
-)
-
-_CASE_SCHEMA = pa.schema(
-    [
-        ("case_id", pa.string()),
-        ("request_id", pa.string()),
-        ("prediction_event_id", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("tenant_id", pa.string()),
-        ("user_id", pa.string()),
-        ("model_version", pa.string()),
-        ("text", pa.string()),
-        ("text_hash", pa.string()),
-        ("predicted_label", pa.string()),
-        ("confidence", pa.float64()),
-        ("capture_reason", pa.string()),
-        ("consent_training", pa.bool_()),
-        ("scrub_findings", pa.string()),
-        ("scrub_policy_version", pa.string()),
     ]
 )
 
@@ -238,7 +219,7 @@ class CaptureSink:
                 con, "predictions_audit", pa.Table.from_pylist(audit, _AUDIT_SCHEMA)
             )
             out.duplicates += len(audit) - out.audited
-            inserted_cases = insert_arrow(con, "cases", pa.Table.from_pylist(cases, _CASE_SCHEMA))
+            inserted_cases = insert_cases(con, cases)
             if inserted_cases:
                 out.captured.update(c["capture_reason"] for c in cases)
             # Escalations that arrived before their prediction: capture it now. Rare, so
@@ -251,7 +232,7 @@ class CaptureSink:
                     _case_row(ev, s, CaptureReason.ESCALATED)
                     for ev, s in zip(late_events, late_scrubbed, strict=True)
                 ]
-                if insert_arrow(con, "cases", pa.Table.from_pylist(late_cases, _CASE_SCHEMA)):
+                if insert_cases(con, late_cases):
                     out.captured.update(CaptureReason.ESCALATED for _ in late_cases)
                 self._mark_captured(con, [c["case_id"] for c in late_cases])
             out.human_labels += self._attach(con, request_ids)
@@ -335,7 +316,7 @@ class CaptureSink:
             for ev, s in zip(recovered, scrubbed, strict=True)
         ]
         with self._lock, self.warehouse.transaction() as con:
-            if insert_arrow(con, "cases", pa.Table.from_pylist(cases, _CASE_SCHEMA)):
+            if insert_cases(con, cases):
                 out.captured.update(CaptureReason.ESCALATED for _ in cases)
             self._mark_captured(con, [c["case_id"] for c in cases])
             out.human_labels += self._attach(con, request_ids)
@@ -408,51 +389,4 @@ class CaptureSink:
             "AND escalations.request_id IN (SELECT unnest(?::VARCHAR[]))",
             [request_ids],
         )
-        row = con.execute(
-            "INSERT INTO labels (label_id, case_id, source, label, confidence, actor, created_at) "
-            "SELECT 'human:' || e.event_id || ':' || c.case_id, c.case_id, 'human', "
-            "e.human_label, 1.0, e.actor, e.ts "
-            "FROM escalations e JOIN cases c ON c.request_id = e.request_id "
-            "WHERE e.human_label IS NOT NULL "
-            "AND e.request_id IN (SELECT unnest(?::VARCHAR[])) ON CONFLICT DO NOTHING",
-            [request_ids],
-        ).fetchone()
-        return int(row[0]) if row else 0
-
-
-class KafkaPredictionFetcher:
-    """Reads single prediction records back from Kafka by partition and offset."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self._consumer: Any = None
-        self._lock = threading.Lock()
-
-    def fetch(self, partition: int, offset: int) -> bytes | None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        with self._lock:
-            if self._consumer is None:
-                self._consumer = KafkaConsumer(
-                    bootstrap_servers=self.bootstrap,
-                    enable_auto_commit=False,
-                    group_id=None,
-                    consumer_timeout_ms=5000,
-                )
-            tp = TopicPartition(self.topic, partition)
-            self._consumer.assign([tp])
-            self._consumer.seek(tp, offset)
-            for _ in range(10):
-                for records in self._consumer.poll(timeout_ms=500, max_records=1).values():
-                    for record in records:
-                        if record.offset == offset:
-                            return bytes(record.value)
-                        return None
-            return None
-
-    def close(self) -> None:
-        with self._lock:
-            if self._consumer is not None:
-                self._consumer.close()
-                self._consumer = None
+        return label_escalated_cases(con, request_ids)

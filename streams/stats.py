@@ -7,6 +7,11 @@ from typing import Any
 from tutorloop.infra.warehouse import Warehouse
 
 
+def audited_count(warehouse: Warehouse) -> int:
+    """Predictions the workers have stored (one audit row each)."""
+    return int(warehouse.query("SELECT count(*) FROM predictions_audit")[0][0])
+
+
 def warehouse_stats(warehouse: Warehouse) -> dict[str, Any]:
     with warehouse.connect() as con:
 

@@ -27,9 +27,10 @@ from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, en
 from tutorloop.infra.warehouse import Warehouse, WarehouseBusyError
 from tutorloop.privacy.scrubber import Scrubber
 from tutorloop.privacy.scrubbing import configured_scrubber
+from tutorloop.streams.fetch import KafkaPredictionFetcher
 from tutorloop.streams.metrics import StreamMetrics
 from tutorloop.streams.policy import CapturePolicy
-from tutorloop.streams.sink import BatchOutcome, CaptureSink, KafkaPredictionFetcher, RawRecord
+from tutorloop.streams.sink import BatchOutcome, CaptureSink, RawRecord
 
 log = logging.getLogger(__name__)
 
