@@ -122,7 +122,7 @@ def _faust_ceiling(bootstrap: str, topic: str, n: int, tmp: Path) -> float:
 
 def _sink_alone(tmp: Path, n: int, batch: int) -> float:
     """The sink without Kafka or faust: decode, policy, scrub, one transaction per batch."""
-    from tutorloop.infra.settings import CaptureSettings
+    from tutorloop.infra.settings_sections import CaptureSettings
     from tutorloop.privacy.scrubber import RegexScrubber
     from tutorloop.streams.policy import CapturePolicy
     from tutorloop.streams.sink import CaptureSink, RawRecord

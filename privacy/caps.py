@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from tutorloop.infra.hashing import stable_rank
-from tutorloop.infra.settings import PrivacySettings
+from tutorloop.infra.settings_sections import PrivacySettings
 from tutorloop.infra.warehouse import Warehouse
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -6,7 +6,7 @@ Its own module so that :mod:`scrubber` (the protocol and the regex pass) and
 
 from __future__ import annotations
 
-from tutorloop.infra.settings import PrivacySettings
+from tutorloop.infra.settings_sections import PrivacySettings
 from tutorloop.privacy.scrubber import RegexScrubber, Scrubber
 
 

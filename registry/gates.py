@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tutorloop.evaluation.metrics import quality, single_query_latencies_ms
-from tutorloop.infra.settings import RegistrySettings
+from tutorloop.infra.settings_sections import RegistrySettings
 from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.onnx_model import OnnxStudent, load_onnx_student
@@ -125,9 +125,14 @@ def evaluate_gates(
     texts: list[str],
     truth: list[str],
     champion: ModelVersion | None,
+    *,
+    threads: int = 1,
 ) -> list[GateResult]:
-    """Evaluate every gate on the candidate's int8 artifact; store and return the results."""
-    model = load_onnx_student(candidate.artifact_dir, threads=cfg.serve_threads)
+    """Evaluate every gate on the candidate's int8 artifact; store and return the results.
+
+    ``threads``: ONNX Runtime threads per query, as serving runs it (``serving.threads``).
+    """
+    model = load_onnx_student(candidate.artifact_dir, threads=threads)
     results = [
         _gate(
             "parity",
@@ -166,19 +171,19 @@ def evaluate_gates(
                 )
         if champion is not None:
             results += _versus_champion(
-                warehouse, cfg, candidate, champion, model, probs, q, texts, truth
+                warehouse, cfg, candidate, champion, model, probs, q, texts, truth, threads
             )
     else:
         missing = "no gold evaluation rows: import some (dataset import --eval)"
         results.append(GateResult("accuracy", None, cfg.min_accuracy, ">=", False, missing))
     results.append(
         _gate("p95_latency_ms", _p95_latency_ms(model, texts), cfg.max_p95_latency_ms, "<=",
-              f"single query, {cfg.serve_threads or 'all'} thread(s)")
+              f"single query, {threads or 'all'} thread(s)")
     )  # fmt: skip
     results.append(
         _gate(
             "peak_rss_mb",
-            _serving_rss_mb(candidate, texts, cfg.serve_threads),
+            _serving_rss_mb(candidate, texts, threads),
             cfg.max_rss_mb,
             "<=",
         )
@@ -225,9 +230,10 @@ def _versus_champion(
     cand_q: Any,
     texts: list[str],
     truth: list[str],
+    threads: int,
 ) -> list[GateResult]:
     try:
-        champ_model = load_onnx_student(champion.artifact_dir, threads=cfg.serve_threads)
+        champ_model = load_onnx_student(champion.artifact_dir, threads=threads)
     except Exception as exc:  # a champion without a usable int8 artifact cannot be compared
         return [GateResult("vs_champion", None, None, "info", True,
                            f"champion {champion.version} not comparable: {exc}")]  # fmt: skip

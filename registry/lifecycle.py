@@ -4,7 +4,7 @@ The champion is the one ``model_versions`` row with status ``champion``. Every c
 ``promotions`` row (action, from, to, actor, time, reason, forced) written in the same
 transaction as the status change, and then published to ``<artifacts>/champion.json`` (an
 atomic rename) which serving processes poll: a rollback is a few milliseconds of SQL and a
-file rename, and servers pick it up within ``registry.reload_poll_s``.
+file rename, and servers pick it up within ``serving.reload_poll_s``.
 """
 
 from __future__ import annotations
@@ -225,6 +225,7 @@ def evaluate_candidate(
     gates = evaluate_gates(
         warehouse, settings.registry, candidate, exported, texts, truth,
         current if current and current.version != version else None,
+        threads=settings.serving.threads,
     )  # fmt: skip
     verdict = CandidateVerdict(version, all(g.passed for g in gates), gates)
     if exported.parity < settings.registry.min_parity:

@@ -9,8 +9,8 @@ from tutorloop.infra.cli_common import console, settings_of
 
 def serve(
     ctx: typer.Context,
-    host: str = typer.Option("", "--host", help="default: registry.serve_host"),
-    port: int = typer.Option(-1, "--port", help="default: registry.serve_port"),
+    host: str = typer.Option("", "--host", help="default: serving.host"),
+    port: int = typer.Option(-1, "--port", help="default: serving.port"),
     emit: bool = typer.Option(True, "--emit/--no-emit", help="send prediction events to Kafka"),
 ) -> None:
     """Serve the champion over HTTP (POST /predict, GET /healthz) until SIGTERM/SIGINT."""

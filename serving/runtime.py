@@ -1,7 +1,7 @@
 """The serving runtime: the champion's int8 ONNX model behind a Python API and an HTTP endpoint.
 
 - ``Predictor.predict(text, ...)``: calibrated top-k, abstention below
-  ``registry.abstain_below`` (optionally answered by a fallback, e.g. a teacher's
+  ``serving.abstain_below`` (optionally answered by a fallback, e.g. a teacher's
   ``label_batch``), and one prediction event per request through the streams emitter (the
   stream workers capture, scrub and store it).
 - Hot reload: a thread polls ``<artifacts>/champion.json`` (written on promote and rollback)
@@ -94,7 +94,7 @@ class Predictor:
     ) -> None:
         self.settings = settings
         self.fallback = fallback
-        self.cfg = settings.registry
+        self.cfg = settings.serving
         self.emitter = emitter
         self.top_k = top_k
         self._lock = threading.Lock()
@@ -125,7 +125,7 @@ class Predictor:
         if self._model is not None and pointer["version"] == self._model.version:
             return False
         try:
-            model = load_onnx_student(Path(pointer["artifact_dir"]), threads=self.cfg.serve_threads)
+            model = load_onnx_student(Path(pointer["artifact_dir"]), threads=self.cfg.threads)
         except Exception as exc:  # keep serving the old model; say why loudly
             log.error("cannot load champion %s, still serving %s: %s",
                       pointer.get("version"), self.version, exc)  # fmt: skip
@@ -296,8 +296,8 @@ def serving(
     predictor = Predictor(settings, emitter=emitter, fallback=fallback)
     predictor.start_watching()
     server = make_server(
-        predictor, host or settings.registry.serve_host,
-        settings.registry.serve_port if port is None else port,
+        predictor, host or settings.serving.host,
+        settings.serving.port if port is None else port,
     )  # fmt: skip
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 
 from tutorloop.infra.hashing import fingerprint, stable_unit
-from tutorloop.infra.settings import CaptureSettings
+from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.tables import CaptureReason
 from tutorloop.streams.events import PredictionEvent
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -102,9 +103,15 @@ def test_modules_and_functions_stay_short() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_the_wheel_installs_one_namespace(tmp_path: Path) -> None:
+    # Built from a copy: setuptools leaves build/ and *.egg-info beside the sources.
+    source = tmp_path / "src"
+    shutil.copytree(
+        REPO, source, symlinks=True,
+        ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "tutorloop-*"),
+    )  # fmt: skip
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(REPO)],
+         "-w", str(tmp_path), str(source)],
         check=True, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     [wheel] = tmp_path.glob("tutorloop-*.whl")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.streams_events import prediction
-from tutorloop.infra.settings import CaptureSettings
+from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.caps import CaseRef, ContributionCaps, apply_caps, eligible_case_ids
 from tutorloop.privacy.scrubber import RegexScrubber
@@ -71,7 +71,7 @@ def test_eligible_case_ids_from_the_warehouse(warehouse: Warehouse) -> None:
 
 
 def test_caps_from_settings() -> None:
-    from tutorloop.infra.settings import PrivacySettings
+    from tutorloop.infra.settings_sections import PrivacySettings
 
     caps = ContributionCaps.from_settings(
         PrivacySettings(max_cases_per_user=3, max_cases_per_tenant=9, cap_window_days=1)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.streams_events import escalation, prediction
-from tutorloop.infra.settings import CaptureSettings
+from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.scrubber import RegexScrubber

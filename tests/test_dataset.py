@@ -13,7 +13,8 @@ from datasets import load_from_disk
 from tests.conftest import run_cli
 from tests.openai_server import FakeOpenAI, serve
 from tests.warehouse_cases import capture
-from tutorloop.infra.settings import OpenAITeacherSettings, Settings
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.settings_sections import OpenAITeacherSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.relabel import relabel
 from tutorloop.labeling.teacher_openai import OpenAITeacher

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.streams_events import escalation, prediction
 from tutorloop.infra.hashing import subject_hash
-from tutorloop.infra.settings import CaptureSettings
+from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.erasure import RetentionError, parse_duration
 from tutorloop.privacy.scrubber import RegexScrubber

@@ -16,7 +16,8 @@ import pytest
 from tests.conftest import CLI, run_cli, wait_until
 from tests.openai_server import FakeOpenAI, serve
 from tests.warehouse_cases import capture
-from tutorloop.infra.settings import OpenAITeacherSettings, Settings
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.settings_sections import OpenAITeacherSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.relabel import relabel
 from tutorloop.labeling.teacher_openai import OpenAITeacher

@@ -23,9 +23,10 @@ from tutorloop.serving.runtime import serving
 from tutorloop.streams.emitter import PredictionEmitter
 
 
-def _settings(tmp_path: Path, settings: Settings, **registry: Any) -> Settings:
-    base = registry_settings(tmp_path / "reg", reload_poll_s=0.2, **registry)
-    return base.model_copy(update={"broker": settings.broker})
+def _settings(tmp_path: Path, settings: Settings, **serving: Any) -> Settings:
+    base = registry_settings(tmp_path / "reg")
+    serve = base.serving.model_copy(update={"reload_poll_s": 0.2, **serving})
+    return base.model_copy(update={"broker": settings.broker, "serving": serve})
 
 
 def test_predict_bad_requests_and_events(tmp_path: Path, settings: Settings) -> None:

@@ -89,3 +89,26 @@ def test_cli_config_show_reflects_env(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["broker"]["partitions"] == 7
     assert data["_resolved"]["config_file"] == "(none: defaults)"
+
+
+def test_serving_keys_moved_from_registry_still_work_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "tutorloop.toml").write_text(
+        "[registry]\nserve_port = 9000\nabstain_below = 0.3\nmin_accuracy = 0.7\n"
+        "[serving]\nabstain_below = 0.4\n"
+    )
+    monkeypatch.setenv("TUTORLOOP_REGISTRY__SERVE_THREADS", "2")
+    with caplog.at_level("WARNING"):
+        s = load_settings()
+    assert s.serving.port == 9000 and s.serving.threads == 2
+    assert s.serving.abstain_below == 0.4  # the new key wins over the old one
+    assert s.registry.min_accuracy == 0.7
+    warned = caplog.text
+    assert "registry.serve_port is deprecated" in warned and "use serving.port" in warned
+    assert "registry.serve_threads is deprecated" in warned
+
+
+def test_defaults_serve_on_loopback() -> None:
+    s = load_settings()
+    assert (s.serving.host, s.serving.port, s.serving.abstain_below) == ("127.0.0.1", 8080, 0.5)

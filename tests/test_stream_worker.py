@@ -23,7 +23,8 @@ from tests.conftest import (
 )
 from tests.streams_events import escalation, prediction
 from tutorloop.infra.broker import free_port
-from tutorloop.infra.settings import CaptureSettings, Settings
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.streams.events import PredictionEvent

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tests.streams_events import escalation, prediction
-from tutorloop.infra.settings import CaptureSettings
+from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.scrubber import RegexScrubber
 from tutorloop.streams.policy import CapturePolicy

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tutorloop.infra.settings import TrainerSettings
+from tutorloop.infra.settings_sections import TrainerSettings
 
 log = logging.getLogger(__name__)
 

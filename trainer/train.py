@@ -32,7 +32,7 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 
 from tutorloop.evaluation.metrics import quality
 from tutorloop.infra.errors import TutorloopError
-from tutorloop.infra.settings import PrivacySettings, TrainerSettings
+from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.trainer.calibration import fit_temperature
 from tutorloop.trainer.student import Student
