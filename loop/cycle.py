@@ -17,10 +17,12 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
+from tutorloop.infra.tables import Split
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.labeled_csv import LabeledRows
 from tutorloop.labeling.relabel import RelabelReport
@@ -78,15 +80,146 @@ def sample_per_label(rows: LabeledRows, per_label: int, seed: int) -> LabeledRow
     return LabeledRows([rows.texts[i] for i in keep], [rows.labels[i] for i in keep])
 
 
-def _data_window(
-    warehouse: Warehouse, dataset_hash: str
-) -> tuple[datetime | None, datetime | None]:
-    row = warehouse.query(
-        "SELECT min(c.ts), max(c.ts) FROM dataset_members m JOIN cases c USING (case_id)"
-        " WHERE m.dataset_hash = ? AND m.split <> 'eval'",
-        [dataset_hash],
-    )
-    return (row[0][0], row[0][1]) if row else (None, None)
+def _head_labels(dataset: DatasetVersion, warm_from: ModelVersion | None) -> list[str]:
+    """The student head's label order: the champion's when warm-starting, else the dataset's."""
+    labels = list(dataset.spec.labels)
+    if warm_from is None:
+        return labels
+    if sorted(warm_from.label_set) != sorted(labels):
+        raise LabelSetMismatchError(
+            f"the dataset's label set ({len(labels)} labels) differs from champion "
+            f"{warm_from.version}'s ({len(warm_from.label_set)} labels)"
+        )
+    verify(warm_from.artifact_dir)
+    return list(warm_from.label_set)
+
+
+def _start_run(
+    settings: Settings,
+    warehouse: Warehouse,
+    dataset: DatasetVersion,
+    warm_from: ModelVersion | None,
+    epochs: int,
+) -> tuple[str, tuple[datetime | None, datetime | None]]:
+    """Check the DP budget for the dataset's data window, then record the run as started."""
+    from tutorloop.privacy.dp import check_budget
+    from tutorloop.trainer.dataset import data_window
+    from tutorloop.trainer.runs import start_run
+
+    cfg, privacy = settings.trainer, settings.privacy
+    window = data_window(warehouse, dataset.dataset_hash)
+    if privacy.dp_epsilon is not None and window[0] is not None and window[1] is not None:
+        check_budget(
+            warehouse, privacy.dp_epsilon, budget=privacy.epsilon_budget,
+            window_start=window[0], window_end=window[1],
+        )  # fmt: skip
+    config: dict[str, Any] = {
+        "trainer": cfg.model_dump(), "dataset": dataset.spec.to_dict(), "epochs": epochs,
+        "privacy": privacy.model_dump() if privacy.dp_epsilon is not None else None,
+        "warm_start_from": warm_from.version if warm_from else None,
+    }  # fmt: skip
+    run_id = start_run(
+        warehouse, dataset_hash=dataset.dataset_hash, base_model=str(cfg.base_model),
+        quantization=cfg.quantization, config=config, seed=cfg.seed,
+    )  # fmt: skip
+    return run_id, window
+
+
+def _card(
+    settings: Settings,
+    dataset: DatasetVersion,
+    student: Any,
+    outcome: Any,
+    metrics: dict[str, Any],
+    warm_from: ModelVersion | None,
+    base_folder: Path,
+) -> dict[str, Any]:
+    from tutorloop.trainer.runs import package_versions
+
+    cfg = settings.trainer
+    return {
+        "kind": "student",
+        "dataset_hash": dataset.dataset_hash,
+        "base_model": str(cfg.base_model),
+        "base_model_path": str(base_folder),
+        "quantization": student.quantization,
+        "fallback_reason": student.fallback_reason,
+        "hyperparameters": cfg.model_dump(),
+        "seed": cfg.seed,
+        "temperature": outcome.temperature,
+        "metrics": {k: v for k, v in metrics.items() if k != "history"},
+        "warm_start_from": warm_from.version if warm_from else None,
+        "package_versions": package_versions(),
+    }
+
+
+def _train_and_stage(
+    settings: Settings,
+    warehouse: Warehouse,
+    dataset: DatasetVersion,
+    labels: list[str],
+    warm_from: ModelVersion | None,
+    run: tuple[str, tuple[datetime | None, datetime | None]],
+    base_folder: Path,
+    *,
+    epochs: int,
+    progress: ProgressFactory,
+    report: CycleReport,
+) -> tuple[Any, dict[str, Any]]:
+    """Train the student into the run's staging folder; the ledger gets a DP run's spend."""
+    from datasets import load_from_disk
+
+    from tutorloop.privacy.dp import record_entry
+    from tutorloop.trainer.student import load_student
+    from tutorloop.trainer.train import DPRequest, save_student, train_student
+
+    cfg = settings.trainer
+    run_id, window = run
+    student = load_student(
+        base_folder, labels, cfg,
+        init_adapter=warm_from.artifact_dir / "adapter" if warm_from else None,
+    )  # fmt: skip
+    report.quantization, report.fallback_reason = student.quantization, student.fallback_reason
+    rows = load_from_disk(str(dataset.path))
+    if warm_from is not None and rows.features["label"].names != labels:
+        # Re-index the dataset's labels to the champion's head order.
+        rows = _reorder_labels(rows, labels)
+    dp = DPRequest(settings.privacy, run_id) if settings.privacy.dp_epsilon is not None else None
+    n_train = sum(1 for s in rows["split"] if s == Split.TRAIN)
+    with progress("training", -(-n_train // cfg.batch_size) * epochs) as advance:
+        outcome = train_student(student, rows, cfg, dp=dp, on_step=advance, epochs=epochs)
+    if outcome.privacy is not None:
+        record_entry(warehouse, outcome.privacy, window_start=window[0], window_end=window[1])
+    report.epsilon = outcome.epsilon
+    save_student(student, settings.models_artifacts_dir / ".staging" / run_id, labels,
+                 outcome.temperature)  # fmt: skip
+    metrics = {
+        **outcome.metrics, "steps": outcome.steps, "epochs_run": outcome.epochs_run,
+        "stopped_early": outcome.stopped_early, "history": outcome.history,
+        "epsilon": outcome.epsilon,
+    }  # fmt: skip
+    return (student, outcome), metrics
+
+
+def _gate(
+    settings: Settings, warehouse: Warehouse, version: str, progress: ProgressFactory
+) -> dict[str, Any]:
+    """Export, quantize and gate the candidate; promote it under ``registry.auto_promote``."""
+    from tutorloop.registry.lifecycle import evaluate_candidate
+
+    with progress("export, quantize, gates", None) as advance:
+        verdict = evaluate_candidate(
+            warehouse, settings, version,
+            promote_if_passed=settings.registry.auto_promote, actor="trainer",
+        )  # fmt: skip
+        advance(1)
+    return {
+        "passed": verdict.passed,
+        "promoted": verdict.promoted,
+        "rejected_reason": verdict.rejected_reason,
+        "failed": [g.gate for g in verdict.gates if not g.passed],
+        "values": {g.gate: g.value for g in verdict.gates},
+    }
 
 
 def train_and_register(
@@ -104,84 +237,24 @@ def train_and_register(
     the registry export, quantize and gate it (and promote it under ``auto_promote``)."""
     import time
 
-    from datasets import load_from_disk
-
     from tutorloop.labeling.models import resolve_model
-    from tutorloop.privacy.dp import check_budget
-    from tutorloop.trainer.runs import finish_run, start_run
-    from tutorloop.trainer.student import load_student
-    from tutorloop.trainer.train import DPRequest, save_student, train_student
+    from tutorloop.trainer.runs import finish_run
 
-    cfg = settings.trainer
     report = report or CycleReport()
     started = time.monotonic()
-    labels = list(dataset.spec.labels)
-    if warm_from is not None and sorted(warm_from.label_set) != sorted(labels):
-        raise LabelSetMismatchError(
-            f"the dataset's label set ({len(labels)} labels) differs from champion "
-            f"{warm_from.version}'s ({len(warm_from.label_set)} labels)"
-        )
-    if warm_from is not None:
-        labels = list(warm_from.label_set)  # the head's order is the champion's
-        verify(warm_from.artifact_dir)
-    base_folder = resolve_model(cfg.base_model, settings.models_dir)
-    window = _data_window(warehouse, dataset.dataset_hash)
-    dp_on = settings.privacy.dp_epsilon is not None
-    if dp_on and window[0] is not None and window[1] is not None:
-        assert settings.privacy.dp_epsilon is not None
-        check_budget(
-            warehouse, settings.privacy.dp_epsilon, budget=settings.privacy.epsilon_budget,
-            window_start=window[0], window_end=window[1],
-        )  # fmt: skip
-    config: dict[str, Any] = {"trainer": cfg.model_dump(), "dataset": dataset.spec.to_dict()}
-    config["epochs"] = epochs or cfg.epochs
-    config["privacy"] = settings.privacy.model_dump() if dp_on else None
-    config["warm_start_from"] = warm_from.version if warm_from else None
-    run_id = start_run(
-        warehouse, dataset_hash=dataset.dataset_hash, base_model=str(cfg.base_model),
-        quantization=cfg.quantization, config=config, seed=cfg.seed,
-    )  # fmt: skip
+    labels = _head_labels(dataset, warm_from)
+    base_folder = resolve_model(settings.trainer.base_model, settings.models_dir)
+    epochs = epochs or settings.trainer.epochs
+    run = _start_run(settings, warehouse, dataset, warm_from, epochs)
+    run_id = run[0]
     report.run_id, report.dataset_hash = run_id, dataset.dataset_hash
     staged = settings.models_artifacts_dir / ".staging" / run_id
     try:
-        student = load_student(
-            base_folder, labels, cfg,
-            init_adapter=warm_from.artifact_dir / "adapter" if warm_from else None,
+        (student, outcome), metrics = _train_and_stage(
+            settings, warehouse, dataset, labels, warm_from, run, base_folder,
+            epochs=epochs, progress=progress, report=report,
         )  # fmt: skip
-        report.quantization, report.fallback_reason = student.quantization, student.fallback_reason
-        rows = load_from_disk(str(dataset.path))
-        if warm_from is not None and rows.features["label"].names != labels:
-            # Re-index the dataset's labels to the champion's head order.
-            rows = _reorder_labels(rows, labels)
-        dp = DPRequest(settings.privacy, warehouse, run_id, window[0], window[1]) if dp_on else None
-        n_train = sum(1 for s in rows["split"] if s == "train")
-        epochs = epochs or cfg.epochs
-        total_steps = -(-n_train // cfg.batch_size) * epochs
-        with progress("training", total_steps) as advance:
-            outcome = train_student(student, rows, cfg, dp=dp, on_step=advance, epochs=epochs)
-        report.epsilon = outcome.epsilon
-        save_student(student, staged, labels, outcome.temperature)
-        metrics = {
-            **outcome.metrics, "steps": outcome.steps, "epochs_run": outcome.epochs_run,
-            "stopped_early": outcome.stopped_early, "history": outcome.history,
-            "epsilon": outcome.epsilon,
-        }  # fmt: skip
-        card = {
-            "kind": "student",
-            "dataset_hash": dataset.dataset_hash,
-            "base_model": str(cfg.base_model),
-            "base_model_path": str(base_folder),
-            "quantization": student.quantization,
-            "fallback_reason": student.fallback_reason,
-            "hyperparameters": cfg.model_dump(),
-            "seed": cfg.seed,
-            "temperature": outcome.temperature,
-            "metrics": {k: v for k, v in metrics.items() if k != "history"},
-            "warm_start_from": warm_from.version if warm_from else None,
-        }
-        from tutorloop.trainer.runs import package_versions
-
-        card["package_versions"] = package_versions()
+        card = _card(settings, dataset, student, outcome, metrics, warm_from, base_folder)
         version = register_candidate(
             warehouse, settings, staged, run_id=run_id, label_set=labels, card=card
         )
@@ -195,21 +268,7 @@ def train_and_register(
         raise
     report.version, report.metrics = version.version, metrics
     if evaluate and settings.registry.gate_after_training:
-        from tutorloop.registry.lifecycle import evaluate_candidate
-
-        with progress("export, quantize, gates", None) as advance:
-            verdict = evaluate_candidate(
-                warehouse, settings, version.version,
-                promote_if_passed=settings.registry.auto_promote, actor="trainer",
-            )  # fmt: skip
-            advance(1)
-        report.gates = {
-            "passed": verdict.passed,
-            "promoted": verdict.promoted,
-            "rejected_reason": verdict.rejected_reason,
-            "failed": [g.gate for g in verdict.gates if not g.passed],
-            "values": {g.gate: g.value for g in verdict.gates},
-        }
+        report.gates = _gate(settings, warehouse, version.version, progress)
     report.seconds = round(time.monotonic() - started, 1)
     return report
 

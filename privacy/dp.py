@@ -10,8 +10,9 @@ The trainer calls, in order:
    silently trains nothing when the model is moved afterwards).
 3. :func:`trainable_snapshot` before training and :func:`assert_adapters_changed` after: the
    self-check for that silent failure.
-4. :func:`record_run` — one ``privacy_ledger`` row: epsilon actually spent (from the RDP
-   accountant), delta, noise multiplier, sample rate, steps.
+4. :func:`account` (training returns it) and :func:`record_entry` (the cycle writes it) — one
+   ``privacy_ledger`` row: epsilon actually spent (from the RDP accountant), delta, noise
+   multiplier, sample rate, steps.
 """
 
 from __future__ import annotations
@@ -159,18 +160,11 @@ def assert_adapters_changed(before: dict[str, Any], model: Any) -> int:
     return changed
 
 
-def record_run(
-    warehouse: Warehouse,
-    run_id: str,
-    private: PrivateTraining,
-    *,
-    window_start: datetime | None,
-    window_end: datetime | None,
-) -> LedgerEntry:
-    """Write the run's privacy cost to ``privacy_ledger`` (idempotent per run id)."""
+def account(private: PrivateTraining, run_id: str) -> LedgerEntry:
+    """The privacy a finished DP run spent, from its accountant (RDP): a ledger entry."""
     accountant = private.engine.accountant
     steps = sum(int(n) for _, _, n in getattr(accountant, "history", []))
-    entry = LedgerEntry(
+    return LedgerEntry(
         run_id=run_id,
         epsilon=float(private.engine.get_epsilon(private.delta)),
         delta=private.delta,
@@ -180,6 +174,16 @@ def record_run(
         max_grad_norm=private.max_grad_norm,
         accountant=str(accountant.mechanism()),
     )
+
+
+def record_entry(
+    warehouse: Warehouse,
+    entry: LedgerEntry,
+    *,
+    window_start: datetime | None,
+    window_end: datetime | None,
+) -> LedgerEntry:
+    """Write a run's privacy cost to ``privacy_ledger`` (idempotent per run id)."""
     with warehouse.transaction() as con:
         con.execute(
             "INSERT INTO privacy_ledger (run_id, window_start, window_end, epsilon, delta, "
@@ -199,3 +203,17 @@ def record_run(
             ],
         )
     return entry
+
+
+def record_run(
+    warehouse: Warehouse,
+    run_id: str,
+    private: PrivateTraining,
+    *,
+    window_start: datetime | None,
+    window_end: datetime | None,
+) -> LedgerEntry:
+    """:func:`account` then :func:`record_entry`, for a run that has its warehouse at hand."""
+    return record_entry(
+        warehouse, account(private, run_id), window_start=window_start, window_end=window_end
+    )

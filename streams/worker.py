@@ -16,13 +16,14 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
 
 from tutorloop.infra.broker import bootstrap_servers
 from tutorloop.infra.settings import Settings
+from tutorloop.infra.settings_sections import StreamsSettings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
 from tutorloop.infra.warehouse import Warehouse, WarehouseBusyError
 from tutorloop.privacy.scrubber import Scrubber
@@ -40,30 +41,23 @@ def default_scrubber(settings: Settings) -> Scrubber:
     return configured_scrubber(settings.privacy)
 
 
-def build_app(
-    settings: Settings,
-    *,
-    scrubber: Scrubber | None = None,
-    metrics: StreamMetrics | None = None,
-) -> faust.App:
-    """A faust app with the ``predictions`` and ``escalations`` agents wired to the sink."""
-    bootstrap = bootstrap_servers(settings)
-    ensure_topics(settings, bootstrap)
-    cfg = settings.streams
-    metrics = metrics or StreamMetrics()
+def _sink(settings: Settings, bootstrap: str, scrubber: Scrubber | None) -> CaptureSink:
     predictions_name = settings.topic(PREDICTIONS)
-    fetcher = KafkaPredictionFetcher(bootstrap, predictions_name)
-    sink = CaptureSink(
+    return CaptureSink(
         Warehouse.from_settings(settings),
         CapturePolicy.from_settings(settings.capture),
         scrubber or default_scrubber(settings),
         predictions_topic=predictions_name,
         escalations_topic=settings.topic(ESCALATIONS),
-        fetcher=fetcher,
+        fetcher=KafkaPredictionFetcher(bootstrap, predictions_name),
     )
+
+
+def _faust_app(settings: Settings, bootstrap: str) -> faust.App:
+    cfg = settings.streams
     faust_dir = settings.data_dir / "faust"
     faust_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    return faust.App(
         cfg.group_id,
         broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
         # aiokafka's idempotent/transactional producer does not work against every
@@ -82,17 +76,17 @@ def build_app(
         key_serializer="raw",
         value_serializer="raw",
     )
-    app.tutorloop_metrics = metrics  # type: ignore[attr-defined]
-    app.tutorloop_sink = sink  # type: ignore[attr-defined]
 
-    def topic(name: str) -> Any:
-        return app.topic(name, key_type=bytes, value_type=bytes, value_serializer="raw")
 
-    dlq = topic(settings.topic(PREDICTIONS_DLQ))
+_Write = Callable[[Sequence[RawRecord]], BatchOutcome]
 
-    async def run_batches(
-        agent: str, stream: Any, write: Callable[[Sequence[RawRecord]], BatchOutcome]
-    ) -> None:
+
+def _batch_runner(
+    app: faust.App, cfg: StreamsSettings, metrics: StreamMetrics, dlq: Any
+) -> Callable[[str, Any, _Write], Awaitable[None]]:
+    """The agents' loop: take a batch, write it (dead letters to the DLQ), then ack it."""
+
+    async def run_batches(agent: str, stream: Any, write: _Write) -> None:
         async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
             started = time.perf_counter()
             records = [
@@ -115,20 +109,13 @@ def build_app(
             metrics.record(agent, outcome, done - started)
             log.debug(
                 "%s: %d records, sink %.0f ms, dlq+ack %.0f ms",
-                agent,
-                len(records),
-                (written - started) * 1e3,
-                (done - written) * 1e3,
-            )
+                agent, len(records), (written - started) * 1e3, (done - written) * 1e3,
+            )  # fmt: skip
 
-    @app.agent(topic(predictions_name), name="predictions")
-    async def predictions(stream: Any) -> None:
-        await run_batches("predictions", stream, sink.write_predictions)
+    return run_batches
 
-    @app.agent(topic(settings.topic(ESCALATIONS)), name="escalations")
-    async def escalations(stream: Any) -> None:
-        await run_batches("escalations", stream, sink.write_escalations)
 
+def _add_timers(app: faust.App, cfg: StreamsSettings, metrics: StreamMetrics) -> None:
     @app.timer(interval=cfg.log_every_s)  # type: ignore[untyped-decorator]
     async def log_counters() -> None:
         metrics.log_line()
@@ -147,9 +134,40 @@ def build_app(
             position = committed + 1 if committed is not None else 0
             metrics.set_lag(tp.topic, tp.partition, max(0, int(highwater) - position))
 
-    if cfg.metrics_port:
-        metrics.serve(cfg.metrics_port)
 
+def build_app(
+    settings: Settings,
+    *,
+    scrubber: Scrubber | None = None,
+    metrics: StreamMetrics | None = None,
+) -> faust.App:
+    """A faust app with the ``predictions`` and ``escalations`` agents wired to the sink."""
+    bootstrap = bootstrap_servers(settings)
+    ensure_topics(settings, bootstrap)
+    metrics = metrics or StreamMetrics()
+    sink = _sink(settings, bootstrap, scrubber)
+    app = _faust_app(settings, bootstrap)
+    app.tutorloop_metrics = metrics  # type: ignore[attr-defined]
+    app.tutorloop_sink = sink  # type: ignore[attr-defined]
+
+    def topic(name: str) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, value_serializer="raw")
+
+    run_batches = _batch_runner(
+        app, settings.streams, metrics, topic(settings.topic(PREDICTIONS_DLQ))
+    )
+
+    @app.agent(topic(settings.topic(PREDICTIONS)), name="predictions")
+    async def predictions(stream: Any) -> None:
+        await run_batches("predictions", stream, sink.write_predictions)
+
+    @app.agent(topic(settings.topic(ESCALATIONS)), name="escalations")
+    async def escalations(stream: Any) -> None:
+        await run_batches("escalations", stream, sink.write_escalations)
+
+    _add_timers(app, settings.streams, metrics)
+    if settings.streams.metrics_port:
+        metrics.serve(settings.streams.metrics_port)
     return app
 
 

@@ -32,7 +32,7 @@ import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -426,3 +426,13 @@ def build_dataset(warehouse: Warehouse, spec: DatasetSpec, root: Path) -> Datase
         )  # fmt: skip
         insert_arrow(con, "dataset_members", members)
     return DatasetVersion(dataset_hash, path, spec, counts, created=True, rows=rows)
+
+
+def data_window(warehouse: Warehouse, dataset_hash: str) -> tuple[datetime | None, datetime | None]:
+    """When the dataset's trained-on cases were captured: the DP ledger's data window."""
+    row = warehouse.query(
+        "SELECT min(c.ts), max(c.ts) FROM dataset_members m JOIN cases c USING (case_id)"
+        " WHERE m.dataset_hash = ? AND m.split <> ?",
+        [dataset_hash, Split.EVAL],
+    )
+    return (row[0][0], row[0][1]) if row else (None, None)

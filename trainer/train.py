@@ -22,7 +22,6 @@ import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,12 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from tutorloop.evaluation.metrics import quality
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
-from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.tables import LabelSource, Split
+from tutorloop.privacy.dp import LedgerEntry
 from tutorloop.trainer.calibration import fit_temperature
 from tutorloop.trainer.student import Student
 
-HUMAN_SOURCES = ("human", "human+teacher")
+HUMAN_SOURCES = (LabelSource.HUMAN, "human+teacher")
 
 
 class TrainingError(TutorloopError):
@@ -46,13 +46,10 @@ class TrainingError(TutorloopError):
 
 @dataclass(frozen=True)
 class DPRequest:
-    """Train with DP-SGD to ``epsilon``; the ledger records it against ``window``."""
+    """Train with DP-SGD to ``settings.dp_epsilon``; ``run_id`` names the accounting."""
 
     settings: PrivacySettings
-    warehouse: Warehouse
     run_id: str
-    window_start: datetime | None
-    window_end: datetime | None
 
 
 @dataclass
@@ -62,8 +59,12 @@ class TrainOutcome:
     steps: int
     epochs_run: float
     stopped_early: bool
-    epsilon: float | None = None
+    privacy: LedgerEntry | None = None  # DP runs: what the ledger must record
     history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def epsilon(self) -> float | None:
+        return self.privacy.epsilon if self.privacy is not None else None
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,91 @@ def _restore(model: Any, saved: dict[str, torch.Tensor]) -> None:
                 param.copy_(saved[name])
 
 
+def _optimizer(model: Any, cfg: TrainerSettings) -> Any:
+    # The head starts from random weights and is trained in full: it needs a far larger step
+    # than the low-rank adapters (measured on 10 examples x 77 labels, 8 epochs: 0.77 test
+    # accuracy with 2e-2 for the head and 2e-4 for the adapters; 0.08 with 2e-4 for both).
+    head = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    return torch.optim.AdamW(
+        [
+            {"params": lora, "lr": cfg.learning_rate},
+            {"params": head, "lr": cfg.head_learning_rate},
+        ]
+    )
+
+
+@dataclass
+class _EarlyStopping:
+    """Validation loss every ``every`` steps; the best trainable weights are kept."""
+
+    patience: int
+    every: int
+    best_loss: float = math.inf
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    bad_evals: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def should_stop(self, model: Any, step: int, train_loss: float, val_loss: float) -> bool:
+        self.history.append({"step": step, "train_loss": train_loss, "val_loss": val_loss})
+        if val_loss < self.best_loss - 1e-4:
+            self.best_loss, self.best_state, self.bad_evals = val_loss, _trainable(model), 0
+            return False
+        self.bad_evals += 1
+        return self.bad_evals >= self.patience
+
+
+@dataclass
+class _Run:
+    """One training run's moving parts, so that the step loop reads as the algorithm."""
+
+    model: Any
+    tokenizer: Any
+    cfg: TrainerSettings
+    train: _Split
+    validation: _Split
+    optimizer: Any
+    scheduler: Any
+    total: int
+    stopping: _EarlyStopping
+    loader: Any = None  # DP: opacus' Poisson-sampling loader
+    step: int = 0
+
+    def batches(self, generator: torch.Generator) -> Iterator[_Batch]:
+        if self.loader is not None:
+            return _private_batches(self.loader)
+        return (
+            _dynamic_batch(self.train, idx, self.tokenizer)
+            for idx in _batches(self.train, self.cfg.batch_size, generator)
+        )
+
+    def epoch(self, generator: torch.Generator, on_step: Callable[[int], None] | None) -> bool:
+        """One pass over the training rows; True when early stopping ended the run."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        for enc, labels, soft, weights, has_soft in self.batches(generator):
+            self.model.train()
+            self.optimizer.zero_grad()
+            logits = self.model(**enc).logits.float()
+            loss = distillation_loss(
+                logits, labels, soft, weights, has_soft,
+                temperature=self.cfg.distill_temperature, alpha=self.cfg.distill_alpha,
+            )  # fmt: skip
+            loss.backward()  # type: ignore[no-untyped-call]
+            if self.loader is None:  # DP-SGD clips per example itself
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            if on_step is not None:
+                on_step(1)
+            due = self.step % self.stopping.every == 0 or self.step == self.total
+            if len(self.validation) and due:
+                val_loss = _loss_on(self.model, self.tokenizer, self.validation, self.cfg)
+                if self.stopping.should_stop(self.model, self.step, loss.item(), val_loss):
+                    return True
+        return False
+
+
 def train_student(
     student: Student,
     dataset: Any,
@@ -192,31 +278,24 @@ def train_student(
     on_total: Callable[[int], None] | None = None,
     epochs: int | None = None,
 ) -> TrainOutcome:
-    """Train ``student`` in place on ``dataset`` (a saved dataset version) and calibrate it."""
+    """Train ``student`` in place on ``dataset`` (a saved dataset version) and calibrate it.
+
+    With ``dp``, training is DP-SGD and the outcome carries the run's privacy accounting;
+    writing it to the ledger is the caller's job (the cycle), not training's.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
     model, tokenizer = student.model, student.tokenizer
-    train = _split(dataset, "train", tokenizer, cfg)
-    validation = _split(dataset, "validation", tokenizer, cfg)
-    gold = _split(dataset, "eval", tokenizer, cfg)
+    train = _split(dataset, Split.TRAIN, tokenizer, cfg)
+    validation = _split(dataset, Split.VALIDATION, tokenizer, cfg)
+    gold = _split(dataset, Split.EVAL, tokenizer, cfg)
     if len(train) == 0:
         raise TrainingError("the dataset has no training rows")
-    params = [p for p in model.parameters() if p.requires_grad]
-    # The head starts from random weights and is trained in full: it needs a far larger step
-    # than the low-rank adapters (measured on 10 examples x 77 labels, 8 epochs: 0.77 test
-    # accuracy with 2e-2 for the head and 2e-4 for the adapters; 0.08 with 2e-4 for both).
-    head = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
-    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": lora, "lr": cfg.learning_rate},
-            {"params": head, "lr": cfg.head_learning_rate},
-        ]
-    )
+    optimizer = _optimizer(model, cfg)
     epochs = epochs or cfg.epochs
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    private = None
+    private = loader = None
     if dp is not None:
         private, loader = _make_private(model, optimizer, train, tokenizer, cfg, dp, epochs)
         optimizer = private.optimizer
@@ -226,76 +305,34 @@ def train_student(
         on_total(total)
     from transformers import get_cosine_schedule_with_warmup
 
-    scheduler = get_cosine_schedule_with_warmup(
-        optimizer, math.ceil(cfg.warmup_ratio * total), total
-    )
-    eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    best_loss, best_state, bad_evals, step = math.inf, _trainable(model), 0, 0
-    history: list[dict[str, float]] = []
-    stopped = False
+    run = _Run(
+        model, tokenizer, cfg, train, validation, optimizer,
+        get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total),
+        total, _EarlyStopping(cfg.patience, max(1, steps_per_epoch // cfg.evals_per_epoch),
+                              best_state=_trainable(model)),
+        loader,
+    )  # fmt: skip
     snapshot = _trainable(model) if dp is not None else None
-    for _epoch in range(epochs):
-        batches = (
-            _private_batches(loader)
-            if private is not None
-            else (
-                _dynamic_batch(train, idx, tokenizer)
-                for idx in _batches(train, cfg.batch_size, generator)
-            )
-        )
-        for enc, labels, soft, weights, has_soft in batches:
-            model.train()
-            optimizer.zero_grad()
-            logits = model(**enc).logits.float()
-            loss = distillation_loss(
-                logits, labels, soft, weights, has_soft,
-                temperature=cfg.distill_temperature, alpha=cfg.distill_alpha,
-            )  # fmt: skip
-            loss.backward()  # type: ignore[no-untyped-call]
-            if private is None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            if on_step is not None:
-                on_step(1)
-            if len(validation) and (step % eval_every == 0 or step == total):
-                val_loss = _loss_on(model, tokenizer, validation, cfg)
-                history.append({"step": step, "train_loss": loss.item(), "val_loss": val_loss})
-                if val_loss < best_loss - 1e-4:
-                    best_loss, best_state, bad_evals = val_loss, _trainable(model), 0
-                else:
-                    bad_evals += 1
-                    if bad_evals >= cfg.patience:
-                        stopped = True
-                        break
-        if stopped:
-            break
+    generator = torch.Generator().manual_seed(cfg.seed)
+    # ``any`` stops at the first epoch that early-stopped.
+    stopped = any(run.epoch(generator, on_step) for _ in range(epochs))
     if len(validation):
-        _restore(model, best_state)
-    epsilon = None
+        _restore(model, run.stopping.best_state)
+    spend = None
     if private is not None and dp is not None:
-        from tutorloop.privacy.dp import assert_adapters_changed, record_run
+        from tutorloop.privacy.dp import account, assert_adapters_changed
 
         assert snapshot is not None
         assert_adapters_changed(snapshot, model)
-        entry = record_run(
-            dp.warehouse, dp.run_id, private,
-            window_start=dp.window_start, window_end=dp.window_end,
-        )  # fmt: skip
-        epsilon = entry.epsilon
+        spend = account(private, dp.run_id)
     temperature, metrics = _calibrate_and_measure(model, tokenizer, validation, gold)
-    metrics["best_val_loss"] = best_loss if math.isfinite(best_loss) else None
+    best = run.stopping.best_loss
+    metrics["best_val_loss"] = best if math.isfinite(best) else None
     return TrainOutcome(
-        temperature=temperature,
-        metrics=metrics,
-        steps=step,
-        epochs_run=round(step / steps_per_epoch, 2),
-        stopped_early=stopped,
-        epsilon=epsilon,
-        history=history,
-    )
+        temperature=temperature, metrics=metrics, steps=run.step,
+        epochs_run=round(run.step / steps_per_epoch, 2), stopped_early=stopped,
+        privacy=spend, history=run.stopping.history,
+    )  # fmt: skip
 
 
 _Batch = tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
