@@ -36,7 +36,8 @@ from kafka import KafkaProducer
 from rich.console import Console
 from rich.progress import Progress
 
-from tutorloop.infra.broker import EmbeddedBroker, free_port
+from tutorloop.infra.broker import EmbeddedBroker
+from tutorloop.infra.local_processes import free_port
 from tutorloop.infra.settings import load_settings
 from tutorloop.infra.topics import PREDICTIONS, ensure_topics
 from tutorloop.infra.warehouse import Warehouse

@@ -139,7 +139,8 @@ class _Services:
 @contextmanager
 def _services(options: DemoOptions) -> Iterator[_Services]:
     """The embedded broker and one stream worker, stopped on the way out (Ctrl-C included)."""
-    from tutorloop.infra.broker import EmbeddedBroker, free_port
+    from tutorloop.infra.broker import EmbeddedBroker
+    from tutorloop.infra.local_processes import free_port
     from tutorloop.infra.topics import ensure_topics
     from tutorloop.infra.warehouse import Warehouse
 

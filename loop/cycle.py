@@ -27,7 +27,8 @@ from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.labeled_csv import LabeledRows
 from tutorloop.labeling.relabel import RelabelReport
 from tutorloop.registry.store import ModelVersion, champion, register_candidate, verify
-from tutorloop.trainer.dataset import DatasetSpec, DatasetVersion, build_dataset
+from tutorloop.trainer.dataset import DatasetSpec, DatasetVersion
+from tutorloop.trainer.dataset_store import build_dataset
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def _start_run(
 ) -> tuple[str, tuple[datetime | None, datetime | None]]:
     """Check the DP budget for the dataset's data window, then record the run as started."""
     from tutorloop.privacy.dp import check_budget
-    from tutorloop.trainer.dataset import data_window
+    from tutorloop.trainer.dataset_store import data_window
     from tutorloop.trainer.runs import start_run
 
     cfg, privacy = settings.trainer, settings.privacy

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tutorloop.infra.broker import EmbeddedBroker, free_port
+from tutorloop.infra.broker import EmbeddedBroker
+from tutorloop.infra.local_processes import free_port
 from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.warehouse import Warehouse
 

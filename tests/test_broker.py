@@ -15,7 +15,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from tests.conftest import run_cli
-from tutorloop.infra.broker import BrokerError, EmbeddedBroker, bootstrap_servers, free_port
+from tutorloop.infra.broker import BrokerError, EmbeddedBroker, bootstrap_servers
+from tutorloop.infra.local_processes import free_port
 from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.topics import TOPICS, ensure_topics, list_topics, partition_counts
 

@@ -18,7 +18,8 @@ from tutorloop.infra.settings_sections import OpenAITeacherSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.relabel import relabel
 from tutorloop.labeling.teacher_openai import OpenAITeacher
-from tutorloop.trainer.dataset import DatasetSpec, EmptyDatasetError, _unit, build_dataset
+from tutorloop.trainer.dataset import DatasetSpec, EmptyDatasetError, _unit
+from tutorloop.trainer.dataset_store import build_dataset
 
 LABELS = ("card_arrival", "card_lost", "top_up_failed", "top_up_limits")
 DATA = Path(__file__).parent / "data"

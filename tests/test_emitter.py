@@ -7,7 +7,8 @@ from pathlib import Path
 
 from tests.conftest import read_topic
 from tests.streams_events import escalation, prediction
-from tutorloop.infra.broker import EmbeddedBroker, free_port
+from tutorloop.infra.broker import EmbeddedBroker
+from tutorloop.infra.local_processes import free_port
 from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, ensure_topics
 from tutorloop.streams.emitter import PredictionEmitter

@@ -22,7 +22,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.streams_events import escalation, prediction
-from tutorloop.infra.broker import free_port
+from tutorloop.infra.local_processes import free_port
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics

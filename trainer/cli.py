@@ -30,7 +30,8 @@ def build_cmd(
     from tutorloop.infra.warehouse import Warehouse
     from tutorloop.labeling.teachers import label_set
     from tutorloop.registry.store import champion
-    from tutorloop.trainer.dataset import DatasetSpec, build_dataset
+    from tutorloop.trainer.dataset import DatasetSpec
+    from tutorloop.trainer.dataset_store import build_dataset
 
     settings = settings_of(ctx)
     warehouse = Warehouse.from_settings(settings)
@@ -61,11 +62,9 @@ def build_cmd(
 def list_cmd(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
     """Dataset versions, newest first."""
     from tutorloop.infra.warehouse import Warehouse
+    from tutorloop.trainer.dataset_store import list_dataset_versions
 
-    rows = Warehouse.from_settings(settings_of(ctx)).query_dicts(
-        "SELECT dataset_hash, created_at, n_train, n_validation, n_eval, counts"
-        " FROM dataset_versions ORDER BY created_at DESC"
-    )
+    rows = list_dataset_versions(Warehouse.from_settings(settings_of(ctx)))
     if json_out:
         print_json(rows)
         return

@@ -28,21 +28,18 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from tutorloop.infra.errors import TutorloopError
-from tutorloop.infra.hashing import JsonDigest, stable_unit
+from tutorloop.infra.hashing import stable_unit
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.tables import CaptureReason, LabelSource, Split
-from tutorloop.infra.warehouse import Warehouse, insert_arrow
+from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.caps import ContributionCaps, eligible_case_ids
 
 SPLITS = tuple(Split)
@@ -248,21 +245,10 @@ def _with_split(row: Row, split: str) -> Row:
     return Row(row.case_id, row.text, row.label, row.soft_targets, row.source, split, row.replay)
 
 
-def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[str, Any]]:
-    """The rows of a dataset for ``spec`` and the counts that explain them (nothing saved)."""
-    if len(spec.labels) < 2:
-        raise EmptyDatasetError("a dataset needs a label set with at least two labels")
-    caps = ContributionCaps(
-        per_user=spec.caps_per_user,
-        per_tenant=spec.caps_per_tenant,
-        window=timedelta(days=spec.caps_window_days),
-    )
-    total_cases = int(warehouse.query("SELECT count(*) FROM cases")[0][0])
-    eligible = eligible_case_ids(warehouse, caps)
-    candidates = _load(warehouse, eligible, spec.teacher_id)
-    dropped: Counter[str] = Counter()
-    dropped["no_consent_or_capped"] = total_cases - len(eligible)
-
+def _partition(
+    candidates: list[_Candidate], spec: DatasetSpec, dropped: Counter[str]
+) -> tuple[list[Row], list[tuple[_Candidate, tuple[str, tuple[float, ...], str]]], set[str]]:
+    """The fixed gold evaluation rows, the labeled training pool, and the eval texts' hashes."""
     eval_rows: list[Row] = []
     pool: list[tuple[_Candidate, tuple[str, tuple[float, ...], str]]] = []
     eval_hashes: set[str] = set()
@@ -300,10 +286,20 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
             continue
         pool.append((c, target))
 
+    return eval_rows, pool, eval_hashes
+
+
+def _dedup(
+    pool: list[tuple[_Candidate, tuple[str, tuple[float, ...], str]]],
+    eval_hashes: set[str],
+    previous: set[str],
+    dropped: Counter[str],
+    seed: int,
+) -> tuple[list[Row], list[Row]]:
+    """One training row per normalized text, split into new rows and the previous version's."""
     # Dedup: human-labeled rows first, then a stable order by case id hash.
-    pool.sort(key=lambda item: (item[1][2] == "teacher", _unit(spec.seed, item[0].case_id)))
+    pool.sort(key=lambda item: (item[1][2] == LabelSource.TEACHER, _unit(seed, item[0].case_id)))
     seen: set[str] = set()
-    previous = _members(warehouse, spec.previous)
     new_rows: list[Row] = []
     old_rows: list[Row] = []
     for c, (label, soft, source) in pool:
@@ -317,7 +313,28 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
         row = Row(c.case_id, c.text, label, soft, source, Split.TRAIN)
         (old_rows if c.case_id in previous else new_rows).append(row)
     if not previous:
-        new_rows, old_rows = new_rows + old_rows, []
+        return new_rows + old_rows, []
+    return new_rows, old_rows
+
+
+def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[str, Any]]:
+    """The rows of a dataset for ``spec`` and the counts that explain them (nothing saved)."""
+    if len(spec.labels) < 2:
+        raise EmptyDatasetError("a dataset needs a label set with at least two labels")
+    caps = ContributionCaps(
+        per_user=spec.caps_per_user,
+        per_tenant=spec.caps_per_tenant,
+        window=timedelta(days=spec.caps_window_days),
+    )
+    total_cases = int(warehouse.query("SELECT count(*) FROM cases")[0][0])
+    eligible = eligible_case_ids(warehouse, caps)
+    candidates = _load(warehouse, eligible, spec.teacher_id)
+    dropped: Counter[str] = Counter()
+    dropped["no_consent_or_capped"] = total_cases - len(eligible)
+
+    eval_rows, pool, eval_hashes = _partition(candidates, spec, dropped)
+    previous = _members(warehouse, spec.previous)
+    new_rows, old_rows = _dedup(pool, eval_hashes, previous, dropped, spec.seed)
     n_replay = min(len(old_rows), round(spec.replay_fraction * len(new_rows)))
     old_rows.sort(key=lambda r: _unit(spec.seed + 2, r.case_id))
     replay = [
@@ -340,99 +357,3 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
         "labels_in_train": len({r.label for r in rows if r.split == "train"}),
     }
     return rows, counts
-
-
-def content_hash(spec: DatasetSpec, rows: Sequence[Row]) -> str:
-    """sha256 over the spec and every row, in a canonical order."""
-    digest = JsonDigest().add(spec.to_dict())
-    for row in sorted(rows, key=lambda r: (r.split, r.case_id)):
-        digest.add([row.case_id, row.text, row.label, row.soft_targets, row.source, row.split,
-                    row.replay], compact=True)  # fmt: skip
-    return digest.hexdigest()
-
-
-def _save(rows: Sequence[Row], spec: DatasetSpec, path: Path) -> None:
-    """One ``datasets.Dataset`` with a ``split`` column (train / validation / eval).
-
-    One table rather than a ``DatasetDict``: an empty split (no gold evaluation rows yet)
-    saves but does not load back in ``datasets`` 5.
-    """
-    from datasets import ClassLabel, Dataset, Features, Sequence, Value
-    from datasets.utils.logging import disable_progress_bar
-
-    disable_progress_bar()  # a few seconds of work; the caller shows its own progress
-    features = Features(
-        {
-            "case_id": Value("string"),
-            "text": Value("string"),
-            "label": ClassLabel(names=list(spec.labels)),
-            "soft_targets": Sequence(Value("float32"), length=len(spec.labels)),
-            "source": Value("string"),
-            "split": Value("string"),
-            "replay": Value("bool"),
-        }
-    )
-    index = {label: i for i, label in enumerate(spec.labels)}
-    ordered = sorted(rows, key=lambda r: (SPLITS.index(r.split), r.case_id))
-    table = Dataset.from_dict(
-        {
-            "case_id": [r.case_id for r in ordered],
-            "text": [r.text for r in ordered],
-            "label": [index[r.label] for r in ordered],
-            "soft_targets": [list(r.soft_targets) for r in ordered],
-            "source": [r.source for r in ordered],
-            "split": [r.split for r in ordered],
-            "replay": [r.replay for r in ordered],
-        },
-        features=features,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        staged = Path(tmp) / "dataset"
-        table.save_to_disk(str(staged))
-        (staged / "tutorloop.json").write_text(json.dumps(spec.to_dict(), indent=2))
-        if not path.exists():
-            staged.rename(path)
-
-
-def build_dataset(warehouse: Warehouse, spec: DatasetSpec, root: Path) -> DatasetVersion:
-    """Assemble, hash, save under ``root/<hash>`` and record the version and its members."""
-    rows, counts = assemble(warehouse, spec)
-    dataset_hash = content_hash(spec, rows)
-    path = root / dataset_hash
-    existing = warehouse.query(
-        "SELECT 1 FROM dataset_versions WHERE dataset_hash = ?", [dataset_hash]
-    )
-    if existing and path.is_dir():
-        return DatasetVersion(dataset_hash, path, spec, counts, created=False, rows=rows)
-    _save(rows, spec, path)
-    members = pa.Table.from_pylist(
-        [
-            {"dataset_hash": dataset_hash, "case_id": r.case_id, "split": r.split,
-             "label": r.label, "label_source": r.source}
-            for r in rows
-        ]
-    )  # fmt: skip
-    with warehouse.transaction() as con:
-        con.execute(
-            "INSERT INTO dataset_versions (dataset_hash, spec, counts, n_train, n_validation,"
-            " n_eval, path) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [
-                dataset_hash, json.dumps(spec.to_dict(), sort_keys=True),
-                json.dumps(counts, sort_keys=True), counts["by_split"].get("train", 0),
-                counts["by_split"].get("validation", 0), counts["by_split"].get("eval", 0),
-                str(path),
-            ],
-        )  # fmt: skip
-        insert_arrow(con, "dataset_members", members)
-    return DatasetVersion(dataset_hash, path, spec, counts, created=True, rows=rows)
-
-
-def data_window(warehouse: Warehouse, dataset_hash: str) -> tuple[datetime | None, datetime | None]:
-    """When the dataset's trained-on cases were captured: the DP ledger's data window."""
-    row = warehouse.query(
-        "SELECT min(c.ts), max(c.ts) FROM dataset_members m JOIN cases c USING (case_id)"
-        " WHERE m.dataset_hash = ? AND m.split <> ?",
-        [dataset_hash, Split.EVAL],
-    )
-    return (row[0][0], row[0][1]) if row else (None, None)
