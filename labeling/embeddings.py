@@ -15,6 +15,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from tutorloop.evaluation.metrics import FloatArray
+from tutorloop.infra.batching import length_sorted_batches
 
 
 class Encoder:
@@ -36,10 +37,8 @@ class Encoder:
         self, texts: Sequence[str], *, on_batch: Callable[[int], None] | None = None
     ) -> FloatArray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
+            for idx in length_sorted_batches(texts, self.batch_size):
                 batch = self._tokenizer(
                     [texts[i] for i in idx],
                     padding=True,

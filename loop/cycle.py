@@ -171,8 +171,8 @@ def _train_and_stage(
     from datasets import load_from_disk
 
     from tutorloop.privacy.dp import record_entry
-    from tutorloop.trainer.student import load_student
-    from tutorloop.trainer.train import DPRequest, save_student, train_student
+    from tutorloop.trainer.student import load_student, save_student
+    from tutorloop.trainer.train import DPRequest, train_student
 
     cfg = settings.trainer
     run_id, window = run

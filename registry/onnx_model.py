@@ -17,6 +17,7 @@ import numpy as np
 from tutorloop.evaluation.metrics import (
     FloatArray,  # numpy types only; sklearn loads on first metric
 )
+from tutorloop.infra.batching import length_sorted_batches
 from tutorloop.registry.store import ArtifactIntegrityError, verify
 
 INT8 = "model_int8.onnx"
@@ -56,10 +57,8 @@ class OnnxStudent:
 
     def predict_proba(self, texts: list[str], *, batch: int = 64) -> FloatArray:
         """Calibrated probabilities in input order (batched by length: little padding)."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(order), batch):
-            idx = order[start : start + batch]
+        for idx in length_sorted_batches(texts, batch):
             logits = self.logits([texts[i] for i in idx]) / self.temperature
             logits -= logits.max(axis=1, keepdims=True)
             exp = np.exp(logits)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from tutorloop.evaluation.metrics import FloatArray
+from tutorloop.infra.batching import length_sorted_batches
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.registry.store import verify
 
@@ -33,11 +34,9 @@ class TorchStudent:
 
     def predict_proba(self, texts: list[str], *, batch: int = 64) -> FloatArray:
         """Calibrated probabilities, in input order (batched by length)."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         with torch.no_grad():
-            for start in range(0, len(order), batch):
-                idx = order[start : start + batch]
+            for idx in length_sorted_batches(texts, batch):
                 enc = self.tokenizer(
                     [texts[i] for i in idx],
                     padding=True,

@@ -9,6 +9,7 @@ and the run records why.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,3 +107,12 @@ def load_student(
             ),
         )
     return Student(model, tokenizer, quantization, reason)
+
+
+def save_student(student: Student, folder: Path, labels: list[str], temperature: float) -> None:
+    """Adapter (with the trained head), tokenizer, label set and calibration temperature."""
+    folder.mkdir(parents=True, exist_ok=True)
+    student.model.save_pretrained(str(folder / "adapter"))
+    student.tokenizer.save_pretrained(str(folder / "tokenizer"))
+    (folder / "labels.json").write_text(json.dumps(labels, indent=2))
+    (folder / "calibration.json").write_text(json.dumps({"temperature": temperature}))

@@ -1,28 +1,22 @@
 """One distillation training run of the student on a dataset version.
 
-Loss per row with a teacher distribution: ``alpha`` x T^2 x KL(teacher_T || student_T) +
-(1 - ``alpha``) x cross-entropy on the hard label, where ``_T`` is the distribution softened by
-temperature T (the teacher gives probabilities, so its tempered distribution is p^(1/T),
-renormalised). Rows with a human label only have no distribution to match: plain
-cross-entropy (a KL to a one-hot at T > 1 only asks for ever larger logits). Rows whose
-hard label is human weigh ``human_weight`` times more. AdamW, linear warmup then cosine decay,
-gradient norm clipped, batches padded to their longest text, validation loss checked
-``evals_per_epoch`` times per epoch with early stopping (the best weights are restored).
-Afterwards a temperature is fit on the validation logits (calibration) and stored with the
-adapter.
+The loss is :func:`tutorloop.trainer.distillation.distillation_loss`. AdamW with separate
+learning rates for the head and the adapters, linear warmup then cosine decay, gradient norm
+clipped, batches padded to their longest text, validation loss checked ``evals_per_epoch``
+times per epoch with early stopping (the best weights are restored). Afterwards a temperature
+is fit on the validation logits (calibration) and saved with the adapter.
 
 With DP-SGD (``privacy.dp_epsilon``) the privacy package's opacus wrapper takes over batching
-(Poisson sampling over fixed-length rows) and clipping; the spent epsilon goes to the ledger.
+(Poisson sampling over fixed-length rows) and clipping; the run returns its privacy
+accounting, which the cycle writes to the ledger.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,11 +24,13 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
 from tutorloop.evaluation.metrics import quality
+from tutorloop.infra.batching import length_sorted_batches
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.infra.tables import LabelSource, Split
 from tutorloop.privacy.dp import LedgerEntry
 from tutorloop.trainer.calibration import fit_temperature
+from tutorloop.trainer.distillation import distillation_loss
 from tutorloop.trainer.student import Student
 
 HUMAN_SOURCES = (LabelSource.HUMAN, "human+teacher")
@@ -112,28 +108,6 @@ def _pad(tokenizer: Any, ids: list[list[int]], length: int | None = None) -> dic
     )
 
 
-def distillation_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    soft: torch.Tensor,
-    weights: torch.Tensor,
-    has_soft: torch.Tensor,
-    *,
-    temperature: float,
-    alpha: float,
-) -> torch.Tensor:
-    """Weighted mean over the batch of alpha x T^2 x KL + (1 - alpha) x CE, or CE alone for
-    rows without a teacher distribution (see the module)."""
-    ce = F.cross_entropy(logits, labels, reduction="none")
-    tempered = soft.clamp(min=1e-8).pow(1.0 / temperature)
-    tempered = tempered / tempered.sum(dim=1, keepdim=True)
-    log_student = F.log_softmax(logits / temperature, dim=1)
-    kl = (tempered * (tempered.log() - log_student)).sum(dim=1) * temperature**2
-    mix = alpha * has_soft
-    per_row = mix * kl + (1 - mix) * ce
-    return (weights * per_row).sum() / weights.numel()
-
-
 def _batches(split: _Split, size: int, generator: torch.Generator) -> Iterator[list[int]]:
     order = torch.randperm(len(split), generator=generator).tolist()
     for start in range(0, len(order), size):
@@ -147,14 +121,12 @@ def predict_logits(
     out = torch.zeros(0)
     if not ids:
         return out
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     chunks: dict[int, torch.Tensor] = {}
     model.eval()
     # no_grad, not inference_mode: bitsandbytes 4-bit layers keep tensors created here, and
     # inference tensors then break the next training step.
     with torch.no_grad():
-        for start in range(0, len(order), batch):
-            idx = order[start : start + batch]
+        for idx in length_sorted_batches(ids, batch):
             enc = _pad(tokenizer, [ids[i] for i in idx])
             logits = model(**enc).logits.float()
             for row, i in enumerate(idx):
@@ -399,12 +371,3 @@ def _calibrate_and_measure(
         ).to_dict()
     metrics["temperature"] = temperature
     return temperature, metrics
-
-
-def save_student(student: Student, folder: Path, labels: list[str], temperature: float) -> None:
-    """Adapter (with the trained head), tokenizer, label set and calibration temperature."""
-    folder.mkdir(parents=True, exist_ok=True)
-    student.model.save_pretrained(str(folder / "adapter"))
-    student.tokenizer.save_pretrained(str(folder / "tokenizer"))
-    (folder / "labels.json").write_text(json.dumps(labels, indent=2))
-    (folder / "calibration.json").write_text(json.dumps({"temperature": temperature}))
