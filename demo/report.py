@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rich import box
 from rich.table import Table
 
+from tutorloop.evaluation.metrics import reliability
 from tutorloop.infra.cli_common import console
 
 if TYPE_CHECKING:
@@ -56,12 +57,11 @@ def _png(fig: Any) -> str:
 
 
 def _plots(result: DemoResult, out: Path) -> dict[str, str]:
+    # The headless backend must be chosen before pyplot loads.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from tutorloop.evaluation.metrics import reliability
 
     images: dict[str, str] = {}
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -31,11 +31,30 @@ from typing import Any
 
 import numpy as np
 
+from tutorloop.demo.report import write_report
 from tutorloop.demo.results import CycleRow, DemoOptions, DemoResult
 from tutorloop.demo.traffic import serve_traffic, wait_for_warehouse
+from tutorloop.evaluation.metrics import quality
+from tutorloop.infra.broker import EmbeddedBroker
 from tutorloop.infra.cli_common import console
 from tutorloop.infra.errors import TutorloopError
-from tutorloop.infra.settings import Settings, load_settings
+from tutorloop.infra.local_processes import free_port
+from tutorloop.infra.progress import progress_bar
+from tutorloop.infra.settings import Settings, flatten, load_settings
+from tutorloop.infra.topics import ensure_topics
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.case_store import labeling_counts
+from tutorloop.labeling.gold import import_gold
+from tutorloop.labeling.labeled_csv import LabeledRows, read_labeled_csv
+from tutorloop.labeling.teacher_local import LocalTeacher, fit_local_teacher
+from tutorloop.loop.cycle import CycleReport, bootstrap, run_cycle
+from tutorloop.loop.schedule import Scheduler
+from tutorloop.privacy.dp import total_epsilon
+from tutorloop.privacy.scrubber import RegexScrubber
+from tutorloop.registry.gates import stored_gates
+from tutorloop.registry.lifecycle import history, promote
+from tutorloop.registry.onnx_model import load_onnx_student
+from tutorloop.registry.store import champion
 
 START = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)  # a Monday, an hour after the weekly window
 
@@ -58,7 +77,6 @@ def _overrides(options: DemoOptions, bootstrap: str) -> dict[str, Any]:
 
 
 def _env(overrides: dict[str, Any]) -> dict[str, str]:
-    from tutorloop.infra.settings import flatten
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUTORLOOP_")}
     for key, value in flatten(overrides):
@@ -70,7 +88,6 @@ def _env(overrides: dict[str, Any]) -> dict[str, str]:
 
 
 def _split(rows: Any, options: DemoOptions) -> dict[str, Any]:
-    from tutorloop.labeling.labeled_csv import LabeledRows
 
     rng = random.Random(options.seed)
     order = list(range(len(rows)))
@@ -104,10 +121,6 @@ def _split(rows: Any, options: DemoOptions) -> dict[str, Any]:
 
 
 def _evaluate(settings: Settings, test: Any) -> tuple[Any, Any, Any]:
-    from tutorloop.evaluation.metrics import quality
-    from tutorloop.infra.warehouse import Warehouse
-    from tutorloop.registry.onnx_model import load_onnx_student
-    from tutorloop.registry.store import champion
 
     current = champion(Warehouse.from_settings(settings))
     assert current is not None
@@ -139,10 +152,6 @@ class _Services:
 @contextmanager
 def _services(options: DemoOptions) -> Iterator[_Services]:
     """The embedded broker and one stream worker, stopped on the way out (Ctrl-C included)."""
-    from tutorloop.infra.broker import EmbeddedBroker
-    from tutorloop.infra.local_processes import free_port
-    from tutorloop.infra.topics import ensure_topics
-    from tutorloop.infra.warehouse import Warehouse
 
     data_dir = options.out / "data"
     if data_dir.exists():
@@ -179,11 +188,6 @@ def _services(options: DemoOptions) -> Iterator[_Services]:
 
 
 def _seed_student(run: _Services, parts: dict[str, Any], test: Any, result: DemoResult) -> None:
-    from tutorloop.infra.progress import progress_bar
-    from tutorloop.labeling.gold import import_gold
-    from tutorloop.loop.cycle import bootstrap
-    from tutorloop.privacy.scrubber import RegexScrubber
-    from tutorloop.registry.lifecycle import promote
 
     settings, warehouse = run.settings, run.warehouse
     console.rule(f"2. seed student ({len(parts['seed'])} gold examples)")
@@ -203,8 +207,6 @@ def _seed_student(run: _Services, parts: dict[str, Any], test: Any, result: Demo
 
 
 def _reference_teacher(settings: Settings, pool: Any, test: Any, result: DemoResult) -> None:
-    from tutorloop.infra.progress import progress_bar
-    from tutorloop.labeling.teacher_local import LocalTeacher, fit_local_teacher
 
     console.rule(f"3. reference teacher ({settings.teacher.encoder}, {len(pool)} pool)")
     with progress_bar("embedding teacher pool", len(pool)) as advance:
@@ -223,10 +225,6 @@ def _weekly_cycles(
     run: _Services, options: DemoOptions, traffic_rows: Any, test: Any, result: DemoResult
 ) -> None:
     """Each week: serve a share of the traffic, then let the scheduler run that week's cycle."""
-    from tutorloop.infra.progress import progress_bar
-    from tutorloop.labeling.labeled_csv import LabeledRows
-    from tutorloop.loop.cycle import CycleReport, run_cycle
-    from tutorloop.loop.schedule import Scheduler
 
     settings, warehouse = run.settings, run.warehouse
     chunks = np.array_split(np.arange(len(traffic_rows)), options.cycles)
@@ -271,9 +269,6 @@ def _weekly_cycles(
 
 def run_demo(options: DemoOptions) -> DemoResult:
     """Run the whole loop (module docstring) and write its report."""
-    from tutorloop.demo.report import write_report
-    from tutorloop.labeling.labeled_csv import read_labeled_csv
-    from tutorloop.registry.lifecycle import history
 
     started = time.monotonic()
     result = DemoResult()
@@ -300,9 +295,6 @@ def _row(
     cycle: int, champion: str, report: Any, promoted: bool, q: Any, warehouse: Any,
     served: int, escalated: int, note: str,
 ) -> CycleRow:  # fmt: skip
-    from tutorloop.labeling.case_store import labeling_counts
-    from tutorloop.privacy.dp import total_epsilon
-    from tutorloop.registry.gates import stored_gates
 
     by_source = (report.dataset_counts or {}).get("by_source", {})
     human = int(by_source.get("human", 0)) + int(by_source.get("human+teacher", 0))

@@ -8,17 +8,20 @@ import time
 import uuid
 from typing import Any
 
+import httpx
+
 from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.progress import progress_bar
 from tutorloop.infra.settings import Settings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.serving.runtime import serving
+from tutorloop.streams.emitter import PredictionEmitter
+from tutorloop.streams.events import EscalationEvent, now_utc
+from tutorloop.streams.stats import audited_count
 
 
 def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Random) -> int:
     """Send ``rows`` through the HTTP server and the emitter; escalate a random fraction."""
-    import httpx
-
-    from tutorloop.serving.runtime import serving
-    from tutorloop.streams.emitter import PredictionEmitter
-    from tutorloop.streams.events import EscalationEvent, now_utc
 
     with (
         PredictionEmitter.from_settings(settings) as emitter,
@@ -52,8 +55,6 @@ def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Ra
                         with lock:
                             escalated += 1
 
-        from tutorloop.infra.progress import progress_bar
-
         with progress_bar("serving traffic", len(work)) as advance:
             threads = [
                 threading.Thread(target=client, args=(work[k::2],), daemon=True) for k in range(2)
@@ -77,8 +78,6 @@ def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Ra
 
 
 def wait_for_warehouse(settings: Settings, expected: int, timeout: float = 600) -> int:
-    from tutorloop.infra.warehouse import Warehouse
-    from tutorloop.streams.stats import audited_count
 
     warehouse = Warehouse.from_settings(settings)
     deadline = time.monotonic() + timeout

@@ -8,6 +8,8 @@ from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.teacher import Teacher
+from tutorloop.labeling.teacher_local import LocalTeacher
+from tutorloop.labeling.teacher_openai import OpenAITeacher
 
 
 class NoLabelSetError(TutorloopError):
@@ -40,11 +42,8 @@ def build_teacher(settings: Settings, warehouse: Warehouse) -> Teacher | None:
     if backend == "human":
         return None
     if backend == "local":
-        from tutorloop.labeling.teacher_local import LocalTeacher
-
         return LocalTeacher(
             settings.teacher_path, settings.models_dir, batch_size=settings.teacher.batch_size
         )
-    from tutorloop.labeling.teacher_openai import OpenAITeacher
 
     return OpenAITeacher(settings.teacher.openai, label_set(settings, warehouse))

@@ -12,23 +12,35 @@ from __future__ import annotations
 import logging
 import random
 import shutil
+import time
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from datasets import ClassLabel, Sequence, Value, load_from_disk
+
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.tables import Split
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.gold import import_gold
 from tutorloop.labeling.labeled_csv import LabeledRows
-from tutorloop.labeling.relabel import RelabelReport
+from tutorloop.labeling.models import resolve_model
+from tutorloop.labeling.relabel import RelabelReport, queue_unlabeled_for_humans, relabel
+from tutorloop.labeling.teachers import build_teacher, label_set
+from tutorloop.privacy.dp import check_budget, record_entry
+from tutorloop.privacy.scrubbing import configured_scrubber
+from tutorloop.registry.lifecycle import evaluate_candidate
 from tutorloop.registry.store import ModelVersion, champion, register_candidate, verify
 from tutorloop.trainer.dataset import DatasetSpec, DatasetVersion
-from tutorloop.trainer.dataset_store import build_dataset
+from tutorloop.trainer.dataset_store import build_dataset, data_window
+from tutorloop.trainer.runs import finish_run, package_versions, start_run
+from tutorloop.trainer.student import load_student, save_student
+from tutorloop.trainer.train import DPRequest, train_student
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +73,6 @@ class CycleReport:
 def _no_progress(
     description: str, total: int | None
 ) -> AbstractContextManager[Callable[[int], None]]:
-    from contextlib import nullcontext
 
     return nullcontext(lambda n: None)
 
@@ -103,9 +114,6 @@ def _start_run(
     epochs: int,
 ) -> tuple[str, tuple[datetime | None, datetime | None]]:
     """Check the DP budget for the dataset's data window, then record the run as started."""
-    from tutorloop.privacy.dp import check_budget
-    from tutorloop.trainer.dataset_store import data_window
-    from tutorloop.trainer.runs import start_run
 
     cfg, privacy = settings.trainer, settings.privacy
     window = data_window(warehouse, dataset.dataset_hash)
@@ -135,7 +143,6 @@ def _card(
     warm_from: ModelVersion | None,
     base_folder: Path,
 ) -> dict[str, Any]:
-    from tutorloop.trainer.runs import package_versions
 
     cfg = settings.trainer
     return {
@@ -168,11 +175,6 @@ def _train_and_stage(
     report: CycleReport,
 ) -> tuple[Any, dict[str, Any]]:
     """Train the student into the run's staging folder; the ledger gets a DP run's spend."""
-    from datasets import load_from_disk
-
-    from tutorloop.privacy.dp import record_entry
-    from tutorloop.trainer.student import load_student, save_student
-    from tutorloop.trainer.train import DPRequest, train_student
 
     cfg = settings.trainer
     run_id, window = run
@@ -206,7 +208,6 @@ def _gate(
     settings: Settings, warehouse: Warehouse, version: str, progress: ProgressFactory
 ) -> dict[str, Any]:
     """Export, quantize and gate the candidate; promote it under ``registry.auto_promote``."""
-    from tutorloop.registry.lifecycle import evaluate_candidate
 
     with progress("export, quantize, gates", None) as advance:
         verdict = evaluate_candidate(
@@ -236,10 +237,6 @@ def train_and_register(
 ) -> CycleReport:
     """Train on ``dataset`` (warm-started from ``warm_from``), register a candidate, then let
     the registry export, quantize and gate it (and promote it under ``auto_promote``)."""
-    import time
-
-    from tutorloop.labeling.models import resolve_model
-    from tutorloop.trainer.runs import finish_run
 
     report = report or CycleReport()
     started = time.monotonic()
@@ -275,7 +272,6 @@ def train_and_register(
 
 
 def _reorder_labels(rows: Any, labels: list[str]) -> Any:
-    from datasets import ClassLabel, Sequence, Value
 
     names = rows.features["label"].names
     position = [names.index(label) for label in labels]
@@ -301,8 +297,6 @@ def bootstrap(
     progress: ProgressFactory = _no_progress,
 ) -> CycleReport:
     """The first student: import a gold seed set, build its dataset, train from the base."""
-    from tutorloop.labeling.gold import import_gold
-    from tutorloop.privacy.scrubbing import configured_scrubber
 
     report = CycleReport()
     import_gold(warehouse, rows, configured_scrubber(settings.privacy), source=source, actor=actor)
@@ -322,8 +316,6 @@ def run_cycle(
     progress: ProgressFactory = _no_progress,
 ) -> CycleReport:
     """relabel → dataset → train → register, with the configured teacher."""
-    from tutorloop.labeling.relabel import queue_unlabeled_for_humans, relabel
-    from tutorloop.labeling.teachers import build_teacher, label_set
 
     report = CycleReport()
     current = champion(warehouse)

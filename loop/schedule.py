@@ -26,9 +26,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from croniter import croniter
+
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.loop.cycle import run_cycle
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,6 @@ def trainer_lock(settings: Settings) -> Iterator[None]:
 
 def cron_window(cron: str, now: datetime) -> datetime:
     """The start of the cron window ``now`` falls in (the latest scheduled time <= now)."""
-    from croniter import croniter
 
     start: datetime = croniter(cron, now).get_prev(datetime)
     return start
@@ -138,9 +140,6 @@ class Scheduler:
             raise Interrupted("shutdown requested")
 
     def _default_cycle(self, check_stop: Callable[[], None]) -> Any:
-        from contextlib import contextmanager
-
-        from tutorloop.loop.cycle import run_cycle
 
         @contextmanager
         def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:

@@ -14,7 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pyarrow as pa
+from datasets import ClassLabel, Dataset, Features, Value
+from datasets.utils.logging import disable_progress_bar
 
 from tutorloop.infra.hashing import JsonDigest
 from tutorloop.infra.tables import Split
@@ -37,8 +40,6 @@ def _save(rows: Sequence[Row], spec: DatasetSpec, path: Path) -> None:
     One table rather than a ``DatasetDict``: an empty split (no gold evaluation rows yet)
     saves but does not load back in ``datasets`` 5.
     """
-    from datasets import ClassLabel, Dataset, Features, Sequence, Value
-    from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()  # a few seconds of work; the caller shows its own progress
     features = Features(
@@ -46,7 +47,7 @@ def _save(rows: Sequence[Row], spec: DatasetSpec, path: Path) -> None:
             "case_id": Value("string"),
             "text": Value("string"),
             "label": ClassLabel(names=list(spec.labels)),
-            "soft_targets": Sequence(Value("float32"), length=len(spec.labels)),
+            "soft_targets": datasets.Sequence(Value("float32"), length=len(spec.labels)),
             "source": Value("string"),
             "split": Value("string"),
             "replay": Value("bool"),

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
 from tutorloop.infra.settings_sections import TrainerSettings
 
@@ -38,8 +39,6 @@ def _base(folder: Path, labels: list[str], quantize: bool) -> Any:
         "label2id": {label: i for i, label in enumerate(labels)},
     }
     if quantize:
-        from transformers import BitsAndBytesConfig
-
         kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -74,14 +73,11 @@ def load_student(
     ``init_adapter`` warm-starts from an earlier adapter (the champion's); its label set must
     be ``labels``, which the caller checks.
     """
-    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
     quantization, reason = cfg.quantization, None
     if quantization == "nf4":
         try:
-            from peft import prepare_model_for_kbit_training
-
             base = _base(base_folder, labels, quantize=True)
             _keep_training_layout(base)
             base = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]

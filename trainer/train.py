@@ -22,13 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
+from torch.utils.data import DataLoader, TensorDataset
+from transformers import get_cosine_schedule_with_warmup
 
 from tutorloop.evaluation.metrics import quality
 from tutorloop.infra.batching import length_sorted_batches
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.infra.tables import LabelSource, Split
-from tutorloop.privacy.dp import LedgerEntry
+from tutorloop.privacy.dp import LedgerEntry, account, assert_adapters_changed, make_private
 from tutorloop.trainer.calibration import fit_temperature
 from tutorloop.trainer.distillation import distillation_loss
 from tutorloop.trainer.student import Student
@@ -275,7 +277,6 @@ def train_student(
     total = steps_per_epoch * epochs
     if on_total is not None:
         on_total(total)
-    from transformers import get_cosine_schedule_with_warmup
 
     run = _Run(
         model, tokenizer, cfg, train, validation, optimizer,
@@ -292,8 +293,6 @@ def train_student(
         _restore(model, run.stopping.best_state)
     spend = None
     if private is not None and dp is not None:
-        from tutorloop.privacy.dp import account, assert_adapters_changed
-
         assert snapshot is not None
         assert_adapters_changed(snapshot, model)
         spend = account(private, dp.run_id)
@@ -324,9 +323,6 @@ def _make_private(
     dp: DPRequest,
     epochs: int,
 ) -> tuple[Any, Any]:
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from tutorloop.privacy.dp import make_private
 
     # Opacus samples rows independently (Poisson), so rows are padded to one length.
     enc = _pad(tokenizer, train.input_ids, cfg.max_length)
