@@ -34,7 +34,7 @@ import numpy as np
 from tutorloop.demo.report import write_report
 from tutorloop.demo.results import CycleRow, DemoOptions, DemoResult
 from tutorloop.demo.traffic import serve_traffic, wait_for_warehouse
-from tutorloop.evaluation.metrics import quality
+from tutorloop.evaluation.classifier import evaluate
 from tutorloop.infra.broker import EmbeddedBroker
 from tutorloop.infra.cli_common import console
 from tutorloop.infra.errors import TutorloopError
@@ -124,11 +124,8 @@ def _evaluate(settings: Settings, test: Any) -> tuple[Any, Any, Any]:
 
     current = champion(Warehouse.from_settings(settings))
     assert current is not None
-    model = load_onnx_student(current.artifact_dir)
-    probs = model.predict_proba(test.texts)
-    index = {label: i for i, label in enumerate(model.labels)}
-    targets = np.array([index.get(label, -1) for label in test.labels])
-    return current, quality(probs, targets), (probs, targets)
+    q, probs, targets = evaluate(load_onnx_student(current.artifact_dir), test.texts, test.labels)
+    return current, q, (probs, targets)
 
 
 def _interrupt_on_signals() -> None:

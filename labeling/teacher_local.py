@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tutorloop.evaluation.classifier import label_targets
 from tutorloop.evaluation.metrics import FloatArray, Quality, quality
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.hashing import JsonDigest
@@ -102,8 +103,7 @@ class LocalTeacher:
 
         Returns the quality and how many rows had an unknown label.
         """
-        index = {label: i for i, label in enumerate(self.labels)}
-        targets = np.array([index.get(label, -1) for label in rows.labels])
+        targets = label_targets(self.labels, rows.labels)
         probs = self.predict_proba(rows.texts, on_batch=on_batch)
         return quality(probs, targets), int((targets < 0).sum())
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tutorloop.evaluation.classifier import label_targets
 from tutorloop.evaluation.metrics import quality, single_query_latencies_ms
 from tutorloop.infra.settings_sections import RegistrySettings
 from tutorloop.infra.tables import CaptureReason
@@ -61,11 +62,6 @@ def _gate(
 ) -> GateResult:
     ok = bool(value >= threshold if comparator == ">=" else value <= threshold)
     return GateResult(name, round(float(value), 6), threshold, comparator, ok, detail)
-
-
-def _targets(labels: list[str], truth: list[str]) -> np.ndarray[Any, Any]:
-    index = {label: i for i, label in enumerate(labels)}
-    return np.array([index.get(label, -1) for label in truth])
 
 
 def _p95_latency_ms(model: OnnxStudent, texts: list[str], n: int = 200) -> float:
@@ -145,7 +141,7 @@ def evaluate_gates(
     ]
     if texts:
         probs = model.predict_proba(texts)
-        targets = _targets(model.labels, truth)
+        targets = label_targets(model.labels, truth)
         q = quality(probs, targets, coverage=cfg.selective_coverage)
         n = f"n={q.n}"
         results += [
@@ -193,7 +189,9 @@ def evaluate_gates(
 
 
 def _correct(model: OnnxStudent, texts: list[str], truth: list[str]) -> np.ndarray[Any, Any]:
-    return np.asarray(model.predict_proba(texts).argmax(axis=1) == _targets(model.labels, truth))
+    return np.asarray(
+        model.predict_proba(texts).argmax(axis=1) == label_targets(model.labels, truth)
+    )
 
 
 def _paired_regression(
@@ -238,7 +236,7 @@ def _versus_champion(
         return [GateResult("vs_champion", None, None, "info", True,
                            f"champion {champion.version} not comparable: {exc}")]  # fmt: skip
     champ_q = quality(
-        champ_model.predict_proba(texts), _targets(champ_model.labels, truth),
+        champ_model.predict_proba(texts), label_targets(champ_model.labels, truth),
         coverage=cfg.selective_coverage,
     )  # fmt: skip
     tol = cfg.regression_tolerance
@@ -246,7 +244,7 @@ def _versus_champion(
     out = [
         _paired_regression(
             "accuracy_vs_champion", _correct(champ_model, texts, truth),
-            cand_probs.argmax(axis=1) == _targets(cand_model.labels, truth), tol, vs,
+            cand_probs.argmax(axis=1) == label_targets(cand_model.labels, truth), tol, vs,
         ),
         _gate("macro_f1_vs_champion", cand_q.macro_f1 - champ_q.macro_f1, -tol, ">=",
               f"{vs}: {champ_q.macro_f1:.4f} -> {cand_q.macro_f1:.4f}"),

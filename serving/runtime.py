@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,6 +32,9 @@ from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
 from tutorloop.registry.lifecycle import pointer_path, read_pointer
 from tutorloop.registry.onnx_model import OnnxStudent, load_onnx_student
+
+if TYPE_CHECKING:
+    from tutorloop.streams.emitter import Emitter
 
 log = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
@@ -88,7 +91,7 @@ class Predictor:
         self,
         settings: Settings,
         *,
-        emitter: Any | None = None,
+        emitter: Emitter | None = None,
         top_k: int = 5,
         fallback: Callable[[str], tuple[str, float] | None] | None = None,
     ) -> None:
@@ -185,13 +188,16 @@ class Predictor:
             answered_by=answered_by,
         )
         if self.emitter is not None:
-            self._emit(request, prediction, label)
+            self._emit(self.emitter, request, prediction, label)
         return prediction
 
-    def _emit(self, request: PredictRequest, prediction: Prediction, label: str) -> None:
+    @staticmethod
+    def _emit(
+        emitter: Emitter, request: PredictRequest, prediction: Prediction, label: str
+    ) -> None:
         from tutorloop.streams.events import Consent, PredictionEvent, now_utc
 
-        self.emitter.emit(  # type: ignore[union-attr]
+        emitter.emit(
             PredictionEvent(
                 event_id=uuid.UUID(prediction.event_id),
                 ts=now_utc(),
@@ -287,7 +293,7 @@ def make_server(predictor: Predictor, host: str, port: int) -> ThreadingHTTPServ
 def serving(
     settings: Settings,
     *,
-    emitter: Any | None = None,
+    emitter: Emitter | None = None,
     host: str | None = None,
     port: int | None = None,
     fallback: Callable[[str], tuple[str, float] | None] | None = None,

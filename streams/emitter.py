@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tutorloop.infra.broker import bootstrap_servers
 from tutorloop.infra.errors import TutorloopError
@@ -40,8 +40,19 @@ class EmitterStats:
     dropped: int = 0
 
 
+class Emitter(Protocol):
+    """What serving needs of an emitter: hand over an event, never block on the broker."""
+
+    def emit(self, event: PredictionEvent) -> bool:
+        """Queue ``event`` for sending; False when it was dropped (the reason is logged)."""
+        ...
+
+
 class PredictionEmitter:
-    """Emit events to Kafka from serving code. Thread-safe; use as a context manager."""
+    """Emit events to Kafka from serving code. Thread-safe; use as a context manager.
+
+    Implements :class:`Emitter`.
+    """
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pytest
@@ -18,6 +19,22 @@ import pytest
 from tests.conftest import REPO
 from tutorloop.infra.migrations import migrate
 from tutorloop.infra.tables import BY_NAME, ERASURE_MODULE, TABLES
+
+if TYPE_CHECKING:
+    from tutorloop.evaluation.classifier import Classifier
+    from tutorloop.labeling.teacher_local import LocalTeacher
+    from tutorloop.registry.onnx_model import OnnxStudent
+    from tutorloop.registry.torch_model import TorchStudent
+    from tutorloop.streams.emitter import Emitter, PredictionEmitter
+
+
+def _implement_the_protocols(
+    onnx: OnnxStudent, torch: TorchStudent, teacher: LocalTeacher, emitter: PredictionEmitter
+) -> tuple[list[Classifier], Emitter]:
+    """Checked by mypy (``make typecheck``), never called: a class that drifts from its
+    protocol fails the type check here."""
+    return [onnx, torch, teacher], emitter
+
 
 PACKAGES = (
     "infra", "evaluation", "privacy", "labeling", "streams", "registry", "trainer", "serving",
