@@ -38,7 +38,7 @@ from rich.progress import Progress
 
 from tutorloop.infra.broker import EmbeddedBroker
 from tutorloop.infra.local_processes import free_port
-from tutorloop.infra.settings import load_settings
+from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.topics import PREDICTIONS, ensure_topics
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.streams.emitter import PredictionEmitter
@@ -165,6 +165,100 @@ def _batch_stats(port: int) -> tuple[int, float]:
     )
 
 
+def _start_worker(tmp: Path, metrics_port: int, batch_max: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUTORLOOP_")}
+    env.update(
+        TUTORLOOP_DATA_DIR=str(tmp),
+        TUTORLOOP_STREAMS__METRICS_PORT=str(metrics_port),
+        TUTORLOOP_STREAMS__SESSION_TIMEOUT_S="6",
+        TUTORLOOP_STREAMS__HEARTBEAT_INTERVAL_S="1",
+        TUTORLOOP_CAPTURE__AUDIT_SAMPLE_RATE="0",
+        TUTORLOOP_PRIVACY__SCRUBBER="regex",
+        TUTORLOOP_LOG_LEVEL=os.environ.get("TUTORLOOP_LOG_LEVEL", "WARNING"),
+    )
+    if batch_max:
+        env["TUTORLOOP_STREAMS__BATCH_MAX"] = str(batch_max)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tutorloop", "streams", "worker"],
+        env=env,
+        stdout=(tmp / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _worker_rate(port: int, events: int, tmp: Path) -> float:
+    """Events/s the worker sustains from its first stored event until all are stored."""
+    first_at: float | None = None
+    first_count = 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("worker", total=events)
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            count = _audited(port)
+            now = time.perf_counter()
+            if count and first_at is None:
+                first_at, first_count = now, count
+            progress.update(task, completed=count)
+            if count >= events:
+                break
+            time.sleep(0.1)
+    done_at = time.perf_counter()
+    if first_at is None or _audited(port) < events:
+        raise SystemExit(f"worker did not finish; see {tmp / 'worker.log'}")
+    batches, busy = _batch_stats(port)
+    console.print(
+        f"worker: {batches} batches, mean {events / max(batches, 1):.0f} events, "
+        f"{busy:.1f}s inside the sink of {done_at - first_at:.1f}s wall"
+    )
+    return (events - first_count) / (done_at - first_at)
+
+
+def _emit_at_rate(tmp: Path, bootstrap: str, n: int, rate: float) -> list[str]:
+    """Emit ``n`` events at ``rate``/s through the serving emitter; their event ids."""
+    console.print(f"emitting {n} events at {rate:.0f}/s")
+    with PredictionEmitter.from_settings(
+        load_settings(data_dir=tmp, broker={"bootstrap_servers": bootstrap})
+    ) as emitter:
+        ids = []
+        interval = 1.0 / rate
+        next_at = time.perf_counter()
+        for i in range(n):
+            ev = _event(i)
+            ids.append(str(ev.event_id))
+            emitter.emit(ev)
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+    return ids
+
+
+def _latencies_ms(settings: Settings, ids: list[str]) -> list[float]:
+    rows = Warehouse.from_settings(settings).query(
+        "SELECT epoch(ingested_at) - epoch(ts) FROM predictions_audit "
+        "WHERE event_id IN (SELECT unnest(?::VARCHAR[]))",
+        [ids],
+    )
+    return sorted(r[0] * 1000 for r in rows)
+
+
+def _report(rates: dict[str, float], lat_ms: list[float], latency_rate: float) -> None:
+    worker, base, faust = rates["worker"], rates["baseline"], rates["faust"]
+    p50 = statistics.median(lat_ms)
+    p99 = lat_ms[int(0.99 * (len(lat_ms) - 1))]
+    console.print()
+    console.print(f"worker sustained:          {worker:,.0f} events/s (target >= 10,000)")
+    console.print(f"baseline (plain aiokafka): {base:,.0f} events/s")
+    console.print(f"ratio worker/baseline:     {worker / base:.2f} (target >= 0.3)")
+    console.print(
+        f"faust alone (empty agent): {faust:,.0f} events/s "
+        f"(worker reaches {worker / faust:.0%} of it)"
+    )
+    console.print(f"sink alone (no Kafka):     {rates['sink']:,.0f} events/s")
+    console.print(
+        f"emit -> row latency:       p50 {p50:.0f} ms, p99 {p99:.0f} ms "
+        f"({len(lat_ms)} events at {latency_rate:.0f}/s)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -182,75 +276,24 @@ def main() -> None:
     state = broker.up()
     bootstrap = state.bootstrap_servers
     worker: subprocess.Popen[bytes] | None = None
+    rates: dict[str, float] = {}
     try:
         ensure_topics(settings, bootstrap)
         topic = settings.topic(PREDICTIONS)
         console.print(f"producing {args.events:,} events to {topic} ({args.partitions} partitions)")
         produce(bootstrap, topic, args.events)
 
-        base_rate = asyncio.run(_aiokafka_rate(bootstrap, topic, args.events))
-        console.print(f"baseline aiokafka consumer: {base_rate:,.0f} events/s")
-        faust_rate = _faust_ceiling(bootstrap, topic, args.events, tmp)
-        console.print(f"faust, empty agent:         {faust_rate:,.0f} events/s")
-        sink_rate = _sink_alone(tmp, min(args.events, 20_000), settings.streams.batch_max)
-        console.print(f"sink alone (no Kafka):      {sink_rate:,.0f} events/s")
+        rates["baseline"] = asyncio.run(_aiokafka_rate(bootstrap, topic, args.events))
+        console.print(f"baseline aiokafka consumer: {rates['baseline']:,.0f} events/s")
+        rates["faust"] = _faust_ceiling(bootstrap, topic, args.events, tmp)
+        console.print(f"faust, empty agent:         {rates['faust']:,.0f} events/s")
+        rates["sink"] = _sink_alone(tmp, min(args.events, 20_000), settings.streams.batch_max)
+        console.print(f"sink alone (no Kafka):      {rates['sink']:,.0f} events/s")
 
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TUTORLOOP_")}
-        env.update(
-            TUTORLOOP_DATA_DIR=str(tmp),
-            TUTORLOOP_STREAMS__METRICS_PORT=str(port),
-            TUTORLOOP_STREAMS__SESSION_TIMEOUT_S="6",
-            TUTORLOOP_STREAMS__HEARTBEAT_INTERVAL_S="1",
-            TUTORLOOP_CAPTURE__AUDIT_SAMPLE_RATE="0",
-            TUTORLOOP_PRIVACY__SCRUBBER="regex",
-            TUTORLOOP_LOG_LEVEL=os.environ.get("TUTORLOOP_LOG_LEVEL", "WARNING"),
-        )
-        if args.batch_max:
-            env["TUTORLOOP_STREAMS__BATCH_MAX"] = str(args.batch_max)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "tutorloop", "streams", "worker"],
-            env=env,
-            stdout=(tmp / "worker.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        first_at: float | None = None
-        first_count = 0
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("worker", total=args.events)
-            deadline = time.monotonic() + 900
-            while time.monotonic() < deadline:
-                count = _audited(port)
-                now = time.perf_counter()
-                if count and first_at is None:
-                    first_at, first_count = now, count
-                progress.update(task, completed=count)
-                if count >= args.events:
-                    break
-                time.sleep(0.1)
-        done_at = time.perf_counter()
-        if first_at is None or _audited(port) < args.events:
-            raise SystemExit(f"worker did not finish; see {tmp / 'worker.log'}")
-        worker_rate = (args.events - first_count) / (done_at - first_at)
-        batches, busy = _batch_stats(port)
-        console.print(
-            f"worker: {batches} batches, mean {args.events / max(batches, 1):.0f} events, "
-            f"{busy:.1f}s inside the sink of {done_at - first_at:.1f}s wall"
-        )
-
-        console.print(f"emitting {args.latency_events} events at {args.latency_rate:.0f}/s")
-        with PredictionEmitter.from_settings(
-            load_settings(data_dir=tmp, broker={"bootstrap_servers": bootstrap})
-        ) as emitter:
-            ids = []
-            interval = 1.0 / args.latency_rate
-            next_at = time.perf_counter()
-            for i in range(args.latency_events):
-                ev = _event(i)
-                ids.append(str(ev.event_id))
-                emitter.emit(ev)
-                next_at += interval
-                time.sleep(max(0.0, next_at - time.perf_counter()))
+        worker = _start_worker(tmp, port, args.batch_max)
+        rates["worker"] = _worker_rate(port, args.events, tmp)
+        ids = _emit_at_rate(tmp, bootstrap, args.latency_events, args.latency_rate)
         target = args.events + args.latency_events
         deadline = time.monotonic() + 60
         while _audited(port) < target and time.monotonic() < deadline:
@@ -258,28 +301,7 @@ def main() -> None:
         worker.terminate()
         worker.wait(timeout=60)
         worker = None
-        rows = Warehouse.from_settings(settings).query(
-            "SELECT epoch(ingested_at) - epoch(ts) FROM predictions_audit "
-            "WHERE event_id IN (SELECT unnest(?::VARCHAR[]))",
-            [ids],
-        )
-        lat_ms = sorted(r[0] * 1000 for r in rows)
-        p50 = statistics.median(lat_ms)
-        p99 = lat_ms[int(0.99 * (len(lat_ms) - 1))]
-
-        console.print()
-        console.print(f"worker sustained:          {worker_rate:,.0f} events/s (target >= 10,000)")
-        console.print(f"baseline (plain aiokafka): {base_rate:,.0f} events/s")
-        console.print(f"ratio worker/baseline:     {worker_rate / base_rate:.2f} (target >= 0.3)")
-        console.print(
-            f"faust alone (empty agent): {faust_rate:,.0f} events/s "
-            f"(worker reaches {worker_rate / faust_rate:.0%} of it)"
-        )
-        console.print(f"sink alone (no Kafka):     {sink_rate:,.0f} events/s")
-        console.print(
-            f"emit -> row latency:       p50 {p50:.0f} ms, p99 {p99:.0f} ms "
-            f"({len(lat_ms)} events at {args.latency_rate:.0f}/s)"
-        )
+        _report(rates, _latencies_ms(settings, ids), args.latency_rate)
     finally:
         if worker is not None:
             worker.kill()

@@ -88,12 +88,12 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
 
+    from tutorloop.evaluation.classifier import Classifier, label_targets
     from tutorloop.evaluation.metrics import accuracy
     from tutorloop.infra.warehouse import Warehouse
     from tutorloop.labeling.labeled_csv import read_labeled_csv
-    from tutorloop.registry.lifecycle import promote, rollback
     from tutorloop.registry.onnx_model import load_onnx_student
-    from tutorloop.registry.store import champion, list_versions
+    from tutorloop.registry.store import champion
     from tutorloop.registry.torch_model import load_torch_student
 
     tmp = tempfile.TemporaryDirectory()
@@ -110,7 +110,7 @@ def main() -> None:
     for name in ("int8", "fp32"):
         torch.set_num_threads(1)
         if name == "int8":
-            model: Any = load_onnx_student(current.artifact_dir, threads=1)
+            model: Classifier = load_onnx_student(current.artifact_dir, threads=1)
         else:
             model = load_torch_student(current.artifact_dir)
         p50, p95 = _latency_ms(model.predict_proba, texts[: args.queries])
@@ -118,11 +118,19 @@ def main() -> None:
             model = load_onnx_student(current.artifact_dir, threads=os.cpu_count() or 1)
         torch.set_num_threads(os.cpu_count() or 1)
         rate = _throughput(model.predict_proba, texts)
-        index = {label: i for i, label in enumerate(model.labels)}
-        acc = accuracy(model.predict_proba(texts), np.array([index[t] for t in truth]))
+        acc = accuracy(model.predict_proba(texts), label_targets(model.labels, truth))
         results[name] = {"p50_ms": p50, "p95_ms": p95, "batch_per_s": rate, "accuracy": acc}
 
-    # Rollback under a concurrent writer: needs an earlier champion to return to.
+    rollback_ms, cli_s = _rollback_timings(warehouse, settings, current.version)
+    _print(results, current.version, len(texts), args.queries, rollback_ms, cli_s)
+    tmp.cleanup()
+
+
+def _rollback_timings(warehouse: Any, settings: Any, current: str) -> tuple[float, float]:
+    """Rollback under a concurrent writer (API ms, CLI s): needs a champion to return to."""
+    from tutorloop.registry.lifecycle import promote, rollback
+    from tutorloop.registry.store import list_versions
+
     versions = [v.version for v in list_versions(warehouse)]
     rollback_ms = cli_s = float("nan")
     if versions:
@@ -132,7 +140,7 @@ def main() -> None:
             cwd=REPO,
         )  # fmt: skip
         time.sleep(0.5)
-        other = _second_champion(warehouse, settings, current.version)
+        other = _second_champion(warehouse, settings, current)
         if other is not None:
             started = time.perf_counter()
             rollback(warehouse, settings, actor="bench", reason="bench")
@@ -146,9 +154,15 @@ def main() -> None:
             )  # fmt: skip
             cli_s = time.perf_counter() - started
         writer.wait()
+    return rollback_ms, cli_s
 
+
+def _print(
+    results: dict[str, dict[str, float]], version: str, n_rows: int, queries: int,
+    rollback_ms: float, cli_s: float,
+) -> None:  # fmt: skip
     i8, f32 = results["int8"], results["fp32"]
-    print(f"model {current.version}, {len(texts)} test rows, {args.queries} single queries")
+    print(f"model {version}, {n_rows} test rows, {queries} single queries")
     print(f"{'':20} {'int8 ORT':>10} {'torch fp32':>11}")
     for key in ("p50_ms", "p95_ms", "batch_per_s", "accuracy"):
         print(f"{key:20} {i8[key]:>10.4g} {f32[key]:>11.4g}")
@@ -157,7 +171,6 @@ def main() -> None:
     print(f"accuracy, int8 - fp32: {100 * (i8['accuracy'] - f32['accuracy']):+.2f} points")
     print(f"rollback under a concurrent writer: API {rollback_ms:.0f} ms, CLI {cli_s:.2f} s")
     print(json.dumps({"results": results, "rollback_api_ms": rollback_ms, "rollback_cli_s": cli_s}))
-    tmp.cleanup()
 
 
 def _second_champion(warehouse: Any, settings: Any, current: str) -> str | None:
