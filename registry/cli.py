@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from tutorloop.infra.cli_common import JSON_OUT, console, fail, print_json, settings_of
+from tutorloop.infra.tables import ModelStatus
 
 registry_app = typer.Typer(help="Model versions: gates, promote, rollback, history.")
 lineage_app = typer.Typer(help="Which data, which consent and which model produced what.")
@@ -48,7 +49,7 @@ def list_cmd(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
         return
     table = Table("version", "status", "run", "dataset", "labels", "accuracy", "ECE")
     for v in versions:
-        style = "bold green" if v.status == "champion" else None
+        style = "bold green" if v.status == ModelStatus.CHAMPION else None
         table.add_row(
             v.version, v.status, v.run_id or "", (v.dataset_hash or "")[:12],
             str(len(v.label_set)), _metric(v.card, "accuracy"), _metric(v.card, "ece"),

@@ -19,6 +19,7 @@ from typing import Any
 
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
+from tutorloop.infra.tables import ModelStatus, PromotionAction
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.gates import GateResult, evaluate_gates, stored_gates
 from tutorloop.registry.store import ModelVersion, champion, get
@@ -83,18 +84,23 @@ def _change(
     reason: str | None,
     forced: bool,
     *,
-    from_status: str = "retired",
+    from_status: str = ModelStatus.RETIRED,
 ) -> Change:
     now = datetime.now(UTC)
     with warehouse.transaction() as con:
         current = con.execute(
-            "SELECT version FROM model_versions WHERE status = 'champion'"
+            "SELECT version FROM model_versions WHERE status = ?", [ModelStatus.CHAMPION]
         ).fetchall()
         previous = current[0][0] if current else None
         if previous == to:
             raise PromotionRefusedError(f"{to} is already the champion")
-        con.execute("UPDATE model_versions SET status = ? WHERE status = 'champion'", [from_status])
-        con.execute("UPDATE model_versions SET status = 'champion' WHERE version = ?", [to])
+        con.execute(
+            "UPDATE model_versions SET status = ? WHERE status = ?",
+            [from_status, ModelStatus.CHAMPION],
+        )
+        con.execute(
+            "UPDATE model_versions SET status = ? WHERE version = ?", [ModelStatus.CHAMPION, to]
+        )
         con.execute(
             "INSERT INTO promotions (promotion_id, ts, action, from_version, to_version, actor,"
             " reason, forced) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -116,7 +122,7 @@ def promote(
     """Make ``version`` the champion. Refused if a gate failed or none ran, unless forced with
     a reason (recorded)."""
     target = get(warehouse, version)
-    if target.status == "champion":
+    if target.status == ModelStatus.CHAMPION:
         raise PromotionRefusedError(f"{version} is already the champion")
     gates = stored_gates(warehouse, version)
     failed = [g.gate for g in gates if not g.passed]
@@ -126,14 +132,22 @@ def promote(
         else (f"{version} has no gate results (run `tutorloop registry gates {version} --run`)"
               if not gates else None)
     )  # fmt: skip
-    if target.status == "rejected" and problem is None:
+    if target.status == ModelStatus.REJECTED and problem is None:
         problem = f"{version} was rejected"
     if problem is not None:
         if not force:
             raise PromotionRefusedError(f"{problem}; use --force --reason TEXT to override")
         if not reason:
             raise PromotionRefusedError("--force needs --reason TEXT (it is recorded)")
-    return _change(warehouse, settings, "promote", version, actor, reason, force and bool(problem))
+    return _change(
+        warehouse,
+        settings,
+        PromotionAction.PROMOTE,
+        version,
+        actor,
+        reason,
+        force and bool(problem),
+    )
 
 
 def rollback(
@@ -162,11 +176,11 @@ def rollback(
     target = get(warehouse, to)
     if current is not None and target.version == current.version:
         raise NothingToRollBackError(f"{to} is already the champion")
-    if target.status == "rejected":
+    if target.status == ModelStatus.REJECTED:
         raise PromotionRefusedError(f"{to} was rejected; promote it with --force instead")
     return _change(
-        warehouse, settings, "rollback", target.version, actor, reason, False,
-        from_status="retired",
+        warehouse, settings, PromotionAction.ROLLBACK, target.version, actor, reason, False,
+        from_status=ModelStatus.RETIRED,
     )  # fmt: skip
 
 
@@ -235,7 +249,8 @@ def evaluate_candidate(
         )
         with warehouse.transaction() as con:
             con.execute(
-                "UPDATE model_versions SET status = 'rejected' WHERE version = ?", [version]
+                "UPDATE model_versions SET status = ? WHERE version = ?",
+                [ModelStatus.REJECTED, version],
             )
         return verdict
     if verdict.passed and promote_if_passed:

@@ -17,6 +17,7 @@ from typing import Any
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.hashing import file_sha256
 from tutorloop.infra.settings import Settings
+from tutorloop.infra.tables import ModelStatus
 from tutorloop.infra.warehouse import Warehouse
 
 CARD = "card.json"
@@ -101,8 +102,8 @@ def get(warehouse: Warehouse, version: str) -> ModelVersion:
 
 def champion(warehouse: Warehouse) -> ModelVersion | None:
     rows = warehouse.query_dicts(
-        f"SELECT {_COLUMNS} FROM model_versions WHERE status = 'champion'"
-        " ORDER BY created_at DESC LIMIT 1"
+        f"SELECT {_COLUMNS} FROM model_versions WHERE status = ? ORDER BY created_at DESC LIMIT 1",
+        [ModelStatus.CHAMPION],
     )
     return _row(rows[0]) if rows else None
 
@@ -141,10 +142,17 @@ def register_candidate(
         try:
             con.execute(
                 "INSERT INTO model_versions (version, run_id, status, artifact_dir, label_set,"
-                " card) VALUES (?, ?, 'candidate', ?, ?, ?)",
-                [version, run_id, str(target), json.dumps(label_set), json.dumps(full)],
+                " card) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    version,
+                    run_id,
+                    ModelStatus.CANDIDATE,
+                    str(target),
+                    json.dumps(label_set),
+                    json.dumps(full),
+                ],
             )
         except BaseException:
             target.rename(staged)
             raise
-    return ModelVersion(version, "candidate", run_id, target, label_set, full)
+    return ModelVersion(version, ModelStatus.CANDIDATE, run_id, target, label_set, full)
