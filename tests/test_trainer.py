@@ -158,11 +158,18 @@ def test_bad_inputs_register_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
         )
     adapter = get(warehouse, first).artifact_dir / "adapter" / "adapter_model.safetensors"
     adapter.write_bytes(adapter.read_bytes()[:-10])
-    corrupt = run_cli("trainer", "run", env=env | {"TUTORLOOP_TEACHER__BACKEND": "human"})
+    # The one captured case must be a training row for the run to reach the warm start: with
+    # the default eval_fraction its random case id put it in the gold eval set 1 time in 5
+    # ("no training rows" instead of the checksum error).
+    no_eval = {"TUTORLOOP_TEACHER__BACKEND": "human", "TUTORLOOP_DATASET__EVAL_FRACTION": "0"}
+    corrupt = run_cli("trainer", "run", env=env | no_eval)
     assert corrupt.returncode == 1
     assert "adapter/adapter_model.safetensors does not match its checksum" in corrupt.stderr
     with pytest.raises(ArtifactIntegrityError):
-        run_cycle(tiny_settings(data_dir, teacher={"backend": "human"}), warehouse)
+        run_cycle(
+            tiny_settings(data_dir, teacher={"backend": "human"}, dataset={"eval_fraction": 0.0}),
+            warehouse,
+        )
     assert [v for (v,) in warehouse.query("SELECT version FROM model_versions")] == ["v1"]
     assert not list((settings.models_artifacts_dir / ".staging").glob("*"))
     assert champion(warehouse) is not None
