@@ -9,6 +9,7 @@ its audit rows still commit together. Every insert is keyed and skips existing k
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -106,3 +107,25 @@ def labeling_counts(warehouse: Warehouse) -> dict[str, int]:
             ),
             "teacher_calls": one("SELECT count(*) FROM teacher_cache"),
         }
+
+
+def labels_added_since(warehouse: Warehouse, since: datetime) -> int:
+    """Label rows (any source) created after ``since``: the schedule's new-labels trigger."""
+    return int(warehouse.query("SELECT count(*) FROM labels WHERE created_at > ?", [since])[0][0])
+
+
+def case_counts(warehouse: Warehouse) -> dict[str, Any]:
+    """Cases in all, cases per capture reason, and human labels: for ``streams stats``."""
+    with warehouse.connect() as con:
+        total = con.execute("SELECT count(*) FROM cases").fetchone()
+        by_reason = con.execute(
+            "SELECT capture_reason, count(*) FROM cases GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        human = con.execute(
+            "SELECT count(*) FROM labels WHERE source = ?", [LabelSource.HUMAN]
+        ).fetchone()
+    return {
+        "cases": int(total[0]) if total else 0,
+        "cases_by_reason": {str(k): int(v) for k, v in by_reason},
+        "human_labels": int(human[0]) if human else 0,
+    }

@@ -31,6 +31,7 @@ from croniter import croniter
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.case_store import labels_added_since
 from tutorloop.loop.cycle import run_cycle
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,7 @@ def _labels_since_last_run(warehouse: Warehouse) -> tuple[int, str]:
         " AND trigger <> 'installed'"
     )
     since = row[0][0] if row and row[0][0] is not None else datetime(1970, 1, 1, tzinfo=UTC)
-    count = warehouse.query("SELECT count(*) FROM labels WHERE created_at > ?", [since])
-    return int(count[0][0]), since.isoformat()
+    return labels_added_since(warehouse, since), since.isoformat()
 
 
 class Scheduler:

@@ -5,6 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.case_store import case_counts
+
+# The order `tutorloop streams stats` prints them in: the path of an event.
+_ORDER = (
+    "predictions_audited",
+    "predictions_without_consent",
+    "capture_decisions",
+    "cases",
+    "cases_by_reason",
+    "escalations",
+    "escalations_waiting_for_prediction",
+    "human_labels",
+    "audited_last_5_min",
+    "last_ingested_at",
+)
 
 
 def audited_count(warehouse: Warehouse) -> int:
@@ -22,7 +37,7 @@ def warehouse_stats(warehouse: Warehouse) -> dict[str, Any]:
         def by(sql: str) -> dict[str, int]:
             return {str(k): int(v) for k, v in con.execute(sql).fetchall()}
 
-        return {
+        stats = {
             "predictions_audited": int(one("SELECT count(*) FROM predictions_audit")),
             "predictions_without_consent": int(
                 one("SELECT count(*) FROM predictions_audit WHERE NOT consent_training")
@@ -31,15 +46,10 @@ def warehouse_stats(warehouse: Warehouse) -> dict[str, Any]:
                 "SELECT coalesce(capture_reason, 'not_captured'), count(*) "
                 "FROM predictions_audit GROUP BY 1 ORDER BY 1"
             ),
-            "cases": int(one("SELECT count(*) FROM cases")),
-            "cases_by_reason": by(
-                "SELECT capture_reason, count(*) FROM cases GROUP BY 1 ORDER BY 1"
-            ),
             "escalations": int(one("SELECT count(*) FROM escalations")),
             "escalations_waiting_for_prediction": int(
                 one("SELECT count(*) FROM escalations WHERE case_id IS NULL")
             ),
-            "human_labels": int(one("SELECT count(*) FROM labels WHERE source = 'human'")),
             "audited_last_5_min": int(
                 one(
                     "SELECT count(*) FROM predictions_audit "
@@ -48,3 +58,5 @@ def warehouse_stats(warehouse: Warehouse) -> dict[str, Any]:
             ),
             "last_ingested_at": one("SELECT max(ingested_at) FROM predictions_audit"),
         }
+    merged = {**stats, **case_counts(warehouse)}
+    return {key: merged[key] for key in _ORDER}
