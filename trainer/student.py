@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tutorloop.infra.settings_sections import TrainerSettings
 
@@ -39,6 +39,10 @@ def _base(folder: Path, labels: list[str], quantize: bool) -> Any:
         "label2id": {label: i for i, label in enumerate(labels)},
     }
     if quantize:
+        # Imported at call time, from whatever ``transformers`` is loaded then: a machine (or a
+        # test) without 4-bit support lacks or replaces it, and the run falls back to fp32.
+        from transformers import BitsAndBytesConfig
+
         kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
