@@ -136,6 +136,9 @@ def rollback_cmd(
     ctx: typer.Context,
     to: str = typer.Option("", "--to", help="version to return to; default: the previous one"),
     reason: str = typer.Option("", "--reason", help="why (recorded)"),
+    force: bool = typer.Option(
+        False, "--force", help="allow a --to version that never served and did not pass its gates"
+    ),
     actor: str = _ACTOR,
     json_out: bool = JSON_OUT,
 ) -> None:
@@ -144,7 +147,7 @@ def rollback_cmd(
 
     change = rollback(
         _warehouse(ctx), settings_of(ctx), actor=actor or getpass.getuser(),
-        to=to or None, reason=reason or None,
+        to=to or None, reason=reason or None, force=force,
     )  # fmt: skip
     if json_out:
         print_json(change.to_dict())

@@ -232,9 +232,12 @@ def _versus_champion(
 ) -> list[GateResult]:
     try:
         champ_model = load_onnx_student(champion.artifact_dir, threads=threads)
-    except Exception as exc:  # a champion without a usable int8 artifact cannot be compared
-        return [GateResult("vs_champion", None, None, "info", True,
-                           f"champion {champion.version} not comparable: {exc}")]  # fmt: skip
+    except Exception as exc:
+        # Fail closed: a candidate that cannot be compared with what serves is not shown to be
+        # no worse. Promotion then needs --force --reason, which is recorded.
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        detail = f"champion {champion.version} could not be loaded ({reason})"
+        return [GateResult("champion_unavailable", None, None, "info", False, detail)]
     champ_q = quality(
         champ_model.predict_proba(texts), label_targets(champ_model.labels, truth),
         coverage=cfg.selective_coverage,

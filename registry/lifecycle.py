@@ -150,6 +150,11 @@ def promote(
     )
 
 
+def was_champion(warehouse: Warehouse, version: str) -> bool:
+    """Whether ``version`` ever served (a promotion or rollback made it champion)."""
+    return bool(warehouse.query("SELECT 1 FROM promotions WHERE to_version = ? LIMIT 1", [version]))
+
+
 def rollback(
     warehouse: Warehouse,
     settings: Settings,
@@ -157,8 +162,14 @@ def rollback(
     actor: str,
     to: str | None = None,
     reason: str | None = None,
+    force: bool = False,
 ) -> Change:
-    """Return to ``to`` or, by default, the champion before the current one."""
+    """Return to ``to`` or, by default, the champion before the current one.
+
+    ``to`` must have been champion before or have passed every one of its gates: a rollback is
+    on-call's quick way back to something known good, not a way around the gates. Anything
+    else needs ``force`` and a ``reason``, and is recorded as forced.
+    """
     current = champion(warehouse)
     if to is None:
         if current is None:
@@ -178,8 +189,21 @@ def rollback(
         raise NothingToRollBackError(f"{to} is already the champion")
     if target.status == ModelStatus.REJECTED:
         raise PromotionRefusedError(f"{to} was rejected; promote it with --force instead")
+    forced = False
+    if not was_champion(warehouse, target.version):
+        gates = stored_gates(warehouse, target.version)
+        failed = [g.gate for g in gates if not g.passed]
+        if not gates or failed:
+            why = f"failed gates: {', '.join(failed)}" if failed else "no gate results"
+            if not force:
+                raise PromotionRefusedError(
+                    f"{to} never served and has {why}; use --force --reason TEXT to override"
+                )
+            if not reason:
+                raise PromotionRefusedError("--force needs --reason TEXT (it is recorded)")
+            forced = True
     return _change(
-        warehouse, settings, PromotionAction.ROLLBACK, target.version, actor, reason, False,
+        warehouse, settings, PromotionAction.ROLLBACK, target.version, actor, reason, forced,
         from_status=ModelStatus.RETIRED,
     )  # fmt: skip
 
@@ -227,11 +251,18 @@ def evaluate_candidate(
 ) -> CandidateVerdict:
     """Export, quantize, check parity, evaluate every gate; optionally promote on success.
 
-    A parity failure rejects the candidate (status ``rejected``, reason in its gate row).
+    A parity failure rejects the candidate (status ``rejected``, reason in its gate row). The
+    champion is refused: exporting rewrites a version's ONNX files and card, and the
+    champion's are the ones serving.
     """
     from tutorloop.registry.export import evaluation_rows, export_version
 
     candidate = get(warehouse, version)
+    if candidate.status == ModelStatus.CHAMPION:
+        raise PromotionRefusedError(
+            f"{version} is the champion: its served files are never rewritten; roll back or "
+            "promote another version first to re-run its gates"
+        )
     exported = export_version(warehouse, candidate, min_parity=settings.registry.min_parity)
     candidate = get(warehouse, version)
     texts, truth = evaluation_rows(warehouse, candidate.dataset_hash)

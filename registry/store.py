@@ -10,6 +10,7 @@ refused.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,13 @@ def checksums(folder: Path) -> dict[str, str]:
 def write_card(folder: Path, card: dict[str, Any]) -> dict[str, Any]:
     """Write ``card.json`` with fresh checksums of the folder's files; return the card."""
     full = {**card, "files": checksums(folder)}
-    (folder / CARD).write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
+    # Write, flush to disk, then rename: a crash leaves the old card or the new one, never half.
+    tmp = folder / f".{CARD}.{os.getpid()}.tmp"
+    with tmp.open("w") as fh:
+        fh.write(json.dumps(full, indent=2, sort_keys=True, default=str))
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(folder / CARD)
     return full
 
 

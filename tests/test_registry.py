@@ -62,10 +62,14 @@ def test_candidate_lifecycle_through_the_cli(tmp_path: Path) -> None:
         assert promoted.returncode == 0, promoted.stderr
 
     # v2 fails a gate once it is strict; promotion is then refused unless forced with a reason.
+    # Its gates are re-run only once it no longer serves: the champion's files are never
+    # rewritten in place.
     strict = env | {"TUTORLOOP_REGISTRY__MIN_ACCURACY": "0.999"}
+    in_place = run_cli("registry", "gates", "v2", "--run", env=strict)
+    assert in_place.returncode == 1 and "v2 is the champion" in in_place.stderr
+    assert run_cli("registry", "rollback", "--reason", "bad v2", env=env).returncode == 0
     rerun = run_cli("registry", "gates", "v2", "--run", env=strict, timeout=240)
     assert rerun.returncode == 1 and "FAIL" in rerun.stdout
-    assert run_cli("registry", "rollback", "--reason", "bad v2", env=env).returncode == 0
     refused = run_cli("registry", "promote", "v2", env=env)
     assert refused.returncode == 1 and "v2 failed gates: accuracy" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
