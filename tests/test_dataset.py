@@ -16,6 +16,7 @@ from tests.warehouse_cases import capture
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.settings_sections import OpenAITeacherSettings
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.case_store import insert_labels
 from tutorloop.labeling.relabel import relabel
 from tutorloop.labeling.teacher_openai import OpenAITeacher
 from tutorloop.trainer.dataset import DatasetSpec, EmptyDatasetError, _unit
@@ -117,6 +118,34 @@ def test_gold_eval_set_is_fixed_and_never_trained_on(
     later = build_dataset(warehouse, spec, settings.datasets_dir)
     later_eval = {r.case_id for r in later.rows if r.split == "eval"}
     assert eval_ids <= later_eval <= eval_ids | {more[0]}
+
+
+def test_a_case_trained_on_never_moves_into_the_eval_set(
+    warehouse: Warehouse, fake: FakeOpenAI, settings: Settings
+) -> None:
+    ids = capture(warehouse, [f"card trained {i}" for i in range(30)])
+    _relabel(warehouse, fake)  # teacher labels only: every case is a training row
+    spec = _spec(eval_fraction=0.4)
+    first = build_dataset(warehouse, spec, settings.datasets_dir)
+    assert not [r for r in first.rows if r.split == "eval"]
+    # A person reviews them later: by the bucket alone, these would now be gold eval rows.
+    would_leak = [i for i in ids if _unit(spec.seed, i) < 0.4]
+    assert would_leak
+    with warehouse.transaction() as con:
+        insert_labels(
+            con,
+            [{"label_id": f"review-{i}", "case_id": i, "source": "human", "label": "card_lost",
+              "confidence": 1.0, "actor": "reviewer"} for i in ids],
+        )  # fmt: skip
+    fresh = capture(warehouse, [f"card fresh {i}" for i in range(30)], human_labels={
+        i: "card_lost" for i in range(30)
+    })  # fmt: skip
+    later = build_dataset(warehouse, spec, settings.datasets_dir)
+    eval_ids = {r.case_id for r in later.rows if r.split == "eval"}
+    assert not eval_ids & set(ids)
+    assert {r.case_id for r in later.rows if r.split != "eval"} >= set(would_leak)
+    # Cases never trained on still join it by their bucket.
+    assert eval_ids == {i for i in fresh if _unit(spec.seed, i) < 0.4} and eval_ids
 
 
 def test_replay_samples_the_previous_version(

@@ -8,7 +8,8 @@ What goes in, in order:
    (``dataset import --eval``), plus human-labeled production cases whose case-id hash falls
    below ``dataset.eval_fraction``. Membership depends on the case alone, so a case never
    moves between evaluation and training from one version to the next; it is never trained
-   on. Gold imported for training (a seed set) is never held out.
+   on. A case an earlier version trained on (say, teacher-labeled, reviewed by a person later)
+   never joins it. Gold imported for training (a seed set) is never held out.
 3. **Targets**: a human label alone is one-hot; a teacher label alone is the teacher's soft
    distribution; where both exist the hard label is the human's and the soft target is
    ``human_weight`` x one-hot(human) + (1 - ``human_weight``) x teacher distribution.
@@ -245,10 +246,23 @@ def _with_split(row: Row, split: str) -> Row:
     return Row(row.case_id, row.text, row.label, row.soft_targets, row.source, split, row.replay)
 
 
+def _trained_before(warehouse: Warehouse) -> set[str]:
+    """Cases some earlier dataset version trained on (train or validation split)."""
+    rows = warehouse.query(
+        "SELECT DISTINCT case_id FROM dataset_members WHERE split <> ?", [Split.EVAL]
+    )
+    return {str(r[0]) for r in rows}
+
+
 def _partition(
-    candidates: list[_Candidate], spec: DatasetSpec, dropped: Counter[str]
+    candidates: list[_Candidate], spec: DatasetSpec, dropped: Counter[str], trained: set[str]
 ) -> tuple[list[Row], list[tuple[_Candidate, tuple[str, tuple[float, ...], str]]], set[str]]:
-    """The fixed gold evaluation rows, the labeled training pool, and the eval texts' hashes."""
+    """The fixed gold evaluation rows, the labeled training pool, and the eval texts' hashes.
+
+    A production case that an earlier version trained on never becomes an evaluation row, even
+    when it gets a human label later (a reviewed teacher label): a model in the lineage has
+    seen it, so it would score that model on its own training data.
+    """
     eval_rows: list[Row] = []
     pool: list[tuple[_Candidate, tuple[str, tuple[float, ...], str]]] = []
     eval_hashes: set[str] = set()
@@ -259,6 +273,7 @@ def _partition(
             c.human is not None
             and c.capture_reason != CaptureReason.GOLD_IMPORT
             and _unit(spec.seed, c.case_id) < spec.eval_fraction
+            and c.case_id not in trained
         ):
             assert c.human is not None
             if c.human not in spec.labels:
@@ -332,7 +347,7 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
     dropped: Counter[str] = Counter()
     dropped["no_consent_or_capped"] = total_cases - len(eligible)
 
-    eval_rows, pool, eval_hashes = _partition(candidates, spec, dropped)
+    eval_rows, pool, eval_hashes = _partition(candidates, spec, dropped, _trained_before(warehouse))
     previous = _members(warehouse, spec.previous)
     new_rows, old_rows = _dedup(pool, eval_hashes, previous, dropped, spec.seed)
     n_replay = min(len(old_rows), round(spec.replay_fraction * len(new_rows)))
