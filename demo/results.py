@@ -21,7 +21,7 @@ class DemoOptions:
     traffic: int | None = None  # default: every row left
     escalate: float = 0.03
     dp_epsilon: float | None = None
-    min_parity: float = 0.95
+    min_parity: float | None = None  # None: the registry's default
     quick: bool = False
     seed: int = 0
 

@@ -261,7 +261,17 @@ class RegistrySettings(_Section):
     max_rss_mb: float = Field(default=1024.0, gt=0, description="serving process peak RSS")
     max_artifact_mb: float = Field(default=50.0, gt=0, description="int8 model file")
     min_parity: float = Field(
-        default=0.995, ge=0, le=1, description="int8 vs torch argmax agreement, else rejected"
+        default=0.995,
+        ge=0,
+        le=1,
+        description="int8 vs torch argmax agreement on decisive rows, else rejected",
+    )
+    parity_tie_margin: float = Field(
+        default=0.02,
+        ge=0,
+        lt=1,
+        description="rows whose torch top-2 probability margin is below this are near-ties: "
+        "counted and reported, not held to parity",
     )
     regression_tolerance: float = Field(
         default=0.01, ge=0, le=1, description="vs the champion on the gold eval set"

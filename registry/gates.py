@@ -135,7 +135,10 @@ def evaluate_gates(
             export.parity,
             cfg.min_parity,
             ">=",
-            f"int8 vs torch argmax, n={export.n_parity}, fp32 kept: {export.kept_fp32}",
+            f"int8 vs torch argmax on {export.n_parity - export.n_ties} decisive rows of "
+            f"{export.n_parity} ({export.n_ties} near-ties, agreement "
+            f"{'n/a' if export.tie_agreement is None else f'{export.tie_agreement:.2f}'}), "
+            f"fp32 kept: {export.kept_fp32}",
         ),
         _gate("artifact_mb", export.int8_mb, cfg.max_artifact_mb, "<="),
     ]

@@ -263,7 +263,10 @@ def evaluate_candidate(
             f"{version} is the champion: its served files are never rewritten; roll back or "
             "promote another version first to re-run its gates"
         )
-    exported = export_version(warehouse, candidate, min_parity=settings.registry.min_parity)
+    exported = export_version(
+        warehouse, candidate, min_parity=settings.registry.min_parity,
+        tie_margin=settings.registry.parity_tie_margin,
+    )  # fmt: skip
     candidate = get(warehouse, version)
     texts, truth = evaluation_rows(warehouse, candidate.dataset_hash)
     current = champion(warehouse)
@@ -276,7 +279,8 @@ def evaluate_candidate(
     if exported.parity < settings.registry.min_parity:
         verdict.rejected_reason = (
             f"int8/torch argmax agreement {exported.parity:.4f} < "
-            f"{settings.registry.min_parity:g} on {exported.n_parity} evaluation rows"
+            f"{settings.registry.min_parity:g} on {exported.n_parity - exported.n_ties} decisive "
+            f"evaluation rows ({exported.n_ties} near-ties not counted)"
         )
         with warehouse.transaction() as con:
             con.execute(

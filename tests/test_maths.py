@@ -18,6 +18,7 @@ from tutorloop.evaluation.metrics import (
     risk_coverage,
     selective_accuracy,
 )
+from tutorloop.registry.export import _decisive
 from tutorloop.registry.gates import _paired_regression
 from tutorloop.trainer.calibration import fit_temperature
 from tutorloop.trainer.distillation import distillation_loss
@@ -105,3 +106,10 @@ def test_paired_regression_uses_an_exact_one_sided_sign_test() -> None:
     one_lost = champ.copy()
     one_lost[0] = False
     assert _paired_regression("hard", champ, one_lost, 0.02, "champion v1").passed
+
+
+def test_near_ties_are_told_apart_from_decisive_rows() -> None:
+    probs = np.array([[0.50, 0.49, 0.01], [0.70, 0.20, 0.10], [0.40, 0.40, 0.20], [0.6, 0.4, 0.0]])
+    assert list(_decisive(probs, 0.02)) == [False, True, False, True]
+    assert list(_decisive(probs, 0.0)) == [True, True, True, True]
+    assert _decisive(None, 0.02).size == 0
