@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -174,8 +175,29 @@ def _describe(error: Any, file_keys: set[str]) -> str:
     if error["type"] == "extra_forbidden":
         return f"unknown setting {key!r} ({where}): not a tutorloop setting"
     got = error.get("input")
-    shown = "" if isinstance(got, dict) else f", got {got!r}"
+    if isinstance(got, dict):
+        shown = ""
+    elif _SECRET_KEY.search(key) or _looks_secret(got):
+        # A key pasted where its variable's name belongs must not reach a terminal or a log.
+        shown = f", got a value of {len(str(got))} characters (not shown: it may be a secret)"
+    else:
+        shown = f", got {got!r}"
     return f"invalid setting {key!r} ({where}): {message}{shown}"
+
+
+_SECRET_KEY = re.compile(r"key|token|secret|password|credential", re.IGNORECASE)
+
+
+def _looks_secret(value: Any) -> bool:
+    """Long, unspaced, letters and digits mixed, not a path: an API key, a token, a DSN."""
+    text = str(value)
+    return (
+        len(text) >= 20
+        and not any(ch.isspace() for ch in text)
+        and any(ch.isdigit() for ch in text)
+        and any(ch.isalpha() for ch in text)
+        and not text.startswith(("/", "./", "../", "~"))
+    )
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

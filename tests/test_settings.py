@@ -112,3 +112,15 @@ def test_serving_keys_moved_from_registry_still_work_with_a_warning(
 def test_defaults_serve_on_loopback() -> None:
     s = load_settings()
     assert (s.serving.host, s.serving.port, s.serving.abstain_below) == ("127.0.0.1", 8080, 0.5)
+
+
+def test_a_secret_in_a_setting_is_never_echoed() -> None:
+    key = "sk-live-51Habc123XYZ456def789"
+    with pytest.raises(ConfigError) as err:
+        load_settings(teacher={"openai": {"api_key_env": key}})
+    message = str(err.value)
+    assert "teacher.openai.api_key_env" in message and "not shown" in message
+    assert key not in message and "51Habc" not in message
+    with pytest.raises(ConfigError) as plain:
+        load_settings(broker={"partitions": "many"})
+    assert "got 'many'" in str(plain.value)  # ordinary values are still shown

@@ -19,6 +19,10 @@ import-linter contracts in ``pyproject.toml`` enforce it):
 
 from importlib.metadata import PackageNotFoundError, version
 
+from tutorloop.infra import log_hygiene
+
+log_hygiene.install()  # before any Kafka client can log wire bytes
+
 try:
     __version__ = version("tutorloop")
 except PackageNotFoundError:  # a source tree that is not installed
