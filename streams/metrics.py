@@ -29,6 +29,7 @@ class StreamMetrics:
         self._dupes = counter("duplicates", "records already in the warehouse")
         self._escalations = counter("escalations", "escalations stored")
         self._human = counter("human_labels", "gold labels from escalations")
+        self._erased = counter("erased_skipped", "content of erased users not stored again")
         self._latency = Histogram(
             f"{ns}_batch_seconds",
             "batch processing time (decode to commit)",
@@ -53,6 +54,7 @@ class StreamMetrics:
         self._dupes.labels(agent).inc(outcome.duplicates)
         self._escalations.labels(agent).inc(outcome.escalations)
         self._human.labels(agent).inc(outcome.human_labels)
+        self._erased.labels(agent).inc(outcome.erased)
         self._latency.labels(agent).observe(seconds)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:

@@ -23,11 +23,11 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from tutorloop.infra.hashing import case_text_hash
 from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.labeling.case_store import insert_cases, label_escalated_cases
-from tutorloop.privacy.scrubber import RegexScrubber, Scrubber, ScrubResult
+from tutorloop.privacy.scrubber import RegexScrubber, Scrubber
+from tutorloop.privacy.tombstone import erased_users
 from tutorloop.streams.events import (
     InvalidEventError,
     PredictionEvent,
@@ -35,6 +35,7 @@ from tutorloop.streams.events import (
     decode_prediction,
 )
 from tutorloop.streams.policy import CapturePolicy
+from tutorloop.streams.sink_rows import AUDIT_SCHEMA, ESCALATION_SCHEMA, case_row
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class BatchOutcome:
     escalations: int = 0
     human_labels: int = 0
     unrecoverable: int = 0
+    erased: int = 0  # content of erased users skipped (replays, late escalations)
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
@@ -89,58 +91,6 @@ class PredictionFetcher(Protocol):
     """Re-reads one prediction from Kafka by position (for late escalations)."""
 
     def fetch(self, partition: int, offset: int) -> bytes | None: ...
-
-
-_AUDIT_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("tenant_id", pa.string()),
-        ("user_id", pa.string()),
-        ("request_id", pa.string()),
-        ("model_version", pa.string()),
-        ("label", pa.string()),
-        ("confidence", pa.float64()),
-        ("margin", pa.float64()),
-        ("consent_training", pa.bool_()),
-        ("captured", pa.bool_()),
-        ("capture_reason", pa.string()),
-        ("policy_version", pa.string()),
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-    ]
-)
-
-_ESCALATION_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("request_id", pa.string()),
-        ("reason", pa.string()),
-        ("human_label", pa.string()),
-        ("actor", pa.string()),
-    ]
-)
-
-
-def _case_row(event: PredictionEvent, scrubbed: ScrubResult, reason: str) -> dict[str, Any]:
-    return {
-        "case_id": str(event.event_id),
-        "request_id": event.request_id,
-        "prediction_event_id": str(event.event_id),
-        "ts": event.ts,
-        "tenant_id": event.tenant_id,
-        "user_id": event.user_id,
-        "model_version": event.model_version,
-        "text": scrubbed.text,
-        "text_hash": case_text_hash(scrubbed.text),
-        "predicted_label": event.label,
-        "confidence": event.confidence,
-        "capture_reason": reason,
-        "consent_training": event.consent.training,
-        "scrub_findings": json.dumps(scrubbed.findings, sort_keys=True),
-        "scrub_policy_version": scrubbed.policy_version,
-    }
 
 
 class CaptureSink:
@@ -204,9 +154,7 @@ class CaptureSink:
                 }
             )
         scrubbed = self.scrubber.scrub_batch([ev.text for ev, _ in capture])
-        cases = [
-            _case_row(ev, s, reason) for (ev, reason), s in zip(capture, scrubbed, strict=True)
-        ]
+        cases = [case_row(ev, s, reason) for (ev, reason), s in zip(capture, scrubbed, strict=True)]
         case_ids = {c["case_id"] for c in cases}
         uncaptured = {
             ev.request_id: ev
@@ -216,9 +164,16 @@ class CaptureSink:
 
         with self._lock, self.warehouse.transaction() as con:
             out.audited = insert_arrow(
-                con, "predictions_audit", pa.Table.from_pylist(audit, _AUDIT_SCHEMA)
+                con, "predictions_audit", pa.Table.from_pylist(audit, AUDIT_SCHEMA)
             )
             out.duplicates += len(audit) - out.audited
+            erased = erased_users(con, [c["user_id"] for c in cases] + [
+                ev.user_id for ev in uncaptured.values()
+            ])  # fmt: skip
+            if erased:
+                out.erased += sum(1 for c in cases if c["user_id"] in erased)
+                cases = [c for c in cases if c["user_id"] not in erased]
+                uncaptured = {r: ev for r, ev in uncaptured.items() if ev.user_id not in erased}
             inserted_cases = insert_cases(con, cases)
             if inserted_cases:
                 out.captured.update(c["capture_reason"] for c in cases)
@@ -229,7 +184,7 @@ class CaptureSink:
                 late_events = [uncaptured[rid] for rid in late]
                 late_scrubbed = self.scrubber.scrub_batch([ev.text for ev in late_events])
                 late_cases = [
-                    _case_row(ev, s, CaptureReason.ESCALATED)
+                    case_row(ev, s, CaptureReason.ESCALATED)
                     for ev, s in zip(late_events, late_scrubbed, strict=True)
                 ]
                 if insert_cases(con, late_cases):
@@ -261,8 +216,12 @@ class CaptureSink:
         ]
         request_ids = sorted({ev.request_id for ev, _ in events})
         with self._lock, self.warehouse.transaction() as con:
+            erased = self._requests_of_erased_users(con, request_ids)
+            if erased:
+                out.erased += sum(1 for row in rows if row["request_id"] in erased)
+                rows = [row for row in rows if row["request_id"] not in erased]
             out.escalations = insert_arrow(
-                con, "escalations", pa.Table.from_pylist(rows, _ESCALATION_SCHEMA)
+                con, "escalations", pa.Table.from_pylist(rows, ESCALATION_SCHEMA)
             )
             out.duplicates += len(rows) - out.escalations
             out.human_labels += self._attach(con, request_ids)
@@ -312,10 +271,13 @@ class CaptureSink:
             return
         scrubbed = self.scrubber.scrub_batch([ev.text for ev in recovered])
         cases = [
-            _case_row(ev, s, CaptureReason.ESCALATED)
+            case_row(ev, s, CaptureReason.ESCALATED)
             for ev, s in zip(recovered, scrubbed, strict=True)
         ]
         with self._lock, self.warehouse.transaction() as con:
+            erased = erased_users(con, [c["user_id"] for c in cases])
+            out.erased += sum(1 for c in cases if c["user_id"] in erased)
+            cases = [c for c in cases if c["user_id"] not in erased]
             if insert_cases(con, cases):
                 out.captured.update(CaptureReason.ESCALATED for _ in cases)
             self._mark_captured(con, [c["case_id"] for c in cases])
@@ -368,6 +330,19 @@ class CaptureSink:
             [request_ids],
         ).fetchall()
         return {r[0] for r in rows}
+
+    @staticmethod
+    def _requests_of_erased_users(
+        con: duckdb.DuckDBPyConnection, request_ids: list[str]
+    ) -> set[str]:
+        """Requests (of this batch) whose prediction came from an erased user."""
+        users = con.execute(
+            "SELECT DISTINCT request_id, user_id FROM predictions_audit "
+            "WHERE request_id IN (SELECT unnest(?::VARCHAR[]))",
+            [request_ids],
+        ).fetchall()
+        erased = erased_users(con, [u for _, u in users])
+        return {str(r) for r, u in users if u in erased}
 
     @staticmethod
     def _mark_captured(con: duckdb.DuckDBPyConnection, event_ids: list[str]) -> None:

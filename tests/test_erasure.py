@@ -158,3 +158,52 @@ def test_compaction_waits_for_open_connections_and_keeps_everything(
             "INSERT INTO predictions_audit SELECT * FROM predictions_audit WHERE event_id = ?",
             [row[0]],
         )
+
+
+class _Replay:
+    """A fetcher that still has the erased user's raw prediction, as Kafka does until retention."""
+
+    def __init__(self, raw: dict[tuple[int, int], bytes]) -> None:
+        self.raw = raw
+
+    def fetch(self, partition: int, offset: int) -> bytes | None:
+        return self.raw.get((partition, offset))
+
+
+def test_an_erased_user_stays_erased_through_replays_and_late_escalations(
+    warehouse: Warehouse,
+) -> None:
+    carol = [prediction(confidence=0.2, user_id="carol", text=f"Carolcanary {i}") for i in range(2)]
+    # Not captured (confident), escalated only after the erasure: re-read from "Kafka".
+    confident = prediction(confidence=0.99, second=0.0, user_id="carol", text="Carolcanary late")
+    dave = prediction(confidence=0.2, user_id="dave", text="Davecanary stays")
+    records = [RawRecord(e.to_bytes(), 0, i) for i, e in enumerate([*carol, confident, dave])]
+    sink = CaptureSink(
+        warehouse,
+        CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0)),
+        RegexScrubber(),
+        predictions_topic="p",
+        escalations_topic="e",
+        fetcher=_Replay({(0, 2): confident.to_bytes()}),
+    )
+    sink.write_predictions(records)
+    forgot = run_cli("privacy", "forget", "--user", "carol", "--actor", "dpo", env=_env(warehouse))
+    assert forgot.returncode == 0, forgot.stderr
+
+    replay = sink.write_predictions(records)  # a worker restarted before committing offsets
+    new = prediction(confidence=0.2, user_id="carol", text="Carolcanary again")
+    fresh = sink.write_predictions([RawRecord(new.to_bytes(), 0, 9)])
+    late = sink.write_escalations(
+        [RawRecord(escalation(confident.request_id, "close_account").to_bytes(), 0, 0)]
+    )
+    # The late escalation: its own row and the case it would re-read from Kafka.
+    assert replay.erased == 2 and fresh.erased == 1 and late.erased == 2
+    cases = warehouse.query("SELECT user_id, text FROM cases")
+    assert [u for u, _ in cases] == ["dave"]
+    assert not warehouse.query("SELECT * FROM escalations")
+    assert not warehouse.query("SELECT * FROM labels")
+    # Dave, never erased, is untouched; an event of a new user is still captured.
+    other = sink.write_predictions(
+        [RawRecord(prediction(confidence=0.2, user_id="erin").to_bytes(), 0, 10)]
+    )
+    assert other.erased == 0 and sum(other.captured.values()) == 1
