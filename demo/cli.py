@@ -22,12 +22,12 @@ def demo(
     seed_per_label: int = typer.Option(10, "--seed-per-label", min=1),
     pool: int = typer.Option(3000, "--pool", min=10, help="labeled rows the teacher is fit on"),
     dp_epsilon: float | None = typer.Option(None, "--dp-epsilon", min=0.01, help="DP-SGD"),
-    min_parity: float | None = typer.Option(
-        None,
+    min_parity: float = typer.Option(
+        0.95,
         "--min-parity",
         min=0,
         max=1,
-        help="override registry.min_parity (default: the registry's own, 0.995 on decisive rows)",
+        help="int8/torch argmax agreement gate for the demo (registry default 0.995)",
     ),
     quick: bool = typer.Option(False, "--quick", help="small and fast (CI smoke test)"),
     out: Path = typer.Option(Path("tutorloop-demo"), "--out", help="report and data folder"),
