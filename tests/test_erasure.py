@@ -17,7 +17,7 @@ from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.erasure import RetentionError, parse_duration
 from tutorloop.privacy.scrubber import RegexScrubber
 from tutorloop.streams.policy import CapturePolicy
-from tutorloop.streams.sink import CaptureSink, RawRecord
+from tutorloop.streams.sink import CaptureSink, PredictionFetcher, RawRecord
 
 ALICE_TEXT = "Alicecanary wants to close her account"
 BOB_TEXT = "Bobcanary asks about exchange rates"
@@ -27,15 +27,20 @@ def _env(wh: Warehouse) -> dict[str, str]:
     return {"TUTORLOOP_WAREHOUSE__PATH": str(wh.path)}
 
 
-@pytest.fixture
-def populated(warehouse: Warehouse) -> Warehouse:
-    sink = CaptureSink(
+def _sink(warehouse: Warehouse, fetcher: PredictionFetcher | None = None) -> CaptureSink:
+    return CaptureSink(
         warehouse,
         CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0)),
         RegexScrubber(),
         predictions_topic="p",
         escalations_topic="e",
+        fetcher=fetcher,
     )
+
+
+@pytest.fixture
+def populated(warehouse: Warehouse) -> Warehouse:
+    sink = _sink(warehouse)
     alice = [
         prediction(confidence=0.2, user_id="alice", text=f"{ALICE_TEXT} {i}") for i in range(3)
     ]
@@ -178,14 +183,7 @@ def test_an_erased_user_stays_erased_through_replays_and_late_escalations(
     confident = prediction(confidence=0.99, second=0.0, user_id="carol", text="Carolcanary late")
     dave = prediction(confidence=0.2, user_id="dave", text="Davecanary stays")
     records = [RawRecord(e.to_bytes(), 0, i) for i, e in enumerate([*carol, confident, dave])]
-    sink = CaptureSink(
-        warehouse,
-        CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0)),
-        RegexScrubber(),
-        predictions_topic="p",
-        escalations_topic="e",
-        fetcher=_Replay({(0, 2): confident.to_bytes()}),
-    )
+    sink = _sink(warehouse, _Replay({(0, 2): confident.to_bytes()}))
     sink.write_predictions(records)
     forgot = run_cli("privacy", "forget", "--user", "carol", "--actor", "dpo", env=_env(warehouse))
     assert forgot.returncode == 0, forgot.stderr
