@@ -86,19 +86,25 @@ def test_only_the_owning_package_writes_a_table() -> None:
     assert strays == []
 
 
-def test_no_module_imports_another_packages_private_names() -> None:
+def test_no_module_imports_another_packages_private_modules_or_names() -> None:
     strays: list[str] = []
     for module, path in _modules():
         package = module.split(".")[1]
         for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(
-                "tutorloop."
-            ):
+            targets: list[tuple[str, list[str]]]
+            if isinstance(node, ast.Import):
+                targets = [(alias.name, []) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets = [(node.module, [alias.name for alias in node.names])]
+            else:
                 continue
-            source = node.module.split(".")[1] if node.module else ""
-            for alias in node.names:
-                if source != package and alias.name.startswith("_"):
-                    strays.append(f"{module} imports {node.module}.{alias.name}")
+            for target, names in targets:
+                parts = target.split(".")
+                if parts[0] != "tutorloop" or len(parts) < 2 or parts[1] == package:
+                    continue
+                if any(p.startswith("_") and not p.startswith("__") for p in parts[2:]):
+                    strays.append(f"{module} imports the private module {target}")
+                strays += [f"{module} imports {target}.{n}" for n in names if n.startswith("_")]
     assert strays == []
 
 
