@@ -24,6 +24,7 @@ from typing import Any
 
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.local_processes import (
+    LOOPBACK,
     accepts,
     free_port,
     is_zombie,
@@ -33,7 +34,7 @@ from tutorloop.infra.local_processes import (
 )
 from tutorloop.infra.settings import Settings
 
-_HOST = "127.0.0.1"
+_HOST = LOOPBACK
 _S3_BUCKET = "tansu"
 # Dummy credentials: the S3 server is bound to loopback and only tansu talks to it.
 _S3_KEY = "tutorloop"

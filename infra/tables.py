@@ -5,9 +5,10 @@
   documented exception: it must reach every copy of a subject's data, whoever wrote it.
   ``tests/test_architecture.py`` checks both this list against the migrated schema and every
   write statement in the code against its table's owner.
-- **Stored vocabularies** (capture reasons, label sources, splits, statuses, promotion
-  actions) are string enums: they compare equal to, and are stored as, their values, so the
-  warehouse holds plain strings that SQL and other languages read without this package.
+- **Stored vocabularies** (capture reasons, label sources, splits, model statuses, promotion
+  actions, review reasons) are string enums: they compare equal to, and are stored as, their
+  values, so the warehouse holds plain strings that SQL and other languages read without this
+  package.
 """
 
 from __future__ import annotations
@@ -61,15 +62,6 @@ class PromotionAction(StrEnum):
 
     PROMOTE = "promote"
     ROLLBACK = "rollback"
-
-
-class RunStatus(StrEnum):
-    """``training_runs.status`` (and ``schedule_runs.status``, which adds ``skipped``)."""
-
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
 
 
 class ReviewReason(StrEnum):
@@ -333,8 +325,3 @@ BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
 
 # The one package allowed to write every table: erasure must reach all copies.
 ERASURE_MODULE = "tutorloop.privacy.erasure"
-
-
-def owner_of(table: str) -> str:
-    """The package that writes ``table``."""
-    return BY_NAME[table].owner

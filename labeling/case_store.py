@@ -81,29 +81,37 @@ def label_escalated_cases(con: duckdb.DuckDBPyConnection, request_ids: list[str]
     return int(row[0]) if row else 0
 
 
-def labeling_counts(warehouse: Warehouse) -> dict[str, int]:
-    """How much labeling the loop has done so far (cumulative): for reports.
+def labeling_counts(warehouse: Warehouse) -> dict[str, Any]:
+    """What the case store holds, cumulative: for reports and ``streams stats``.
 
-    ``captured``: cases from production (imports excluded); ``labeled``: cases with any label
-    except the fixed gold evaluation set; ``teacher_calls``: answers in the teacher cache (what
+    ``cases`` and ``cases_by_reason``: every case; ``captured``: cases from production (imports
+    excluded); ``labeled``: cases with any label except the fixed gold evaluation set;
+    ``human_labels``: human label rows; ``teacher_calls``: answers in the teacher cache (what
     was paid for).
     """
-    imported = list(IMPORTED_REASONS)
     with warehouse.connect() as con:
 
         def one(sql: str, params: list[Any] | None = None) -> int:
             row = con.execute(sql, params or []).fetchone()
             return int(row[0]) if row else 0
 
+        by_reason = con.execute(
+            "SELECT capture_reason, count(*) FROM cases GROUP BY 1 ORDER BY 1"
+        ).fetchall()
         return {
+            "cases": one("SELECT count(*) FROM cases"),
+            "cases_by_reason": {str(k): int(v) for k, v in by_reason},
             "captured": one(
                 "SELECT count(*) FROM cases WHERE capture_reason NOT IN (SELECT unnest(?))",
-                [imported],
+                [list(IMPORTED_REASONS)],
             ),
             "labeled": one(
                 "SELECT count(DISTINCT l.case_id) FROM labels l JOIN cases c USING (case_id)"
                 " WHERE c.capture_reason <> ?",
                 [CaptureReason.GOLD_EVAL],
+            ),
+            "human_labels": one(
+                "SELECT count(*) FROM labels WHERE source = ?", [LabelSource.HUMAN]
             ),
             "teacher_calls": one("SELECT count(*) FROM teacher_cache"),
         }
@@ -112,20 +120,3 @@ def labeling_counts(warehouse: Warehouse) -> dict[str, int]:
 def labels_added_since(warehouse: Warehouse, since: datetime) -> int:
     """Label rows (any source) created after ``since``: the schedule's new-labels trigger."""
     return int(warehouse.query("SELECT count(*) FROM labels WHERE created_at > ?", [since])[0][0])
-
-
-def case_counts(warehouse: Warehouse) -> dict[str, Any]:
-    """Cases in all, cases per capture reason, and human labels: for ``streams stats``."""
-    with warehouse.connect() as con:
-        total = con.execute("SELECT count(*) FROM cases").fetchone()
-        by_reason = con.execute(
-            "SELECT capture_reason, count(*) FROM cases GROUP BY 1 ORDER BY 1"
-        ).fetchall()
-        human = con.execute(
-            "SELECT count(*) FROM labels WHERE source = ?", [LabelSource.HUMAN]
-        ).fetchone()
-    return {
-        "cases": int(total[0]) if total else 0,
-        "cases_by_reason": {str(k): int(v) for k, v in by_reason},
-        "human_labels": int(human[0]) if human else 0,
-    }

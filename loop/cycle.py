@@ -173,7 +173,7 @@ def _train_and_stage(
     epochs: int,
     progress: ProgressFactory,
     report: CycleReport,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Any, Any, dict[str, Any]]:
     """Train the student into the run's staging folder; the ledger gets a DP run's spend."""
 
     cfg = settings.trainer
@@ -201,7 +201,7 @@ def _train_and_stage(
         "stopped_early": outcome.stopped_early, "history": outcome.history,
         "epsilon": outcome.epsilon,
     }  # fmt: skip
-    return (student, outcome), metrics
+    return student, outcome, metrics
 
 
 def _gate(
@@ -248,7 +248,7 @@ def train_and_register(
     report.run_id, report.dataset_hash = run_id, dataset.dataset_hash
     staged = settings.models_artifacts_dir / ".staging" / run_id
     try:
-        (student, outcome), metrics = _train_and_stage(
+        student, outcome, metrics = _train_and_stage(
             settings, warehouse, dataset, labels, warm_from, run, base_folder,
             epochs=epochs, progress=progress, report=report,
         )  # fmt: skip

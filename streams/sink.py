@@ -167,13 +167,7 @@ class CaptureSink:
                 con, "predictions_audit", pa.Table.from_pylist(audit, AUDIT_SCHEMA)
             )
             out.duplicates += len(audit) - out.audited
-            erased = erased_users(con, [c["user_id"] for c in cases] + [
-                ev.user_id for ev in uncaptured.values()
-            ])  # fmt: skip
-            if erased:
-                out.erased += sum(1 for c in cases if c["user_id"] in erased)
-                cases = [c for c in cases if c["user_id"] not in erased]
-                uncaptured = {r: ev for r, ev in uncaptured.items() if ev.user_id not in erased}
+            cases = self._drop_erased(con, cases, out)
             inserted_cases = insert_cases(con, cases)
             if inserted_cases:
                 out.captured.update(c["capture_reason"] for c in cases)
@@ -183,10 +177,10 @@ class CaptureSink:
             if late:
                 late_events = [uncaptured[rid] for rid in late]
                 late_scrubbed = self.scrubber.scrub_batch([ev.text for ev in late_events])
-                late_cases = [
+                late_cases = self._drop_erased(con, [
                     case_row(ev, s, CaptureReason.ESCALATED)
                     for ev, s in zip(late_events, late_scrubbed, strict=True)
-                ]
+                ], out)  # fmt: skip
                 if insert_cases(con, late_cases):
                     out.captured.update(CaptureReason.ESCALATED for _ in late_cases)
                 self._mark_captured(con, [c["case_id"] for c in late_cases])
@@ -275,9 +269,7 @@ class CaptureSink:
             for ev, s in zip(recovered, scrubbed, strict=True)
         ]
         with self._lock, self.warehouse.transaction() as con:
-            erased = erased_users(con, [c["user_id"] for c in cases])
-            out.erased += sum(1 for c in cases if c["user_id"] in erased)
-            cases = [c for c in cases if c["user_id"] not in erased]
+            cases = self._drop_erased(con, cases, out)
             if insert_cases(con, cases):
                 out.captured.update(CaptureReason.ESCALATED for _ in cases)
             self._mark_captured(con, [c["case_id"] for c in cases])
@@ -330,6 +322,17 @@ class CaptureSink:
             [request_ids],
         ).fetchall()
         return {r[0] for r in rows}
+
+    @staticmethod
+    def _drop_erased(
+        con: duckdb.DuckDBPyConnection, cases: list[dict[str, Any]], out: BatchOutcome
+    ) -> list[dict[str, Any]]:
+        """The case rows whose user was not erased; the others are counted in ``out``."""
+        erased = erased_users(con, [c["user_id"] for c in cases])
+        if not erased:
+            return cases
+        out.erased += sum(1 for c in cases if c["user_id"] in erased)
+        return [c for c in cases if c["user_id"] not in erased]
 
     @staticmethod
     def _requests_of_erased_users(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tutorloop.infra.warehouse import Warehouse
-from tutorloop.labeling.case_store import case_counts
+from tutorloop.labeling.case_store import labeling_counts
 
 # The order `tutorloop streams stats` prints them in: the path of an event.
 _ORDER = (
@@ -58,5 +58,5 @@ def warehouse_stats(warehouse: Warehouse) -> dict[str, Any]:
             ),
             "last_ingested_at": one("SELECT max(ingested_at) FROM predictions_audit"),
         }
-    merged = {**stats, **case_counts(warehouse)}
+    merged = {**stats, **labeling_counts(warehouse)}
     return {key: merged[key] for key in _ORDER}
