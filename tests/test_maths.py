@@ -8,8 +8,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import binomtest
 
+from tutorloop.evaluation.calibration import fit_temperature
+from tutorloop.evaluation.intervals import (
+    bootstrap,
+    noninferiority_verdict,
+    paired_difference,
+    rows_metric,
+    wilson,
+)
 from tutorloop.evaluation.metrics import (
     aurc,
     ece,
@@ -19,8 +26,7 @@ from tutorloop.evaluation.metrics import (
     selective_accuracy,
 )
 from tutorloop.registry.export import _decisive
-from tutorloop.registry.gates import _paired_regression
-from tutorloop.trainer.calibration import fit_temperature
+from tutorloop.registry.gate_rules import floor, non_inferior
 from tutorloop.trainer.distillation import distillation_loss
 
 
@@ -89,23 +95,113 @@ def test_temperature_scaling_recovers_a_known_temperature() -> None:
     logits = torch.randn(4000, 5, generator=generator) * 3
     true_t = 2.0
     labels = torch.multinomial(torch.softmax(logits / true_t, dim=1), 1, generator=generator)
-    fitted = fit_temperature(logits, labels.squeeze(1))
+    fitted = fit_temperature(logits.numpy(), labels.squeeze(1).numpy())
     assert fitted == pytest.approx(true_t, rel=0.08)
-    assert fit_temperature(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long)) == 1.0
+    # The minimum it finds is the minimum of the NLL (checked on a grid around it).
+    nll = [
+        torch.nn.functional.cross_entropy(logits / t, labels.squeeze(1)).item()
+        for t in (fitted * 0.97, fitted, fitted * 1.03)
+    ]
+    assert nll[1] <= min(nll[0], nll[2])
+    assert fit_temperature(np.zeros((0, 5)), np.zeros(0, dtype=int)) == 1.0
 
 
-def test_paired_regression_uses_an_exact_one_sided_sign_test() -> None:
-    champ = np.ones(43, dtype=bool)
-    five_lost = champ.copy()
-    five_lost[:5] = False
-    result = _paired_regression("hard", champ, five_lost, 0.02, "champion v1")
-    p = binomtest(5, 5, 0.5, alternative="greater").pvalue
-    assert p == pytest.approx(0.5**5)
-    assert not result.passed and f"p={p:.3f}" in result.detail
-    assert result.value == pytest.approx(-5 / 43, abs=1e-6)
-    one_lost = champ.copy()
-    one_lost[0] = False
-    assert _paired_regression("hard", champ, one_lost, 0.02, "champion v1").passed
+def _paired(n: int, lost: int, won: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reference right everywhere but on ``won`` rows; candidate loses ``lost`` of the others."""
+    ref = np.ones(n, dtype=bool)
+    ref[:won] = False
+    cand = ~ref.copy()
+    cand[won:] = True
+    cand[won : won + lost] = False
+    return ref, cand
+
+
+def test_a_nine_point_loss_on_43_hard_cases_fails_non_inferiority() -> None:
+    # The defect: lost 4 of 43, won none (-9.3 points, 2-point margin) passed a sign test at
+    # p = 0.0625. It is more than the margin worse and shown worse than the champion.
+    ref, cand = _paired(43, lost=4, won=0)
+    comparison = paired_difference(ref, cand)
+    assert (comparison.lost, comparison.won) == (4, 0)
+    assert comparison.delta == pytest.approx(-4 / 43)
+    assert comparison.upper < 0
+    assert noninferiority_verdict(comparison, 0.02) == "fail"
+    gate = non_inferior("hard_cases_vs_champion", comparison, 0.02, "champion.x", min_n=30,
+                        on_insufficient="warn", detail="champion v1")  # fmt: skip
+    assert gate.verdict == "fail" and not gate.passed
+    # Too few rows never turns a shown loss into a pass.
+    small = non_inferior("h", comparison, 0.02, "c", min_n=100, on_insufficient="warn", detail="")
+    assert small.verdict == "fail" and not small.passed
+
+
+def test_a_four_point_gain_with_one_lost_case_passes() -> None:
+    # Gold set: +4.4 points on 428 rows (won 20, lost 1): non-inferiority shown.
+    gold = paired_difference(*_paired(428, lost=1, won=20))
+    assert gold.lower > -0.01 and noninferiority_verdict(gold, 0.01) == "pass"
+    # Hard cases: one lost of 43 (-2.3 points) cannot show a loss: insufficient, which warns.
+    hard = paired_difference(*_paired(43, lost=1, won=0))
+    assert hard.upper == 0 and noninferiority_verdict(hard, 0.02) == "insufficient"
+    gate = non_inferior("h", hard, 0.02, "c", min_n=30, on_insufficient="warn", detail="")
+    assert gate.verdict == "insufficient" and gate.passed
+    blocking = non_inferior("h", hard, 0.02, "c", min_n=30, on_insufficient="block", detail="")
+    assert not blocking.passed
+    # +4 points on 50 rows with one lost case (won 3): not a regression either way.
+    small = paired_difference(*_paired(50, lost=1, won=3))
+    assert small.delta == pytest.approx(0.04)
+    assert noninferiority_verdict(small, 0.02) in {"pass", "insufficient"}
+
+
+def test_paired_bootstrap_bounds_agree_with_the_normal_approximation_on_many_rows() -> None:
+    # Wald interval of a paired difference (McNemar's variance): a reference for large n.
+    n, lost, won = 2000, 60, 90
+    comparison = paired_difference(*_paired(n, lost=lost, won=won))
+    delta = (won - lost) / n
+    se = math.sqrt(((won + lost) / n - delta**2) / n)
+    assert comparison.lower == pytest.approx(delta - 1.6449 * se, abs=0.003)
+    assert comparison.upper == pytest.approx(delta + 1.6449 * se, abs=0.003)
+
+
+def test_wilson_interval_by_hand() -> None:
+    k, n, z = 1, 6, 1.959964
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    interval = wilson(k, n)
+    assert interval.lower == pytest.approx(centre - half, abs=1e-6)
+    assert interval.upper == pytest.approx(centre + half, abs=1e-6)
+    assert wilson(0, 0).n == 0 and wilson(0, 0).lower is None
+
+
+def test_an_oos_floor_on_six_rows_is_insufficient_not_a_verdict() -> None:
+    # The defect: 1 of 6 out-of-scope rows (0.17) blocked a better candidate, 3 of 6 passed.
+    for hits in (1, 3):
+        gate = floor("oos_recall", wilson(hits, 6), 0.5, ">=", "quality.min_oos_recall",
+                     min_n=30, on_insufficient="warn")  # fmt: skip
+        assert gate.verdict == "insufficient" and gate.passed and gate.n == 6
+        assert gate.lower is not None and gate.lower < 0.5 < gate.upper  # type: ignore[operator]
+    enough = floor("oos_recall", wilson(10, 40), 0.5, ">=", "q", min_n=30, on_insufficient="warn")
+    assert enough.verdict == "fail" and not enough.passed
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_is_reproducible() -> None:
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(4), size=300)
+    targets = rng.integers(0, 4, 300)
+    first = bootstrap(rows_metric(ece, probs, targets), 300)
+    assert first.lower is not None and first.upper is not None
+    assert first.lower <= first.value <= first.upper
+    assert bootstrap(rows_metric(ece, probs, targets), 300) == first
+
+
+def test_macro_f1_matches_scikit_learn() -> None:
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        k, n = int(rng.integers(2, 9)), int(rng.integers(1, 80))
+        probs, targets = rng.random((n, k)), rng.integers(0, k, n)
+        reference = f1_score(targets, probs.argmax(axis=1), labels=np.unique(targets),
+                             average="macro", zero_division=0)  # fmt: skip
+        assert macro_f1(probs, targets) == pytest.approx(reference, abs=1e-12)
 
 
 def test_near_ties_are_told_apart_from_decisive_rows() -> None:

@@ -25,13 +25,13 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch.utils.data import DataLoader, TensorDataset
 from transformers import get_cosine_schedule_with_warmup
 
+from tutorloop.evaluation.calibration import fit_temperature
 from tutorloop.evaluation.metrics import quality
 from tutorloop.infra.batching import length_sorted_batches
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.infra.tables import LabelSource, Split
 from tutorloop.privacy.dp import LedgerEntry, account, assert_adapters_changed, make_private
-from tutorloop.trainer.calibration import fit_temperature
 from tutorloop.trainer.distillation import distillation_loss
 from tutorloop.trainer.student import Student
 
@@ -354,7 +354,7 @@ def _calibrate_and_measure(
     temperature = 1.0
     if len(validation):
         logits = predict_logits(model, tokenizer, validation.input_ids)
-        temperature = fit_temperature(logits, validation.labels)
+        temperature = fit_temperature(logits.numpy(), validation.labels.numpy())
         targets = validation.labels.numpy()
         metrics["validation"] = quality(F.softmax(logits, dim=1).numpy(), targets).to_dict()
         metrics["validation_calibrated"] = quality(
