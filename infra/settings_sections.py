@@ -249,6 +249,11 @@ class RegistrySettings(_Section):
     auto_promote: bool = Field(
         default=True, description="promote a candidate that passes every gate after a retrain"
     )
+    contract: Path | None = Field(
+        default=None,
+        description="model contract file (default: <data_dir>/contract.toml); when it exists "
+        "the gates come from it and the thresholds below only seed `contract init`",
+    )
     min_accuracy: float = Field(default=0.5, ge=0, le=1)
     min_macro_f1: float = Field(default=0.4, ge=0, le=1)
     max_ece: float = Field(default=0.15, ge=0, le=1, description="15 bins, after calibration")

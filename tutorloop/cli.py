@@ -74,6 +74,7 @@ def _register_groups() -> None:
     from tutorloop.loop.cli import trainer_app
     from tutorloop.privacy.cli import privacy_app
     from tutorloop.registry.cli import lineage_app, registry_app
+    from tutorloop.registry.contract_cli import contract_app
     from tutorloop.serving.cli import serve
     from tutorloop.streams.cli import schemas, streams_app
     from tutorloop.streams.doctor import doctor
@@ -88,6 +89,7 @@ def _register_groups() -> None:
     app.add_typer(dataset_app, name="dataset")
     app.add_typer(trainer_app, name="trainer")
     app.add_typer(registry_app, name="registry")
+    app.add_typer(contract_app, name="contract")
     app.add_typer(lineage_app, name="lineage")
     app.command("serve")(serve)
     app.command("demo")(demo)
