@@ -301,6 +301,19 @@ LEFT JOIN dataset_versions d ON d.dataset_hash = r.dataset_hash
 LEFT JOIN privacy_ledger l ON l.run_id = m.run_id;
 """
 
+# Gates carry n, an interval, the contract clause and a three-way verdict; gate results,
+# promotions and the lineage view say which contract (and evaluation set) judged a model.
+_V7_CONTRACT = """
+ALTER TABLE gate_results ADD COLUMN n BIGINT;
+ALTER TABLE gate_results ADD COLUMN ci_lower DOUBLE;
+ALTER TABLE gate_results ADD COLUMN ci_upper DOUBLE;
+ALTER TABLE gate_results ADD COLUMN clause VARCHAR;
+ALTER TABLE gate_results ADD COLUMN verdict VARCHAR;
+ALTER TABLE gate_results ADD COLUMN contract_hash VARCHAR;
+ALTER TABLE gate_results ADD COLUMN eval_hash VARCHAR;
+ALTER TABLE promotions ADD COLUMN contract_hash VARCHAR;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lineage tables", _V1_LINEAGE),
     Migration(2, "escalations and review queue", _V2_REVIEW),
@@ -308,6 +321,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "teacher answer cache and teacher errors", _V4_TEACHER),
     Migration(5, "scheduler windows", _V5_SCHEDULE),
     Migration(6, "lineage views", _V6_LINEAGE_VIEWS),
+    Migration(7, "model contract: gate intervals, verdicts and contract hashes", _V7_CONTRACT),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

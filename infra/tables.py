@@ -158,7 +158,23 @@ TABLES: tuple[Table, ...] = (
     Table(
         "gate_results",
         "registry",
-        ("version", "gate", "value", "threshold", "comparator", "passed", "detail", "evaluated_at"),
+        (
+            "version",
+            "gate",
+            "value",
+            "threshold",
+            "comparator",
+            "passed",
+            "detail",
+            "evaluated_at",
+            "n",
+            "ci_lower",
+            "ci_upper",
+            "clause",
+            "verdict",
+            "contract_hash",
+            "eval_hash",
+        ),
         "each gate's value, threshold and verdict per version",
     ),
     Table(
@@ -231,7 +247,17 @@ TABLES: tuple[Table, ...] = (
     Table(
         "promotions",
         "registry",
-        ("promotion_id", "ts", "action", "from_version", "to_version", "actor", "reason", "forced"),
+        (
+            "promotion_id",
+            "ts",
+            "action",
+            "from_version",
+            "to_version",
+            "actor",
+            "reason",
+            "forced",
+            "contract_hash",
+        ),
         "promote and rollback history",
     ),
     Table(

@@ -75,6 +75,19 @@ def show_cmd(ctx: typer.Context, version: str, json_out: bool = JSON_OUT) -> Non
     console.print(f"  files: {', '.join(sorted(card.get('files', {})))} (checksums verified)")
 
 
+def _gate_cells(g: Any) -> tuple[str, str, str, str, str]:
+    value = "" if g.value is None else f"{g.value:.4g}"
+    n = "" if g.n is None else str(g.n)
+    interval = "" if g.lower is None else f"[{g.lower:.3g}, {g.upper:.3g}]"
+    threshold = "" if g.threshold is None else f"{g.comparator} {g.threshold:g}"
+    verdict = {
+        "pass": "[green]pass[/]",
+        "fail": "[red]FAIL[/]",
+        "insufficient": "[yellow]insufficient[/] (warn)" if g.passed else "[red]insufficient[/]",
+    }.get(g.verdict, g.verdict)
+    return value, n, interval, threshold, verdict
+
+
 @registry_app.command("gates")
 def gates_cmd(
     ctx: typer.Context,
@@ -83,7 +96,7 @@ def gates_cmd(
     json_out: bool = JSON_OUT,
 ) -> None:
     """Gate results of a version (exit 1 if any failed)."""
-    from tutorloop.registry.gates import stored_gates
+    from tutorloop.registry.gates import judged_under, stored_gates
     from tutorloop.registry.lifecycle import evaluate_candidate
     from tutorloop.registry.store import get
 
@@ -92,15 +105,19 @@ def gates_cmd(
     if run:
         evaluate_candidate(warehouse, settings_of(ctx), version)
     gates = stored_gates(warehouse, version)
+    contract, eval_set = judged_under(warehouse, version)
     if json_out:
-        print_json([g.to_dict() for g in gates])
+        print_json([
+            {**g.to_dict(), "interval": [g.lower, g.upper], "contract_hash": contract,
+             "eval_hash": eval_set}
+            for g in gates
+        ])  # fmt: skip
     else:
-        table = Table("gate", "value", "threshold", "verdict", "detail", title=version)
+        title = f"{version}: contract {(contract or '-')[:12]}, eval set {(eval_set or '-')[:12]}"
+        table = Table("gate", "value", "n", "95% interval", "threshold", "verdict", "clause",
+                      "detail", title=title)  # fmt: skip
         for g in gates:
-            value = "" if g.value is None else f"{g.value:.4g}"
-            threshold = "" if g.threshold is None else f"{g.comparator} {g.threshold:g}"
-            verdict = "[green]pass[/]" if g.passed else "[red]FAIL[/]"
-            table.add_row(g.gate, value, threshold, verdict, g.detail)
+            table.add_row(g.gate, *_gate_cells(g), g.clause, g.detail)
         console.print(table)
     if not gates:
         fail(f"{version} has no gate results; run `tutorloop registry gates {version} --run`")

@@ -1,17 +1,22 @@
-"""Gates: what a candidate's int8 artifact must show before it may serve.
+"""Gates: what a candidate's int8 artifact must show before it may serve, derived from the
+model contract (:mod:`tutorloop.registry.contract`).
 
-Absolute gates (thresholds in ``[registry]``): accuracy, macro-F1, ECE (15 bins, after the
-stored temperature), selective accuracy at ``selective_coverage`` and AURC (abstention
-quality), out-of-scope recall when ``oos_label`` is set and present, p95 single-query latency,
-serving-process peak RSS, int8 artifact size, and argmax parity with torch (>= 99.5%).
+Each gate reports its value, n, a 95% interval (Wilson for proportions, bootstrap for
+macro-F1, ECE, selective accuracy and AURC), the threshold, the contract clause and a verdict
+in {pass, fail, insufficient} (:mod:`tutorloop.registry.gate_rules`). The gates:
 
-Against the champion, when there is one: accuracy and macro-F1 on the candidate's gold
-evaluation set may not fall more than ``regression_tolerance`` below the champion's, and
-accuracy on the recent hard cases (evaluation cases captured for low confidence, low margin,
-escalation or a watched label in the last ``hard_cases_days``) not more than
-``hard_cases_tolerance``. Accuracy drops count only when a paired sign test on the same rows
-says they are not noise (p < 0.05). With no champion yet only the absolute gates apply. Every gate's
-value, threshold and verdict is stored in ``gate_results``.
+- the label set (``task.labels``), int8/fp32 argmax agreement on decisive rows and int8
+  accuracy non-inferior to the fp32 network (``parity``);
+- quality floors on the gold evaluation set (``quality``), out-of-scope recall and precision
+  when the task has an OOS label;
+- against the champion, paired non-inferiority on the same rows (``champion``): accuracy and
+  macro-F1 on the gold set, accuracy on recent hard cases (evaluation cases captured for low
+  confidence, low margin, escalation or a watched label in the last ``hard_cases_days``). A
+  champion that cannot be loaded fails closed (``champion_unavailable``);
+- serving constraints of a fresh process (``serving``): p95 single-query latency, peak RSS,
+  artifact size, cost per 1,000 requests; the user-level DP guarantee (``privacy``).
+
+Results are stored in ``gate_results`` with the contract's hash and the evaluation set's hash.
 """
 
 from __future__ import annotations
@@ -19,22 +24,46 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
 from tutorloop.evaluation.classifier import label_targets
-from tutorloop.evaluation.metrics import quality, single_query_latencies_ms
-from tutorloop.infra.settings_sections import RegistrySettings
+from tutorloop.evaluation.intervals import (
+    Interval,
+    bootstrap,
+    paired_difference,
+    paired_metric_difference,
+    rows_metric,
+    wilson,
+)
+from tutorloop.evaluation.metrics import (
+    aurc,
+    ece,
+    macro_f1,
+    selective_accuracy,
+    single_query_latencies_ms,
+)
 from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.registry.contract import Contract
+from tutorloop.registry.gate_rules import (
+    GateResult,
+    Verdict,
+    blocked,
+    constraint,
+    floor,
+    non_inferior,
+)
 from tutorloop.registry.onnx_model import OnnxStudent, load_onnx_student
 from tutorloop.registry.store import ModelVersion
 
 if TYPE_CHECKING:  # export imports torch; promote and rollback must start fast
-    from tutorloop.registry.export import ExportResult
+    from tutorloop.registry.export import EvaluationSet, ExportResult
+
+__all__ = ["GateContext", "GateResult", "Verdict", "evaluate_gates", "stored_gates"]
 
 _HARD_REASONS = (
     CaptureReason.LOW_CONFIDENCE,
@@ -44,29 +73,9 @@ _HARD_REASONS = (
 )
 
 
-@dataclass(frozen=True)
-class GateResult:
-    gate: str
-    value: float | None
-    threshold: float | None
-    comparator: str  # ">=", "<=", "info"
-    passed: bool
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _gate(
-    name: str, value: float, threshold: float, comparator: str, detail: str = ""
-) -> GateResult:
-    ok = bool(value >= threshold if comparator == ">=" else value <= threshold)
-    return GateResult(name, round(float(value), 6), threshold, comparator, ok, detail)
-
-
-def _p95_latency_ms(model: OnnxStudent, texts: list[str], n: int = 200) -> float:
+def _latencies_ms(model: OnnxStudent, texts: list[str], n: int = 200) -> list[float]:
     sample = (texts or ["how do I reset my card pin?"]) * (n // max(1, len(texts)) + 1)
-    return float(np.percentile(single_query_latencies_ms(model.predict_proba, sample[:n]), 95))
+    return list(single_query_latencies_ms(model.predict_proba, sample[:n]))
 
 
 _RSS_PROBE = """
@@ -113,178 +122,279 @@ def _hard_cases(
     return [t for t, _ in rows], [label for _, label in rows]
 
 
+class _Soft(TypedDict):
+    min_n: int
+    on_insufficient: str
+
+
+@dataclass(frozen=True)
+class GateContext:
+    """What the gates judge a candidate on, and under which contract."""
+
+    contract: Contract
+    rows: EvaluationSet
+    threads: int = 1
+    user_epsilon: float | None = None  # the run's user-level DP epsilon, if it trained with DP
+
+    @property
+    def on_insufficient(self) -> str:
+        return self.contract.evaluation.on_insufficient
+
+
 def evaluate_gates(
     warehouse: Warehouse,
-    cfg: RegistrySettings,
+    ctx: GateContext,
     candidate: ModelVersion,
     export: ExportResult,
-    texts: list[str],
-    truth: list[str],
     champion: ModelVersion | None,
-    *,
-    threads: int = 1,
 ) -> list[GateResult]:
-    """Evaluate every gate on the candidate's int8 artifact; store and return the results.
-
-    ``threads``: ONNX Runtime threads per query, as serving runs it (``serving.threads``).
-    """
-    model = load_onnx_student(candidate.artifact_dir, threads=threads)
-    results = [
-        _gate(
-            "parity",
-            export.parity,
-            cfg.min_parity,
-            ">=",
-            f"int8 vs torch argmax on {export.n_parity - export.n_ties} decisive rows of "
-            f"{export.n_parity} ({export.n_ties} near-ties, agreement "
-            f"{'n/a' if export.tie_agreement is None else f'{export.tie_agreement:.2f}'}), "
-            f"fp32 kept: {export.kept_fp32}",
-        ),
-        _gate("artifact_mb", export.int8_mb, cfg.max_artifact_mb, "<="),
-    ]
-    if texts:
-        probs = model.predict_proba(texts)
-        targets = label_targets(model.labels, truth)
-        q = quality(probs, targets, coverage=cfg.selective_coverage)
-        n = f"n={q.n}"
-        results += [
-            _gate("accuracy", q.accuracy, cfg.min_accuracy, ">=", n),
-            _gate("macro_f1", q.macro_f1, cfg.min_macro_f1, ">=", n),
-            _gate("ece", q.ece, cfg.max_ece, "<=", f"{n}, 15 bins, calibrated"),
-            _gate(
-                "selective_accuracy", q.selective_accuracy, cfg.min_selective_accuracy, ">=",
-                f"{n}, coverage {cfg.selective_coverage:g}",
-            ),
-            _gate("aurc", q.aurc, cfg.max_aurc, "<=", n),
-        ]  # fmt: skip
-        if cfg.oos_label and cfg.oos_label in truth:
-            oos = (
-                targets == model.labels.index(cfg.oos_label)
-                if cfg.oos_label in model.labels
-                else None
-            )
-            if oos is not None:
-                recall = float(np.mean(probs[oos].argmax(axis=1) == targets[oos]))
-                results.append(
-                    _gate("oos_recall", recall, cfg.min_oos_recall, ">=", f"n={int(oos.sum())}")
-                )
-        if champion is not None:
-            results += _versus_champion(
-                warehouse, cfg, candidate, champion, model, probs, q, texts, truth, threads
-            )
-    else:
-        missing = "no gold evaluation rows: import some (dataset import --eval)"
-        results.append(GateResult("accuracy", None, cfg.min_accuracy, ">=", False, missing))
+    """Evaluate every gate of the contract on the candidate's int8 artifact; store them."""
+    model = load_onnx_student(candidate.artifact_dir, threads=ctx.threads)
+    c = ctx.contract
+    results = [*_label_set(c, model.labels), *_parity(ctx, export, model.labels)]
     results.append(
-        _gate("p95_latency_ms", _p95_latency_ms(model, texts), cfg.max_p95_latency_ms, "<=",
-              f"single query, {threads or 'all'} thread(s)")
+        constraint("artifact_mb", export.int8_mb, c.serving.max_artifact_mb, "<=",
+                   "serving.max_artifact_mb")
     )  # fmt: skip
-    results.append(
-        _gate(
-            "peak_rss_mb",
-            _serving_rss_mb(candidate, texts, threads),
-            cfg.max_rss_mb,
-            "<=",
-        )
-    )
-    _store(warehouse, candidate.version, results)
+    probs = model.predict_proba(ctx.rows.texts) if ctx.rows.gold else None
+    if probs is not None:
+        targets = label_targets(model.labels, ctx.rows.truth)
+        results += _quality(ctx, probs, targets, model.labels)
+        if champion is not None:
+            results += _versus_champion(warehouse, ctx, candidate, champion, probs, targets)
+    else:
+        results.append(blocked(
+            "accuracy", "quality.min_accuracy",
+            "no gold evaluation rows: import some (dataset import --eval); validation rows "
+            "were used for early stopping and calibration, so they are no evidence", n=0,
+        ))  # fmt: skip
+    results += _serving(ctx, candidate, model)
+    results += _privacy(ctx)
+    _store(warehouse, candidate.version, results, c.digest, ctx.rows.digest)
     return results
 
 
+def _label_set(contract: Contract, labels: list[str]) -> list[GateResult]:
+    if not contract.task.labels:
+        return []
+    expected, got = set(contract.task.labels), set(labels)
+    detail = (
+        "matches the contract"
+        if expected == got
+        else f"missing {sorted(expected - got)[:5]}, extra {sorted(got - expected)[:5]}"
+    )
+    same = float(expected == got)
+    return [constraint("label_set", same, 1.0, ">=", "task.labels", detail)]
+
+
+def _parity(ctx: GateContext, export: ExportResult, labels: list[str]) -> list[GateResult]:
+    p = ctx.contract.parity
+    decisive = export.n_parity - export.n_ties
+    agree = round(export.parity * decisive)
+    ties = "n/a" if export.tie_agreement is None else f"{export.tie_agreement:.2f}"
+    out = [
+        floor(
+            "parity", wilson(agree, decisive, confidence=ctx.contract.evaluation.confidence),
+            p.min_agreement, ">=", "parity.min_agreement", min_n=1,
+            on_insufficient="block", hard=True,
+            detail=f"int8 vs fp32 argmax on {decisive} decisive rows of {export.n_parity} "
+            f"({export.n_ties} near-ties below margin {p.tie_margin:g}, agreement {ties}), "
+            f"{export.quantization} int8, fp32 kept: {export.kept_fp32}",
+        )
+    ]  # fmt: skip
+    if ctx.rows.gold and len(export.torch_argmax) == len(ctx.rows.truth):
+        targets = label_targets(labels, ctx.rows.truth)
+        fp32_ok = np.asarray(export.torch_argmax) == targets
+        int8_ok = np.asarray(export.int8_argmax) == targets
+        conf = ctx.contract.evaluation.confidence
+        out.append(non_inferior(
+            "int8_accuracy_vs_fp32", paired_difference(fp32_ok, int8_ok, confidence=conf),
+            p.max_accuracy_drop, "parity.max_accuracy_drop",
+            min_n=ctx.contract.evaluation.min_comparison_rows,
+            on_insufficient=ctx.on_insufficient, detail="fp32 network -> int8 artifact",
+        ))  # fmt: skip
+    return out
+
+
+def _quality(
+    ctx: GateContext, probs: np.ndarray[Any, Any], targets: np.ndarray[Any, Any],
+    labels: list[str],
+) -> list[GateResult]:  # fmt: skip
+    q, ev = ctx.contract.quality, ctx.contract.evaluation
+    conf, n = ev.confidence, len(targets)
+    correct = int(np.sum(probs.argmax(axis=1) == targets))
+    soft = _Soft(min_n=ev.min_rows, on_insufficient=ctx.on_insufficient)
+
+    def boot(fn: Any) -> Interval:
+        return bootstrap(rows_metric(fn, probs, targets), n, confidence=conf)
+
+    def selective(p: Any, t: Any) -> float:
+        return selective_accuracy(p, t, q.selective_coverage)
+
+    out = [
+        floor("accuracy", wilson(correct, n, confidence=conf), q.min_accuracy, ">=",
+              "quality.min_accuracy", **soft),
+        floor("macro_f1", boot(macro_f1), q.min_macro_f1, ">=", "quality.min_macro_f1", **soft),
+        floor("ece", boot(ece), q.max_ece, "<=", "quality.max_ece",
+              detail="15 bins, calibrated", **soft),
+        floor("selective_accuracy", boot(selective), q.min_selective_accuracy, ">=",
+              "quality.min_selective_accuracy", detail=f"coverage {q.selective_coverage:g}",
+              **soft),
+        floor("aurc", boot(aurc), q.max_aurc, "<=", "quality.max_aurc", **soft),
+    ]  # fmt: skip
+    oos = ctx.contract.task.oos_label
+    if oos and oos in labels:
+        k = labels.index(oos)
+        predicted = probs.argmax(axis=1)
+        is_oos, said_oos = targets == k, predicted == k
+        oos_soft = _Soft(min_n=ev.min_oos_rows, on_insufficient=ctx.on_insufficient)
+        out += [
+            floor("oos_recall", wilson(int(np.sum(is_oos & said_oos)), int(is_oos.sum()),
+                                       confidence=conf),
+                  q.min_oos_recall, ">=", "quality.min_oos_recall",
+                  detail=f"{oos!r} rows answered {oos!r}", **oos_soft),
+            floor("oos_precision", wilson(int(np.sum(is_oos & said_oos)), int(said_oos.sum()),
+                                          confidence=conf),
+                  q.min_oos_precision, ">=", "quality.min_oos_precision",
+                  detail=f"answers {oos!r} that were", **oos_soft),
+        ]  # fmt: skip
+    return out
+
+
+def _serving(ctx: GateContext, candidate: ModelVersion, model: OnnxStudent) -> list[GateResult]:
+    s = ctx.contract.serving
+    latencies = _latencies_ms(model, ctx.rows.texts)
+    p95 = float(np.percentile(latencies, 95))
+    # One core per request for the mean latency: what a request costs at full utilisation.
+    cost = float(np.mean(latencies)) / 1000 / 3600 * s.cpu_hour_usd * 1000 * max(1, ctx.threads)
+    threads = f"single query, {ctx.threads or 'all'} thread(s)"
+    return [
+        constraint("p95_latency_ms", p95, s.max_p95_latency_ms, "<=",
+                   "serving.max_p95_latency_ms", threads),
+        constraint("peak_rss_mb", _serving_rss_mb(candidate, ctx.rows.texts, ctx.threads),
+                   s.max_rss_mb, "<=", "serving.max_rss_mb"),
+        constraint("cost_per_1k_usd", cost, s.max_cost_per_1k_requests, "<=",
+                   "serving.max_cost_per_1k_requests",
+                   f"mean latency x {s.cpu_hour_usd:g} USD per core-hour"),
+    ]  # fmt: skip
+
+
+def _privacy(ctx: GateContext) -> list[GateResult]:
+    limit = ctx.contract.privacy.max_user_epsilon
+    if limit is None:
+        return []
+    if ctx.user_epsilon is None:
+        return [blocked("user_epsilon", "privacy.max_user_epsilon",
+                        "the contract requires DP training; this run did not use it")]  # fmt: skip
+    detail = "group privacy over the per-user cap"
+    return [
+        constraint(
+            "user_epsilon", ctx.user_epsilon, limit, "<=", "privacy.max_user_epsilon", detail
+        )
+    ]
+
+
 def _correct(model: OnnxStudent, texts: list[str], truth: list[str]) -> np.ndarray[Any, Any]:
+    if not texts:
+        return np.zeros(0, dtype=bool)
     return np.asarray(
         model.predict_proba(texts).argmax(axis=1) == label_targets(model.labels, truth)
     )
 
 
-def _paired_regression(
-    name: str, champ: np.ndarray[Any, Any], cand: np.ndarray[Any, Any], tol: float, vs: str
-) -> GateResult:
-    """Fail only on a drop beyond ``tol`` that is also significant.
-
-    Paired on the same rows: ``lost`` = rows the champion got right and the candidate wrong,
-    ``won`` the reverse. A one-sided exact binomial (sign) test on lost vs won must give
-    p < 0.05; otherwise the drop is within noise. (Measured in the demo: on 43 hard cases, one
-    lost case was a 2.3-point drop and blocked a candidate 4.4 points better on 428 gold rows.)
-    """
-    from scipy.stats import binomtest
-
-    delta = float(cand.mean() - champ.mean())
-    lost = int(np.sum(champ & ~cand))
-    won = int(np.sum(cand & ~champ))
-    p = binomtest(lost, lost + won, 0.5, alternative="greater").pvalue if lost + won else 1.0
-    passed = bool(delta >= -tol or p >= 0.05)  # numpy bools do not go into DuckDB
-    detail = (
-        f"{vs}, n={len(cand)}: {champ.mean():.4f} -> {cand.mean():.4f}; "
-        f"lost {lost}, won {won}, sign test p={float(p):.3f}"
-    )
-    return GateResult(name, round(delta, 6), -tol, ">=", passed, detail)
-
-
 def _versus_champion(
     warehouse: Warehouse,
-    cfg: RegistrySettings,
+    ctx: GateContext,
     candidate: ModelVersion,
     champion: ModelVersion,
-    cand_model: OnnxStudent,
-    cand_probs: Any,
-    cand_q: Any,
-    texts: list[str],
-    truth: list[str],
-    threads: int,
+    cand_probs: np.ndarray[Any, Any],
+    targets: np.ndarray[Any, Any],
 ) -> list[GateResult]:
+    ch, ev = ctx.contract.champion, ctx.contract.evaluation
     try:
-        champ_model = load_onnx_student(champion.artifact_dir, threads=threads)
+        champ_model = load_onnx_student(champion.artifact_dir, threads=ctx.threads)
+        champ_probs = champ_model.predict_proba(ctx.rows.texts)
+        champ_targets = label_targets(champ_model.labels, ctx.rows.truth)
     except Exception as exc:
         # Fail closed: a candidate that cannot be compared with what serves is not shown to be
         # no worse. Promotion then needs --force --reason, which is recorded.
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         detail = f"champion {champion.version} could not be loaded ({reason})"
-        return [GateResult("champion_unavailable", None, None, "info", False, detail)]
-    champ_q = quality(
-        champ_model.predict_proba(texts), label_targets(champ_model.labels, truth),
-        coverage=cfg.selective_coverage,
-    )  # fmt: skip
-    tol = cfg.regression_tolerance
+        return [blocked("champion_unavailable", "champion", detail)]
     vs = f"champion {champion.version}"
+    soft = _Soft(min_n=ev.min_comparison_rows, on_insufficient=ctx.on_insufficient)
+    conf = ev.confidence
     out = [
-        _paired_regression(
-            "accuracy_vs_champion", _correct(champ_model, texts, truth),
-            cand_probs.argmax(axis=1) == label_targets(cand_model.labels, truth), tol, vs,
+        non_inferior(
+            "accuracy_vs_champion",
+            paired_difference(champ_probs.argmax(axis=1) == champ_targets,
+                              cand_probs.argmax(axis=1) == targets, confidence=conf),
+            ch.max_accuracy_regression, "champion.max_accuracy_regression", detail=vs, **soft,
         ),
-        _gate("macro_f1_vs_champion", cand_q.macro_f1 - champ_q.macro_f1, -tol, ">=",
-              f"{vs}: {champ_q.macro_f1:.4f} -> {cand_q.macro_f1:.4f}"),
     ]  # fmt: skip
-    hard_texts, hard_truth = _hard_cases(warehouse, candidate.dataset_hash, cfg.hard_cases_days)
-    if hard_texts:
-        out.append(
-            _paired_regression(
-                "hard_cases_vs_champion", _correct(champ_model, hard_texts, hard_truth),
-                _correct(cand_model, hard_texts, hard_truth), cfg.hard_cases_tolerance, vs,
-            )
-        )  # fmt: skip
-    else:
-        none = "no recent hard cases with gold labels: not compared"
-        tol = -cfg.hard_cases_tolerance
-        out.append(GateResult("hard_cases_vs_champion", None, tol, ">=", True, none))
+    if champ_model.labels == list(candidate.label_set):
+        out.append(non_inferior(
+            "macro_f1_vs_champion",
+            paired_metric_difference(macro_f1, champ_probs, cand_probs, targets, confidence=conf),
+            ch.max_macro_f1_regression, "champion.max_macro_f1_regression", detail=vs, **soft,
+        ))  # fmt: skip
+    hard_texts, hard_truth = _hard_cases(warehouse, candidate.dataset_hash, ch.hard_cases_days)
+    cand_model = load_onnx_student(candidate.artifact_dir, threads=ctx.threads)
+    out.append(non_inferior(
+        "hard_cases_vs_champion",
+        paired_difference(_correct(champ_model, hard_texts, hard_truth),
+                          _correct(cand_model, hard_texts, hard_truth), confidence=conf),
+        ch.max_hard_cases_regression, "champion.max_hard_cases_regression",
+        detail=f"{vs}, recent hard cases", **soft,
+    ))  # fmt: skip
     return out
 
 
-def _store(warehouse: Warehouse, version: str, results: list[GateResult]) -> None:
+_COLUMNS = (
+    "gate, value, threshold, comparator, passed, detail, n, ci_lower, ci_upper, clause, verdict"
+)
+
+
+def _store(
+    warehouse: Warehouse, version: str, results: list[GateResult], contract: str, eval_set: str
+) -> None:
     with warehouse.transaction() as con:
         con.execute("DELETE FROM gate_results WHERE version = ?", [version])
         for r in results:
             con.execute(
-                "INSERT INTO gate_results (version, gate, value, threshold, comparator, passed,"
-                " detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [version, r.gate, r.value, r.threshold, r.comparator, r.passed, r.detail],
-            )
+                f"INSERT INTO gate_results (version, {_COLUMNS}, contract_hash, eval_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [version, r.gate, r.value, r.threshold, r.comparator, r.passed, r.detail, r.n,
+                 r.lower, r.upper, r.clause, r.verdict, contract, eval_set],
+            )  # fmt: skip
 
 
 def stored_gates(warehouse: Warehouse, version: str) -> list[GateResult]:
     rows = warehouse.query(
-        "SELECT gate, value, threshold, comparator, passed, detail FROM gate_results"
-        " WHERE version = ? ORDER BY evaluated_at, gate",
+        f"SELECT {_COLUMNS} FROM gate_results WHERE version = ? ORDER BY evaluated_at, gate",
         [version],
     )
-    return [GateResult(*row) for row in rows]
+    return [
+        GateResult(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            row[9],
+            row[10] or (Verdict.PASS if row[4] else Verdict.FAIL),
+        )
+        for row in rows
+    ]
+
+
+def judged_under(warehouse: Warehouse, version: str) -> tuple[str | None, str | None]:
+    """The contract hash and evaluation-set hash a version's stored gates were judged under."""
+    rows = warehouse.query(
+        "SELECT contract_hash, eval_hash FROM gate_results WHERE version = ? LIMIT 1", [version]
+    )
+    return (rows[0][0], rows[0][1]) if rows else (None, None)

@@ -21,7 +21,14 @@ from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.tables import ModelStatus, PromotionAction
 from tutorloop.infra.warehouse import Warehouse
-from tutorloop.registry.gates import GateResult, evaluate_gates, stored_gates
+from tutorloop.registry.contract import load_contract
+from tutorloop.registry.gates import (
+    GateContext,
+    GateResult,
+    evaluate_gates,
+    judged_under,
+    stored_gates,
+)
 from tutorloop.registry.store import ModelVersion, champion, get
 
 POINTER = "champion.json"
@@ -103,8 +110,18 @@ def _change(
         )
         con.execute(
             "INSERT INTO promotions (promotion_id, ts, action, from_version, to_version, actor,"
-            " reason, forced) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [uuid.uuid4().hex, now, action, previous, to, actor, reason, forced],
+            " reason, forced, contract_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                uuid.uuid4().hex,
+                now,
+                action,
+                previous,
+                to,
+                actor,
+                reason,
+                forced,
+                load_contract(settings).digest,
+            ],
         )
     publish_pointer(settings, get(warehouse, to))
     return Change(action, previous, to, actor, reason, forced, now)
@@ -166,9 +183,9 @@ def rollback(
 ) -> Change:
     """Return to ``to`` or, by default, the champion before the current one.
 
-    ``to`` must have been champion before or have passed every one of its gates: a rollback is
-    on-call's quick way back to something known good, not a way around the gates. Anything
-    else needs ``force`` and a ``reason``, and is recorded as forced.
+    ``to`` must have been champion before or have passed every one of its gates under the
+    contract now in force: a rollback is on-call's quick way back to something known good, not
+    a way around the gates. Anything else needs ``force`` and a ``reason``, recorded as forced.
     """
     current = champion(warehouse)
     if to is None:
@@ -193,8 +210,15 @@ def rollback(
     if not was_champion(warehouse, target.version):
         gates = stored_gates(warehouse, target.version)
         failed = [g.gate for g in gates if not g.passed]
-        if not gates or failed:
-            why = f"failed gates: {', '.join(failed)}" if failed else "no gate results"
+        judged = judged_under(warehouse, target.version)[0]
+        contract = load_contract(settings)
+        stale = bool(gates) and judged != contract.digest
+        if not gates or failed or stale:
+            why = (
+                f"failed gates: {', '.join(failed)}" if failed
+                else "no gate results" if not gates
+                else f"gates judged under another contract than {contract.ref}"
+            )  # fmt: skip
             if not force:
                 raise PromotionRefusedError(
                     f"{to} never served and has {why}; use --force --reason TEXT to override"
@@ -255,7 +279,7 @@ def evaluate_candidate(
     champion is refused: exporting rewrites a version's ONNX files and card, and the
     champion's are the ones serving.
     """
-    from tutorloop.registry.export import evaluation_rows, export_version
+    from tutorloop.registry.export import evaluation_set, export_version
 
     candidate = get(warehouse, version)
     if candidate.status == ModelStatus.CHAMPION:
@@ -263,24 +287,29 @@ def evaluate_candidate(
             f"{version} is the champion: its served files are never rewritten; roll back or "
             "promote another version first to re-run its gates"
         )
+    contract = load_contract(settings)
     exported = export_version(
-        warehouse, candidate, min_parity=settings.registry.min_parity,
-        tie_margin=settings.registry.parity_tie_margin,
+        warehouse, candidate, min_parity=contract.parity.min_agreement,
+        tie_margin=contract.parity.tie_margin,
     )  # fmt: skip
     candidate = get(warehouse, version)
-    texts, truth = evaluation_rows(warehouse, candidate.dataset_hash)
     current = champion(warehouse)
-    gates = evaluate_gates(
-        warehouse, settings.registry, candidate, exported, texts, truth,
-        current if current and current.version != version else None,
+    ctx = GateContext(
+        contract, evaluation_set(warehouse, candidate.dataset_hash),
         threads=settings.serving.threads,
+        user_epsilon=_user_epsilon(warehouse, candidate, settings.privacy.max_cases_per_user),
+    )  # fmt: skip
+    gates = evaluate_gates(
+        warehouse, ctx, candidate, exported,
+        current if current and current.version != version else None,
     )  # fmt: skip
     verdict = CandidateVerdict(version, all(g.passed for g in gates), gates)
-    if exported.parity < settings.registry.min_parity:
+    if exported.parity < contract.parity.min_agreement:
         verdict.rejected_reason = (
-            f"int8/torch argmax agreement {exported.parity:.4f} < "
-            f"{settings.registry.min_parity:g} on {exported.n_parity - exported.n_ties} decisive "
-            f"evaluation rows ({exported.n_ties} near-ties not counted)"
+            f"int8/fp32 argmax agreement {exported.parity:.4f} < "
+            f"{contract.parity.min_agreement:g} on {exported.n_parity - exported.n_ties} "
+            f"decisive evaluation rows ({exported.n_ties} near-ties not counted; "
+            f"{contract.ref} parity.min_agreement)"
         )
         with warehouse.transaction() as con:
             con.execute(
@@ -292,3 +321,12 @@ def evaluate_candidate(
         promote(warehouse, settings, version, actor=actor, reason="passed every gate")
         verdict.promoted = True
     return verdict
+
+
+def _user_epsilon(warehouse: Warehouse, version: ModelVersion, per_user: int) -> float | None:
+    """The user-level epsilon of the version's training run (group privacy over the per-user
+    contribution cap: k examples of one user give k x epsilon), or None without DP."""
+    if version.run_id is None:
+        return None
+    rows = warehouse.query("SELECT epsilon FROM privacy_ledger WHERE run_id = ?", [version.run_id])
+    return float(rows[0][0]) * per_user if rows else None

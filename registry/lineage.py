@@ -63,7 +63,8 @@ def model_lineage(warehouse: Warehouse, version: str) -> dict[str, Any]:
         [dataset],
     )
     model["gates"] = warehouse.query_dicts(
-        "SELECT gate, value, threshold, comparator, passed, detail FROM gate_results"
+        "SELECT gate, value, n, ci_lower, ci_upper, threshold, comparator, verdict, passed,"
+        " clause, detail, contract_hash, eval_hash FROM gate_results"
         " WHERE version = ? ORDER BY gate",
         [version],
     )

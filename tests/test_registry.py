@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import REPO, run_cli
 from tests.registry_fixtures import LOOSE_GATES, first_version, next_version, registry_settings
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.registry.contract import Contract, load_contract
 from tutorloop.registry.lifecycle import read_pointer
 from tutorloop.registry.store import get
 
@@ -41,7 +42,22 @@ def test_candidate_lifecycle_through_the_cli(tmp_path: Path) -> None:
     assert {"parity", "accuracy", "macro_f1", "ece", "selective_accuracy", "aurc",
             "p95_latency_ms", "peak_rss_mb", "artifact_mb"} <= set(by_name)  # fmt: skip
     assert by_name["parity"]["value"] >= LOOSE_GATES["min_parity"]
-    assert by_name["artifact_mb"]["value"] < 30  # int8 MiniLM
+    assert by_name["artifact_mb"]["value"] < 45  # int8 MiniLM, feed-forward fp32 at most
+    contract = load_contract(settings)
+    for gate in gates:  # every gate cites its clause, under one contract and one eval set
+        assert gate["verdict"] in {"pass", "fail", "insufficient"}
+        assert gate["clause"] and gate["contract_hash"] == contract.digest
+        assert gate["eval_hash"] == gates[0]["eval_hash"] != ""
+    accuracy = by_name["accuracy"]
+    assert accuracy["n"] == 160 and accuracy["lower"] < accuracy["value"] < accuracy["upper"]
+    assert accuracy["interval"] == [accuracy["lower"], accuracy["upper"]]
+    assert accuracy["clause"] == "quality.min_accuracy"
+    # Train what you serve: the temperature was refitted on the int8 artifact.
+    served = json.loads((get(warehouse, "v1").artifact_dir / "card.json").read_text())["served"]
+    assert served["validation_rows"] > 0 and served["temperature"] > 0
+    assert abs(served["eval"]["accuracy"] - accuracy["value"]) < 0.02
+    assert abs(served["train_serve_gap"]) < 0.03  # LoRA in fp32 here: merge changes nothing
+    _a_worse_candidate_is_blocked_by_the_real_champion(warehouse)
     assert not any(name.endswith("_vs_champion") for name in by_name)
     assert read_pointer(settings) is not None and read_pointer(settings)["version"] == "v1"  # type: ignore[index]
 
@@ -183,6 +199,34 @@ def _quantize_then_break_the_classifier(real: Any) -> Any:
 
 
 @pytest.mark.timeout(900)
+def _a_worse_candidate_is_blocked_by_the_real_champion(warehouse: Warehouse) -> None:
+    """The champion comparison against the real v1 artifact: a candidate whose answers are
+    v1's with 10% of its right answers made wrong must fail non-inferiority."""
+    import numpy as np
+
+    from tutorloop.evaluation.classifier import label_targets
+    from tutorloop.registry.export import evaluation_set
+    from tutorloop.registry.gates import GateContext, _versus_champion
+    from tutorloop.registry.onnx_model import load_onnx_student
+
+    v1 = get(warehouse, "v1")
+    rows = evaluation_set(warehouse, v1.dataset_hash)
+    model = load_onnx_student(v1.artifact_dir)
+    probs = model.predict_proba(rows.texts)
+    targets = label_targets(model.labels, rows.truth)
+    right = np.flatnonzero(probs.argmax(axis=1) == targets)
+    worse = probs.copy()
+    for i in right[: max(3, len(right) // 10)]:
+        worse[i] = np.roll(worse[i], 1)  # its top answer moves to another label
+    ctx = GateContext(Contract(), rows)  # the default margins, not the tests' loose ones
+    gates = {g.gate: g for g in _versus_champion(warehouse, ctx, v1, v1, worse, targets)}
+    blocked = gates["accuracy_vs_champion"]
+    assert blocked.verdict == "fail" and not blocked.passed, blocked
+    assert blocked.upper is not None and blocked.upper < 0
+    same = {g.gate: g for g in _versus_champion(warehouse, ctx, v1, v1, probs, targets)}
+    assert same["accuracy_vs_champion"].verdict == "pass"
+
+
 def test_a_candidate_whose_int8_model_disagrees_with_torch_is_rejected(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,7 +243,7 @@ def test_a_candidate_whose_int8_model_disagrees_with_torch_is_rejected(
     settings = registry_settings(tmp_path / "d")
     report = first_version(settings)
     assert report.gates is not None and not report.gates["promoted"]
-    assert report.gates["rejected_reason"].startswith("int8/torch argmax agreement")
+    assert report.gates["rejected_reason"].startswith("int8/fp32 argmax agreement")
     warehouse = Warehouse.from_settings(settings)
     version = get(warehouse, "v1")
     assert version.status == "rejected"

@@ -13,7 +13,16 @@ import pytest
 from tests.conftest import run_cli
 from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.warehouse import Warehouse
-from tutorloop.registry.gates import GateResult, _store, _versus_champion, stored_gates
+from tutorloop.registry.contract import default_contract, load_contract
+from tutorloop.registry.contract_file import write_contract
+from tutorloop.registry.export import EvaluationSet
+from tutorloop.registry.gates import (
+    GateContext,
+    GateResult,
+    _store,
+    _versus_champion,
+    stored_gates,
+)
 from tutorloop.registry.lifecycle import (
     PromotionRefusedError,
     evaluate_candidate,
@@ -40,8 +49,12 @@ def _version(warehouse: Warehouse, settings: Settings, name: str) -> str:
     ).version
 
 
-def _gates(warehouse: Warehouse, version: str, *, passed: bool) -> None:
-    _store(warehouse, version, [GateResult("accuracy", 0.9 if passed else 0.1, 0.5, ">=", passed)])
+def _gates(
+    warehouse: Warehouse, version: str, *, passed: bool, contract: str | None = None
+) -> None:
+    digest = contract or default_contract(load_settings()).digest
+    result = GateResult("accuracy", 0.9 if passed else 0.1, 0.5, ">=", passed)
+    _store(warehouse, version, [result], digest, "eval-set")
 
 
 def test_rollback_to_a_version_that_never_served_needs_its_gates_or_force(
@@ -72,6 +85,25 @@ def test_rollback_to_a_version_that_never_served_needs_its_gates_or_force(
         ("rollback", v3, True),
         ("rollback", v1, False),
     ]
+
+
+def test_rollback_needs_gates_passed_under_the_contract_now_in_force(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    warehouse = Warehouse.from_settings(settings)
+    v1, v2 = _version(warehouse, settings, "k1"), _version(warehouse, settings, "k2")
+    _gates(warehouse, v1, passed=True)
+    promote(warehouse, settings, v1, actor="test")
+    _gates(warehouse, v2, passed=True)  # judged under the built-in contract
+    stricter = default_contract(settings).model_copy(update={"version": "2"})
+    write_contract(stricter, tmp_path / "d" / "contract.toml")
+    assert load_contract(settings).digest == stricter.digest
+    with pytest.raises(PromotionRefusedError, match="gates judged under another contract"):
+        rollback(warehouse, settings, actor="oncall", to=v2)
+    _gates(warehouse, v2, passed=True, contract=stricter.digest)
+    done = rollback(warehouse, settings, actor="oncall", to=v2)
+    assert not done.forced
+    recorded = warehouse.query("SELECT contract_hash FROM promotions WHERE to_version = ?", [v2])
+    assert recorded == [(stricter.digest,)]
 
 
 def test_rollback_cli_refuses_in_one_line_and_records_a_forced_rollback(tmp_path: Path) -> None:
@@ -109,13 +141,14 @@ def test_a_champion_that_cannot_be_loaded_fails_the_comparison_closed(tmp_path: 
     warehouse = Warehouse.from_settings(settings)
     champ = get(warehouse, _version(warehouse, settings, "f1"))  # its "model" is garbage
     candidate = get(warehouse, _version(warehouse, settings, "f2"))
+    rows = EvaluationSet(["where is my card"], ["card_arrival"], "eval", "e")
+    ctx = GateContext(load_contract(settings), rows)
     [result] = _versus_champion(
-        warehouse, settings.registry, candidate, champ, cast(Any, None), None, None,
-        ["where is my card"], ["card_arrival"], 1,
+        warehouse, ctx, candidate, champ, cast(Any, None), cast(Any, None)
     )  # fmt: skip
     assert result.gate == "champion_unavailable" and not result.passed
     assert f"champion {champ.version} could not be loaded" in result.detail
-    _store(warehouse, candidate.version, [result])
+    _store(warehouse, candidate.version, [result], ctx.contract.digest, rows.digest)
     with pytest.raises(PromotionRefusedError, match="failed gates: champion_unavailable"):
         promote(warehouse, settings, candidate.version, actor="test")
     assert [g.gate for g in stored_gates(warehouse, candidate.version)] == ["champion_unavailable"]
