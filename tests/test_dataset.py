@@ -19,7 +19,9 @@ from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.case_store import insert_labels
 from tutorloop.labeling.relabel import relabel
 from tutorloop.labeling.teacher_openai import OpenAITeacher
-from tutorloop.trainer.dataset import DatasetSpec, EmptyDatasetError, _unit
+from tutorloop.registry.export import evaluation_set
+from tutorloop.trainer.dataset import DatasetSpec, EmptyDatasetError
+from tutorloop.trainer.dataset_spec import unit as _unit
 from tutorloop.trainer.dataset_store import build_dataset
 
 LABELS = ("card_arrival", "card_lost", "top_up_failed", "top_up_limits")
@@ -42,7 +44,10 @@ def _relabel(warehouse: Warehouse, fake: FakeOpenAI) -> None:
 
 
 def _spec(**overrides: object) -> DatasetSpec:
-    values: dict[str, object] = {"labels": LABELS, "eval_fraction": 0.0, "seed": 3}
+    values: dict[str, object] = {
+        "labels": LABELS, "eval_fraction": 0.0, "seed": 3, "eval_min_per_label": 0,
+        "eval_min_oos": 0,
+    }  # fmt: skip
     return DatasetSpec(**(values | overrides))  # type: ignore[arg-type]
 
 
@@ -146,6 +151,42 @@ def test_a_case_trained_on_never_moves_into_the_eval_set(
     assert {r.case_id for r in later.rows if r.split != "eval"} >= set(would_leak)
     # Cases never trained on still join it by their bucket.
     assert eval_ids == {i for i in fresh if _unit(spec.seed, i) < 0.4} and eval_ids
+
+
+def test_the_eval_set_is_stratified_to_its_minimums_frozen_and_versioned(
+    warehouse: Warehouse, fake: FakeOpenAI, settings: Settings
+) -> None:
+    # 12 human-labeled top_up_failed cases, 4 card_arrival, 40 out-of-scope (card_lost plays
+    # OOS): no row falls in the hash bucket (eval_fraction 0), so only the minimums hold out.
+    humans = {i: "top_up_failed" for i in range(12)} | {i: "card_arrival" for i in range(12, 16)}
+    humans |= {i: "card_lost" for i in range(16, 56)}
+    ids = capture(warehouse, [f"query number {i}" for i in range(56)], human_labels=humans)
+    spec = _spec(eval_min_per_label=5, eval_min_oos=30, oos_label="card_lost")
+    first = build_dataset(warehouse, spec, settings.datasets_dir)
+    held = Counter(r.label for r in first.rows if r.split == "eval")
+    # At most half of a label's cases are held out: training keeps the rest.
+    assert held == {"top_up_failed": 5, "card_arrival": 2, "card_lost": 20}
+    assert first.counts["eval_shortfall"] == {
+        "card_arrival": 3,
+        "card_lost": 10,
+        "top_up_limits": 5,
+    }
+    trained = {r.case_id for r in first.rows if r.split != "eval"}
+    assert not trained & {r.case_id for r in first.rows if r.split == "eval"}
+    assert len(trained) == 56 - sum(held.values())
+    # The evaluation set's version is the hash the gates report.
+    rows = evaluation_set(warehouse, first.dataset_hash)
+    assert rows.digest == first.counts["eval_hash"] and rows.gold
+    # Frozen: more traffic later never moves a held-out case back, nor a trained one in.
+    capture(warehouse, [f"later query {i}" for i in range(10)],
+            human_labels={i: "card_arrival" for i in range(10)})  # fmt: skip
+    later = build_dataset(warehouse, spec, settings.datasets_dir)
+    first_eval = {r.case_id for r in first.rows if r.split == "eval"}
+    later_eval = {r.case_id for r in later.rows if r.split == "eval"}
+    assert first_eval < later_eval and not later_eval & trained
+    assert Counter(r.label for r in later.rows if r.split == "eval")["card_arrival"] == 5
+    assert later.counts["eval_hash"] != first.counts["eval_hash"]
+    assert set(ids) >= first_eval
 
 
 def test_replay_samples_the_previous_version(

@@ -31,120 +31,30 @@ import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from tutorloop.infra.errors import TutorloopError
-from tutorloop.infra.hashing import stable_unit
-from tutorloop.infra.settings import Settings
 from tutorloop.infra.tables import CaptureReason, LabelSource, Split
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.caps import ContributionCaps, eligible_case_ids
+from tutorloop.trainer.dataset_spec import (
+    SPLITS,
+    Candidate,
+    DatasetSpec,
+    DatasetVersion,
+    EmptyDatasetError,
+    Row,
+)
+from tutorloop.trainer.dataset_spec import (
+    unit as _unit,
+)
+from tutorloop.trainer.eval_set import History, eval_set_hash, top_up_eval
+from tutorloop.trainer.eval_set import history as history_of
 
-SPLITS = tuple(Split)
-_FORMAT = 1
-
-
-class EmptyDatasetError(TutorloopError):
-    """Nothing could go into the training split."""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Everything that decides a dataset's content (and so its hash) besides the data."""
-
-    labels: tuple[str, ...]
-    human_weight: float = 0.3
-    replay_fraction: float = 0.2
-    validation_fraction: float = 0.1
-    eval_fraction: float = 0.2
-    min_teacher_confidence: float = 0.0
-    teacher_id: str | None = None
-    previous: str | None = None
-    caps_per_user: int = 50
-    caps_per_tenant: int = 0
-    caps_window_days: float = 7.0
-    seed: int = 0
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        labels: Sequence[str],
-        *,
-        teacher_id: str | None = None,
-        previous: str | None = None,
-    ) -> DatasetSpec:
-        d, p = settings.dataset, settings.privacy
-        return cls(
-            labels=tuple(labels),
-            human_weight=d.human_weight,
-            replay_fraction=d.replay_fraction,
-            validation_fraction=d.validation_fraction,
-            eval_fraction=d.eval_fraction,
-            min_teacher_confidence=d.min_teacher_confidence,
-            teacher_id=teacher_id,
-            previous=previous,
-            caps_per_user=p.max_cases_per_user,
-            caps_per_tenant=p.max_cases_per_tenant,
-            caps_window_days=p.cap_window_days,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["labels"] = list(self.labels)
-        data["format"] = _FORMAT
-        return data
+__all__ = ["SPLITS", "DatasetSpec", "DatasetVersion", "EmptyDatasetError", "Row", "assemble"]
 
 
-@dataclass(frozen=True)
-class Row:
-    case_id: str
-    text: str
-    label: str
-    soft_targets: tuple[float, ...]
-    source: str  # human | teacher | human+teacher
-    split: str
-    replay: bool = False
-
-
-@dataclass
-class DatasetVersion:
-    """A built dataset: where it is, its hash, and what it holds."""
-
-    dataset_hash: str
-    path: Path
-    spec: DatasetSpec
-    counts: dict[str, Any]
-    created: bool = True
-    rows: list[Row] = field(default_factory=list, repr=False)
-
-    def n(self, split: str) -> int:
-        return int(self.counts["by_split"].get(split, 0))
-
-
-def _unit(seed: int, case_id: str) -> float:
-    """A uniform number in [0, 1) from a case id: stable across runs and machines."""
-    return stable_unit(f"{seed}\0{case_id}")
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    case_id: str
-    text: str
-    text_hash: str
-    human: str | None
-    teacher: str | None
-    teacher_soft: dict[str, float] | None
-    teacher_confidence: float | None
-    capture_reason: str
-
-
-def _load(
-    warehouse: Warehouse, case_ids: Sequence[str], teacher_id: str | None
-) -> list[_Candidate]:
+def _load(warehouse: Warehouse, case_ids: Sequence[str], teacher_id: str | None) -> list[Candidate]:
     teacher_filter = "AND teacher_id = ?" if teacher_id else ""
     params: list[Any] = [teacher_id] if teacher_id else []
     rows = warehouse.query(
@@ -161,7 +71,7 @@ def _load(
         [*params, list(case_ids)],
     )
     return [
-        _Candidate(
+        Candidate(
             case_id, text, text_hash, human, teacher,
             json.loads(soft) if soft is not None else None,
             float(conf) if conf is not None else None, reason,
@@ -181,7 +91,7 @@ def _members(warehouse: Warehouse, dataset_hash: str | None) -> set[str]:
     return {case_id for (case_id,) in rows}
 
 
-def _teacher_distribution(c: _Candidate, index: dict[str, int]) -> list[float] | None:
+def _teacher_distribution(c: Candidate, index: dict[str, int]) -> list[float] | None:
     """The teacher's soft target over the spec's labels, renormalised; None if it has none."""
     known = {k: v for k, v in (c.teacher_soft or {}).items() if k in index}
     total = sum(known.values())
@@ -193,7 +103,7 @@ def _teacher_distribution(c: _Candidate, index: dict[str, int]) -> list[float] |
     return dist
 
 
-def _target(c: _Candidate, spec: DatasetSpec) -> tuple[str, tuple[float, ...], str] | None:
+def _target(c: Candidate, spec: DatasetSpec) -> tuple[str, tuple[float, ...], str] | None:
     index = {label: i for i, label in enumerate(spec.labels)}
     teacher = _teacher_distribution(c, index)
     if c.human is not None:
@@ -246,25 +156,19 @@ def _with_split(row: Row, split: str) -> Row:
     return Row(row.case_id, row.text, row.label, row.soft_targets, row.source, split, row.replay)
 
 
-def _trained_before(warehouse: Warehouse) -> set[str]:
-    """Cases some earlier dataset version trained on (train or validation split)."""
-    rows = warehouse.query(
-        "SELECT DISTINCT case_id FROM dataset_members WHERE split <> ?", [Split.EVAL]
-    )
-    return {str(r[0]) for r in rows}
-
-
 def _partition(
-    candidates: list[_Candidate], spec: DatasetSpec, dropped: Counter[str], trained: set[str]
-) -> tuple[list[Row], list[tuple[_Candidate, tuple[str, tuple[float, ...], str]]], set[str]]:
+    candidates: list[Candidate], spec: DatasetSpec, dropped: Counter[str], history: History
+) -> tuple[list[Row], list[tuple[Candidate, tuple[str, tuple[float, ...], str]]], set[str]]:
     """The fixed gold evaluation rows, the labeled training pool, and the eval texts' hashes.
 
     A production case that an earlier version trained on never becomes an evaluation row, even
     when it gets a human label later (a reviewed teacher label): a model in the lineage has
-    seen it, so it would score that model on its own training data.
+    seen it, so it would score that model on its own training data. A case an earlier version
+    evaluated on stays in evaluation (the set is frozen; it only grows).
     """
+    trained = history.trained
     eval_rows: list[Row] = []
-    pool: list[tuple[_Candidate, tuple[str, tuple[float, ...], str]]] = []
+    pool: list[tuple[Candidate, tuple[str, tuple[float, ...], str]]] = []
     eval_hashes: set[str] = set()
     for c in candidates:
         if c.capture_reason == CaptureReason.GOLD_EVAL and c.human is None:
@@ -272,7 +176,7 @@ def _partition(
         if c.capture_reason == CaptureReason.GOLD_EVAL or (
             c.human is not None
             and c.capture_reason != CaptureReason.GOLD_IMPORT
-            and _unit(spec.seed, c.case_id) < spec.eval_fraction
+            and (_unit(spec.seed, c.case_id) < spec.eval_fraction or c.case_id in history.evaluated)
             and c.case_id not in trained
         ):
             assert c.human is not None
@@ -305,7 +209,7 @@ def _partition(
 
 
 def _dedup(
-    pool: list[tuple[_Candidate, tuple[str, tuple[float, ...], str]]],
+    pool: list[tuple[Candidate, tuple[str, tuple[float, ...], str]]],
     eval_hashes: set[str],
     previous: set[str],
     dropped: Counter[str],
@@ -347,7 +251,9 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
     dropped: Counter[str] = Counter()
     dropped["no_consent_or_capped"] = total_cases - len(eligible)
 
-    eval_rows, pool, eval_hashes = _partition(candidates, spec, dropped, _trained_before(warehouse))
+    history = history_of(warehouse)
+    eval_rows, pool, eval_hashes = _partition(candidates, spec, dropped, history)
+    shortfall = top_up_eval(eval_rows, pool, eval_hashes, spec, history)
     previous = _members(warehouse, spec.previous)
     new_rows, old_rows = _dedup(pool, eval_hashes, previous, dropped, spec.seed)
     n_replay = min(len(old_rows), round(spec.replay_fraction * len(new_rows)))
@@ -370,5 +276,7 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
         "new": len(new_rows),
         "dropped": {k: v for k, v in dropped.items() if v},
         "labels_in_train": len({r.label for r in rows if r.split == "train"}),
+        "eval_hash": eval_set_hash(eval_rows),
+        "eval_shortfall": shortfall,
     }
     return rows, counts
