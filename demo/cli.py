@@ -22,12 +22,8 @@ def demo(
     seed_per_label: int = typer.Option(10, "--seed-per-label", min=1),
     pool: int = typer.Option(3000, "--pool", min=10, help="labeled rows the teacher is fit on"),
     dp_epsilon: float | None = typer.Option(None, "--dp-epsilon", min=0.01, help="DP-SGD"),
-    min_parity: float = typer.Option(
-        0.95,
-        "--min-parity",
-        min=0,
-        max=1,
-        help="int8/torch argmax agreement gate for the demo (registry default 0.995)",
+    min_parity: float | None = typer.Option(
+        None, "--min-parity", hidden=True, help="ignored: the demo runs the contract's gates"
     ),
     quick: bool = typer.Option(False, "--quick", help="small and fast (CI smoke test)"),
     out: Path = typer.Option(Path("tutorloop-demo"), "--out", help="report and data folder"),
@@ -41,8 +37,10 @@ def demo(
     options = DemoOptions(
         data=data, test=test, out=out, text_col=text_col, label_col=label_col, cycles=cycles,
         seed_per_label=seed_per_label, pool=pool, dp_epsilon=dp_epsilon, quick=quick,
-        min_parity=min_parity,
     )  # fmt: skip
+    if min_parity is not None:
+        console.print("--min-parity is ignored: the demo gates with the registry's defaults "
+                      "(the contract's parity clause); it will be removed")  # fmt: skip
     if quick:
         options.cycles = min(cycles, 1) if cycles == 2 else cycles
         options.pool = min(pool, 1000)

@@ -21,7 +21,6 @@ class DemoOptions:
     traffic: int | None = None  # default: every row left
     escalate: float = 0.03
     dp_epsilon: float | None = None
-    min_parity: float = 0.95  # the registry's 0.995 rejects these students: BENCHMARKS.md
     quick: bool = False
     seed: int = 0
 

@@ -51,6 +51,7 @@ from tutorloop.loop.cycle import CycleReport, bootstrap, run_cycle
 from tutorloop.loop.schedule import Scheduler
 from tutorloop.privacy.dp import total_epsilon
 from tutorloop.privacy.scrubber import RegexScrubber
+from tutorloop.registry.contract import load_contract
 from tutorloop.registry.gates import stored_gates
 from tutorloop.registry.lifecycle import history, promote
 from tutorloop.registry.onnx_model import load_onnx_student
@@ -69,10 +70,6 @@ def _overrides(options: DemoOptions, bootstrap: str) -> dict[str, Any]:
         "teacher": {"backend": "local", "encoder": encoder},
         "trainer": {"epochs": 1 if quick else 2, "bootstrap_epochs": 4 if quick else 8},
         "streams": {"batch_within_s": 0.3, "session_timeout_s": 6, "heartbeat_interval_s": 1},
-        # Measured with near-ties excluded (top-2 margin < 0.02: 0.5-1.6% of the gold rows),
-        # dynamic int8 still agrees with torch on only 98.7-99.3% of the decisive rows of these
-        # students, below the registry's 99.5% (#14 is open). The demo states its threshold.
-        "registry": {"min_parity": options.min_parity},
     }  # fmt: skip
 
 
@@ -167,10 +164,9 @@ def _services(options: DemoOptions) -> Iterator[_Services]:
             [sys.executable, "-m", "tutorloop", "streams", "worker"],
             env=_env(overrides), stdout=log, stderr=log,
         )  # fmt: skip
-        ties = settings.registry.parity_tie_margin
-        console.print(f"int8/torch parity gate for this demo: {options.min_parity:g} on "
-                      f"decisive rows (top-2 margin >= {ties:g}; registry default 0.995, "
-                      "see BENCHMARKS.md)")  # fmt: skip
+        contract = load_contract(settings)
+        console.print(f"gates: {contract.ref} ({contract.source}); int8 must agree with fp32 "
+                      f"on {contract.parity.min_agreement:g} of decisive rows")  # fmt: skip
         console.print(f"broker at {state.bootstrap_servers}; worker pid {worker.pid} "
                       f"(log: {options.out / 'worker.log'})")  # fmt: skip
         yield _Services(settings, Warehouse.from_settings(settings))
