@@ -166,7 +166,8 @@ def _services(options: DemoOptions) -> Iterator[_Services]:
         )  # fmt: skip
         contract = load_contract(settings)
         console.print(f"gates: {contract.ref} ({contract.source}); int8 must agree with fp32 "
-                      f"on {contract.parity.min_agreement:g} of decisive rows")  # fmt: skip
+                      f"on {contract.parity.min_agreement:g} of decisive rows",
+                      markup=False)  # fmt: skip
         console.print(f"broker at {state.bootstrap_servers}; worker pid {worker.pid} "
                       f"(log: {options.out / 'worker.log'})")  # fmt: skip
         yield _Services(settings, Warehouse.from_settings(settings))

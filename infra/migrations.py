@@ -314,6 +314,13 @@ ALTER TABLE gate_results ADD COLUMN eval_hash VARCHAR;
 ALTER TABLE promotions ADD COLUMN contract_hash VARCHAR;
 """
 
+# User-level DP: the most rows one user gave a run, and the group-privacy guarantee it implies.
+_V8_USER_DP = """
+ALTER TABLE privacy_ledger ADD COLUMN rows_per_user BIGINT;
+ALTER TABLE privacy_ledger ADD COLUMN user_epsilon DOUBLE;
+ALTER TABLE privacy_ledger ADD COLUMN user_delta DOUBLE;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lineage tables", _V1_LINEAGE),
     Migration(2, "escalations and review queue", _V2_REVIEW),
@@ -322,6 +329,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "scheduler windows", _V5_SCHEDULE),
     Migration(6, "lineage views", _V6_LINEAGE_VIEWS),
     Migration(7, "model contract: gate intervals, verdicts and contract hashes", _V7_CONTRACT),
+    Migration(8, "user-level DP accounting in the privacy ledger", _V8_USER_DP),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

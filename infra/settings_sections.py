@@ -99,12 +99,16 @@ class PrivacySettings(_Section):
     dp_epsilon: float | None = Field(
         default=None, gt=0, description="train with DP-SGD to this epsilon; unset = off"
     )
-    dp_delta: float = Field(default=1e-5, gt=0, lt=1)
+    dp_delta: float | None = Field(
+        default=None, gt=0, lt=1, description="unset: 1 / (10 x training rows), below 1/n"
+    )
     dp_max_grad_norm: float = Field(default=1.0, gt=0)
     epsilon_budget: float = Field(
-        default=8.0, gt=0, description="cumulative epsilon allowed per budget window"
+        default=8.0, gt=0, description="user-level epsilon allowed per budget window"
     )
-    budget_window_days: float = Field(default=28.0, gt=0)
+    budget_window_days: float = Field(
+        default=28.0, gt=0, description="runs older than this no longer count against the budget"
+    )
 
 
 class OpenAITeacherSettings(_Section):
@@ -272,7 +276,7 @@ class RegistrySettings(_Section):
         description="int8 vs torch argmax agreement on decisive rows, else rejected",
     )
     parity_tie_margin: float = Field(
-        default=0.02,
+        default=0.05,
         ge=0,
         lt=1,
         description="rows whose torch top-2 probability margin is below this are near-ties: "

@@ -32,12 +32,12 @@ from tutorloop.labeling.labeled_csv import LabeledRows
 from tutorloop.labeling.models import resolve_model
 from tutorloop.labeling.relabel import RelabelReport, queue_unlabeled_for_humans, relabel
 from tutorloop.labeling.teachers import build_teacher, label_set
-from tutorloop.privacy.dp import check_budget, record_entry
+from tutorloop.privacy.dp import at_user_level, check_budget, record_entry
 from tutorloop.privacy.scrubbing import configured_scrubber
 from tutorloop.registry.lifecycle import evaluate_candidate
 from tutorloop.registry.store import ModelVersion, champion, register_candidate, verify
 from tutorloop.trainer.dataset import DatasetSpec, DatasetVersion
-from tutorloop.trainer.dataset_store import build_dataset, data_window
+from tutorloop.trainer.dataset_store import build_dataset, data_window, rows_per_user
 from tutorloop.trainer.runs import finish_run, package_versions, start_run
 from tutorloop.trainer.student import load_student, save_student
 from tutorloop.trainer.train import DPRequest, train_student
@@ -121,6 +121,8 @@ def _start_run(
         check_budget(
             warehouse, privacy.dp_epsilon, budget=privacy.epsilon_budget,
             window_start=window[0], window_end=window[1],
+            rows_per_user=rows_per_user(warehouse, dataset.dataset_hash),
+            budget_window_days=privacy.budget_window_days,
         )  # fmt: skip
     config: dict[str, Any] = {
         "trainer": cfg.model_dump(), "dataset": dataset.spec.to_dict(), "epochs": epochs,
@@ -192,7 +194,8 @@ def _train_and_stage(
     with progress("training", -(-n_train // cfg.batch_size) * epochs) as advance:
         outcome = train_student(student, rows, cfg, dp=dp, on_step=advance, epochs=epochs)
     if outcome.privacy is not None:
-        record_entry(warehouse, outcome.privacy, window_start=window[0], window_end=window[1])
+        entry = at_user_level(outcome.privacy, rows_per_user(warehouse, dataset.dataset_hash))
+        record_entry(warehouse, entry, window_start=window[0], window_end=window[1])
     report.epsilon = outcome.epsilon
     save_student(student, settings.models_artifacts_dir / ".staging" / run_id, labels,
                  outcome.temperature)  # fmt: skip

@@ -2,9 +2,10 @@
 
 The trainer calls, in order:
 
-1. :func:`check_budget` — before any training: the epsilon this run asks for, added to what
-   runs over overlapping data windows already spent (basic composition, a conservative sum),
-   must fit ``privacy.epsilon_budget``; otherwise the run is refused with a clear message.
+1. :func:`check_budget` — before any training: the **user-level** epsilon this run asks for,
+   added to what runs of the last ``privacy.budget_window_days`` over overlapping data windows
+   already spent (basic composition, a conservative sum), must fit ``privacy.epsilon_budget``;
+   otherwise the run is refused with a clear message.
 2. :func:`make_private` — opacus ``make_private_with_epsilon`` on the peft model with
    ``grad_sample_mode="hooks"``; the model must already be on its device (opacus with peft
    silently trains nothing when the model is moved afterwards).
@@ -12,13 +13,22 @@ The trainer calls, in order:
    self-check for that silent failure.
 4. :func:`account` (training returns it) and :func:`record_entry` (the cycle writes it) — one
    ``privacy_ledger`` row: epsilon actually spent (from the RDP accountant), delta, noise
-   multiplier, sample rate, steps.
+   multiplier, sample rate, steps, and the user-level guarantee.
+
+DP-SGD protects one *example*; a user may contribute up to ``privacy.max_cases_per_user``
+rows. The user-level guarantee follows from group privacy (Dwork & Roth 2014, Thm 2.2 and its
+(epsilon, delta) form): a mechanism that is (e, d)-DP per example is (k e, k e^{(k-1) e} d)-DP
+for a group of k examples, k being the most training rows one user has in the dataset. The
+ledger stores both; the budget is spent in user-level epsilon. For large k e the user-level
+delta reaches 1 (stored as 1.0) and the guarantee is vacuous: the ledger says so rather than
+hiding it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+import math
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tutorloop.infra.errors import TutorloopError
@@ -43,25 +53,58 @@ class LedgerEntry:
     steps: int
     max_grad_norm: float
     accountant: str
+    rows_per_user: int = 1  # k: the most training rows one user contributed
+    user_epsilon: float | None = None
+    user_delta: float | None = None
 
 
-def spent(warehouse: Warehouse, window_start: datetime, window_end: datetime) -> float:
-    """Epsilon already spent by runs whose data window overlaps ``[start, end]``.
+def group_privacy(epsilon: float, delta: float, k: int) -> tuple[float, float]:
+    """(k e, k e^{(k-1) e} d): the guarantee for any group of ``k`` examples (one user)."""
+    if k < 1:
+        raise ValueError("a group has at least one member")
+    exponent = (k - 1) * epsilon  # capped at 1: a delta of 1 promises nothing
+    user_delta = min(1.0, k * delta * math.exp(exponent)) if exponent < 700 else 1.0
+    return k * epsilon, user_delta
+
+
+def at_user_level(entry: LedgerEntry, rows_per_user: int) -> LedgerEntry:
+    """``entry`` with the user-level guarantee for users of at most ``rows_per_user`` rows."""
+    k = max(1, rows_per_user)
+    user_epsilon, user_delta = group_privacy(entry.epsilon, entry.delta, k)
+    return replace(entry, rows_per_user=k, user_epsilon=user_epsilon, user_delta=user_delta)
+
+
+def default_delta(n_rows: int) -> float:
+    """Below 1/n (a delta of 1/n allows leaking one whole row): 1 / (10 n)."""
+    return 1.0 / (10 * max(1, n_rows))
+
+
+def spent(
+    warehouse: Warehouse,
+    window_start: datetime,
+    window_end: datetime,
+    *,
+    since: datetime | None = None,
+) -> float:
+    """User-level epsilon already spent by runs whose data window overlaps ``[start, end]``
+    (and, with ``since``, that ran since then: the budget window).
 
     Closed intervals: a window can be a single instant (rows imported together), and two runs
-    on the same instant's data share it.
+    on the same instant's data share it. Rows from before user-level accounting count their
+    example-level epsilon.
     """
     row = warehouse.query(
-        "SELECT coalesce(sum(epsilon), 0) FROM privacy_ledger "
-        "WHERE coalesce(window_start, ?) <= ? AND coalesce(window_end, ?) >= ?",
-        [window_start, window_end, window_end, window_start],
+        "SELECT coalesce(sum(coalesce(user_epsilon, epsilon)), 0) FROM privacy_ledger "
+        "WHERE coalesce(window_start, ?) <= ? AND coalesce(window_end, ?) >= ? AND ts >= ?",
+        [window_start, window_end, window_end, window_start, since or datetime.min],
     )
     return float(row[0][0])
 
 
-def total_epsilon(warehouse: Warehouse) -> float:
+def total_epsilon(warehouse: Warehouse, *, user_level: bool = False) -> float:
     """Epsilon spent by every run in the ledger (a plain sum: basic composition)."""
-    row = warehouse.query("SELECT coalesce(sum(epsilon), 0) FROM privacy_ledger")
+    column = "coalesce(user_epsilon, epsilon)" if user_level else "epsilon"
+    row = warehouse.query(f"SELECT coalesce(sum({column}), 0) FROM privacy_ledger")
     return float(row[0][0])
 
 
@@ -72,17 +115,25 @@ def check_budget(
     budget: float,
     window_start: datetime,
     window_end: datetime,
+    rows_per_user: int = 1,
+    budget_window_days: float | None = None,
 ) -> float:
-    """Refuse a run that would exceed the budget; return the budget left after it."""
-    already = spent(warehouse, window_start, window_end)
-    if already + epsilon > budget + 1e-9:
+    """Refuse a run whose user-level epsilon (``rows_per_user`` x ``epsilon``) would exceed
+    the budget; return the budget left after it. Only runs of the last
+    ``budget_window_days`` count (the policy's spending window)."""
+    since = datetime.now(UTC) - timedelta(days=budget_window_days) if budget_window_days else None
+    asked = group_privacy(epsilon, 0.0, max(1, rows_per_user))[0]
+    already = spent(warehouse, window_start, window_end, since=since)
+    if already + asked > budget + 1e-9:
+        per_user = f" ({rows_per_user} rows per user x {epsilon:g})" if rows_per_user > 1 else ""
         raise BudgetExceededError(
-            f"privacy budget exceeded: this run asks for epsilon {epsilon:g}, runs over "
-            f"{window_start:%Y-%m-%d}..{window_end:%Y-%m-%d} already spent {already:g} "
-            f"of {budget:g}; lower privacy.dp_epsilon, wait for a new data window, or raise "
+            f"privacy budget exceeded: this run asks for user-level epsilon {asked:g}{per_user}, "
+            f"runs over {window_start:%Y-%m-%d}..{window_end:%Y-%m-%d} already spent "
+            f"{already:g} of {budget:g}; lower privacy.dp_epsilon or "
+            "privacy.max_cases_per_user, wait for a new data window, or raise "
             "privacy.epsilon_budget"
         )
-    return budget - already - epsilon
+    return budget - already - asked
 
 
 @dataclass
@@ -187,8 +238,9 @@ def record_entry(
     with warehouse.transaction() as con:
         con.execute(
             "INSERT INTO privacy_ledger (run_id, window_start, window_end, epsilon, delta, "
-            "noise_multiplier, sample_rate, steps, max_grad_norm, accountant) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "noise_multiplier, sample_rate, steps, max_grad_norm, accountant, rows_per_user, "
+            "user_epsilon, user_delta) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [
                 entry.run_id,
                 window_start,
@@ -200,6 +252,9 @@ def record_entry(
                 entry.steps,
                 entry.max_grad_norm,
                 entry.accountant,
+                entry.rows_per_user,
+                entry.user_epsilon,
+                entry.user_delta,
             ],
         )
     return entry

@@ -81,7 +81,7 @@ class ChampionClause(_Clause):
 
 class ParityClause(_Clause):
     min_agreement: float = Field(default=0.995, ge=0, le=1)
-    tie_margin: float = Field(default=0.02, ge=0, lt=1)
+    tie_margin: float = Field(default=0.05, ge=0, lt=1)
     max_accuracy_drop: float = Field(default=0.005, ge=0, le=1)
 
 

@@ -67,7 +67,7 @@ def init_cmd(
         write_contract(contract, path, overwrite=force)
     except (FileExistsError, ContractError) as exc:
         fail(str(exc))
-    console.print(f"wrote {path}: {contract.ref}, {len(labels)} labels")
+    console.print(f"wrote {path}: {contract.ref}, {len(labels)} labels", markup=False)
 
 
 @contract_app.command("show")
@@ -81,5 +81,5 @@ def show_cmd(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
         print_json({**contract.model_dump(mode="json"), "sha256": contract.digest,
                     "source": contract.source})  # fmt: skip
         return
-    console.print(f"# {contract.ref}, from {contract.source}", highlight=False)
+    console.print(f"# {contract.ref}, from {contract.source}", highlight=False, markup=False)
     console.print(render_contract(contract), highlight=False, markup=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from tutorloop.registry.gates import (
     judged_under,
     stored_gates,
 )
+from tutorloop.registry.rewrite import rewritten_copy
 from tutorloop.registry.store import ModelVersion, champion, get
 
 POINTER = "champion.json"
@@ -288,10 +289,11 @@ def evaluate_candidate(
             "promote another version first to re-run its gates"
         )
     contract = load_contract(settings)
-    exported = export_version(
-        warehouse, candidate, min_parity=contract.parity.min_agreement,
-        tie_margin=contract.parity.tie_margin,
-    )  # fmt: skip
+    with rewritten_copy(candidate.artifact_dir) as staging:
+        exported = export_version(
+            warehouse, replace(candidate, artifact_dir=staging),
+            min_parity=contract.parity.min_agreement, tie_margin=contract.parity.tie_margin,
+        )  # fmt: skip
     candidate = get(warehouse, version)
     current = champion(warehouse)
     ctx = GateContext(
@@ -324,9 +326,13 @@ def evaluate_candidate(
 
 
 def _user_epsilon(warehouse: Warehouse, version: ModelVersion, per_user: int) -> float | None:
-    """The user-level epsilon of the version's training run (group privacy over the per-user
-    contribution cap: k examples of one user give k x epsilon), or None without DP."""
+    """The user-level epsilon of the version's training run as the ledger recorded it (group
+    privacy over the most rows one user gave; the contribution cap for older rows), or None
+    without DP."""
     if version.run_id is None:
         return None
-    rows = warehouse.query("SELECT epsilon FROM privacy_ledger WHERE run_id = ?", [version.run_id])
-    return float(rows[0][0]) * per_user if rows else None
+    rows = warehouse.query(
+        "SELECT coalesce(user_epsilon, epsilon * ?) FROM privacy_ledger WHERE run_id = ?",
+        [per_user, version.run_id],
+    )
+    return float(rows[0][0]) if rows else None

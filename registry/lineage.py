@@ -69,7 +69,8 @@ def model_lineage(warehouse: Warehouse, version: str) -> dict[str, Any]:
         [version],
     )
     model["promotions"] = warehouse.query_dicts(
-        "SELECT ts, action, from_version, to_version, actor, reason, forced FROM promotions"
+        "SELECT ts, action, from_version, to_version, actor, reason, forced, contract_hash"
+        " FROM promotions"
         " WHERE to_version = ? OR from_version = ? ORDER BY ts",
         [version, version],
     )

@@ -41,3 +41,13 @@ def test_quick_demo_runs_the_loop_and_writes_a_sane_report(tmp_path: Path) -> No
     # Everything the demo started is stopped: the broker's state file is gone.
     assert not (out / "data" / "broker" / "broker.json").exists()
     assert "report:" in done.stdout
+    # Train what you serve: QLoRA trains on the nf4 base, serving runs the fp32 merge (then
+    # int8). Each card states the gap on the gold rows, and it is small.
+    cards = [
+        json.loads(p.read_text()) for p in (out / "data").glob("artifacts/models/v*/card.json")
+    ]
+    assert cards and all(card["quantization"] == "nf4" for card in cards)
+    for card in cards:
+        served = card["served"]
+        assert abs(served["train_serve_gap"]) <= 0.05, served
+        assert served["temperature"] > 0 and served["validation_rows"] > 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,8 +15,12 @@ from tutorloop.privacy.dp import (
     AdapterUnchangedError,
     BudgetExceededError,
     assert_adapters_changed,
+    at_user_level,
     check_budget,
+    default_delta,
+    group_privacy,
     make_private,
+    record_entry,
     record_run,
     spent,
     trainable_snapshot,
@@ -79,6 +85,32 @@ def test_dp_training_changes_adapters_and_records_its_cost(warehouse: Warehouse)
     # Rerunning the bookkeeping for the same run does not double count.
     record_run(warehouse, run_id, private, window_start=W_START, window_end=W_END)
     assert spent(warehouse, W_START, W_END) == pytest.approx(entry.epsilon)
+    # The ledger's epsilon is what an independent RDP accountant gives for the same noise,
+    # sample rate and steps.
+    from opacus.accountants import RDPAccountant
+
+    reference = RDPAccountant()
+    reference.history = [(entry.noise_multiplier, entry.sample_rate, entry.steps)]
+    assert entry.epsilon == pytest.approx(reference.get_epsilon(entry.delta), rel=1e-6)
+    # At user level, with 4 rows per user: group privacy, and the budget is spent in it.
+    user = at_user_level(entry, 4)
+    assert user.user_epsilon == pytest.approx(4 * entry.epsilon)
+    assert user.user_delta == pytest.approx(min(1.0, 4 * math.exp(3 * entry.epsilon) * 1e-5))
+    record_entry(warehouse, replace(user, run_id="run-user"), window_start=W_START,
+                 window_end=W_END)  # fmt: skip
+    assert spent(warehouse, W_START, W_END) == pytest.approx(5 * entry.epsilon)
+
+
+def test_group_privacy_by_hand() -> None:
+    assert group_privacy(0.5, 1e-6, 1) == (0.5, 1e-6)
+    eps, delta = group_privacy(0.5, 1e-6, 3)
+    assert eps == pytest.approx(1.5) and delta == pytest.approx(3 * math.exp(1.0) * 1e-6)
+    # 50 cases per user at epsilon 1 promise nothing at user level: delta is capped at 1.
+    assert group_privacy(1.0, 1e-5, 50) == (50.0, 1.0)
+    assert default_delta(2000) == pytest.approx(5e-5)
+    assert default_delta(2000) < 1 / 2000
+    with pytest.raises(ValueError, match="at least one"):
+        group_privacy(1.0, 1e-5, 0)
 
 
 def test_budget_refuses_a_run_before_training(warehouse: Warehouse) -> None:
@@ -96,6 +128,30 @@ def test_budget_refuses_a_run_before_training(warehouse: Warehouse) -> None:
     assert check_budget(
         warehouse, 1.0, budget=8.0, window_start=later, window_end=later + timedelta(days=28)
     ) == pytest.approx(7.0)
+    # The budget is spent at user level: 9 rows per user make epsilon 1.0 cost 9.
+    end = later + timedelta(days=28)
+    with pytest.raises(BudgetExceededError, match=r"user-level epsilon 9 \(9 rows per user"):
+        check_budget(warehouse, 1.0, budget=8.0, window_start=later, window_end=end,
+                     rows_per_user=9)  # fmt: skip
+    left = check_budget(warehouse, 1.0, budget=8.0, window_start=later, window_end=end,
+                        rows_per_user=3)  # fmt: skip
+    assert left == 5.0
+
+
+def test_runs_older_than_the_budget_window_no_longer_count(warehouse: Warehouse) -> None:
+    with warehouse.transaction() as con:
+        con.execute(
+            "INSERT INTO privacy_ledger (run_id, ts, window_start, window_end, epsilon, delta, "
+            "noise_multiplier, sample_rate, steps, accountant) "
+            "VALUES ('long-ago', ?, ?, ?, 7.5, 1e-5, 1.1, 0.1, 30, 'rdp')",
+            [datetime.now(UTC) - timedelta(days=40), W_START, W_END],
+        )
+    # Replay keeps old data windows overlapping forever; the spending window lets time pass.
+    with pytest.raises(BudgetExceededError):
+        check_budget(warehouse, 1.0, budget=8.0, window_start=W_START, window_end=W_END)
+    left = check_budget(warehouse, 1.0, budget=8.0, window_start=W_START, window_end=W_END,
+                        budget_window_days=28)  # fmt: skip
+    assert left == pytest.approx(7.0)
 
 
 @pytest.mark.slow

@@ -139,6 +139,10 @@ def test_candidate_lifecycle_through_the_cli(tmp_path: Path) -> None:
     assert model["warm_start_from"] == "v1" and model["dataset_hash"]
     assert {r["label_source"] for r in model["dataset_sources"]} >= {"human"}
     assert any(p["action"] == "rollback" for p in model["promotions"])
+    # Which contract judged it: on every promotion and every gate.
+    assert {p["contract_hash"] for p in model["promotions"]} == {contract.digest}
+    strict_contract = load_contract(registry_settings(data_dir, min_accuracy=0.999))
+    assert {g["contract_hash"] for g in model["gates"]} == {strict_contract.digest}  # re-run
 
 
 @pytest.mark.timeout(900)

@@ -30,6 +30,7 @@ from tutorloop.registry.lifecycle import (
     promote,
     rollback,
 )
+from tutorloop.registry.rewrite import rewritten_copy
 from tutorloop.registry.store import CARD, get, register_candidate, verify
 
 LABELS = ["card_arrival", "lost_or_stolen_card"]
@@ -161,3 +162,22 @@ def test_cards_are_written_whole(tmp_path: Path) -> None:
     card = verify(folder)  # checksums of every file match the card
     assert json.loads((folder / CARD).read_text()) == card
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_rewrite_happens_in_a_copy_that_replaces_the_folder_in_one_step(tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "v3"
+    folder.mkdir(parents=True)
+    (folder / "card.json").write_text("old card")
+    (folder / "model_int8.onnx").write_bytes(b"old model")
+    with pytest.raises(RuntimeError), rewritten_copy(folder) as staging:
+        (staging / "model_int8.onnx").write_bytes(b"half")
+        raise RuntimeError("export failed")
+    assert (folder / "model_int8.onnx").read_bytes() == b"old model"  # untouched
+    with rewritten_copy(folder) as staging:
+        assert staging != folder and (staging / "card.json").read_text() == "old card"
+        (staging / "model_int8.onnx").write_bytes(b"new model")
+        (staging / "card.json").write_text("new card")
+        assert (folder / "card.json").read_text() == "old card"  # not visible until the swap
+    assert (folder / "model_int8.onnx").read_bytes() == b"new model"
+    assert (folder / "card.json").read_text() == "new card"
+    assert not list((tmp_path / "models" / ".staging").iterdir())

@@ -119,6 +119,20 @@ def data_window(warehouse: Warehouse, dataset_hash: str) -> tuple[datetime | Non
     return (row[0][0], row[0][1]) if row else (None, None)
 
 
+def rows_per_user(warehouse: Warehouse, dataset_hash: str) -> int:
+    """The most training rows one user contributed to the dataset (k of group privacy).
+
+    Counts the train split, the rows DP-SGD samples; at least 1.
+    """
+    row = warehouse.query(
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM dataset_members m JOIN cases c"
+        " USING (case_id) WHERE m.dataset_hash = ? AND m.split = ? GROUP BY c.tenant_id,"
+        " c.user_id)",
+        [dataset_hash, Split.TRAIN],
+    )
+    return max(1, int(row[0][0] or 1)) if row else 1
+
+
 def list_dataset_versions(warehouse: Warehouse) -> list[dict[str, Any]]:
     """Dataset versions, newest first."""
     return warehouse.query_dicts(

@@ -31,7 +31,13 @@ from tutorloop.infra.batching import length_sorted_batches
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.infra.tables import LabelSource, Split
-from tutorloop.privacy.dp import LedgerEntry, account, assert_adapters_changed, make_private
+from tutorloop.privacy.dp import (
+    LedgerEntry,
+    account,
+    assert_adapters_changed,
+    default_delta,
+    make_private,
+)
 from tutorloop.trainer.distillation import distillation_loss
 from tutorloop.trainer.student import Student
 
@@ -334,7 +340,8 @@ def _make_private(
     assert dp.settings.dp_epsilon is not None
     private = make_private(
         model, optimizer, loader,
-        epsilon=dp.settings.dp_epsilon, delta=dp.settings.dp_delta, epochs=epochs,
+        epsilon=dp.settings.dp_epsilon, delta=dp.settings.dp_delta or default_delta(len(train)),
+        epochs=epochs,
         max_grad_norm=dp.settings.dp_max_grad_norm,
     )  # fmt: skip
     return private, private.data_loader
