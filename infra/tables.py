@@ -64,6 +64,14 @@ class PromotionAction(StrEnum):
     ROLLBACK = "rollback"
 
 
+class GateVerdict(StrEnum):
+    """``gate_results.verdict``: insufficient means too few rows to decide."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    INSUFFICIENT = "insufficient"
+
+
 class ReviewReason(StrEnum):
     """``review_queue.reason``."""
 

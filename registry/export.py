@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.jit._trace import TracerWarning
 
+from tutorloop.evaluation.classifier import label_targets
+from tutorloop.evaluation.intervals import noninferiority_verdict, paired_difference
 from tutorloop.infra.hashing import JsonDigest
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.onnx_model import FP32, INT8, load_onnx_student
@@ -147,6 +149,7 @@ def export_version(
     *,
     min_parity: float = 0.995,
     tie_margin: float = 0.05,
+    max_accuracy_drop: float = 0.005,
 ) -> ExportResult:
     """Write ``model_fp32.onnx`` and ``model_int8.onnx`` into the version's folder, re-card it,
     and measure int8/torch argmax agreement on the evaluation rows.
@@ -159,9 +162,11 @@ def export_version(
     four Banking77 students every flip of the best fallback artifact was at a margin of
     0.020-0.057, and at 0.02 one of the four missed 99.5% by two rows.
 
-    When full int8 agrees less than ``min_parity``, groups of layers are kept in fp32 in turn
-    (``_FP32_FALLBACKS``) and the first artifact that agrees is kept; the card names the
-    layers left in fp32. If none agrees, the most agreeing one is kept and the gate fails.
+    When full int8 agrees less than ``min_parity``, or is shown less accurate than fp32 by
+    more than ``max_accuracy_drop`` on the gold rows (flips among the near-ties can do that),
+    groups of layers are kept in fp32 in turn (``_FP32_FALLBACKS``) and the first acceptable
+    artifact is kept; the card names the layers left in fp32. If none is, the most agreeing
+    one is kept and the gates fail.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -173,7 +178,8 @@ def export_version(
     probs = student.predict_proba(texts) if texts else None
     reference = probs.argmax(axis=1) if probs is not None else None
     decisive = _decisive(probs, tie_margin)
-    best: tuple[float, str, Path, Any] | None = None
+    targets = label_targets(student.labels, rows.truth) if rows.gold else None
+    best: tuple[tuple[bool, float], str, Path, Any] | None = None
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         fp32 = Path(tmp) / FP32
         _export_onnx(student.model, student.tokenizer, fp32)
@@ -190,12 +196,14 @@ def export_version(
                 )  # fmt: skip
             served = _served_argmax(folder, int8, texts)
             agree = _agreement(served, reference, decisive)[0]
-            if best is None or agree > best[0]:
-                best = (agree, name, int8, served)
-            if agree >= min_parity:
+            worse = _less_accurate(served, reference, targets, max_accuracy_drop)
+            score = (agree >= min_parity and not worse, agree)
+            if best is None or score > best[0]:
+                best = (score, name, int8, served)
+            if score[0]:
                 break
         assert best is not None
-        parity, kept_fp32, int8, served = best
+        (_, parity), kept_fp32, int8, served = best
         fp32.replace(folder / FP32)
         int8.replace(folder / INT8)
     tie_agreement = _agreement(served, reference, decisive)[1]
@@ -223,6 +231,15 @@ def export_version(
         torch_argmax=tuple(int(i) for i in (reference if reference is not None else ())),
         int8_argmax=tuple(int(i) for i in served),
     )
+
+
+def _less_accurate(served: Any, reference: Any, targets: Any, margin: float) -> bool:
+    """Whether the int8 answers are shown less accurate than fp32's by more than ``margin``
+    (the paired test of the ``int8_accuracy_vs_fp32`` gate); False without gold rows."""
+    if targets is None or reference is None or len(served) == 0:
+        return False
+    comparison = paired_difference(np.asarray(reference) == targets, served == targets)
+    return noninferiority_verdict(comparison, margin) == "fail"
 
 
 def _decisive(probs: Any, tie_margin: float) -> np.ndarray[Any, Any]:

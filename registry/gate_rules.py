@@ -10,16 +10,10 @@ gate (quality floors, champion comparisons, int8 accuracy) blocks on ``fail``, a
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from typing import Any
 
 from tutorloop.evaluation.intervals import Interval, PairedComparison, noninferiority_verdict
-
-
-class Verdict(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    INSUFFICIENT = "insufficient"
+from tutorloop.infra.tables import GateVerdict as Verdict
 
 
 @dataclass(frozen=True)

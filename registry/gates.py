@@ -47,11 +47,11 @@ from tutorloop.evaluation.metrics import (
     single_query_latencies_ms,
 )
 from tutorloop.infra.tables import CaptureReason
+from tutorloop.infra.tables import GateVerdict as Verdict
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.contract import Contract
 from tutorloop.registry.gate_rules import (
     GateResult,
-    Verdict,
     blocked,
     constraint,
     floor,
@@ -63,7 +63,7 @@ from tutorloop.registry.store import ModelVersion
 if TYPE_CHECKING:  # export imports torch; promote and rollback must start fast
     from tutorloop.registry.export import EvaluationSet, ExportResult
 
-__all__ = ["GateContext", "GateResult", "Verdict", "evaluate_gates", "stored_gates"]
+__all__ = ["GateContext", "GateResult", "evaluate_gates", "stored_gates"]
 
 _HARD_REASONS = (
     CaptureReason.LOW_CONFIDENCE,

@@ -293,6 +293,7 @@ def evaluate_candidate(
         exported = export_version(
             warehouse, replace(candidate, artifact_dir=staging),
             min_parity=contract.parity.min_agreement, tie_margin=contract.parity.tie_margin,
+            max_accuracy_drop=contract.parity.max_accuracy_drop,
         )  # fmt: skip
     candidate = get(warehouse, version)
     current = champion(warehouse)
