@@ -168,8 +168,6 @@ def export_version(
     artifact is kept; the card names the layers left in fp32. If none is, the most agreeing
     one is kept and the gates fail.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     folder = version.artifact_dir
     student = load_torch_student(folder)  # verifies the checksums
     student.model.set_attn_implementation("eager")
@@ -179,31 +177,13 @@ def export_version(
     reference = probs.argmax(axis=1) if probs is not None else None
     decisive = _decisive(probs, tie_margin)
     targets = label_targets(student.labels, rows.truth) if rows.gold else None
-    best: tuple[tuple[bool, float], str, Path, Any] | None = None
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         fp32 = Path(tmp) / FP32
         _export_onnx(student.model, student.tokenizer, fp32)
-        nodes = _matmul_nodes(fp32)
-        for i, (name, patterns) in enumerate(_FP32_FALLBACKS):
-            excluded = [n for n in nodes if any(p in n for p in patterns)]
-            if patterns and not excluded:
-                continue
-            int8 = Path(tmp) / f"int8-{i}.onnx"
-            with _quiet_root_logger():  # onnxruntime logs one INFO line per tensor to the root
-                quantize_dynamic(
-                    str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
-                    nodes_to_exclude=excluded,
-                )  # fmt: skip
-            served = _served_argmax(folder, int8, texts)
-            agree = _agreement(served, reference, decisive)[0]
-            worse = _less_accurate(served, reference, targets, max_accuracy_drop)
-            score = (agree >= min_parity and not worse, agree)
-            if best is None or score > best[0]:
-                best = (score, name, int8, served)
-            if score[0]:
-                break
-        assert best is not None
-        (_, parity), kept_fp32, int8, served = best
+        parity, kept_fp32, int8, served = _pick_artifact(
+            folder, fp32, _Reference(texts, reference, decisive, targets),
+            min_parity, max_accuracy_drop,
+        )  # fmt: skip
         fp32.replace(folder / FP32)
         int8.replace(folder / INT8)
     tie_agreement = _agreement(served, reference, decisive)[1]
@@ -231,6 +211,48 @@ def export_version(
         torch_argmax=tuple(int(i) for i in (reference if reference is not None else ())),
         int8_argmax=tuple(int(i) for i in served),
     )
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """The fp32 network's answers on the parity rows, which rows are decisive, the truth."""
+
+    texts: list[str]
+    argmax: Any
+    decisive: np.ndarray[Any, Any]
+    targets: Any
+
+
+def _pick_artifact(
+    folder: Path, fp32: Path, ref: _Reference, min_parity: float, max_drop: float
+) -> tuple[float, str, Path, Any]:
+    """Quantize with each fallback in turn; the first acceptable one, else the most agreeing:
+    (agreement, fallback name, int8 path, its answers)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    nodes = _matmul_nodes(fp32)
+    best: tuple[tuple[bool, float], str, Path, Any] | None = None
+    for i, (name, patterns) in enumerate(_FP32_FALLBACKS):
+        excluded = [n for n in nodes if any(p in n for p in patterns)]
+        if patterns and not excluded:
+            continue
+        int8 = fp32.with_name(f"int8-{i}.onnx")
+        with _quiet_root_logger():  # onnxruntime logs one INFO line per tensor to the root
+            quantize_dynamic(
+                str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
+                nodes_to_exclude=excluded,
+            )  # fmt: skip
+        served = _served_argmax(folder, int8, ref.texts)
+        agree = _agreement(served, ref.argmax, ref.decisive)[0]
+        worse = _less_accurate(served, ref.argmax, ref.targets, max_drop)
+        score = (agree >= min_parity and not worse, agree)
+        if best is None or score > best[0]:
+            best = (score, name, int8, served)
+        if score[0]:
+            break
+    assert best is not None
+    (_, parity), name, int8, served = best
+    return parity, name, int8, served
 
 
 def _less_accurate(served: Any, reference: Any, targets: Any, margin: float) -> bool:
