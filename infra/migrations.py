@@ -321,6 +321,11 @@ ALTER TABLE privacy_ledger ADD COLUMN user_epsilon DOUBLE;
 ALTER TABLE privacy_ledger ADD COLUMN user_delta DOUBLE;
 """
 
+# The time by which the broker's retention drops an erased user's raw events.
+_V9_ERASURE_BROKER = """
+ALTER TABLE erasures ADD COLUMN broker_expires_at TIMESTAMPTZ;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lineage tables", _V1_LINEAGE),
     Migration(2, "escalations and review queue", _V2_REVIEW),
@@ -330,6 +335,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "lineage views", _V6_LINEAGE_VIEWS),
     Migration(7, "model contract: gate intervals, verdicts and contract hashes", _V7_CONTRACT),
     Migration(8, "user-level DP accounting in the privacy ledger", _V8_USER_DP),
+    Migration(9, "erasure records state when the broker's copy expires", _V9_ERASURE_BROKER),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -70,6 +70,12 @@ class StreamsSettings(_Section):
     """The stream workers (faust) and the serving-side emitter."""
 
     group_id: str = Field(default="tutorloop-capture", min_length=1)
+    retention_hours: float = Field(
+        default=72.0,
+        gt=0,
+        description="Kafka retention (retention.ms) of the topics tutorloop creates: how long "
+        "the broker may keep a raw event, and so an erased user's copy there",
+    )
     batch_max: int = Field(default=5000, ge=1, le=100_000, description="events per sink batch")
     batch_within_s: float = Field(default=0.5, gt=0, description="max wait to fill a batch")
     session_timeout_s: float = Field(default=30.0, gt=0)

@@ -145,6 +145,7 @@ TABLES: tuple[Table, ...] = (
             "labels_deleted",
             "dataset_versions",
             "model_versions",
+            "broker_expires_at",
         ),
         "erasure records (subject by hash)",
     ),

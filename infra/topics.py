@@ -1,4 +1,4 @@
-"""Topic bootstrap: create the loop's topics if they are missing (idempotent)."""
+"""Topic bootstrap: create the loop's topics if they are missing (idempotent), with a retention."""
 
 from __future__ import annotations
 
@@ -52,27 +52,46 @@ def ensure_topics(
     done behind the operator's back.
     """
     count = partitions or settings.broker.partitions
+    retention = retention_ms(settings)
     with _admin(bootstrap, timeout_s) as admin:
         existing = set(admin.list_topics())
         return {
-            topic: _create_missing(admin, existing, topic, count)
+            topic: _create_missing(admin, existing, topic, count, retention)
             for topic in (settings.topic(name) for name in names)
         }
 
 
-def create_topic(bootstrap: str, topic: str, *, partitions: int, timeout_s: float = 10.0) -> bool:
+def retention_ms(settings: Settings) -> int:
+    """``retention.ms`` of the topics tutorloop creates (``streams.retention_hours``)."""
+    return int(settings.streams.retention_hours * 3600 * 1000)
+
+
+def create_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    partitions: int,
+    retention: int | None = None,
+    timeout_s: float = 10.0,
+) -> bool:
     """Create one topic by its full name unless it exists; return whether it was created."""
     with _admin(bootstrap, timeout_s) as admin:
-        return _create_missing(admin, set(admin.list_topics()), topic, partitions)
+        return _create_missing(admin, set(admin.list_topics()), topic, partitions, retention)
 
 
 def _create_missing(
-    admin: KafkaAdminClient, existing: set[str], topic: str, partitions: int
+    admin: KafkaAdminClient, existing: set[str], topic: str, partitions: int, retention: int | None
 ) -> bool:
     if topic in existing:
         return False
+    # The broker deletes raw events after this: the bound on how long an erased user's
+    # prediction text survives in Kafka (the erasure record states it).
+    configs = {"retention.ms": str(retention)} if retention else {}
     try:
-        admin.create_topics([NewTopic(name=topic, num_partitions=partitions, replication_factor=1)])
+        admin.create_topics([
+            NewTopic(name=topic, num_partitions=partitions, replication_factor=1,
+                     topic_configs=configs)
+        ])  # fmt: skip
     except TopicAlreadyExistsError:
         # Another process created it between our list and create.
         return False

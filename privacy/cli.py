@@ -25,9 +25,11 @@ def forget_cmd(
     from tutorloop.infra.warehouse import Warehouse
     from tutorloop.privacy.erasure import forget
 
+    settings = settings_of(ctx)
     report = forget(
-        Warehouse.from_settings(settings_of(ctx)), user, actor=actor or getpass.getuser()
-    )
+        Warehouse.from_settings(settings), user, actor=actor or getpass.getuser(),
+        broker_retention_hours=settings.streams.retention_hours,
+    )  # fmt: skip
     if json_out:
         print_json(report.to_dict())
         return
@@ -35,6 +37,11 @@ def forget_cmd(
         f"erased {report.subject}: {report.cases_deleted} cases, {report.labels_deleted} labels, "
         f"{report.escalations_deleted} escalations, {report.review_items_deleted} review items"
     )
+    if report.broker_copy_expires_at:
+        console.print(
+            f"Kafka still holds the raw events until {report.broker_copy_expires_at} (topic "
+            "retention, streams.retention_hours; for topics tutorloop created)"
+        )
     if report.dataset_versions or report.model_versions:
         table = Table("contained the user (retrain without them)", "id")
         for dataset in report.dataset_versions:

@@ -1,9 +1,12 @@
 """Erasure (right to be forgotten) and retention.
 
 ``forget`` removes everything a user contributed as content — their cases (scrubbed text),
-the labels and review items on those cases, and the escalations attached to them — and writes
-an ``erasures`` record. It lists the dataset versions and model versions that contained the
-user so they can be retrained without them. Lineage rows that hold no content (audit rows,
+the labels and review items on those cases, the escalations attached to them, the teacher's
+cached answers and rationales for their texts — and writes an ``erasures`` record. Dataset
+snapshots that held the user are rewritten without them as successor versions and the old
+folders replaced by tombstones (:mod:`tutorloop.privacy.snapshot_erasure`); the model versions
+trained on them are listed so they can be retrained without the user. Kafka's copy expires
+with the topics' retention; the record states when. Lineage rows that hold no content (audit rows,
 dataset membership by case id) stay, so compliance can still answer what happened.
 
 The erasure record identifies the subject by a SHA-256 of the user id, not the id itself: the
@@ -22,6 +25,7 @@ import re
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -29,6 +33,7 @@ import duckdb
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.hashing import subject_hash
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.privacy.snapshot_erasure import rewrite_snapshot, tombstone
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -60,6 +65,9 @@ class ErasureReport:
     model_versions: list[str]
     file_bytes_before: int
     file_bytes_after: int
+    broker_copy_expires_at: str | None = None  # when Kafka's retention drops the raw events
+    dataset_successors: dict[str, str] | None = None  # old snapshot -> rewritten without them
+    teacher_cache_deleted: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,8 +82,51 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str, params: Any) -> int:
     return int(row[0]) if row else 0
 
 
-def forget(warehouse: Warehouse, user_id: str, *, actor: str) -> ErasureReport:
-    """Erase one user's content; return what was deleted and what must be retrained."""
+def _rewrite_snapshots(
+    con: duckdb.DuckDBPyConnection, datasets: list[str], case_ids: set[str], erasure_id: str
+) -> list[tuple[str, str, str]]:
+    """Successor dataset versions without the user's rows (files, then their warehouse rows);
+    returns (old hash, old path, new hash) for the old folders to tombstone after commit."""
+    out = []
+    for old_hash, path, spec, counts in con.execute(
+        "SELECT dataset_hash, path, spec, counts FROM dataset_versions"
+        " WHERE dataset_hash IN (SELECT unnest(?::VARCHAR[]))",
+        [datasets],
+    ).fetchall():
+        rewritten = rewrite_snapshot(str(old_hash), Path(path), case_ids)
+        if rewritten is None:
+            continue
+        new_counts = {**json.loads(counts), "by_split": rewritten.counts,
+                      "derived_from": old_hash, "erasure_id": erasure_id}  # fmt: skip
+        con.execute(
+            "INSERT INTO dataset_versions (dataset_hash, spec, counts, n_train, n_validation,"
+            " n_eval, path) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [rewritten.new_hash, spec, json.dumps(new_counts, sort_keys=True),
+             rewritten.counts.get("train", 0), rewritten.counts.get("validation", 0),
+             rewritten.counts.get("eval", 0), str(rewritten.path)],
+        )  # fmt: skip
+        con.execute(
+            "INSERT INTO dataset_members SELECT ?, case_id, split, label, label_source"
+            " FROM dataset_members WHERE dataset_hash = ?"
+            " AND case_id NOT IN (SELECT unnest(?::VARCHAR[]))"
+            " AND NOT EXISTS (SELECT 1 FROM dataset_members d WHERE d.dataset_hash = ?)",
+            [rewritten.new_hash, old_hash, sorted(case_ids), rewritten.new_hash],
+        )
+        out.append((str(old_hash), str(path), rewritten.new_hash))
+    return out
+
+
+def forget(
+    warehouse: Warehouse, user_id: str, *, actor: str, broker_retention_hours: float | None = None
+) -> ErasureReport:
+    """Erase one user's content; return what was deleted and what must be retrained.
+
+    Kafka is append-only: the user's raw events stay on the broker until its retention
+    deletes them. With ``broker_retention_hours`` (``streams.retention_hours``, the
+    ``retention.ms`` of the topics tutorloop creates) the record states when that is.
+    """
+    now = datetime.now(UTC)
+    expires = now + timedelta(hours=broker_retention_hours) if broker_retention_hours else None
     subject = subject_hash(user_id)
     in_cases = "SELECT unnest(?::VARCHAR[])"
     with warehouse.transaction() as con:
@@ -99,27 +150,39 @@ def forget(warehouse: Warehouse, user_id: str, *, actor: str) -> ErasureReport:
             f"WHERE tr.dataset_hash IN ({in_cases})",
             [sorted(datasets)],
         )
+        erasure_id = str(uuid.uuid4())
+        successors = _rewrite_snapshots(con, sorted(datasets), set(case_ids), erasure_id)
+        cached = _count(
+            con,
+            "DELETE FROM teacher_cache WHERE text_hash IN (SELECT text_hash FROM cases"
+            f" WHERE case_id IN ({in_cases}))",
+            [case_ids],
+        )
+        con.execute(f"DELETE FROM teacher_errors WHERE case_id IN ({in_cases})", [case_ids])
         labels = _count(con, f"DELETE FROM labels WHERE case_id IN ({in_cases})", [case_ids])
         review = _count(con, f"DELETE FROM review_queue WHERE case_id IN ({in_cases})", [case_ids])
         escalations = _count(
             con, f"DELETE FROM escalations WHERE case_id IN ({in_cases})", [case_ids]
         )
         cases = _count(con, f"DELETE FROM cases WHERE case_id IN ({in_cases})", [case_ids])
-        erasure_id = str(uuid.uuid4())
         con.execute(
             "INSERT INTO erasures (erasure_id, ts, user_id, actor, cases_deleted, "
-            "labels_deleted, dataset_versions, model_versions) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "labels_deleted, dataset_versions, model_versions, broker_expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 erasure_id,
-                datetime.now(UTC),
+                now,
                 subject,
                 actor,
                 cases,
                 labels,
                 json.dumps(sorted(datasets)),
                 json.dumps(models),
+                expires,
             ],
         )
+    for rewritten in successors:
+        tombstone(Path(rewritten[1]), erasure_id=erasure_id, successor=rewritten[2])
     before, after = warehouse.compact()
     return ErasureReport(
         erasure_id=erasure_id,
@@ -132,6 +195,9 @@ def forget(warehouse: Warehouse, user_id: str, *, actor: str) -> ErasureReport:
         model_versions=models,
         file_bytes_before=before,
         file_bytes_after=after,
+        broker_copy_expires_at=expires.isoformat() if expires else None,
+        dataset_successors={old: new for old, _, new in successors},
+        teacher_cache_deleted=cached,
     )
 
 

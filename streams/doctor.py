@@ -71,7 +71,7 @@ def _roundtrip(topic: str, bootstrap: str) -> None:
     from tutorloop.infra.topics import create_topic
     from tutorloop.streams.events import Consent, PredictionEvent, decode_prediction, now_utc
 
-    create_topic(bootstrap, topic, partitions=1)
+    create_topic(bootstrap, topic, partitions=1, retention=3_600_000)  # a scratch topic: 1 h
     event = PredictionEvent(
         event_id=uuid.uuid4(),
         ts=now_utc(),

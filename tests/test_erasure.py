@@ -8,16 +8,24 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from datasets import load_from_disk
 
 from tests.conftest import run_cli
+from tests.openai_server import FakeOpenAI, serve
 from tests.streams_events import escalation, prediction
+from tests.warehouse_cases import capture
 from tutorloop.infra.hashing import subject_hash
-from tutorloop.infra.settings_sections import CaptureSettings
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.settings_sections import CaptureSettings, OpenAITeacherSettings
 from tutorloop.infra.warehouse import Warehouse
-from tutorloop.privacy.erasure import RetentionError, parse_duration
+from tutorloop.labeling.relabel import relabel
+from tutorloop.labeling.teacher_openai import OpenAITeacher
+from tutorloop.privacy.erasure import RetentionError, forget, parse_duration
 from tutorloop.privacy.scrubber import RegexScrubber
 from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import CaptureSink, PredictionFetcher, RawRecord
+from tutorloop.trainer.dataset import DatasetSpec
+from tutorloop.trainer.dataset_store import build_dataset
 
 ALICE_TEXT = "Alicecanary wants to close her account"
 BOB_TEXT = "Bobcanary asks about exchange rates"
@@ -89,6 +97,13 @@ def test_forget_erases_the_user_and_names_what_to_retrain(populated: Warehouse) 
     assert BOB_TEXT.encode() in raw
     [(subject, actor)] = wh.query("SELECT user_id, actor FROM erasures")
     assert subject == subject_hash("alice") and actor == "dpo"
+    # Kafka keeps the raw events until the topics' retention (72 h by default) drops them:
+    # the record says by when.
+    expires = datetime.fromisoformat(report["broker_copy_expires_at"])
+    expected = datetime.now(UTC) + timedelta(hours=72)
+    assert abs((expires - expected).total_seconds()) < 60
+    [(stored,)] = wh.query("SELECT broker_expires_at FROM erasures")
+    assert abs((stored - expires).total_seconds()) < 1
 
     again = json.loads(
         run_cli("privacy", "forget", "--user", "alice", "--json", env=_env(wh)).stdout
@@ -205,3 +220,46 @@ def test_an_erased_user_stays_erased_through_replays_and_late_escalations(
         [RawRecord(prediction(confidence=0.2, user_id="erin").to_bytes(), 0, 10)]
     )
     assert other.erased == 0 and sum(other.captured.values()) == 1
+
+
+def test_forget_reaches_dataset_snapshots_and_the_teacher_cache(
+    settings: Settings, warehouse: Warehouse
+) -> None:
+    canary = "zqxcanary"
+    alice = [f"{canary} wants the card {w}" for w in ("blue", "green", "red")]
+    bob = [f"bob asks about the card {w}" for w in ("grey", "pink", "gold", "teal")]
+    ids = capture(warehouse, alice + bob, users=["alice"] * 3 + ["bob"] * 4)
+    with serve(FakeOpenAI(rules=[("card", "card_arrival")], fallback="card_lost")) as fake:
+        cfg = OpenAITeacherSettings(base_url=fake.url, model="m", logprobs=False)
+        assert relabel(warehouse, OpenAITeacher(cfg, ("card_arrival", "card_lost"))).failed == 0
+    spec = DatasetSpec(labels=("card_arrival", "card_lost"), eval_fraction=0.0,
+                       eval_min_per_label=0, eval_min_oos=0)  # fmt: skip
+    old = build_dataset(warehouse, spec, settings.datasets_dir)
+    assert any(canary.encode() in p.read_bytes() for p in old.path.rglob("*") if p.is_file())
+
+    report = forget(warehouse, "alice", actor="dpo", broker_retention_hours=72)
+    # No byte of Alice's text is left under the data directory: warehouse file, snapshots.
+    leftovers = [
+        p for p in settings.data_dir.rglob("*") if p.is_file() and canary.encode() in p.read_bytes()
+    ]
+    assert leftovers == []
+    # The old snapshot is a tombstone naming its successor; the successor keeps Bob's rows.
+    new_hash = report.dataset_successors[old.dataset_hash]  # type: ignore[index]
+    assert [p.name for p in old.path.iterdir()] == ["ERASED.json"]
+    assert json.loads((old.path / "ERASED.json").read_text())["successor"] == new_hash
+    successor = load_from_disk(str(settings.datasets_dir / new_hash))
+    assert sorted(successor["case_id"]) == sorted(ids[3:])
+    members = warehouse.query(
+        "SELECT count(*) FROM dataset_members WHERE dataset_hash = ?", [new_hash]
+    )
+    assert members == [(4,)]
+    [(counts,)] = warehouse.query(
+        "SELECT counts FROM dataset_versions WHERE dataset_hash = ?", [new_hash]
+    )
+    assert json.loads(counts)["derived_from"] == old.dataset_hash
+    # The teacher's cached answers (and rationales) for her texts are gone; Bob's stay.
+    assert report.teacher_cache_deleted == 3
+    assert warehouse.query("SELECT count(*) FROM teacher_cache") == [(4,)]
+    # Rerunning finds nothing left to rewrite.
+    again = forget(warehouse, "alice", actor="dpo")
+    assert again.cases_deleted == 0 and again.dataset_successors == {}
