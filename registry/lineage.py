@@ -74,6 +74,13 @@ def model_lineage(warehouse: Warehouse, version: str) -> dict[str, Any]:
         " WHERE to_version = ? OR from_version = ? ORDER BY ts",
         [version, version],
     )
+    # Erasures of users whose data trained it: retrain without them (the erasure record's
+    # model_versions).
+    model["retrain_required"] = warehouse.query_dicts(
+        "SELECT erasure_id, ts FROM erasures WHERE list_contains("
+        "from_json(model_versions, '[\"VARCHAR\"]'), ?) ORDER BY ts",
+        [version],
+    )
     card = warehouse.query("SELECT card FROM model_versions WHERE version = ?", [version])
     model["warm_start_from"] = json.loads(card[0][0]).get("warm_start_from") if card else None
     return model

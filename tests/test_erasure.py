@@ -105,6 +105,8 @@ def test_forget_erases_the_user_and_names_what_to_retrain(populated: Warehouse) 
     [(stored,)] = wh.query("SELECT broker_expires_at FROM erasures")
     assert abs((stored - expires).total_seconds()) < 1
 
+    lineage = json.loads(run_cli("lineage", "model", "v2", "--json", env=_env(wh)).stdout)
+    assert [e["erasure_id"] for e in lineage["retrain_required"]] == [report["erasure_id"]]
     again = json.loads(
         run_cli("privacy", "forget", "--user", "alice", "--json", env=_env(wh)).stdout
     )
