@@ -75,6 +75,7 @@ def recalibrate_served(
         trained = (card.get("metrics") or {}).get("eval") or {}
         fp32_accuracy = float(np.mean(np.asarray(fp32_argmax) == targets))
         section["eval"] = quality(probs, targets).to_dict()
+        section["gold_rows"] = len(texts)
         section["fp32_merged_accuracy"] = fp32_accuracy
         if "accuracy" in trained:
             section["trained_accuracy"] = float(trained["accuracy"])
