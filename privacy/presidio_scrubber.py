@@ -60,7 +60,28 @@ _NLP_BATCH = 64
 _I = re.IGNORECASE
 _NAME = r"[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ'\u2019-]+"
 # (entity, pattern, group): the group's span is what gets replaced.
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
+# A date in the common written forms: 12/03/1985, 1985-03-12, 12.03.85, 12 March 1985,
+# March 12th, 1985.
+_DATE = (
+    r"(?:\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{4}-\d{1,2}-\d{1,2}"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?\s+\d{{4}}"
+    rf"|{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})"
+)
 _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
+    (
+        # A date of birth is personal whatever its format; other dates (of a payment) are not.
+        "DATE_OF_BIRTH",
+        re.compile(
+            rf"\b(?:born(?:\s+on)?|birth\s*date|date\s+of\s+birth|d\.?o\.?b\.?|birthday"
+            rf")(?:\s+(?:is|was|on))?\s*[:\-]?\s*({_DATE})",
+            _I,
+        ),
+        1,
+    ),
     (
         "PERSON",
         re.compile(
@@ -259,12 +280,52 @@ _NOT_PII = frozenset(
 
 
 def _is_noise(fragment: str) -> bool:
-    words = re.findall(r"[a-z'-]+", fragment.lower())
-    return not words or any(w in _NOT_PII for w in words)
+    """Whether an NER span is a banking term rather than a name or a place.
 
+    A span with a banking word in it ("the ATM", "my app shows") is noise, unless the span is
+    shaped like a person's name (two or three capitalised words, no acronym): "Ron Swift",
+    "Johnny Cash" and "Sam Pay" are names made of words that are also banking terms.
+    Product phrases ("Apple Pay") and currencies ("Russian Ruble") are noise however written.
+    """
+    words = re.findall(r"[A-Za-z'-]+", fragment)
+    lower = [w.lower() for w in words]
+    if not words or " ".join(lower) in _NOT_PII_PHRASES or lower[-1] in _CURRENCY_NOUNS:
+        return True
+    if not any(w in _NOT_PII for w in lower):
+        return False
+    name_shaped = 2 <= len(words) <= 3 and all(w[0].isupper() and not w.isupper() for w in words)
+    return not name_shaped
+
+
+# Multi-word banking terms NER tags as names or organisations. Anything else of several words
+# that NER calls a person stays a person, even when its words are also banking terms.
+_NOT_PII_PHRASES = frozenset(
+    [
+        "apple pay", "google pay", "samsung pay", "western union", "american express",
+        "direct debit", "standing order", "bank transfer", "debit card", "credit card",
+        "virtual card", "disposable card", "top up", "top-up", "visa card", "master card",
+        "exchange rate", "exchange rates", "pin number", "swift code", "atm card", "apple watch",
+    ]
+)  # fmt: skip
+
+_CURRENCY_NOUNS = frozenset(
+    ["dollar", "dollars", "euro", "euros", "pound", "pounds", "ruble", "rubles", "rouble",
+     "roubles", "franc", "francs", "yen", "yuan", "peso", "pesos", "rupee", "rupees", "krona",
+     "krone", "kroner", "zloty", "forint", "lira", "real", "reais", "rand", "won", "baht"]
+)  # fmt: skip
 
 _SHOUTED = re.compile(r"\b[A-ZÀ-Ý]{3,}\b")
 _NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP"})
+
+
+def _dates_over_numbers(found: list[Any]) -> list[Any]:
+    """A date of birth also parses as a phone number; the date is the truer type."""
+    dates = [(r.start, r.end) for r in found if r.entity_type == "DATE_OF_BIRTH"]
+    return [
+        r
+        for r in found
+        if r.entity_type != "PHONE_NUMBER" or not any(s <= r.start and r.end <= e for s, e in dates)
+    ]
 
 
 class PresidioScrubber:
@@ -367,7 +428,7 @@ class PresidioScrubber:
                 for match in pattern.finditer(text):
                     start, end = match.span(group)
                     found.append(RecognizerResult(entity, start, end, 0.9))
-            batch.append(found)
+            batch.append(_dates_over_numbers(found))
         return batch
 
     def spans_batch(self, texts: Sequence[str]) -> list[list[tuple[int, int, str]]]:

@@ -33,6 +33,15 @@ CASES = [
         "CREDIT_CARD",
     ),
     ("mail me at jane.doe@example.co.uk", ["jane.doe@example.co.uk"], "EMAIL_ADDRESS"),
+    # Names made of words that are also banking terms (issue #13): a banking word inside a
+    # name-shaped span no longer makes the whole span noise.
+    ("Hi, this is Ron Swift, my card payment failed", ["Ron Swift"], "PERSON"),
+    ("Johnny Cash here, where is my transfer?", ["Johnny Cash"], "PERSON"),
+    ("Call me at 415-555-0132, Sam Pay", ["Sam Pay", "555-0132"], "PERSON"),
+    # A date of birth in any common format, not parsed as a phone number.
+    ("born 12/03/1985, please update my profile", ["12/03/1985"], "DATE_OF_BIRTH"),
+    ("My date of birth is 1985-03-12", ["1985-03-12"], "DATE_OF_BIRTH"),
+    ("I was born on March 3rd, 1985 and need a new card", ["March 3rd, 1985"], "DATE_OF_BIRTH"),
 ]
 
 
@@ -62,6 +71,9 @@ def test_pii_is_replaced_by_typed_placeholders(
         "I was charged twice for a Visa payment, please refund",
         "my top up failed again",
         "Can I use Apple Pay with my card?",
+        "The ATM ate my card.",
+        "I swapped Russian Ruble for UK pounds and was charged too much",
+        "my payment on 12/03/2024 failed",
     ],
 )
 def test_banking_text_without_pii_is_left_alone(scrubber: PresidioScrubber, text: str) -> None:
