@@ -128,3 +128,68 @@ def eval_cmd(
     for t in types:
         table.add_row(f"recall {t}", *(f"{r.per_type_recall.get(t, 0):.3f}" for r in reports))
     console.print(table)
+
+
+_MAX_LINE_CHARS = 100_000
+
+
+def _read_lines(source: Path | None) -> list[str]:
+    """UTF-8 lines from a file or stdin; a clear error for empty, binary or huge input."""
+    import sys
+
+    name = str(source) if source else "stdin"
+    try:
+        raw = source.read_bytes() if source else sys.stdin.buffer.read()
+    except OSError as exc:
+        fail(f"cannot read {name}: {exc.strerror or exc}")
+    if not raw.strip():
+        fail(f"no text to scrub: {name} is empty")
+    if b"\x00" in raw:
+        fail(f"{name} is binary, not text (it holds NUL bytes)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(f"{name} is not UTF-8 text (byte {exc.start})")
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
+        if len(line) > _MAX_LINE_CHARS:
+            fail(
+                f"line {number} of {name} has {len(line):,} characters; at most {_MAX_LINE_CHARS:,}"
+            )
+    return lines
+
+
+@privacy_app.command("scrub")
+def scrub_cmd(
+    ctx: typer.Context,
+    source: Path | None = typer.Argument(
+        None, dir_okay=False, help="text file, one text per line (default: stdin)"
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="one JSON object per line: scrubbed text, findings, spans"
+    ),
+) -> None:
+    """Scrub texts with the configured scrubber, as the stream worker would: check any text."""
+    from tutorloop.privacy.scrubbing import configured_scrubber
+
+    lines = _read_lines(source)
+    scrubber = configured_scrubber(settings_of(ctx).privacy)
+    texts = [line for line in lines if line.strip()]
+    results = iter(scrubber.scrub_batch(texts))
+    spans = iter(scrubber.spans_batch(texts) if json_out else [])  # type: ignore[attr-defined]
+    out = []
+    for line in lines:
+        if not line.strip():
+            out.append(
+                json.dumps({"text": line, "findings": {}, "spans": []}) if json_out else line
+            )
+            continue
+        result = next(results)
+        if json_out:
+            found = [{"start": s, "end": e, "entity": k} for s, e, k in next(spans)]
+            out.append(
+                json.dumps({"text": result.text, "findings": result.findings, "spans": found})
+            )
+        else:
+            out.append(result.text)
+    typer.echo("\n".join(out))
