@@ -113,14 +113,19 @@ def test_group_privacy_by_hand() -> None:
         group_privacy(1.0, 1e-5, 0)
 
 
-def test_budget_refuses_a_run_before_training(warehouse: Warehouse) -> None:
+def _earlier_run(warehouse: Warehouse, *, days_ago: float = 0) -> None:
+    """A run over [W_START, W_END] that spent epsilon 7.5, ``days_ago``."""
     with warehouse.transaction() as con:
         con.execute(
-            "INSERT INTO privacy_ledger (run_id, window_start, window_end, epsilon, delta, "
+            "INSERT INTO privacy_ledger (run_id, ts, window_start, window_end, epsilon, delta, "
             "noise_multiplier, sample_rate, steps, accountant) "
-            "VALUES ('old', ?, ?, 7.5, 1e-5, 1.1, 0.1, 30, 'rdp')",
-            [W_START, W_END],
+            "VALUES (?, ?, ?, ?, 7.5, 1e-5, 1.1, 0.1, 30, 'rdp')",
+            [f"old-{days_ago}", datetime.now(UTC) - timedelta(days=days_ago), W_START, W_END],
         )
+
+
+def test_budget_refuses_a_run_before_training(warehouse: Warehouse) -> None:
+    _earlier_run(warehouse)
     with pytest.raises(BudgetExceededError, match=r"already spent 7\.5 of 8"):
         check_budget(warehouse, 1.0, budget=8.0, window_start=W_START, window_end=W_END)
     # A disjoint data window has its own budget.
@@ -139,13 +144,7 @@ def test_budget_refuses_a_run_before_training(warehouse: Warehouse) -> None:
 
 
 def test_runs_older_than_the_budget_window_no_longer_count(warehouse: Warehouse) -> None:
-    with warehouse.transaction() as con:
-        con.execute(
-            "INSERT INTO privacy_ledger (run_id, ts, window_start, window_end, epsilon, delta, "
-            "noise_multiplier, sample_rate, steps, accountant) "
-            "VALUES ('long-ago', ?, ?, ?, 7.5, 1e-5, 1.1, 0.1, 30, 'rdp')",
-            [datetime.now(UTC) - timedelta(days=40), W_START, W_END],
-        )
+    _earlier_run(warehouse, days_ago=40)
     # Replay keeps old data windows overlapping forever; the spending window lets time pass.
     with pytest.raises(BudgetExceededError):
         check_budget(warehouse, 1.0, budget=8.0, window_start=W_START, window_end=W_END)
