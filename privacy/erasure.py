@@ -116,6 +116,24 @@ def _rewrite_snapshots(
     return out
 
 
+def _datasets_of(con: duckdb.DuckDBPyConnection, case_ids: list[str], subject: str) -> set[str]:
+    """Dataset versions holding the cases, and those earlier erasures of the subject named (a
+    rerun finds no cases left)."""
+    datasets = set(
+        _ids(
+            con,
+            "SELECT DISTINCT dataset_hash FROM dataset_members"
+            " WHERE case_id IN (SELECT unnest(?::VARCHAR[]))",
+            [case_ids],
+        )
+    )
+    for (listed,) in con.execute(
+        "SELECT dataset_versions FROM erasures WHERE user_id = ?", [subject]
+    ).fetchall():
+        datasets.update(json.loads(listed))
+    return datasets
+
+
 def forget(
     warehouse: Warehouse, user_id: str, *, actor: str, broker_retention_hours: float | None = None
 ) -> ErasureReport:
@@ -131,19 +149,7 @@ def forget(
     in_cases = "SELECT unnest(?::VARCHAR[])"
     with warehouse.transaction() as con:
         case_ids = _ids(con, "SELECT case_id FROM cases WHERE user_id = ?", [user_id])
-        datasets = set(
-            _ids(
-                con,
-                f"SELECT DISTINCT dataset_hash FROM dataset_members WHERE case_id IN ({in_cases})",
-                [case_ids],
-            )
-        )
-        # A rerun finds no cases left; earlier erasure records of this subject still say
-        # which datasets contained the user.
-        for (listed,) in con.execute(
-            "SELECT dataset_versions FROM erasures WHERE user_id = ?", [subject]
-        ).fetchall():
-            datasets.update(json.loads(listed))
+        datasets = _datasets_of(con, case_ids, subject)
         models = _ids(
             con,
             "SELECT mv.version FROM model_versions mv JOIN training_runs tr USING (run_id) "
