@@ -44,7 +44,10 @@ def test_older_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))
     assert migrate(con, target=1) == [1]
-    con.execute("INSERT INTO erasures VALUES ('e1', now(), 'u1', 'ops', 3, 2, '[]', '[]')")
+    con.execute(
+        "INSERT INTO erasures (erasure_id, ts, user_id, actor, cases_deleted, labels_deleted,"
+        " dataset_versions, model_versions) VALUES ('e1', now(), 'u1', 'ops', 3, 2, '[]', '[]')"
+    )
     assert "review_queue" not in _tables(con)
     con.close()
 
@@ -112,6 +115,10 @@ def test_primary_keys_make_inserts_idempotent(warehouse: Warehouse) -> None:
 
 def test_failed_transaction_rolls_back(warehouse: Warehouse) -> None:
     with pytest.raises(RuntimeError), warehouse.transaction() as con:
-        con.execute("INSERT INTO erasures VALUES ('e1', now(), 'u1', 'ops', 1, 1, '[]', '[]')")
+        con.execute(
+            "INSERT INTO erasures (erasure_id, ts, user_id, actor, cases_deleted, labels_deleted,"
+            " dataset_versions, model_versions)"
+            " VALUES ('e1', now(), 'u1', 'ops', 1, 1, '[]', '[]')"
+        )
         raise RuntimeError("boom")
     assert warehouse.query("SELECT count(*) FROM erasures") == [(0,)]

@@ -16,7 +16,10 @@ from pathlib import Path
 
 from tutorloop.infra.warehouse import Warehouse
 
-_INSERT = "INSERT INTO erasures VALUES (?, now(), ?, 'test', 0, 0, '[]', '[]')"
+_INSERT = (
+    "INSERT INTO erasures (erasure_id, ts, user_id, actor, cases_deleted, labels_deleted,"
+    " dataset_versions, model_versions) VALUES (?, now(), ?, 'test', 0, 0, '[]', '[]')"
+)
 
 
 def main() -> None:
