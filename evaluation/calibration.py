@@ -30,6 +30,10 @@ def fit_temperature(logits: NDArray[Any], targets: NDArray[Any]) -> float:
     targets = np.asarray(targets, dtype=np.int64)
     if logits.size == 0 or len(targets) == 0:
         return 1.0
+    if np.all(logits.argmax(axis=1) == targets):
+        # No row is wrong: the NLL only falls as T -> 0, and the fit would return its lower
+        # bound (a model that claims certainty everywhere). Nothing to calibrate against.
+        return 1.0
     result = minimize_scalar(
         lambda log_t: _nll(logits, targets, float(np.exp(log_t))),
         bounds=_LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-5},

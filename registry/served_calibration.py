@@ -1,7 +1,8 @@
 """Train what you serve: the temperature and the card's metrics belong to the served network.
 
 The student is trained (QLoRA: the adapter on the nf4 base, or plain LoRA) and calibrated by
-the trainer on the network it trained; the exporter merges the adapter into the fp32 base and
+the trainer on the network it trained; the exporter merges the adapter into the base as
+training saw it (rounded through nf4 for QLoRA, :mod:`tutorloop.registry.torch_model`) and
 quantizes that to int8. After export the temperature is refitted on the int8 artifact's own
 logits on the validation split (one query at a time, as it serves), and the card records
 what the network as trained, the merged fp32 network and the int8 artifact score on the gold

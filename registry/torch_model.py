@@ -1,5 +1,7 @@
 """A registered student as a full-precision torch model: base + adapter, merged.
 
+A QLoRA student's adapter is merged into the base rounded through nf4 as training saw it.
+
 The exporter turns it into ONNX; the serving benchmark and the demo use it as the fp32
 reference. The base model folder comes from the model card (``base_model_path``).
 """
@@ -49,6 +51,26 @@ class TorchStudent:
         return out
 
 
+# The modules QLoRA training left unquantized (``trainer.student``'s llm_int8_skip_modules).
+_NOT_QUANTIZED = ("classifier", "pooler")
+
+
+def _as_trained_in_nf4(base: Any) -> None:
+    """Round the fp32 base's linear weights through nf4 (blocksize 64, double quantization),
+    as QLoRA training saw them: the adapter is then merged into the network it was trained
+    on, not into a slightly different fp32 one (train what you serve)."""
+    from bitsandbytes.functional import dequantize_4bit, quantize_4bit
+
+    with torch.no_grad():
+        for name, module in base.named_modules():
+            if isinstance(module, torch.nn.Linear) and not any(s in name for s in _NOT_QUANTIZED):
+                packed, state = quantize_4bit(
+                    module.weight.data.float(), blocksize=64, quant_type="nf4",
+                    compress_statistics=True,
+                )  # fmt: skip
+                module.weight.data = dequantize_4bit(packed, state).to(module.weight.dtype)
+
+
 def load_torch_student(folder: Path) -> TorchStudent:
     """Verify the folder's checksums, load base + adapter in fp32 and merge them."""
     from peft import PeftModel
@@ -66,6 +88,8 @@ def load_torch_student(folder: Path) -> TorchStudent:
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
         )
+        if card.get("quantization") == "nf4":
+            _as_trained_in_nf4(base)
         model = PeftModel.from_pretrained(base, str(folder / "adapter")).merge_and_unload()
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelLoadError(f"cannot load the adapter of {folder.name}: {exc}") from None

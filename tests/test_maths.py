@@ -104,6 +104,9 @@ def test_temperature_scaling_recovers_a_known_temperature() -> None:
     ]
     assert nll[1] <= min(nll[0], nll[2])
     assert fit_temperature(np.zeros((0, 5)), np.zeros(0, dtype=int)) == 1.0
+    # Every row right: no evidence to calibrate with, not "infinitely sharp".
+    separable = np.array([[3.0, 0.0], [0.0, 2.0], [4.0, 1.0]])
+    assert fit_temperature(separable, np.array([0, 1, 0])) == 1.0
 
 
 def _paired(n: int, lost: int, won: int) -> tuple[np.ndarray, np.ndarray]:
