@@ -10,12 +10,14 @@ can never disagree on how a thing is named (they did: erasure and lineage each h
 - :func:`subject_hash` — how erasure records and lineage name a user without keeping the id.
 - :func:`case_text_hash` — texts equal up to case and spacing share it (cache, dedup).
 - :func:`file_sha256` and :class:`JsonDigest` — checksums of artifacts and canonical content.
+- :func:`eval_set_digest` — an evaluation set's version, from its (case_id, label) pairs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +82,10 @@ class JsonDigest:
     def hexdigest(self, length: int | None = None) -> str:
         value = self._digest.hexdigest()
         return value[:length] if length else value
+
+
+def eval_set_digest(pairs: Iterable[tuple[str, str]]) -> str:
+    """The evaluation set's version: sha256 of its (case_id, label) pairs in case-id order
+    ("" for none). The dataset builder records it, the gates report it."""
+    ordered = sorted([case_id, label] for case_id, label in pairs)
+    return JsonDigest().add(ordered, compact=True).hexdigest() if ordered else ""

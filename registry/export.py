@@ -27,10 +27,10 @@ from torch.jit._trace import TracerWarning
 
 from tutorloop.evaluation.classifier import label_targets
 from tutorloop.evaluation.intervals import noninferiority_verdict, paired_difference
-from tutorloop.infra.hashing import JsonDigest
+from tutorloop.infra.hashing import eval_set_digest
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.onnx_model import FP32, INT8, load_onnx_student
-from tutorloop.registry.served_calibration import recalibrate_served, split_rows
+from tutorloop.registry.served_calibration import recalibrate_served
 from tutorloop.registry.store import ModelVersion, write_card
 from tutorloop.registry.torch_model import load_torch_student
 
@@ -47,7 +47,6 @@ class ExportResult:
     tie_agreement: float | None = None  # agreement on those rows (reported, not gated)
     torch_argmax: tuple[int, ...] = ()  # per parity row: the fp32 network's answer
     int8_argmax: tuple[int, ...] = ()  # and the kept int8 artifact's, one query at a time
-    quantization: str = "dynamic"
 
 
 @dataclass(frozen=True)
@@ -57,11 +56,28 @@ class EvaluationSet:
     texts: list[str]
     truth: list[str]
     split: str  # eval, or validation when the dataset has no gold evaluation rows
-    digest: str  # sha256 of the (case_id, label) pairs: the evaluation set's version
+    digest: str  # the evaluation set's version (:func:`infra.hashing.eval_set_digest`)
+    case_ids: tuple[str, ...] = ()
 
     @property
     def gold(self) -> bool:
         return self.split == "eval" and bool(self.texts)
+
+
+def split_rows(
+    warehouse: Warehouse, dataset_hash: str | None, split: str
+) -> list[tuple[str, str, str]]:
+    """(case_id, text, label) of one split of a dataset version, in case-id order."""
+    if not dataset_hash:
+        return []
+    return [
+        (str(c), str(t), str(label))
+        for c, t, label in warehouse.query(
+            "SELECT m.case_id, c.text, m.label FROM dataset_members m JOIN cases c"
+            " USING (case_id) WHERE m.dataset_hash = ? AND m.split = ? ORDER BY m.case_id",
+            [dataset_hash, split],
+        )
+    ]
 
 
 def evaluation_set(warehouse: Warehouse, dataset_hash: str | None) -> EvaluationSet:
@@ -70,18 +86,12 @@ def evaluation_set(warehouse: Warehouse, dataset_hash: str | None) -> Evaluation
     for split in ("eval", "validation"):
         rows = split_rows(warehouse, dataset_hash, split)
         if rows:
-            digest = JsonDigest().add([[c, label] for c, _, label in rows], compact=True)
             return EvaluationSet(
                 [t for _, t, _ in rows], [label for _, _, label in rows], split,
-                digest.hexdigest(),
+                eval_set_digest((c, label) for c, _, label in rows),
+                tuple(c for c, _, _ in rows),
             )  # fmt: skip
     return EvaluationSet([], [], "eval", "")
-
-
-def evaluation_rows(warehouse: Warehouse, dataset_hash: str | None) -> tuple[list[str], list[str]]:
-    """The texts and labels of :func:`evaluation_set`."""
-    rows = evaluation_set(warehouse, dataset_hash)
-    return rows.texts, rows.truth
 
 
 @contextmanager
@@ -180,18 +190,20 @@ def export_version(
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         fp32 = Path(tmp) / FP32
         _export_onnx(student.model, student.tokenizer, fp32)
-        parity, kept_fp32, int8, served = _pick_artifact(
+        parity, kept_fp32, int8, logits = _pick_artifact(
             folder, fp32, _Reference(texts, reference, decisive, targets),
             min_parity, max_accuracy_drop,
         )  # fmt: skip
         fp32.replace(folder / FP32)
         int8.replace(folder / INT8)
+    served = logits.argmax(axis=1)
     tie_agreement = _agreement(served, reference, decisive)[1]
     card = json.loads((folder / "card.json").read_text())
     card.pop("files", None)
+    validation = split_rows(warehouse, version.dataset_hash, "validation")
     card["served"] = recalibrate_served(
-        warehouse, folder, card, (rows.texts, rows.truth) if rows.gold else ([], []),
-        reference if rows.gold else None,
+        folder, card, [(t, label) for _, t, label in validation],
+        (rows.truth, logits, reference) if rows.gold else None,
     )  # fmt: skip
     card["quantization_export"] = {
         "weights": "QInt8 per channel", "activations": "dynamic uint8",
@@ -227,7 +239,7 @@ def _pick_artifact(
     folder: Path, fp32: Path, ref: _Reference, min_parity: float, max_drop: float
 ) -> tuple[float, str, Path, Any]:
     """Quantize with each fallback in turn; the first acceptable one, else the most agreeing:
-    (agreement, fallback name, int8 path, its answers)."""
+    (agreement, fallback name, int8 path, its logits on the parity rows)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     nodes = _matmul_nodes(fp32)
@@ -242,17 +254,18 @@ def _pick_artifact(
                 str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
                 nodes_to_exclude=excluded,
             )  # fmt: skip
-        served = _served_argmax(folder, int8, ref.texts)
+        logits = _served_logits(folder, int8, ref.texts)
+        served = logits.argmax(axis=1)
         agree = _agreement(served, ref.argmax, ref.decisive)[0]
         worse = _less_accurate(served, ref.argmax, ref.targets, max_drop)
         score = (agree >= min_parity and not worse, agree)
         if best is None or score > best[0]:
-            best = (score, name, int8, served)
+            best = (score, name, int8, logits)
         if score[0]:
             break
     assert best is not None
-    (_, parity), name, int8, served = best
-    return parity, name, int8, served
+    (_, parity), name, int8, logits = best
+    return parity, name, int8, logits
 
 
 def _less_accurate(served: Any, reference: Any, targets: Any, margin: float) -> bool:
@@ -272,14 +285,14 @@ def _decisive(probs: Any, tie_margin: float) -> np.ndarray[Any, Any]:
     return np.asarray(top2[:, 1] - top2[:, 0] >= tie_margin)
 
 
-def _served_argmax(folder: Path, model: Path, texts: list[str]) -> np.ndarray[Any, Any]:
-    """The int8 model's answers one query at a time, as it serves: int8 activations are
+def _served_logits(folder: Path, model: Path, texts: list[str]) -> np.ndarray[Any, Any]:
+    """The int8 model's logits one query at a time, as it serves: int8 activations are
     quantized per batch, so a padded batch shifts results (measured: 98.8% agreement in
     batches of 64 where single queries gave 99.4%)."""
-    if not texts:
-        return np.zeros(0, dtype=int)
     onnx = load_onnx_student(folder, verified=True, model_path=model)
-    return np.array([onnx.predict_proba([text])[0].argmax() for text in texts])
+    if not texts:
+        return np.zeros((0, len(onnx.labels)), dtype=np.float32)
+    return np.vstack([onnx.logits([text]) for text in texts])
 
 
 def _agreement(

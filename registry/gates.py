@@ -107,19 +107,18 @@ def _serving_rss_mb(version: ModelVersion, texts: list[str], threads: int) -> fl
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _hard_cases(
-    warehouse: Warehouse, dataset_hash: str | None, days: float
-) -> tuple[list[str], list[str]]:
+def _hard_case_ids(warehouse: Warehouse, dataset_hash: str | None, days: float) -> set[str]:
+    """The evaluation cases of the dataset captured as hard in the last ``days``."""
     if dataset_hash is None:
-        return [], []
+        return set()
     since = datetime.now(UTC) - timedelta(days=days)
     rows = warehouse.query(
-        "SELECT c.text, m.label FROM dataset_members m JOIN cases c USING (case_id)"
+        "SELECT m.case_id FROM dataset_members m JOIN cases c USING (case_id)"
         " WHERE m.dataset_hash = ? AND m.split = 'eval' AND c.ts >= ?"
         " AND c.capture_reason IN (SELECT unnest(?)) ORDER BY m.case_id",
         [dataset_hash, since, list(_HARD_REASONS)],
     )
-    return [t for t, _ in rows], [label for _, label in rows]
+    return {str(case_id) for (case_id,) in rows}
 
 
 class _Soft(TypedDict):
@@ -199,7 +198,7 @@ def _parity(ctx: GateContext, export: ExportResult, labels: list[str]) -> list[G
             on_insufficient="block", hard=True,
             detail=f"int8 vs fp32 argmax on {decisive} decisive rows of {export.n_parity} "
             f"({export.n_ties} near-ties below margin {p.tie_margin:g}, agreement {ties}), "
-            f"{export.quantization} int8, fp32 kept: {export.kept_fp32}",
+            f"dynamic int8, fp32 kept: {export.kept_fp32}",
         )
     ]  # fmt: skip
     if ctx.rows.gold and len(export.torch_argmax) == len(ctx.rows.truth):
@@ -294,14 +293,6 @@ def _privacy(ctx: GateContext) -> list[GateResult]:
     ]
 
 
-def _correct(model: OnnxStudent, texts: list[str], truth: list[str]) -> np.ndarray[Any, Any]:
-    if not texts:
-        return np.zeros(0, dtype=bool)
-    return np.asarray(
-        model.predict_proba(texts).argmax(axis=1) == label_targets(model.labels, truth)
-    )
-
-
 def _versus_champion(
     warehouse: Warehouse,
     ctx: GateContext,
@@ -324,11 +315,11 @@ def _versus_champion(
     vs = f"champion {champion.version}"
     soft = _Soft(min_n=ev.min_comparison_rows, on_insufficient=ctx.on_insufficient)
     conf = ev.confidence
+    champ_ok = champ_probs.argmax(axis=1) == champ_targets
+    cand_ok = cand_probs.argmax(axis=1) == targets
     out = [
         non_inferior(
-            "accuracy_vs_champion",
-            paired_difference(champ_probs.argmax(axis=1) == champ_targets,
-                              cand_probs.argmax(axis=1) == targets, confidence=conf),
+            "accuracy_vs_champion", paired_difference(champ_ok, cand_ok, confidence=conf),
             ch.max_accuracy_regression, "champion.max_accuracy_regression", detail=vs, **soft,
         ),
     ]  # fmt: skip
@@ -338,12 +329,14 @@ def _versus_champion(
             paired_metric_difference(macro_f1, champ_probs, cand_probs, targets, confidence=conf),
             ch.max_macro_f1_regression, "champion.max_macro_f1_regression", detail=vs, **soft,
         ))  # fmt: skip
-    hard_texts, hard_truth = _hard_cases(warehouse, candidate.dataset_hash, ch.hard_cases_days)
-    cand_model = load_onnx_student(candidate.artifact_dir, threads=ctx.threads)
+    # Hard cases are evaluation rows too: the answers above, on those rows.
+    hard = _hard_case_ids(warehouse, candidate.dataset_hash, ch.hard_cases_days)
+    on_hard = np.array([case_id in hard for case_id in ctx.rows.case_ids], dtype=bool)
+    if len(on_hard) != len(cand_ok):
+        on_hard = np.zeros(len(cand_ok), dtype=bool)
     out.append(non_inferior(
         "hard_cases_vs_champion",
-        paired_difference(_correct(champ_model, hard_texts, hard_truth),
-                          _correct(cand_model, hard_texts, hard_truth), confidence=conf),
+        paired_difference(champ_ok[on_hard], cand_ok[on_hard], confidence=conf),
         ch.max_hard_cases_regression, "champion.max_hard_cases_regression",
         detail=f"{vs}, recent hard cases", **soft,
     ))  # fmt: skip

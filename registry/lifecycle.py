@@ -95,6 +95,7 @@ def _change(
     from_status: str = ModelStatus.RETIRED,
 ) -> Change:
     now = datetime.now(UTC)
+    contract_hash = load_contract(settings).digest  # read the file before taking the lock
     with warehouse.transaction() as con:
         current = con.execute(
             "SELECT version FROM model_versions WHERE status = ?", [ModelStatus.CHAMPION]
@@ -121,7 +122,7 @@ def _change(
                 actor,
                 reason,
                 forced,
-                load_contract(settings).digest,
+                contract_hash,
             ],
         )
     publish_pointer(settings, get(warehouse, to))

@@ -34,6 +34,14 @@ def _session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def calibrated_proba(logits: FloatArray, temperature: float) -> FloatArray:
+    """softmax(logits / temperature), row by row."""
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    exp = np.exp(z)
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
+
+
 @dataclass
 class OnnxStudent:
     version: str
@@ -59,10 +67,7 @@ class OnnxStudent:
         """Calibrated probabilities in input order (batched by length: little padding)."""
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         for idx in length_sorted_batches(texts, batch):
-            logits = self.logits([texts[i] for i in idx]) / self.temperature
-            logits -= logits.max(axis=1, keepdims=True)
-            exp = np.exp(logits)
-            out[idx] = exp / exp.sum(axis=1, keepdims=True)
+            out[idx] = calibrated_proba(self.logits([texts[i] for i in idx]), self.temperature)
         return out
 
 

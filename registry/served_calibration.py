@@ -20,46 +20,27 @@ import numpy as np
 from tutorloop.evaluation.calibration import fit_temperature
 from tutorloop.evaluation.classifier import label_targets
 from tutorloop.evaluation.metrics import quality
-from tutorloop.infra.warehouse import Warehouse
-from tutorloop.registry.onnx_model import INT8, load_onnx_student
+from tutorloop.registry.onnx_model import INT8, calibrated_proba, load_onnx_student
 
 CALIBRATION = "calibration.json"
 
 
-def split_rows(
-    warehouse: Warehouse, dataset_hash: str | None, split: str
-) -> list[tuple[str, str, str]]:
-    """(case_id, text, label) of one split of a dataset version, in case-id order."""
-    if not dataset_hash:
-        return []
-    return [
-        (str(c), str(t), str(label))
-        for c, t, label in warehouse.query(
-            "SELECT m.case_id, c.text, m.label FROM dataset_members m JOIN cases c"
-            " USING (case_id) WHERE m.dataset_hash = ? AND m.split = ? ORDER BY m.case_id",
-            [dataset_hash, split],
-        )
-    ]
-
-
 def recalibrate_served(
-    warehouse: Warehouse,
     folder: Path,
     card: dict[str, Any],
-    gold: tuple[list[str], list[str]],
-    fp32_argmax: Any,
+    validation: list[tuple[str, str]],
+    gold: tuple[list[str], np.ndarray[Any, Any], Any] | None,
 ) -> dict[str, Any]:
     """Refit the temperature on the int8 artifact in ``folder``; return the card's ``served``
-    section. ``gold``: the evaluation texts and labels; ``fp32_argmax``: the merged fp32
-    network's answers on them."""
-    validation = split_rows(warehouse, card.get("dataset_hash"), "validation")
+    section. ``validation``: (text, label) rows to fit on; ``gold``: the evaluation labels,
+    the int8 artifact's logits on those rows (one query at a time, from the parity check)
+    and the merged fp32 network's answers."""
     model = load_onnx_student(folder, verified=True, model_path=folder / INT8)
     trained_t = float(json.loads((folder / CALIBRATION).read_text())["temperature"])
     served_t = trained_t
     if validation:
-        logits = np.vstack([model.logits([t]) for _, t, _ in validation])
-        targets = label_targets(model.labels, [label for _, _, label in validation])
-        served_t = fit_temperature(logits, targets)
+        logits = np.vstack([model.logits([text]) for text, _ in validation])
+        served_t = fit_temperature(logits, label_targets(model.labels, [y for _, y in validation]))
     (folder / CALIBRATION).write_text(
         json.dumps({"temperature": served_t, "training_temperature": trained_t,
                     "fitted_on": "int8 artifact, validation split, one query at a time"})
@@ -68,15 +49,13 @@ def recalibrate_served(
         "temperature": served_t, "training_temperature": trained_t,
         "validation_rows": len(validation),
     }  # fmt: skip
-    texts, truth = gold
-    if texts:
-        model.temperature = served_t
+    if gold is not None:
+        truth, gold_logits, fp32_argmax = gold
         targets = label_targets(model.labels, truth)
-        probs = np.vstack([model.predict_proba([t]) for t in texts])
         trained = (card.get("metrics") or {}).get("eval") or {}
         fp32_accuracy = float(np.mean(np.asarray(fp32_argmax) == targets))
-        section["eval"] = quality(probs, targets).to_dict()
-        section["gold_rows"] = len(texts)
+        section["eval"] = quality(calibrated_proba(gold_logits, served_t), targets).to_dict()
+        section["gold_rows"] = len(truth)
         section["fp32_merged_accuracy"] = fp32_accuracy
         if "accuracy" in trained:
             section["trained_accuracy"] = float(trained["accuracy"])

@@ -187,10 +187,7 @@ def _partition(
                 dropped["duplicate"] += 1
                 continue
             eval_hashes.add(c.text_hash)
-            one_hot = tuple(1.0 if label == c.human else 0.0 for label in spec.labels)
-            eval_rows.append(
-                Row(c.case_id, c.text, c.human, one_hot, LabelSource.HUMAN, Split.EVAL)
-            )
+            eval_rows.append(Row.gold(c.case_id, c.text, c.human, spec.labels))
             continue
         if (
             c.human is None

@@ -10,7 +10,7 @@ from typing import Any
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.hashing import stable_unit
 from tutorloop.infra.settings import Settings
-from tutorloop.infra.tables import Split
+from tutorloop.infra.tables import LabelSource, Split
 
 SPLITS = tuple(Split)
 _FORMAT = 1
@@ -86,6 +86,12 @@ class Row:
     source: str  # human | teacher | human+teacher
     split: str
     replay: bool = False
+
+    @classmethod
+    def gold(cls, case_id: str, text: str, label: str, labels: Sequence[str]) -> Row:
+        """An evaluation row: the human label, one-hot."""
+        one_hot = tuple(1.0 if label == x else 0.0 for x in labels)
+        return cls(case_id, text, label, one_hot, LabelSource.HUMAN, Split.EVAL)
 
 
 @dataclass

@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tutorloop.infra.hashing import JsonDigest
-from tutorloop.infra.tables import CaptureReason, LabelSource, Split
+from tutorloop.infra.hashing import eval_set_digest
+from tutorloop.infra.tables import CaptureReason, Split
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.trainer.dataset_spec import Candidate, DatasetSpec, Row, unit
 
@@ -61,8 +61,7 @@ def top_up_eval(
             if c.text_hash in eval_hashes:
                 continue
             eval_hashes.add(c.text_hash)
-            one_hot = tuple(1.0 if label == x else 0.0 for x in spec.labels)
-            eval_rows.append(Row(c.case_id, c.text, label, one_hot, LabelSource.HUMAN, Split.EVAL))
+            eval_rows.append(Row.gold(c.case_id, c.text, label, spec.labels))
             have[label] += 1
             taken.add(i)
     pool[:] = [item for i, item in enumerate(pool) if i not in taken]
@@ -74,7 +73,5 @@ def top_up_eval(
 
 
 def eval_set_hash(eval_rows: Sequence[Row]) -> str:
-    """The evaluation set's version: sha256 of its (case_id, label) pairs, in case-id order
-    (the same digest the gates report, :func:`tutorloop.registry.export.evaluation_set`)."""
-    pairs = sorted([r.case_id, r.label] for r in eval_rows)
-    return JsonDigest().add(pairs, compact=True).hexdigest() if pairs else ""
+    """The evaluation set's version (the digest the gates report)."""
+    return eval_set_digest((r.case_id, r.label) for r in eval_rows)
