@@ -86,6 +86,9 @@ class PairedComparison:
     candidate: float
 
 
+_NO_ROWS = PairedComparison(0.0, -1.0, 1.0, 0, 0, 0, float("nan"), float("nan"))
+
+
 def paired_difference(
     reference: BoolArray,
     candidate: BoolArray,
@@ -106,7 +109,7 @@ def paired_difference(
     lost = int(np.sum(ref & ~cand))
     won = int(np.sum(cand & ~ref))
     if n == 0:
-        return PairedComparison(0.0, -1.0, 1.0, 0, 0, 0, float("nan"), float("nan"))
+        return _NO_ROWS
     rng = np.random.default_rng(_SEED)
     counts = rng.multinomial(n, [lost / n, won / n, (n - lost - won) / n], size=samples)
     deltas = (counts[:, 1] - counts[:, 0]) / n
@@ -151,23 +154,23 @@ def paired_metric_difference(
     samples: int = BOOTSTRAP_SAMPLES,
 ) -> PairedComparison:
     """Paired bootstrap of ``metric`` (candidate minus reference) for metrics that are not a
-    mean over rows (macro-F1): both models are rescored on the same resampled rows."""
+    mean over rows (macro-F1): both models are rescored on the same resampled rows. One-sided
+    bounds at ``confidence`` are the two-sided interval at ``2 confidence - 1``."""
     n = len(targets)
+    if n == 0:
+        return _NO_ROWS
+
+    def difference(rows: NDArray[np.intp]) -> float:
+        return metric(candidate_probs[rows], targets[rows]) - metric(
+            reference_probs[rows], targets[rows]
+        )
+
+    interval = bootstrap(difference, n, confidence=2 * confidence - 1, samples=samples)
+    assert interval.lower is not None and interval.upper is not None
     ref_ok = reference_probs.argmax(axis=1) == targets
     cand_ok = candidate_probs.argmax(axis=1) == targets
-    if n == 0:
-        return PairedComparison(0.0, -1.0, 1.0, 0, 0, 0, float("nan"), float("nan"))
-    ref_value = metric(reference_probs, targets)
-    cand_value = metric(candidate_probs, targets)
-    rng = np.random.default_rng(_SEED)
-    deltas = []
-    for _ in range(samples):
-        rows = rng.integers(0, n, n)
-        deltas.append(metric(candidate_probs[rows], targets[rows])
-                      - metric(reference_probs[rows], targets[rows]))  # fmt: skip
-    lo, hi = np.quantile(np.array(deltas), [1 - confidence, confidence])
     return PairedComparison(
-        delta=cand_value - ref_value, lower=float(lo), upper=float(hi), n=n,
+        delta=interval.value, lower=interval.lower, upper=interval.upper, n=n,
         lost=int(np.sum(ref_ok & ~cand_ok)), won=int(np.sum(cand_ok & ~ref_ok)),
-        reference=ref_value, candidate=cand_value,
+        reference=metric(reference_probs, targets), candidate=metric(candidate_probs, targets),
     )  # fmt: skip

@@ -139,11 +139,16 @@ def contract_path(settings: Settings) -> Path:
     return settings.registry.contract or settings.data_dir / "contract.toml"
 
 
-def default_contract(settings: Settings, labels: Sequence[str] = ()) -> Contract:
-    """The contract the ``[registry]`` and ``[serving]`` settings imply."""
+def default_contract(
+    settings: Settings, labels: Sequence[str] = (), *, oos_label: str | None = None
+) -> Contract:
+    """The contract the ``[registry]`` and ``[serving]`` settings imply (``oos_label``
+    overrides ``registry.oos_label``). Raises pydantic's ValidationError when they disagree
+    with ``labels``."""
     r = settings.registry
+    oos = r.oos_label if oos_label is None else oos_label
     return Contract(
-        task=TaskClause(labels=list(labels), oos_label=r.oos_label),
+        task=TaskClause(labels=list(labels), oos_label=oos),
         quality=QualityClause(
             min_accuracy=r.min_accuracy, min_macro_f1=r.min_macro_f1, max_ece=r.max_ece,
             selective_coverage=r.selective_coverage,

@@ -55,11 +55,8 @@ def init_cmd(
         if settings.warehouse_path.exists():
             current = champion(Warehouse.from_settings(settings))
             labels = list(current.label_set) if current else []
-    contract = default_contract(settings, labels)
-    if oos_label is not None:
-        contract.task.oos_label = oos_label
     try:
-        contract = type(contract).model_validate(contract.model_dump())
+        contract = default_contract(settings, labels, oos_label=oos_label)
     except ValidationError as exc:
         fail(exc.errors()[0]["msg"])
     path = out or contract_path(settings)
