@@ -11,7 +11,37 @@ import re
 
 # NER tags these as people or organisations in banking support text; they are not PII, and
 # scrubbing them would change what the text is about.
-_NOT_PII = frozenset(
+# Currency names: not PII as one word, and the last word of a currency phrase ("Russian
+# Ruble") however written.
+_CURRENCIES = frozenset(
+    [
+        "dollar",
+        "dollars",
+        "euro",
+        "euros",
+        "pound",
+        "pounds",
+        "franc",
+        "francs",
+        "ruble",
+        "rubles",
+        "rouble",
+        "roubles",
+        "yen",
+        "yuan",
+        "rupee",
+        "rupees",
+        "peso",
+        "pesos",
+        "krona",
+        "kroner",
+        "zloty",
+    ]
+)
+_CURRENCY_NOUNS = _CURRENCIES | frozenset(
+    ["krone", "forint", "lira", "real", "reais", "rand", "won", "baht"]
+)
+_NOT_PII = _CURRENCIES | frozenset(
     [
         "atm",
         "atms",
@@ -31,36 +61,15 @@ _NOT_PII = frozenset(
         "app",
         "card",
         "cards",
-        "euro",
-        "euros",
         "eur",
-        "dollar",
-        "dollars",
         "usd",
-        "pound",
-        "pounds",
         "gbp",
         "sterling",
-        "yen",
         "jpy",
-        "franc",
-        "francs",
         "chf",
-        "ruble",
-        "rubles",
-        "rouble",
-        "roubles",
         "rub",
-        "yuan",
         "cny",
-        "rupee",
-        "rupees",
         "inr",
-        "peso",
-        "pesos",
-        "krona",
-        "kroner",
-        "zloty",
         "bitcoin",
         "btc",
         "crypto",
@@ -133,10 +142,4 @@ _NOT_PII_PHRASES = frozenset(
         "virtual card", "disposable card", "top up", "top-up", "visa card", "master card",
         "exchange rate", "exchange rates", "pin number", "swift code", "atm card", "apple watch",
     ]
-)  # fmt: skip
-
-_CURRENCY_NOUNS = frozenset(
-    ["dollar", "dollars", "euro", "euros", "pound", "pounds", "ruble", "rubles", "rouble",
-     "roubles", "franc", "francs", "yen", "yuan", "peso", "pesos", "rupee", "rupees", "krona",
-     "krone", "kroner", "zloty", "forint", "lira", "real", "reais", "rand", "won", "baht"]
 )  # fmt: skip

@@ -176,7 +176,7 @@ def scrub_cmd(
     scrubber = configured_scrubber(settings_of(ctx).privacy)
     texts = [line for line in lines if line.strip()]
     results = iter(scrubber.scrub_batch(texts))
-    spans = iter(scrubber.spans_batch(texts) if json_out else [])  # type: ignore[attr-defined]
+    spans = iter(scrubber.spans_batch(texts) if json_out else [])
     out = []
     for line in lines:
         if not line.strip():

@@ -37,6 +37,10 @@ class Scrubber(Protocol):
 
     def scrub_batch(self, texts: Sequence[str]) -> list[ScrubResult]: ...
 
+    def spans_batch(self, texts: Sequence[str]) -> list[list[tuple[int, int, str]]]:
+        """``(start, end, entity)`` of everything found, per text."""
+        ...
+
 
 def _luhn_ok(candidate: str) -> bool:
     digits = [int(c) for c in candidate if c.isdigit()]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,10 +60,7 @@ def rewrite_snapshot(
             if (path / _SPEC).exists():
                 shutil.copy2(path / _SPEC, staged / _SPEC)
             staged.rename(target)
-    counts: dict[str, int] = {}
-    for split in kept["split"]:
-        counts[split] = counts.get(split, 0) + 1
-    return RewrittenSnapshot(old_hash, new_hash, target, removed, counts)
+    return RewrittenSnapshot(old_hash, new_hash, target, removed, dict(Counter(kept["split"])))
 
 
 def tombstone(path: Path, *, erasure_id: str, successor: str | None) -> None:
