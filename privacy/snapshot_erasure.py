@@ -41,7 +41,7 @@ def rewrite_snapshot(
 ) -> RewrittenSnapshot | None:
     """Write the successor of the snapshot at ``path`` without ``erased_case_ids``; None when
     the folder is gone or already a tombstone. The old folder is left for :func:`tombstone`."""
-    from datasets import load_from_disk
+    from datasets import Dataset, load_from_disk
     from datasets.utils.logging import disable_progress_bar
 
     if not path.is_dir() or (path / TOMBSTONE).exists():
@@ -52,7 +52,9 @@ def rewrite_snapshot(
     removed = len(table) - len(keep)
     new_hash = successor_hash(old_hash, sorted(erased_case_ids))
     target = path.parent / new_hash
-    kept = table.select(keep)
+    # A copy, not ``table.select(keep)``: a contiguous selection is an Arrow slice, and
+    # saving a slice writes the whole underlying string buffer, erased texts included.
+    kept = Dataset.from_dict(table.select(keep).to_dict(), features=table.features)
     if not target.exists():
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             staged = Path(tmp) / "dataset"

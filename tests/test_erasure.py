@@ -6,9 +6,10 @@ import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from datasets import load_from_disk
+from datasets import Dataset, load_from_disk
 
 from tests.conftest import run_cli
 from tests.openai_server import FakeOpenAI, serve
@@ -22,6 +23,7 @@ from tutorloop.labeling.relabel import relabel
 from tutorloop.labeling.teacher_openai import OpenAITeacher
 from tutorloop.privacy.erasure import RetentionError, forget, parse_duration
 from tutorloop.privacy.scrubber import RegexScrubber
+from tutorloop.privacy.snapshot_erasure import rewrite_snapshot
 from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import CaptureSink, PredictionFetcher, RawRecord
 from tutorloop.trainer.dataset import DatasetSpec
@@ -265,3 +267,21 @@ def test_forget_reaches_dataset_snapshots_and_the_teacher_cache(
     # Rerunning finds nothing left to rewrite.
     again = forget(warehouse, "alice", actor="dpo")
     assert again.cases_deleted == 0 and again.dataset_successors == {}
+
+
+@pytest.mark.parametrize("erased", [[0, 1, 5, 6], [0, 1, 2], [6], [3]])
+def test_a_rewritten_snapshot_holds_no_byte_of_the_erased_rows(
+    tmp_path: Path, erased: list[int]
+) -> None:
+    # Kept rows that form one contiguous run are an Arrow slice of the old table; saving a
+    # slice writes its whole string buffer, so this is where erased text would survive.
+    texts = [f"{'zqxcanary' if i in erased else 'bob'} row {i}" for i in range(7)]
+    Dataset.from_dict({"case_id": [f"c{i}" for i in range(7)], "text": texts,
+                       "split": ["train"] * 7}).save_to_disk(str(tmp_path / "old"))  # fmt: skip
+    rewritten = rewrite_snapshot("old", tmp_path / "old", {f"c{i}" for i in erased})
+    assert rewritten is not None and rewritten.removed == len(erased)
+    files = [p for p in rewritten.path.rglob("*") if p.is_file()]
+    assert files and not any(b"zqxcanary" in p.read_bytes() for p in files)
+    assert load_from_disk(str(rewritten.path))["text"] == [
+        t for i, t in enumerate(texts) if i not in erased
+    ]
