@@ -239,10 +239,13 @@ def _weekly_cycles(
         console.rule(f"4.{cycle} week {cycle}: {len(chunk)} production queries")
         traffic = LabeledRows([traffic_rows.texts[i] for i in chunk],
                               [traffic_rows.labels[i] for i in chunk])  # fmt: skip
-        escalated = serve_traffic(settings, traffic, options.escalate, rng)
+        week = serve_traffic(settings, traffic, options.escalate, rng)
+        escalated = week.escalated
         served += len(chunk)
         wait_for_warehouse(settings, served)
-        console.print(f"served {len(chunk)}, escalated {escalated}; stored by the worker")
+        console.print(f"served {len(chunk)}, escalated {escalated}; stored by the worker; "
+                      f"{week.with_text / max(1, week.served):.0%} of prediction events "
+                      "carried their text")  # fmt: skip
 
         console.rule(f"5.{cycle} weekly retrain (simulated clock: week {cycle})")
         clock[0] = START + timedelta(weeks=cycle)

@@ -6,6 +6,7 @@ import random
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -20,8 +21,18 @@ from tutorloop.streams.events import EscalationEvent, now_utc
 from tutorloop.streams.stats import audited_count
 
 
-def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Random) -> int:
-    """Send ``rows`` through the HTTP server and the emitter; escalate a random fraction."""
+@dataclass(frozen=True)
+class Traffic:
+    served: int
+    escalated: int
+    with_text: int  # prediction events that carried their text to Kafka
+
+
+def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Random) -> Traffic:
+    """Send ``rows`` through the HTTP server and the emitter; escalate a random fraction.
+
+    An escalation carries the query: serving sent it only with the predictions it captures.
+    """
 
     with (
         PredictionEmitter.from_settings(settings) as emitter,
@@ -49,7 +60,7 @@ def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Ra
                                 event_id=uuid.uuid4(), ts=now_utc(),
                                 request_id=reply.json()["request_id"],
                                 reason="customer_escalation", human_label=label,
-                                actor="demo-agent",
+                                actor="demo-agent", text=text,
                             )
                         )  # fmt: skip
                         with lock:
@@ -74,7 +85,7 @@ def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Ra
                     t.join(timeout=10)
             advance(max(0, emitter.stats.sent - done))
         emitter.flush(30)
-    return escalated
+    return Traffic(len(work), escalated, emitter.stats.with_text)
 
 
 def wait_for_warehouse(settings: Settings, expected: int, timeout: float = 600) -> int:

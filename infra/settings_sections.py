@@ -89,6 +89,12 @@ class StreamsSettings(_Section):
         default=50, ge=0, description="longest the request path may wait on a full buffer"
     )
     emit_buffer_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    emit_text: Literal["capturable", "consented"] = Field(
+        default="capturable",
+        description="which prediction events carry the query text to Kafka. capturable: only "
+        "those the capture policy keeps and whose user consented (an escalation of any other "
+        "must carry the text itself); consented: every consented one",
+    )
 
 
 class PrivacySettings(_Section):

@@ -6,6 +6,10 @@ sent after ``linger_ms``. kafka-python's own buffer is unbounded, so the emitter
 ``buffer_bytes`` of events await delivery, new events are dropped at once rather than queued.
 When delivery fails, or an event is dropped, it is counted, logged (its id, never its text)
 and handed to the ``on_error`` callback.
+
+Raw text leaves the serving process only where capture needs it: with a ``text_policy`` the
+emitter strips the text from every prediction event that policy would not capture or whose
+user did not consent (the worker audits those from metadata alone).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS
 from tutorloop.streams.events import EscalationEvent, PredictionEvent
+from tutorloop.streams.policy import CapturePolicy
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,7 @@ class EmitterStats:
     delivered: int = 0
     failed: int = 0
     dropped: int = 0
+    with_text: int = 0  # prediction events sent carrying their text
 
 
 class Emitter(Protocol):
@@ -65,6 +71,7 @@ class PredictionEmitter:
         buffer_bytes: int = 32 * 1024 * 1024,
         delivery_timeout_ms: int = 30_000,
         on_error: ErrorCallback | None = None,
+        text_policy: CapturePolicy | None = None,
     ) -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
@@ -73,6 +80,7 @@ class PredictionEmitter:
         self.escalations_topic = escalations_topic
         self.stats = EmitterStats()
         self._on_error = on_error
+        self._text_policy = text_policy
         self._lock = threading.Lock()
         self._closed = False
         self._buffer_bytes = buffer_bytes
@@ -93,6 +101,8 @@ class PredictionEmitter:
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> PredictionEmitter:
         cfg = settings.streams
+        if cfg.emit_text == "capturable":
+            kwargs.setdefault("text_policy", CapturePolicy.from_settings(settings.capture))
         return cls(
             bootstrap_servers(settings),
             predictions_topic=settings.topic(PREDICTIONS),
@@ -105,7 +115,14 @@ class PredictionEmitter:
 
     def emit(self, event: PredictionEvent) -> bool:
         """Queue a prediction event; False when it could not be queued (already reported)."""
-        return self._send(self.predictions_topic, event)
+        if event.text is not None and not self._needs_text(event):
+            event = event.without_text()
+        if not self._send(self.predictions_topic, event):
+            return False
+        if event.text is not None:
+            with self._lock:
+                self.stats.with_text += 1
+        return True
 
     def escalate(self, event: EscalationEvent) -> bool:
         """Queue an escalation event; False when it could not be queued (already reported)."""
@@ -133,6 +150,11 @@ class PredictionEmitter:
         self.close()
 
     # -- internals --------------------------------------------------------------------------
+
+    def _needs_text(self, event: PredictionEvent) -> bool:
+        if self._text_policy is None:
+            return True
+        return event.consent.training and self._text_policy.reason(event) is not None
 
     def _send(self, topic: str, event: Event) -> bool:
         if self._closed:

@@ -55,7 +55,13 @@ class PredictionEvent(_Event):
     user_id: _ID = Field(description="pseudonymous user id, never an email or a name")
     request_id: _ID
     model_version: _ID
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="the query as served")
+    text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        description="the query as served; absent when the event cannot become a training case "
+        "(no consent, or the capture policy would not keep it): the audit row needs no text",
+    )
     label: _ID
     confidence: _Prob
     top_k: list[tuple[_ID, _Prob]] = Field(
@@ -65,10 +71,14 @@ class PredictionEvent(_Event):
 
     @field_validator("text")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("text is blank")
         return value
+
+    def without_text(self) -> PredictionEvent:
+        """The same event, metadata only."""
+        return self.model_copy(update={"text": None})
 
     @property
     def margin(self) -> float | None:
@@ -88,6 +98,13 @@ class EscalationEvent(_Event):
     reason: Annotated[str, Field(min_length=1, max_length=256)]
     human_label: _ID | None = Field(default=None, description="gold label, when a human gave one")
     actor: _ID = Field(description="who escalated: a service name or a reviewer id")
+    text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        description="the escalated query, for a prediction whose event carried no text "
+        "(serving sends text only for events its capture policy keeps); never stored raw",
+    )
 
     @property
     def key(self) -> bytes:

@@ -30,6 +30,10 @@ class StreamMetrics:
         self._escalations = counter("escalations", "escalations stored")
         self._human = counter("human_labels", "gold labels from escalations")
         self._erased = counter("erased_skipped", "content of erased users not stored again")
+        self._unrecoverable = counter(
+            "unrecoverable", "escalated predictions whose text could not be read back"
+        )
+        self._no_text = counter("no_text", "capturable predictions that serving sent without text")
         self._latency = Histogram(
             f"{ns}_batch_seconds",
             "batch processing time (decode to commit)",
@@ -55,6 +59,8 @@ class StreamMetrics:
         self._escalations.labels(agent).inc(outcome.escalations)
         self._human.labels(agent).inc(outcome.human_labels)
         self._erased.labels(agent).inc(outcome.erased)
+        self._unrecoverable.labels(agent).inc(outcome.unrecoverable)
+        self._no_text.labels(agent).inc(outcome.no_text)
         self._latency.labels(agent).observe(seconds)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:

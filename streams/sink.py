@@ -40,6 +40,14 @@ from tutorloop.streams.sink_rows import AUDIT_SCHEMA, ESCALATION_SCHEMA, case_ro
 log = logging.getLogger(__name__)
 
 NO_CONSENT = "no_consent"
+NO_TEXT = "no_text"
+
+
+def _not_captured(event: PredictionEvent, reason: str | None) -> str | None:
+    """The audit's capture_reason for a prediction the policy flagged but did not capture."""
+    if reason is None:
+        return None
+    return NO_CONSENT if not event.consent.training else NO_TEXT
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,7 @@ class BatchOutcome:
     escalations: int = 0
     human_labels: int = 0
     unrecoverable: int = 0
+    no_text: int = 0  # capturable by this policy, but serving sent no text
     erased: int = 0  # content of erased users skipped (replays, late escalations)
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
@@ -131,9 +140,11 @@ class CaptureSink:
         capture: list[tuple[PredictionEvent, str]] = []
         for ev, rec in events:
             reason = self.policy.reason(ev)
-            captured = reason is not None and ev.consent.training
+            captured = reason is not None and ev.consent.training and ev.text is not None
             if captured and reason is not None:
                 capture.append((ev, reason))
+            elif reason is not None and ev.consent.training:
+                out.no_text += 1  # serving's policy would not keep it: configs differ
             audit.append(
                 {
                     "event_id": str(ev.event_id),
@@ -147,13 +158,13 @@ class CaptureSink:
                     "margin": ev.margin,
                     "consent_training": ev.consent.training,
                     "captured": captured,
-                    "capture_reason": reason if captured else (NO_CONSENT if reason else None),
+                    "capture_reason": reason if captured else _not_captured(ev, reason),
                     "policy_version": self.policy.version,
                     "kafka_partition": rec.partition,
                     "kafka_offset": rec.offset,
                 }
             )
-        scrubbed = self.scrubber.scrub_batch([ev.text for ev, _ in capture])
+        scrubbed = self.scrubber.scrub_batch([ev.text or "" for ev, _ in capture])
         cases = [case_row(ev, s, reason) for (ev, reason), s in zip(capture, scrubbed, strict=True)]
         case_ids = {c["case_id"] for c in cases}
         uncaptured = {
@@ -174,9 +185,12 @@ class CaptureSink:
             # Escalations that arrived before their prediction: capture it now. Rare, so
             # scrubbing these few inside the transaction costs little.
             late = self._escalated_request_ids(list(uncaptured), con)
-            if late:
-                late_events = [uncaptured[rid] for rid in late]
-                late_scrubbed = self.scrubber.scrub_batch([ev.text for ev in late_events])
+            late_events = [uncaptured[rid] for rid in late if uncaptured[rid].text is not None]
+            # Escalated before its text-less prediction arrived: the escalation's text was not
+            # kept (raw text never enters the warehouse), so the case cannot be built.
+            out.unrecoverable += len(late) - len(late_events)
+            if late_events:
+                late_scrubbed = self.scrubber.scrub_batch([ev.text or "" for ev in late_events])
                 late_cases = self._drop_erased(con, [
                     case_row(ev, s, CaptureReason.ESCALATED)
                     for ev, s in zip(late_events, late_scrubbed, strict=True)
@@ -227,18 +241,22 @@ class CaptureSink:
                 [request_ids],
             ).fetchall()
         if missing:
-            self._capture_from_kafka(missing, request_ids, out)
+            texts = {ev.request_id: ev.text for ev, _ in events if ev.text is not None}
+            self._capture_from_kafka(missing, request_ids, texts, out)
         return out
 
     def _capture_from_kafka(
         self,
         missing: list[tuple[str, int, int]],
         request_ids: list[str],
+        texts: dict[str, str],
         out: BatchOutcome,
     ) -> None:
         """Capture predictions escalated after they were audited but not captured.
 
-        The warehouse never held their text; Kafka still does (within retention).
+        The warehouse never held their text. Kafka holds the event (within retention), with
+        its text when serving sent one; otherwise the escalation carries it (``texts``, by
+        request id).
         """
         recovered: list[PredictionEvent] = []
         for event_id, partition, offset in missing:
@@ -249,11 +267,13 @@ class CaptureSink:
                     event = decode_prediction(raw)
                 except InvalidEventError:
                     event = None
-            if event is None or str(event.event_id) != event_id:
+            if event is not None and event.text is None and event.request_id in texts:
+                event = event.model_copy(update={"text": texts[event.request_id]})
+            if event is None or str(event.event_id) != event_id or event.text is None:
                 out.unrecoverable += 1
                 log.warning(
-                    "escalated prediction %s is no longer readable at %s[%d]@%d; "
-                    "its case cannot be captured",
+                    "escalated prediction %s is not readable at %s[%d]@%d, or neither it "
+                    "nor its escalation carries text; its case cannot be captured",
                     event_id,
                     self.predictions_topic,
                     partition,
@@ -263,7 +283,7 @@ class CaptureSink:
             recovered.append(event)
         if not recovered:
             return
-        scrubbed = self.scrubber.scrub_batch([ev.text for ev in recovered])
+        scrubbed = self.scrubber.scrub_batch([ev.text or "" for ev in recovered])
         cases = [
             case_row(ev, s, CaptureReason.ESCALATED)
             for ev, s in zip(recovered, scrubbed, strict=True)

@@ -34,7 +34,9 @@ def prediction(
     )
 
 
-def escalation(request_id: str, human_label: str | None = "card_lost") -> EscalationEvent:
+def escalation(
+    request_id: str, human_label: str | None = "card_lost", *, text: str | None = None
+) -> EscalationEvent:
     return EscalationEvent(
         event_id=uuid.uuid4(),
         ts=now_utc(),
@@ -42,4 +44,5 @@ def escalation(request_id: str, human_label: str | None = "card_lost") -> Escala
         reason="customer_complaint",
         human_label=human_label,
         actor="agent-7",
+        text=text,
     )

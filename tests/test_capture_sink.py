@@ -170,3 +170,45 @@ def test_unreadable_escalated_prediction_is_counted_not_fatal(
     out = sink.write_escalations(_records(escalation(confident.request_id)))
     assert out.unrecoverable == 1
     assert warehouse.query("SELECT count(*) FROM escalations") == [(1,)]
+
+
+def test_a_text_less_prediction_is_captured_from_its_escalations_text(
+    sink: CaptureSink, warehouse: Warehouse, kafka_log: _KafkaLog
+) -> None:
+    # Serving sent only metadata for this confident prediction; the product escalates it with
+    # the query, which is scrubbed into the case and stored nowhere raw.
+    confident = prediction(confidence=0.99).without_text()
+    sink.write_predictions(_records(confident, kafka_log=kafka_log))
+    out = sink.write_escalations(
+        _records(escalation(confident.request_id, "card_lost", text=f"write to {EMAIL}"))
+    )
+    assert out.captured[CaptureReason.ESCALATED] == 1 and out.unrecoverable == 0
+    [(text,)] = warehouse.query("SELECT text FROM cases")
+    assert text.startswith("write to") and EMAIL not in text
+    dump = json.dumps(warehouse.query("SELECT * FROM escalations"), default=str)
+    assert "write to" not in dump
+
+
+def test_without_text_anywhere_an_escalated_case_is_counted_unrecoverable(
+    sink: CaptureSink, warehouse: Warehouse, kafka_log: _KafkaLog
+) -> None:
+    confident = prediction(confidence=0.99).without_text()
+    sink.write_predictions(_records(confident, kafka_log=kafka_log))
+    out = sink.write_escalations(_records(escalation(confident.request_id)))
+    assert out.unrecoverable == 1 and out.human_labels == 0
+    # Escalated before a text-less prediction arrives: the same, counted on arrival.
+    early = prediction(confidence=0.99).without_text()
+    sink.write_escalations(_records(escalation(early.request_id, text="kept nowhere")))
+    assert sink.write_predictions(_records(early)).unrecoverable == 1
+    assert warehouse.query("SELECT count(*) FROM cases") == [(0,)]
+
+
+def test_a_capturable_prediction_sent_without_text_is_audited_as_no_text(
+    sink: CaptureSink, warehouse: Warehouse
+) -> None:
+    unsure = prediction(confidence=0.2).without_text()  # serving's policy differed
+    out = sink.write_predictions(_records(unsure))
+    assert out.no_text == 1 and out.audited == 1 and not out.captured
+    assert warehouse.query("SELECT captured, capture_reason FROM predictions_audit") == [
+        (False, "no_text")
+    ]

@@ -13,6 +13,7 @@ from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, ensure_topics
 from tutorloop.streams.emitter import PredictionEmitter
 from tutorloop.streams.events import PredictionEvent
+from tutorloop.streams.policy import CapturePolicy
 
 
 def _read_all(settings: Settings, topic: str, expected: int) -> list[bytes]:
@@ -21,15 +22,25 @@ def _read_all(settings: Settings, topic: str, expected: int) -> list[bytes]:
 
 def test_emitted_events_arrive_and_close_flushes(settings: Settings) -> None:
     ensure_topics(settings, settings.broker.bootstrap_servers)
-    events = [prediction() for _ in range(300)]
+    # The default capture policy keeps low-confidence predictions: only those of consenting
+    # users leave serving with their text; the rest are metadata only.
+    events = [
+        prediction(confidence=0.2 if i % 3 == 0 else 0.95, consent=i % 2 == 0) for i in range(300)
+    ]
     with PredictionEmitter.from_settings(settings) as emitter:
         assert all(emitter.emit(e) for e in events)
         assert emitter.escalate(escalation(events[0].request_id))
     # close() flushed: everything is on the broker, nothing failed
     assert emitter.stats.delivered == 301
     assert emitter.stats.failed == emitter.stats.dropped == 0
+    policy = CapturePolicy.from_settings(settings.capture)
+    keeps = [e.consent.training and policy.reason(e) is not None for e in events]
+    # Consenting low-confidence ones (i % 6 == 0) and a few audit-sampled confident ones.
+    assert all(keeps[::6]) and not any(keeps[1::2]) and 50 <= sum(keeps) < 60
+    assert emitter.stats.with_text == sum(keeps)
     values = _read_all(settings, settings.topic(PREDICTIONS), 300)
-    assert sorted(values) == sorted(e.to_bytes() for e in events)
+    expected = [e if keep else e.without_text() for e, keep in zip(events, keeps, strict=True)]
+    assert sorted(values) == sorted(e.to_bytes() for e in expected)
     assert len(_read_all(settings, settings.topic(ESCALATIONS), 1)) == 1
 
 

@@ -107,12 +107,15 @@ def test_json_schema_describes_the_contract() -> None:
         "user_id",
         "request_id",
         "model_version",
-        "text",
         "label",
         "confidence",
         "consent",
     }
-    assert pred["properties"]["text"]["maxLength"] == MAX_TEXT_CHARS
+    # Text is optional on both: serving sends it only where capture needs it.
+    assert "text" not in pred["required"]
+    assert "text" not in schemas["escalations"]["required"]
+    [text_schema, _null] = pred["properties"]["text"]["anyOf"]
+    assert text_schema["maxLength"] == MAX_TEXT_CHARS
     assert pred["additionalProperties"] is False
     assert "human_label" in schemas["escalations"]["properties"]
 
