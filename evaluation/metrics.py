@@ -70,7 +70,7 @@ def macro_f1(probs: FloatArray, targets: IntArray) -> float:
     predicted = probs.argmax(axis=1)
     k = max(int(probs.shape[1]), int(targets.max(initial=0)) + 1)
     tp = np.bincount(targets[predicted == targets], minlength=k)
-    n_true = np.bincount(targets, minlength=k)
+    n_true = np.bincount(targets[targets >= 0], minlength=k)  # -1: a label the model lacks
     n_pred = np.bincount(predicted, minlength=k)
     present = n_true > 0
     if not present.any():

@@ -69,6 +69,15 @@ def test_macro_f1_over_present_labels_by_hand() -> None:
     assert macro_f1(probs, targets) == pytest.approx((2 / 3 + 1 / 2) / 2)
 
 
+def test_macro_f1_counts_a_label_the_model_lacks_as_an_error() -> None:
+    # Target -1: the row's label is not in the model's label set (a teacher that never saw
+    # it). It adds no class, and its prediction (label 0) counts against label 0's precision.
+    probs = np.eye(2)[[0, 0, 1]]
+    targets = np.array([0, -1, 1])
+    # label 0: precision 1/2, recall 1 -> F1 2/3; label 1: F1 1
+    assert macro_f1(probs, targets) == pytest.approx((2 / 3 + 1) / 2)
+
+
 def test_distillation_loss_by_hand() -> None:
     logits = torch.tensor([[2.0, 0.0], [2.0, 0.0]])
     labels = torch.tensor([0, 0])
