@@ -14,12 +14,19 @@ Deleted rows stay readable in a DuckDB file's free blocks until they are overwri
 erasure cannot accept. :meth:`Warehouse.compact` rewrites the file without them. To swap files
 safely it takes a gate (``<warehouse>.gate``, an flock) exclusively; every connection holds the
 same gate shared, so no process has the old file open when it is replaced.
+
+Compaction of a large file takes seconds to minutes, and on-call must not wait for it: work
+done inside :meth:`Warehouse.urgent` (``registry rollback``) leaves a ticket in
+``<warehouse>.urgent/``; a compaction that sees one interrupts its copy, drops the partial
+file, releases the gate, waits until no urgent ticket is left and starts again. Urgent work
+also skips the fair queue and polls the locks without backoff.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import random
 import re
@@ -35,6 +42,8 @@ import pyarrow as pa
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.migrations import migrate
 from tutorloop.infra.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _LOCK_MARKERS = ("Could not set lock on file", "Conflicting lock is held")
 _HOLDER_PID = re.compile(r"\(PID (\d+)\)")
@@ -104,6 +113,8 @@ class Warehouse:
         self._retry_max_s = retry_max_s
         self._waiters = self.path.with_name(self.path.name + ".waiters")
         self._gate = self.path.with_name(self.path.name + ".gate")
+        self._urgent_dir = self.path.with_name(self.path.name + ".urgent")
+        self._urgent = threading.local()
         self._migrated = False
         self._migrate_lock = threading.Lock()
 
@@ -150,13 +161,39 @@ class Warehouse:
                 raise
             con.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def urgent(self) -> Iterator[None]:
+        """Connections opened inside (this thread) pre-empt a running compaction."""
+        if getattr(self._urgent, "ticket", None) is not None:
+            yield
+            return
+        self._urgent_dir.mkdir(parents=True, exist_ok=True)
+        ticket = self._urgent_dir / f"{os.getpid()}-{threading.get_ident()}-{time.time_ns()}"
+        ticket.touch()
+        self._urgent.ticket = ticket
+        try:
+            yield
+        finally:
+            self._urgent.ticket = None
+            ticket.unlink(missing_ok=True)
+
     def compact(self, *, timeout_s: float | None = None) -> tuple[int, int]:
         """Rewrite the file without the free blocks that still hold deleted rows.
 
         Waits until no other connection is open (up to the lock timeout) and blocks new ones
-        while it copies. Returns the file size before and after, in bytes.
+        while it copies, except urgent ones, which interrupt it (it then starts over once they
+        are done). Returns the file size before and after, in bytes.
         """
         timeout = self.lock_timeout_s if timeout_s is None else timeout_s
+        while True:
+            self._wait_while_urgent(timeout)
+            done = self._compact_once(timeout)
+            if done is not None:
+                return done
+            log.info("compaction of %s interrupted by urgent work; starting over", self.path)
+
+    def _compact_once(self, timeout: float) -> tuple[int, int] | None:
+        """One attempt; None when urgent work interrupted it (nothing changed)."""
         deadline = time.monotonic() + timeout
         gate = self._enter_gate(fcntl.LOCK_EX, deadline, timeout)
         try:
@@ -164,15 +201,24 @@ class Warehouse:
             before = self.path.stat().st_size
             fresh = self.path.with_name(self.path.name + ".compacting")
             fresh.unlink(missing_ok=True)
+            stop = threading.Event()
+            watcher = threading.Thread(target=self._interrupt_if_urgent, args=(con, stop))
+            watcher.start()
             try:
                 self._ensure_migrated(con)
+                con.execute("SET enable_progress_bar = false")
                 con.execute("CHECKPOINT")
                 row = con.execute("SELECT current_database()").fetchone()
                 name = row[0] if row else "main"
                 con.execute(f"ATTACH '{fresh}' AS _compacted")
                 con.execute(f'COPY FROM DATABASE "{name}" TO _compacted')
                 con.execute("DETACH _compacted")
+            except duckdb.InterruptException:
+                fresh.unlink(missing_ok=True)
+                return None
             finally:
+                stop.set()
+                watcher.join()
                 con.close()
             # Nobody else holds the file (the gate is ours), so the swap is safe.
             fresh.replace(self.path)
@@ -191,6 +237,45 @@ class Warehouse:
             return rows_as_dicts(con.execute(sql, params or []))
 
     # -- internals --------------------------------------------------------------------------
+
+    def _urgent_waiting(self) -> bool:
+        """A live urgent ticket exists (older ones than the lock timeout are stale: no urgent
+        caller waits longer than that)."""
+        try:
+            entries = list(os.scandir(self._urgent_dir))
+        except FileNotFoundError:
+            return False
+        now = time.time()
+        for entry in entries:
+            try:
+                if now - entry.stat().st_mtime < max(self.lock_timeout_s, 60.0):
+                    return True
+            except FileNotFoundError:
+                continue
+        return False
+
+    def _interrupt_if_urgent(self, con: duckdb.DuckDBPyConnection, stop: threading.Event) -> None:
+        while not stop.wait(0.02):
+            if self._urgent_waiting():
+                con.interrupt()
+                return
+
+    def _wait_while_urgent(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self._urgent_waiting():
+            if time.monotonic() > deadline:
+                raise WarehouseBusyError(
+                    f"warehouse {self.path}: urgent work (a rollback) kept compaction waiting "
+                    f"for {timeout_s:g}s; the rows are deleted, run the command again to "
+                    "compact the file"
+                )
+            time.sleep(0.05)
+
+    def _poll_s(self, delay: float) -> float:
+        """Urgent work polls every 10 ms; the rest backs off with jitter."""
+        if getattr(self._urgent, "ticket", None) is not None:
+            return 0.01
+        return delay * random.uniform(0.5, 1.5)
 
     def _ensure_migrated(self, con: duckdb.DuckDBPyConnection) -> None:
         if self._migrated:
@@ -214,7 +299,7 @@ class Warehouse:
                 if remaining <= 0:
                     os.close(fd)
                     raise WarehouseBusyError(self._busy_message(timeout_s, None)) from None
-                time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
+                time.sleep(min(remaining, self._poll_s(delay)))
                 delay = min(delay * 2, self._retry_max_s)
 
     def _open(self, timeout_s: float, reported_timeout_s: float) -> duckdb.DuckDBPyConnection:
@@ -225,7 +310,8 @@ class Warehouse:
         last_error: BaseException | None = None
         try:
             while True:
-                if not self._earlier_waiter_exists(started_wall):
+                urgent = getattr(self._urgent, "ticket", None) is not None
+                if urgent or not self._earlier_waiter_exists(started_wall):
                     try:
                         return duckdb.connect(str(self.path))
                     except duckdb.Error as exc:
@@ -237,7 +323,7 @@ class Warehouse:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise WarehouseBusyError(self._busy_message(reported_timeout_s, last_error))
-                time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
+                time.sleep(min(remaining, self._poll_s(delay)))
                 delay = min(delay * 2, self._retry_max_s)
         finally:
             if ticket is not None:

@@ -33,7 +33,7 @@ import duckdb
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.hashing import subject_hash
 from tutorloop.infra.warehouse import Warehouse
-from tutorloop.privacy.snapshot_erasure import rewrite_snapshot, tombstone
+from tutorloop.privacy.snapshot_erasure import RewrittenSnapshot, rewrite_snapshot, tombstone
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -82,20 +82,35 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str, params: Any) -> int:
     return int(row[0]) if row else 0
 
 
-def _rewrite_snapshots(
-    con: duckdb.DuckDBPyConnection, datasets: list[str], case_ids: set[str], erasure_id: str
-) -> list[tuple[str, str, str]]:
-    """Successor dataset versions without the user's rows (files, then their warehouse rows);
-    returns (old hash, old path, new hash) for the old folders to tombstone after commit."""
-    out = []
-    for old_hash, path, spec, counts in con.execute(
+_Snapshot = tuple[str, str, str, str]  # dataset hash, folder, spec, counts
+_Staged = tuple[_Snapshot, RewrittenSnapshot]
+
+
+def _snapshots(con: duckdb.DuckDBPyConnection, datasets: set[str]) -> list[_Snapshot]:
+    rows = con.execute(
         "SELECT dataset_hash, path, spec, counts FROM dataset_versions"
         " WHERE dataset_hash IN (SELECT unnest(?::VARCHAR[]))",
-        [datasets],
-    ).fetchall():
-        rewritten = rewrite_snapshot(str(old_hash), Path(path), case_ids)
-        if rewritten is None:
-            continue
+        [sorted(datasets)],
+    ).fetchall()
+    return [(str(h), str(p), str(spec), str(counts)) for h, p, spec, counts in rows]
+
+
+def _rewrite(snapshots: list[_Snapshot], case_ids: set[str]) -> list[_Staged]:
+    """Successor snapshot files without the user's rows (files only: no warehouse lock)."""
+    staged = []
+    for snapshot in snapshots:
+        rewritten = rewrite_snapshot(snapshot[0], Path(snapshot[1]), case_ids)
+        if rewritten is not None:
+            staged.append((snapshot, rewritten))
+    return staged
+
+
+def _record_successors(
+    con: duckdb.DuckDBPyConnection, staged: list[_Staged], case_ids: set[str], erasure_id: str
+) -> list[tuple[str, str, str]]:
+    """The successors' warehouse rows; (old hash, old folder, new hash) to tombstone later."""
+    out = []
+    for (old_hash, path, spec, counts), rewritten in staged:
         new_counts = {**json.loads(counts), "by_split": rewritten.counts,
                       "derived_from": old_hash, "erasure_id": erasure_id}  # fmt: skip
         con.execute(
@@ -112,7 +127,7 @@ def _rewrite_snapshots(
             " AND NOT EXISTS (SELECT 1 FROM dataset_members d WHERE d.dataset_hash = ?)",
             [rewritten.new_hash, old_hash, sorted(case_ids), rewritten.new_hash],
         )
-        out.append((str(old_hash), str(path), rewritten.new_hash))
+        out.append((old_hash, path, rewritten.new_hash))
     return out
 
 
@@ -147,17 +162,24 @@ def forget(
     expires = now + timedelta(hours=broker_retention_hours) if broker_retention_hours else None
     subject = subject_hash(user_id)
     in_cases = "SELECT unnest(?::VARCHAR[])"
+    erasure_id = str(uuid.uuid4())
+    # Snapshot files are rewritten before the write transaction, so that workers and on-call
+    # are not kept waiting for file copies; a dataset built in between is rewritten inside.
+    with warehouse.connect() as con:
+        first_cases = _ids(con, "SELECT case_id FROM cases WHERE user_id = ?", [user_id])
+        first_datasets = _datasets_of(con, first_cases, subject)
+        staged = _rewrite(_snapshots(con, first_datasets), set(first_cases))
     with warehouse.transaction() as con:
         case_ids = _ids(con, "SELECT case_id FROM cases WHERE user_id = ?", [user_id])
         datasets = _datasets_of(con, case_ids, subject)
+        staged += _rewrite(_snapshots(con, datasets - first_datasets), set(case_ids))
+        successors = _record_successors(con, staged, set(case_ids), erasure_id)
         models = _ids(
             con,
             "SELECT mv.version FROM model_versions mv JOIN training_runs tr USING (run_id) "
             f"WHERE tr.dataset_hash IN ({in_cases})",
             [sorted(datasets)],
         )
-        erasure_id = str(uuid.uuid4())
-        successors = _rewrite_snapshots(con, sorted(datasets), set(case_ids), erasure_id)
         cached = _count(
             con,
             "DELETE FROM teacher_cache WHERE text_hash IN (SELECT text_hash FROM cases"

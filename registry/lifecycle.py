@@ -188,7 +188,21 @@ def rollback(
     ``to`` must have been champion before or have passed every one of its gates under the
     contract now in force: a rollback is on-call's quick way back to something known good, not
     a way around the gates. Anything else needs ``force`` and a ``reason``, recorded as forced.
+    It is urgent work: a compaction running meanwhile (erasure, purge) yields to it.
     """
+    with warehouse.urgent():
+        return _rollback(warehouse, settings, actor=actor, to=to, reason=reason, force=force)
+
+
+def _rollback(
+    warehouse: Warehouse,
+    settings: Settings,
+    *,
+    actor: str,
+    to: str | None,
+    reason: str | None,
+    force: bool,
+) -> Change:
     current = champion(warehouse)
     if to is None:
         if current is None:

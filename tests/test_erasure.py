@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -148,6 +150,45 @@ def test_bad_durations_are_one_line_errors(bad: str) -> None:
     result = run_cli("privacy", "purge", "--older-than", bad)
     assert result.returncode == 2
     assert "invalid duration" in result.stderr and "Traceback" not in result.stderr
+
+
+_COMPACT = """
+import logging, sys
+from pathlib import Path
+from tutorloop.infra.warehouse import Warehouse
+logging.basicConfig(level=logging.INFO)
+before, after = Warehouse(Path(sys.argv[1])).compact()
+print(before, after)
+"""
+
+
+def test_urgent_work_preempts_a_running_compaction(tmp_path: Path) -> None:
+    # A file big enough that copying it takes seconds; the urgent connection gives up after
+    # 1 s, which it could only meet if the compaction stepped aside.
+    wh = Warehouse(tmp_path / "w.duckdb", lock_timeout_s=60)
+    with wh.transaction() as con:
+        con.execute("CREATE TABLE filler AS SELECT i, repeat(md5(i::VARCHAR), 8) AS t"
+                    " FROM range(3000000) r(i)")  # fmt: skip
+    with wh.transaction() as con:
+        con.execute("DELETE FROM filler WHERE i % 2 = 0")
+    compaction = subprocess.Popen(
+        [sys.executable, "-c", _COMPACT, str(wh.path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    fresh = wh.path.with_name(wh.path.name + ".compacting")
+    deadline = time.monotonic() + 60
+    while not fresh.exists() and compaction.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert compaction.poll() is None, "the compaction ended before the urgent work came"
+    time.sleep(0.2)
+    with wh.urgent(), wh.connect(timeout_s=1.0) as con:
+        assert con.execute("SELECT count(*) FROM filler").fetchall() == [(1500000,)]
+    out, err = compaction.communicate(timeout=120)
+    assert compaction.returncode == 0, err
+    assert "interrupted by urgent work" in err  # it stepped aside, then finished
+    before, after = map(int, out.split())
+    assert after < before
+    assert wh.query("SELECT count(*), sum(i) FROM filler") == [(1500000, 1500000**2)]
 
 
 def test_durations() -> None:
