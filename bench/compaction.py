@@ -37,6 +37,7 @@ SELECT 'c-' || $start + i, 'r-' || $start + i, now(), 't',
        repeat(md5(($start + i)::VARCHAR), 8), md5(i::VARCHAR), 'low_confidence', true,
        '{}', 'p1'
 FROM range($n) t(i);
+---
 INSERT INTO predictions_audit (event_id, ts, tenant_id, user_id, request_id, model_version,
                                label, confidence, consent_training, captured, policy_version)
 SELECT 'e-' || $start + i, now(), 't', 'u-' || i % 5000, 'r-' || $start + i, 'v1',
@@ -47,9 +48,11 @@ FROM range($n) t(i);
 
 def _fill(warehouse: Warehouse, mb: int) -> int:
     start, step = 0, 200_000
+    warehouse.query("SELECT 1")  # creates and migrates the file
     while warehouse.path.stat().st_size < mb * 1024 * 1024:
         with warehouse.transaction() as con:
-            con.execute(_FILL, {"start": start, "n": step})
+            for statement in _FILL.split("---"):
+                con.execute(statement, {"start": start, "n": step})
         start += step
         print(f"  {start:,} cases, {warehouse.path.stat().st_size / 2**20:,.0f} MB", flush=True)
     return start
@@ -74,8 +77,9 @@ def _rollback_during_forget(
     env = {**os.environ, "TUTORLOOP_DATA_DIR": str(settings.data_dir)}
     fresh = warehouse.path.with_name(warehouse.path.name + ".compacting")
     started = time.monotonic()
+    command = ["privacy", "forget", "--user", user, "--actor", "bench"]
     forget = subprocess.Popen(
-        [sys.executable, "-m", "tutorloop", "privacy", "forget", user, "--actor", "bench"],
+        [sys.executable, "-m", "tutorloop", *command],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     while not fresh.exists():

@@ -326,6 +326,13 @@ _V9_ERASURE_BROKER = """
 ALTER TABLE erasures ADD COLUMN broker_expires_at TIMESTAMPTZ;
 """
 
+# Where each escalation sits in Kafka: an escalation that carries the text of a text-less
+# prediction, and arrives before it, is read back from there (the text is never stored).
+_V10_ESCALATION_POSITION = """
+ALTER TABLE escalations ADD COLUMN kafka_partition INTEGER;
+ALTER TABLE escalations ADD COLUMN kafka_offset BIGINT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lineage tables", _V1_LINEAGE),
     Migration(2, "escalations and review queue", _V2_REVIEW),
@@ -336,6 +343,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "model contract: gate intervals, verdicts and contract hashes", _V7_CONTRACT),
     Migration(8, "user-level DP accounting in the privacy ledger", _V8_USER_DP),
     Migration(9, "erasure records state when the broker's copy expires", _V9_ERASURE_BROKER),
+    Migration(10, "kafka positions of escalations", _V10_ESCALATION_POSITION),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

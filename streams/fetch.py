@@ -1,7 +1,9 @@
-"""Reading single prediction records back from Kafka, for escalations of uncaptured predictions.
+"""Reading single records back from Kafka, for escalations of uncaptured predictions.
 
 The warehouse never holds an uncaptured prediction's text; when an escalation arrives for one,
-the sink re-reads the event at the partition and offset the audit row recorded.
+the sink re-reads the event at the partition and offset the audit row recorded. When the
+prediction carried no text and its escalation came first, the sink re-reads the escalation
+(which carries the text) at the position the escalations table recorded.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import threading
 from typing import Any
 
 
-class KafkaPredictionFetcher:
-    """Reads single prediction records back from Kafka by partition and offset."""
+class KafkaRecordFetcher:
+    """Reads single records of one topic back from Kafka by partition and offset."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.bootstrap = bootstrap

@@ -11,14 +11,11 @@ scrubbed text, and dead letters carry a hash of the payload instead of the paylo
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -28,6 +25,7 @@ from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.labeling.case_store import insert_cases, label_escalated_cases
 from tutorloop.privacy.scrubber import RegexScrubber, Scrubber
 from tutorloop.privacy.tombstone import erased_users
+from tutorloop.streams.batch import BatchOutcome, DeadLetter, RawRecord, RecordFetcher
 from tutorloop.streams.events import (
     InvalidEventError,
     PredictionEvent,
@@ -50,58 +48,6 @@ def _not_captured(event: PredictionEvent, reason: str | None) -> str | None:
     return NO_CONSENT if not event.consent.training else NO_TEXT
 
 
-@dataclass(frozen=True)
-class RawRecord:
-    """One Kafka record as the sink needs it."""
-
-    value: bytes
-    partition: int = 0
-    offset: int = -1
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """What the DLQ topic receives for a record that failed validation: never its text."""
-
-    source_topic: str
-    partition: int
-    offset: int
-    event_id: str | None
-    reason: str
-    payload_sha256: str
-    payload_bytes: int
-    ts: str
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
-
-    @property
-    def key(self) -> bytes:
-        return self.payload_sha256.encode()
-
-
-@dataclass
-class BatchOutcome:
-    """What one batch did, for counters and tests."""
-
-    consumed: int = 0
-    audited: int = 0
-    duplicates: int = 0
-    captured: Counter[str] = field(default_factory=Counter)
-    escalations: int = 0
-    human_labels: int = 0
-    unrecoverable: int = 0
-    no_text: int = 0  # capturable by this policy, but serving sent no text
-    erased: int = 0  # content of erased users skipped (replays, late escalations)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-
-
-class PredictionFetcher(Protocol):
-    """Re-reads one prediction from Kafka by position (for late escalations)."""
-
-    def fetch(self, partition: int, offset: int) -> bytes | None: ...
-
-
 class CaptureSink:
     """Writes batches of raw prediction and escalation records into the warehouse."""
 
@@ -113,14 +59,16 @@ class CaptureSink:
         *,
         predictions_topic: str,
         escalations_topic: str,
-        fetcher: PredictionFetcher | None = None,
+        fetcher: RecordFetcher | None = None,
+        escalation_fetcher: RecordFetcher | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.policy = policy
         self.scrubber = scrubber
         self.predictions_topic = predictions_topic
         self.escalations_topic = escalations_topic
-        self.fetcher = fetcher
+        self.fetcher = fetcher  # the predictions topic
+        self.escalation_fetcher = escalation_fetcher
         self._structured = RegexScrubber()
         # Agents run batches in threads. Serializing them in-process makes each
         # check-then-insert (escalation vs prediction) atomic; across processes DuckDB's file
@@ -186,9 +134,7 @@ class CaptureSink:
             # scrubbing these few inside the transaction costs little.
             late = self._escalated_request_ids(list(uncaptured), con)
             late_events = [uncaptured[rid] for rid in late if uncaptured[rid].text is not None]
-            # Escalated before its text-less prediction arrived: the escalation's text was not
-            # kept (raw text never enters the warehouse), so the case cannot be built.
-            out.unrecoverable += len(late) - len(late_events)
+            textless = [uncaptured[rid] for rid in late if uncaptured[rid].text is None]
             if late_events:
                 late_scrubbed = self.scrubber.scrub_batch([ev.text or "" for ev in late_events])
                 late_cases = self._drop_erased(con, [
@@ -199,7 +145,38 @@ class CaptureSink:
                     out.captured.update(CaptureReason.ESCALATED for _ in late_cases)
                 self._mark_captured(con, [c["case_id"] for c in late_cases])
             out.human_labels += self._attach(con, request_ids)
+        if textless:
+            self._capture_with_escalation_text(textless, request_ids, out)
         return out
+
+    def _capture_with_escalation_text(
+        self, textless: list[PredictionEvent], request_ids: list[str], out: BatchOutcome
+    ) -> None:
+        """Predictions sent without text whose escalation (carrying it) came first: the text
+        is read back from the escalation's record in Kafka, never from the warehouse."""
+        positions = self.warehouse.query(
+            "SELECT request_id, kafka_partition, kafka_offset FROM escalations"
+            " WHERE request_id IN (SELECT unnest(?::VARCHAR[])) AND kafka_offset IS NOT NULL",
+            [sorted(ev.request_id for ev in textless)],
+        )
+        texts: dict[str, str] = {}
+        for request_id, partition, offset in positions:
+            if request_id in texts or self.escalation_fetcher is None:
+                continue
+            raw = self.escalation_fetcher.fetch(partition, offset)
+            try:
+                escalation = decode_escalation(raw) if raw is not None else None
+            except InvalidEventError:
+                escalation = None
+            if escalation is not None and escalation.request_id == request_id and escalation.text:
+                texts[request_id] = escalation.text
+        events = [
+            ev.model_copy(update={"text": texts[ev.request_id]})
+            for ev in textless
+            if ev.request_id in texts
+        ]
+        out.unrecoverable += len(textless) - len(events)
+        self._insert_escalated(events, request_ids, out)
 
     # -- escalations ------------------------------------------------------------------------
 
@@ -219,8 +196,10 @@ class CaptureSink:
                 "reason": reason.text,
                 "human_label": ev.human_label,
                 "actor": actor.text,
+                "kafka_partition": rec.partition if rec.offset >= 0 else None,
+                "kafka_offset": rec.offset if rec.offset >= 0 else None,
             }
-            for (ev, _), reason, actor in zip(events, reasons, actors, strict=True)
+            for (ev, rec), reason, actor in zip(events, reasons, actors, strict=True)
         ]
         request_ids = sorted({ev.request_id for ev, _ in events})
         with self._lock, self.warehouse.transaction() as con:
@@ -281,6 +260,11 @@ class CaptureSink:
                 )
                 continue
             recovered.append(event)
+        self._insert_escalated(recovered, request_ids, out)
+
+    def _insert_escalated(
+        self, recovered: list[PredictionEvent], request_ids: list[str], out: BatchOutcome
+    ) -> None:
         if not recovered:
             return
         scrubbed = self.scrubber.scrub_batch([ev.text or "" for ev in recovered])

@@ -42,6 +42,8 @@ ESCALATION_SCHEMA = pa.schema(
         ("reason", pa.string()),
         ("human_label", pa.string()),
         ("actor", pa.string()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
     ]
 )
 

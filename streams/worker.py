@@ -28,7 +28,7 @@ from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, en
 from tutorloop.infra.warehouse import Warehouse, WarehouseBusyError
 from tutorloop.privacy.scrubber import Scrubber
 from tutorloop.privacy.scrubbing import configured_scrubber
-from tutorloop.streams.fetch import KafkaPredictionFetcher
+from tutorloop.streams.fetch import KafkaRecordFetcher
 from tutorloop.streams.metrics import StreamMetrics
 from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import BatchOutcome, CaptureSink, RawRecord
@@ -49,7 +49,8 @@ def _sink(settings: Settings, bootstrap: str, scrubber: Scrubber | None) -> Capt
         scrubber or default_scrubber(settings),
         predictions_topic=predictions_name,
         escalations_topic=settings.topic(ESCALATIONS),
-        fetcher=KafkaPredictionFetcher(bootstrap, predictions_name),
+        fetcher=KafkaRecordFetcher(bootstrap, predictions_name),
+        escalation_fetcher=KafkaRecordFetcher(bootstrap, settings.topic(ESCALATIONS)),
     )
 
 
@@ -228,3 +229,4 @@ def run_worker(settings: Settings) -> None:
     finally:
         app.tutorloop_metrics.log_line()  # type: ignore[attr-defined]
         app.tutorloop_sink.fetcher.close()  # type: ignore[attr-defined]
+        app.tutorloop_sink.escalation_fetcher.close()  # type: ignore[attr-defined]

@@ -196,11 +196,38 @@ def test_without_text_anywhere_an_escalated_case_is_counted_unrecoverable(
     sink.write_predictions(_records(confident, kafka_log=kafka_log))
     out = sink.write_escalations(_records(escalation(confident.request_id)))
     assert out.unrecoverable == 1 and out.human_labels == 0
-    # Escalated before a text-less prediction arrives: the same, counted on arrival.
+    # Escalated (without text) before a text-less prediction arrives: counted on arrival.
     early = prediction(confidence=0.99).without_text()
-    sink.write_escalations(_records(escalation(early.request_id, text="kept nowhere")))
+    sink.write_escalations(_records(escalation(early.request_id)))
     assert sink.write_predictions(_records(early)).unrecoverable == 1
     assert warehouse.query("SELECT count(*) FROM cases") == [(0,)]
+
+
+def test_an_escalation_that_comes_first_lends_its_text_from_kafka(
+    warehouse: Warehouse, kafka_log: _KafkaLog
+) -> None:
+    escalations_log = _KafkaLog()
+    sink = CaptureSink(
+        warehouse,
+        CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.0)),
+        RegexScrubber(),
+        predictions_topic="p",
+        escalations_topic="e",
+        fetcher=kafka_log,
+        escalation_fetcher=escalations_log,
+    )
+    early = prediction(confidence=0.99).without_text()
+    sink.write_escalations(
+        _records(escalation(early.request_id, text=f"mail {EMAIL}"), kafka_log=escalations_log)
+    )
+    # The warehouse holds the escalation's position, not its text.
+    assert warehouse.query("SELECT kafka_partition, kafka_offset FROM escalations") == [(0, 0)]
+    assert "mail" not in json.dumps(warehouse.query("SELECT * FROM escalations"), default=str)
+    out = sink.write_predictions(_records(early))
+    assert out.captured[CaptureReason.ESCALATED] == 1 and out.unrecoverable == 0
+    assert out.human_labels == 1
+    [(text,)] = warehouse.query("SELECT text FROM cases")
+    assert text.startswith("mail") and EMAIL not in text
 
 
 def test_a_capturable_prediction_sent_without_text_is_audited_as_no_text(

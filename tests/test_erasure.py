@@ -27,7 +27,7 @@ from tutorloop.privacy.erasure import RetentionError, forget, parse_duration
 from tutorloop.privacy.scrubber import RegexScrubber
 from tutorloop.privacy.snapshot_erasure import rewrite_snapshot
 from tutorloop.streams.policy import CapturePolicy
-from tutorloop.streams.sink import CaptureSink, PredictionFetcher, RawRecord
+from tutorloop.streams.sink import CaptureSink, RawRecord, RecordFetcher
 from tutorloop.trainer.dataset import DatasetSpec
 from tutorloop.trainer.dataset_store import build_dataset
 
@@ -39,7 +39,7 @@ def _env(wh: Warehouse) -> dict[str, str]:
     return {"TUTORLOOP_WAREHOUSE__PATH": str(wh.path)}
 
 
-def _sink(warehouse: Warehouse, fetcher: PredictionFetcher | None = None) -> CaptureSink:
+def _sink(warehouse: Warehouse, fetcher: RecordFetcher | None = None) -> CaptureSink:
     return CaptureSink(
         warehouse,
         CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0)),
