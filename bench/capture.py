@@ -125,8 +125,9 @@ def _sink_alone(tmp: Path, n: int, batch: int) -> float:
     """The sink without Kafka or faust: decode, policy, scrub, one transaction per batch."""
     from tutorloop.infra.settings_sections import CaptureSettings
     from tutorloop.privacy.scrubber import RegexScrubber
+    from tutorloop.streams.batch import RawRecord
     from tutorloop.streams.policy import CapturePolicy
-    from tutorloop.streams.sink import CaptureSink, RawRecord
+    from tutorloop.streams.sink import CaptureSink
 
     sink = CaptureSink(
         Warehouse(tmp / "sink-alone.duckdb"),

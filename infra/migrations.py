@@ -326,8 +326,7 @@ _V9_ERASURE_BROKER = """
 ALTER TABLE erasures ADD COLUMN broker_expires_at TIMESTAMPTZ;
 """
 
-# Where each escalation sits in Kafka: an escalation that carries the text of a text-less
-# prediction, and arrives before it, is read back from there (the text is never stored).
+# Escalations' Kafka positions: one that arrives before its text-less prediction is re-read.
 _V10_ESCALATION_POSITION = """
 ALTER TABLE escalations ADD COLUMN kafka_partition INTEGER;
 ALTER TABLE escalations ADD COLUMN kafka_offset BIGINT;

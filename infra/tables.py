@@ -161,6 +161,8 @@ TABLES: tuple[Table, ...] = (
             "actor",
             "ingested_at",
             "case_id",
+            "kafka_partition",
+            "kafka_offset",
         ),
         "escalation events, joined to cases by request id (the stream sink)",
     ),

@@ -12,8 +12,9 @@ from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.caps import CaseRef, ContributionCaps, apply_caps, eligible_case_ids
 from tutorloop.privacy.scrubber import RegexScrubber
+from tutorloop.streams.batch import RawRecord
 from tutorloop.streams.policy import CapturePolicy
-from tutorloop.streams.sink import CaptureSink, RawRecord
+from tutorloop.streams.sink import CaptureSink
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
 

@@ -11,8 +11,9 @@ from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.scrubber import RegexScrubber
+from tutorloop.streams.batch import RawRecord
 from tutorloop.streams.policy import CapturePolicy
-from tutorloop.streams.sink import CaptureSink, RawRecord
+from tutorloop.streams.sink import CaptureSink
 
 EMAIL = "jane.canary@example.com"
 

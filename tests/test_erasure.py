@@ -26,8 +26,9 @@ from tutorloop.labeling.teacher_openai import OpenAITeacher
 from tutorloop.privacy.erasure import RetentionError, forget, parse_duration
 from tutorloop.privacy.scrubber import RegexScrubber
 from tutorloop.privacy.snapshot_erasure import rewrite_snapshot
+from tutorloop.streams.batch import RawRecord, RecordFetcher
 from tutorloop.streams.policy import CapturePolicy
-from tutorloop.streams.sink import CaptureSink, RawRecord, RecordFetcher
+from tutorloop.streams.sink import CaptureSink
 from tutorloop.trainer.dataset import DatasetSpec
 from tutorloop.trainer.dataset_store import build_dataset
 

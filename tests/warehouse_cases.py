@@ -8,8 +8,9 @@ from tests.streams_events import escalation, prediction
 from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.scrubber import RegexScrubber
+from tutorloop.streams.batch import RawRecord
 from tutorloop.streams.policy import CapturePolicy
-from tutorloop.streams.sink import CaptureSink, RawRecord
+from tutorloop.streams.sink import CaptureSink
 
 
 def capture(
