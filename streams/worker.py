@@ -28,10 +28,11 @@ from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, en
 from tutorloop.infra.warehouse import Warehouse, WarehouseBusyError
 from tutorloop.privacy.scrubber import Scrubber
 from tutorloop.privacy.scrubbing import configured_scrubber
+from tutorloop.streams.batch import BatchOutcome, RawRecord
 from tutorloop.streams.fetch import KafkaRecordFetcher
 from tutorloop.streams.metrics import StreamMetrics
 from tutorloop.streams.policy import CapturePolicy
-from tutorloop.streams.sink import BatchOutcome, CaptureSink, RawRecord
+from tutorloop.streams.sink import CaptureSink
 
 log = logging.getLogger(__name__)
 

@@ -74,6 +74,16 @@ def test_pii_is_replaced_by_typed_placeholders(
         "The ATM ate my card.",
         "I swapped Russian Ruble for UK pounds and was charged too much",
         "my payment on 12/03/2024 failed",
+        # Countries, continents and states identify no one (HIPAA Safe Harbor keeps them).
+        "I'm in Spain and my wallet was stolen, can you block my card?",
+        "How long does a transfer from the United Kingdom take?",
+        "Can I use my card in California and Texas?",
+        # A nationality that qualifies money or a banking thing, not a person.
+        "I need Australian dollars instead of UK currency.",
+        "Are there still fees for european top-ups?",
+        # Function words after a sign-off cue, and chat words NER calls organisations.
+        "In regards to the PIN of the card?",
+        "I need my card ASAP!",
     ],
 )
 def test_banking_text_without_pii_is_left_alone(scrubber: PresidioScrubber, text: str) -> None:
@@ -86,3 +96,16 @@ def test_batch_equals_one_by_one(scrubber: PresidioScrubber) -> None:
     texts = [c[0] for c in CASES]
     assert [r.text for r in scrubber.scrub_batch(texts)] == [scrubber.scrub(t).text for t in texts]
     assert scrubber.scrub_batch([]) == []
+
+
+def test_smaller_places_are_replaced_and_coarse_ones_on_request(scrubber: PresidioScrubber) -> None:
+    text = "I moved from Leeds to Spain last month"
+    assert "Leeds" not in scrubber.scrub(text).text and "Spain" in scrubber.scrub(text).text
+    strict = PresidioScrubber(scrub_coarse_places=True)
+    assert "Spain" not in strict.scrub(text).text
+    assert strict.policy_version != scrubber.policy_version
+
+
+def test_a_nationality_of_a_person_is_replaced(scrubber: PresidioScrubber) -> None:
+    result = scrubber.scrub("As a Nigerian citizen living here, can I open an account?")
+    assert "Nigerian" not in result.text and "NRP" in result.findings
