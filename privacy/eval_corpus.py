@@ -46,9 +46,28 @@ TEMPLATES = (
     "I was in {LOCATION} last week and the ATM kept my card",
     "Signed, {PERSON}, aged {AGE}",
     "the new phone number is {PHONE_NUMBER}",
+    "My date of birth is {DATE_OF_BIRTH}, do you need it to reset my PIN?",
+    "born {DATE_OF_BIRTH} - please verify me, the app keeps failing",
+    "Driver's license number {US_DRIVER_LICENSE} was rejected at verification",
+    "my DL is {US_DRIVER_LICENSE}, can I use it instead of a passport?",
+    "There was a login from {IP_ADDRESS} that I do not recognise",
+    "As a {NRP} I cannot pay interest, which account should I choose?",
+    "I work at {ORGANIZATION} and my salary did not arrive this month",
+    "{TITLE} {PERSON} would like to order a new card",
+    "I turned {AGE} last week, can I get a credit card now?",
 )
 
 _SLOT = re.compile(r"\{([A-Z_]+)\}")
+_DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%Y-%m-%d", "%d %B %Y", "%B %d, %Y", "%d.%m.%Y")
+# California, Florida, New York and Texas licence numbers: {0} a letter, {1}.. digits.
+_LICENCE_FORMATS = (
+    "{0}{1}{2}{3}{4}{5}{6}{7}",
+    "{0}{1}{2}{3}-{4}{5}{6}-{7}{8}-{9}{10}{11}-{12}",
+    "{1}{2}{3} {4}{5}{6} {7}{8}{9}",
+    "{1}{2}{3}{4}{5}{6}{7}{8}",
+)
+_GROUPS = ("Muslim", "Catholic", "Hindu", "Sikh", "Christian", "Buddhist", "Nigerian",
+           "Pakistani", "Ghanaian")  # fmt: skip
 
 
 def _value(fake: Any, entity: str, rng: random.Random) -> str:
@@ -71,7 +90,21 @@ def _value(fake: Any, entity: str, rng: random.Random) -> str:
     if entity == "US_SSN":
         return str(fake.unique.ssn()) if hasattr(fake, "ssn") else "123-45-6789"
     if entity == "IP_ADDRESS":
-        return str(fake.ipv4())
+        return str(fake.ipv4() if rng.random() < 0.5 else fake.ipv6())
+    if entity == "DATE_OF_BIRTH":
+        born = fake.date_of_birth(minimum_age=18, maximum_age=90)
+        return str(born.strftime(rng.choice(_DATE_FORMATS)))
+    if entity == "US_DRIVER_LICENSE":
+        return rng.choice(_LICENCE_FORMATS).format(
+            *(rng.choice("ABCDEFGHJKLMNPRSTWY") for _ in range(1)),
+            *(str(rng.randint(0, 9)) for _ in range(12)),
+        )
+    if entity == "NRP":
+        return rng.choice(_GROUPS)
+    if entity == "ORGANIZATION":
+        return str(fake.company())
+    if entity == "TITLE":
+        return rng.choice(["Mr", "Mrs", "Ms", "Dr.", "Prof."])
     if entity == "STREET_ADDRESS":
         return str(fake.street_address())
     if entity == "POSTCODE":

@@ -170,6 +170,28 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
         1,
     ),
     ("POSTCODE", re.compile(r"\b(\d{5})\s+[A-ZÀ-Ý][a-zà-ÿ]+"), 1),
+    # Irish Eircodes (a routing key, then four letters or digits).
+    ("POSTCODE", re.compile(r"\b[A-Z]\d[\dW]\s?[A-Z\d]{4}\b"), 0),
+    # A 5-digit postcode closing an address line: "..., 25210."
+    ("POSTCODE", re.compile(r",\s*(\d{5}(?:-\d{4})?)\s*(?:[.!?]|$)"), 1),
+    # The town beside the postcode in an address line: ", 80571 New Thomas", ", Stade 56208".
+    (
+        "LOCATION",
+        re.compile(
+            r"(?:^|,\s*)(?:\d{4,5}|\d{4}\s?[A-Z]{2})\s+"
+            r"([A-ZÀ-Ý][\w'\u2019-]*(?:[\s-](?:[a-z]{2,3}\s)?[A-ZÀ-Ý][\w'\u2019-]*){0,3})",
+            re.MULTILINE,
+        ),
+        1,
+    ),
+    (
+        "LOCATION",
+        re.compile(
+            r",\s*([A-ZÀ-Ý][\w'\u2019-]*(?:\s[A-ZÀ-Ý][\w'\u2019-]*){0,2})\s+"
+            r"(?:\d{5}\b|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b|[A-Z]\d[\dW]\s?[A-Z\d]{4}\b)"
+        ),
+        1,
+    ),
     ("POSTCODE", re.compile(r"\b[A-ZÀ-Ý][a-zà-ÿ'\u2019]+\s+(\d{5})\b"), 1),
     (
         "AGE",
@@ -177,6 +199,27 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
         1,
     ),
     ("AGE", re.compile(r"\baged?\s*:?\s*(\d{1,3})\b", _I), 1),
+    ("AGE", re.compile(r"\b(?:turn(?:s|ed|ing)?|age(?:d| of)?\s*(?:is|:)?)\s+(\d{1,3})\b", _I), 1),
+    ("AGE", re.compile(r"\b(\d{1,3})\s+(?:years?\s+)?of\s+age\b", _I), 1),
+    # Religion is special-category data (GDPR art. 9): replaced wherever it is named.
+    (
+        "NRP",
+        re.compile(
+            r"\b(?:muslims?|islamic|christians?|catholics?|protestants?|jewish|jews?|hindus?|"
+            r"buddhists?|sikhs?|atheists?|mormons?|evangelicals?|quakers?)\b",
+            _I,
+        ),
+        0,
+    ),
+    # An employer after its cue: capitalised words ("I work at Acme Logistics Ltd").
+    (
+        "ORGANIZATION",
+        re.compile(
+            r"\b(?:work(?:s|ed|ing)?\s+(?:at|for)|employed\s+(?:at|by)|employer\s*(?:is|:)|"
+            r"my\s+company,?)\s+((?:[A-Z][\w&'.-]*)(?:\s+(?:&\s+)?[A-Z][\w&'.-]*){0,4})"
+        ),
+        1,
+    ),
     (
         "AGE",
         re.compile(

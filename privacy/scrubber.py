@@ -11,6 +11,7 @@ it too.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -72,6 +73,21 @@ def _ip_ok(candidate: str) -> bool:
     return all(0 <= int(part) <= 255 for part in candidate.split("."))
 
 
+def _ipv6_ok(candidate: str) -> bool:
+    try:
+        ipaddress.IPv6Address(candidate)
+    except ValueError:
+        return False
+    return True
+
+
+def _licence_ok(candidate: str) -> bool:
+    """At least five letters or digits, and a digit in the first part (not "is 99")."""
+    return sum(c.isalnum() for c in candidate) >= 5 and any(
+        c.isdigit() for c in candidate.split()[0]
+    )
+
+
 def _phone_ok(candidate: str) -> bool:
     number: str = re.split(r"x|ext", candidate, maxsplit=1, flags=re.IGNORECASE)[0]
     digits = sum(c.isdigit() for c in number)
@@ -83,6 +99,7 @@ class _Rule:
     entity: str
     pattern: re.Pattern[str]
     check: Callable[[str], bool] | None = None
+    group: int = 0  # the part of the match that is the identifier
 
 
 # Order matters: earlier rules claim their spans first (an IBAN's digits are not a phone).
@@ -96,6 +113,27 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _Rule("CREDIT_CARD", re.compile(r"\b\d(?:[ -]?\d){11,18}\b"), _luhn_ok),
     _Rule("US_SSN", re.compile(r"\b(?!000|666|9\d\d)\d{3}[- ](?!00)\d{2}[- ](?!0000)\d{4}\b")),
+    # A licence number after its cue, in any state's format (letters, digits, dashes); the
+    # UK's 16-character licence number is distinctive enough to need no cue.
+    _Rule(
+        "US_DRIVER_LICENSE",
+        re.compile(
+            r"(?i:\b(?:driver'?s?|driving)\s+licen[cs]e|\bDL\b|\blicen[cs]e)"
+            r"(?i:\s*(?:number|no\.?|num|#|id))?(?i:\s*(?:is|was|:|-))?\s*"
+            r"((?=[A-Za-z0-9 -]*\d)[A-Za-z0-9](?:[A-Za-z0-9]|[- ](?=[A-Za-z0-9]*\d)){4,22})"
+        ),
+        _licence_ok,
+        group=1,
+    ),
+    _Rule("US_DRIVER_LICENSE", re.compile(r"\b[A-Z9]{5}\d{6}[A-Z9]{2}\d[A-Z]{2}\d{0,2}\b")),
+    _Rule(
+        "IP_ADDRESS",
+        re.compile(
+            r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
+            r"(?![\w:])"
+        ),
+        _ipv6_ok,
+    ),
     _Rule(
         "IP_ADDRESS",
         re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),
@@ -122,8 +160,8 @@ def find_spans(text: str) -> list[tuple[int, int, str]]:
     taken: list[tuple[int, int, str]] = []
     for rule in _RULES:
         for match in rule.pattern.finditer(text):
-            start, end = match.span()
-            if rule.check is not None and not rule.check(match.group()):
+            start, end = match.span(rule.group)
+            if rule.check is not None and not rule.check(match.group(rule.group)):
                 continue
             if any(start < t_end and t_start < end for t_start, t_end, _ in taken):
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tutorloop.privacy.presidio_scrubber import PresidioScrubber
+from tutorloop.privacy.scrubber import RegexScrubber
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,20 @@ CASES = [
     ("born 12/03/1985, please update my profile", ["12/03/1985"], "DATE_OF_BIRTH"),
     ("My date of birth is 1985-03-12", ["1985-03-12"], "DATE_OF_BIRTH"),
     ("I was born on March 3rd, 1985 and need a new card", ["March 3rd, 1985"], "DATE_OF_BIRTH"),
+    # Driving licences in several formats, whole (not half a phone number), and IPv6.
+    ("my driver's license number is F123-456-78-901-0", ["F123-456-78-901-0"], "US_DRIVER_LICENSE"),
+    ("DL: 123 456 789, will that do?", ["123 456 789"], "US_DRIVER_LICENSE"),
+    (
+        "a login from 2001:db8:85a3::8a2e:370:7334 was not me",
+        ["2001:db8:85a3::8a2e:370:7334"],
+        "IP_ADDRESS",
+    ),
+    # Religion (special category), an employer after its cue, ages in other phrasings.
+    ("As a Muslim I cannot pay interest", ["Muslim"], "NRP"),
+    ("I work at Acme Logistics and my salary is late", ["Acme Logistics"], "ORGANIZATION"),
+    ("I turned 17 last week, can I get a card?", ["17"], "AGE"),
+    # The town beside a postcode in an address line.
+    ("send it to 12 Elm Road, 80571 New Thomas.", ["New Thomas", "80571"], "LOCATION"),
 ]
 
 
@@ -109,3 +124,12 @@ def test_smaller_places_are_replaced_and_coarse_ones_on_request(scrubber: Presid
 def test_a_nationality_of_a_person_is_replaced(scrubber: PresidioScrubber) -> None:
     result = scrubber.scrub("As a Nigerian citizen living here, can I open an account?")
     assert "Nigerian" not in result.text and "NRP" in result.findings
+
+
+def test_the_regex_pass_finds_licences_without_a_cue_only_when_unmistakable() -> None:
+    # A UK licence number's shape is unique; a bare 9-digit number is not a licence.
+    assert RegexScrubber().scrub("ref MORGA753116SM9IJ attached").text == (
+        "ref <US_DRIVER_LICENSE> attached"
+    )
+    assert "US_DRIVER_LICENSE" not in RegexScrubber().scrub("order 123456789 shipped").findings
+    assert RegexScrubber().scrub("my licence is 99 days old").findings == {}
