@@ -100,6 +100,7 @@ class _Rule:
     pattern: re.Pattern[str]
     check: Callable[[str], bool] | None = None
     group: int = 0  # the part of the match that is the identifier
+    trim_groups: int = 0  # on a failed check, retry without up to this many trailing groups
 
 
 # Order matters: earlier rules claim their spans first (an IBAN's digits are not a phone).
@@ -108,8 +109,12 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("URL", re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+", re.IGNORECASE)),
     _Rule(
         "IBAN_CODE",
-        re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?\b"),
+        # Case-insensitive: people type IBANs in lower case, and mod-97 does not mind.
+        re.compile(
+            r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?\b", re.IGNORECASE
+        ),
         _iban_ok,
+        trim_groups=2,
     ),
     _Rule("CREDIT_CARD", re.compile(r"\b\d(?:[ -]?\d){11,18}\b"), _luhn_ok),
     _Rule("US_SSN", re.compile(r"\b(?!000|666|9\d\d)\d{3}[- ](?!00)\d{2}[- ](?!0000)\d{4}\b")),
@@ -161,13 +166,30 @@ def find_spans(text: str) -> list[tuple[int, int, str]]:
     for rule in _RULES:
         for match in rule.pattern.finditer(text):
             start, end = match.span(rule.group)
-            if rule.check is not None and not rule.check(match.group(rule.group)):
-                continue
+            if rule.check is not None:
+                end = _checked_end(text, start, end, rule.check, rule.trim_groups)
+                if end is None:
+                    continue
             if any(start < t_end and t_start < end for t_start, t_end, _ in taken):
                 continue
             taken.append((start, end, rule.entity))
     taken.sort()
     return taken
+
+
+def _checked_end(
+    text: str, start: int, end: int, check: Callable[[str], bool], trim_groups: int
+) -> int | None:
+    """Where the candidate passes its check, trimming trailing groups if allowed: a pattern may
+    swallow the word after an identifier ("DE89 ... 00 is"), which fails the checksum."""
+    for _ in range(trim_groups + 1):
+        if check(text[start:end]):
+            return end
+        cut = max(text.rfind(" ", start, end), text.rfind("-", start, end))
+        if cut <= start:
+            return None
+        end = cut
+    return None
 
 
 def replace_spans(text: str, spans: Sequence[tuple[int, int, str]]) -> ScrubResult:

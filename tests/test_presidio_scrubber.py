@@ -133,3 +133,8 @@ def test_the_regex_pass_finds_licences_without_a_cue_only_when_unmistakable() ->
     )
     assert "US_DRIVER_LICENSE" not in RegexScrubber().scrub("order 123456789 shipped").findings
     assert RegexScrubber().scrub("my licence is 99 days old").findings == {}
+
+
+def test_ibans_in_any_case_and_followed_by_a_word() -> None:
+    scrubbed = RegexScrubber().scrub("pay de89 3704 0044 0532 0130 00 is mine").text
+    assert scrubbed == "pay <IBAN_CODE> is mine"
