@@ -165,11 +165,14 @@ def find_spans(text: str) -> list[tuple[int, int, str]]:
     taken: list[tuple[int, int, str]] = []
     for rule in _RULES:
         for match in rule.pattern.finditer(text):
-            start, end = match.span(rule.group)
-            if rule.check is not None:
-                end = _checked_end(text, start, end, rule.check, rule.trim_groups)
-                if end is None:
-                    continue
+            start, matched_end = match.span(rule.group)
+            end = (
+                matched_end
+                if rule.check is None
+                else _checked_end(text, start, matched_end, rule.check, rule.trim_groups)
+            )
+            if end is None:
+                continue
             if any(start < t_end and t_start < end for t_start, t_end, _ in taken):
                 continue
             taken.append((start, end, rule.entity))
