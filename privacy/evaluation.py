@@ -24,7 +24,15 @@ from tutorloop.infra.errors import TutorloopError
 
 Spans = list[tuple[int, int, str]]
 SpansFn = Callable[[Sequence[str]], list[Spans]]
-STRUCTURED = ("CREDIT_CARD", "IBAN_CODE", "US_SSN", "EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS")
+STRUCTURED = (
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "US_SSN",
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "IP_ADDRESS",
+    "US_DRIVER_LICENSE",
+)
 
 
 class EvalInputError(TutorloopError):
