@@ -201,8 +201,10 @@ class Warehouse:
             before = self.path.stat().st_size
             fresh = self.path.with_name(self.path.name + ".compacting")
             fresh.unlink(missing_ok=True)
-            stop = threading.Event()
-            watcher = threading.Thread(target=self._interrupt_if_urgent, args=(con, stop))
+            stop, preempted = threading.Event(), threading.Event()
+            watcher = threading.Thread(
+                target=self._interrupt_if_urgent, args=(con, stop, preempted)
+            )
             watcher.start()
             try:
                 self._ensure_migrated(con)
@@ -213,6 +215,8 @@ class Warehouse:
                 con.execute(f"ATTACH '{fresh}' AS _compacted")
                 con.execute(f'COPY FROM DATABASE "{name}" TO _compacted')
                 con.execute("DETACH _compacted")
+                if preempted.is_set():  # an interrupt that fell between two statements
+                    raise duckdb.InterruptException("pre-empted by urgent work")
             except duckdb.InterruptException:
                 fresh.unlink(missing_ok=True)
                 return None
@@ -254,11 +258,14 @@ class Warehouse:
                 continue
         return False
 
-    def _interrupt_if_urgent(self, con: duckdb.DuckDBPyConnection, stop: threading.Event) -> None:
+    def _interrupt_if_urgent(
+        self, con: duckdb.DuckDBPyConnection, stop: threading.Event, preempted: threading.Event
+    ) -> None:
+        # Interrupt again on every poll: an interrupt between two statements is lost.
         while not stop.wait(0.02):
             if self._urgent_waiting():
+                preempted.set()
                 con.interrupt()
-                return
 
     def _wait_while_urgent(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
