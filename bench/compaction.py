@@ -75,14 +75,14 @@ def _rollback_during_forget(
 ) -> tuple[float, float]:
     """Seconds the rollback took, and the forget's total seconds."""
     env = {**os.environ, "TUTORLOOP_DATA_DIR": str(settings.data_dir)}
-    fresh = warehouse.path.with_name(warehouse.path.name + ".compacting")
+    copying = f"{warehouse.path.name}.compacting*"
     started = time.monotonic()
     command = ["privacy", "forget", "--user", user, "--actor", "bench"]
     forget = subprocess.Popen(
         [sys.executable, "-m", "tutorloop", *command],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    while not fresh.exists():
+    while not any(warehouse.path.parent.glob(copying)):
         if forget.poll() is not None:
             raise SystemExit(f"forget ended before compacting: {forget.communicate()[1]}")
         time.sleep(0.01)

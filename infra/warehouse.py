@@ -196,39 +196,45 @@ class Warehouse:
         """One attempt; None when urgent work interrupted it (nothing changed)."""
         deadline = time.monotonic() + timeout
         gate = self._enter_gate(fcntl.LOCK_EX, deadline, timeout)
+        # A name of its own: an interrupted copy is deleted after the gate is released (a big
+        # file takes a while to unlink), when another compaction may already have started.
+        fresh = self.path.with_name(f"{self.path.name}.compacting-{os.getpid()}-{time.time_ns()}")
         try:
+            for stale in self.path.parent.glob(f"{self.path.name}.compacting*"):
+                stale.unlink(missing_ok=True)  # a crashed attempt's; only the gate holder copies
             con = self._open(max(0.0, deadline - time.monotonic()), timeout)
             before = self.path.stat().st_size
-            fresh = self.path.with_name(self.path.name + ".compacting")
-            fresh.unlink(missing_ok=True)
-            stop, preempted = threading.Event(), threading.Event()
-            watcher = threading.Thread(
-                target=self._interrupt_if_urgent, args=(con, stop, preempted)
-            )
-            watcher.start()
-            try:
-                self._ensure_migrated(con)
-                con.execute("SET enable_progress_bar = false")
-                con.execute("CHECKPOINT")
-                row = con.execute("SELECT current_database()").fetchone()
-                name = row[0] if row else "main"
-                con.execute(f"ATTACH '{fresh}' AS _compacted")
-                con.execute(f'COPY FROM DATABASE "{name}" TO _compacted')
-                con.execute("DETACH _compacted")
-                if preempted.is_set():  # an interrupt that fell between two statements
-                    raise duckdb.InterruptException("pre-empted by urgent work")
-            except duckdb.InterruptException:
-                fresh.unlink(missing_ok=True)
+            if not self._copy_into(con, fresh):
                 return None
-            finally:
-                stop.set()
-                watcher.join()
-                con.close()
             # Nobody else holds the file (the gate is ours), so the swap is safe.
             fresh.replace(self.path)
             return before, self.path.stat().st_size
         finally:
             os.close(gate)
+            fresh.unlink(missing_ok=True)
+            fresh.with_name(fresh.name + ".wal").unlink(missing_ok=True)
+
+    def _copy_into(self, con: duckdb.DuckDBPyConnection, fresh: Path) -> bool:
+        """Copy the open database into ``fresh``; False when urgent work interrupted it."""
+        stop, preempted = threading.Event(), threading.Event()
+        watcher = threading.Thread(target=self._interrupt_if_urgent, args=(con, stop, preempted))
+        watcher.start()
+        try:
+            self._ensure_migrated(con)
+            con.execute("SET enable_progress_bar = false")
+            con.execute("CHECKPOINT")
+            row = con.execute("SELECT current_database()").fetchone()
+            name = row[0] if row else "main"
+            con.execute(f"ATTACH '{fresh}' AS _compacted")
+            con.execute(f'COPY FROM DATABASE "{name}" TO _compacted')
+            con.execute("DETACH _compacted")
+            return not preempted.is_set()  # an interrupt may fall between two statements
+        except duckdb.InterruptException:
+            return False
+        finally:
+            stop.set()
+            watcher.join()
+            con.close()
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run one statement and return all rows."""
