@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "en_IE")
@@ -70,7 +71,7 @@ _GROUPS = ("Muslim", "Catholic", "Hindu", "Sikh", "Christian", "Buddhist", "Nige
            "Pakistani", "Ghanaian")  # fmt: skip
 
 
-def _value(fake: Any, entity: str, rng: random.Random) -> str:
+def _value(fake: Any, us: Any, entity: str, rng: random.Random) -> str:
     if entity == "PERSON":
         name = str(fake.name())
         return rng.choice([name, name, name.lower(), name.upper()])
@@ -88,7 +89,7 @@ def _value(fake: Any, entity: str, rng: random.Random) -> str:
             else iban
         )
     if entity == "US_SSN":
-        return str(fake.unique.ssn()) if hasattr(fake, "ssn") else "123-45-6789"
+        return str(us.unique.ssn())
     if entity == "IP_ADDRESS":
         return str(fake.ipv4() if rng.random() < 0.5 else fake.ipv6())
     if entity == "DATE_OF_BIRTH":
@@ -118,11 +119,25 @@ def _value(fake: Any, entity: str, rng: random.Random) -> str:
 
 def generate(n: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
     """``n`` annotated records."""
+    return build_records(TEMPLATES, LOCALES, _value, n, seed)
+
+
+ValueFn = Callable[[Any, Any, str, random.Random], str]
+
+
+def build_records(
+    templates: Sequence[str], locales: Sequence[str], value: ValueFn, n: int, seed: int
+) -> list[dict[str, Any]]:
+    """Fill ``{SLOT}`` templates with ``value(fake, us_fake, entity, rng)``, recording spans.
+
+    Shared by the development and the held-out splits (their templates, locales and values
+    are their own); deterministic for a given seed.
+    """
     from faker import Faker
 
     rng = random.Random(seed)
     fakers = {}
-    for locale in LOCALES:
+    for locale in [*locales, "en_US"]:
         fake = Faker(locale)
         fake.seed_instance(seed)
         # Some Faker locales (it_IT) build their city list from a set, so its order — and
@@ -135,23 +150,16 @@ def generate(n: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
     us = fakers["en_US"]
     records = []
     for _ in range(n):
-        template = rng.choice(TEMPLATES)
-        fake = fakers[rng.choice(LOCALES)]
-        text = ""
-        spans = []
-        cursor = 0
+        template = rng.choice(templates)
+        fake = fakers[rng.choice(locales)]
+        text, spans, cursor = "", [], 0
         for match in _SLOT.finditer(template):
             text += template[cursor : match.start()]
             entity = match.group(1)
-            value = " ".join(_value(us if entity == "US_SSN" else fake, entity, rng).split())
-            spans.append(
-                {
-                    "entity_type": entity,
-                    "start_position": len(text),
-                    "end_position": len(text) + len(value),
-                }
-            )
-            text += value
+            filled = " ".join(value(fake, us, entity, rng).split())
+            spans.append({"entity_type": entity, "start_position": len(text),
+                          "end_position": len(text) + len(filled)})  # fmt: skip
+            text += filled
             cursor = match.end()
         text += template[cursor:]
         records.append({"full_text": text, "spans": spans})

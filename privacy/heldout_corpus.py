@@ -19,6 +19,8 @@ import random
 import re
 from typing import Any
 
+from tutorloop.privacy.eval_corpus import build_records
+
 LOCALES = ("en_AU", "en_CA", "en_NZ", "en_IN", "sv_SE", "da_DK", "pl_PL", "cs_CZ")
 
 TEMPLATES = (
@@ -44,7 +46,6 @@ TEMPLATES = (
     "IBAN: {IBAN_CODE}\nBIC: NDEASESS\nBeneficiary: {PERSON}",
 )
 
-_SLOT = re.compile(r"\{([A-Z_]+)\}")
 _TITLES = ("Mx", "Professor", "Sir", "Miss", "Mrs.", "Dr")
 _GROUPS = ("Brazilian", "Vietnamese", "Kenyan", "Jewish", "Orthodox Christian", "Sikh",
            "Filipino", "Protestant")  # fmt: skip
@@ -126,33 +127,4 @@ def _value(fake: Any, us: Any, entity: str, rng: random.Random) -> str:
 
 def generate(n: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
     """``n`` annotated records, in the format of :func:`privacy.eval_corpus.generate`."""
-    from faker import Faker
-
-    rng = random.Random(seed)
-    fakers = {}
-    for locale in LOCALES:
-        fake = Faker(locale)
-        fake.seed_instance(seed)
-        for provider in fake.get_providers():  # see eval_corpus: set-built city lists
-            cities = getattr(provider, "cities", None)
-            if isinstance(cities, list):
-                provider.cities = sorted(cities)
-        fakers[locale] = fake
-    us = Faker("en_US")
-    us.seed_instance(seed)
-    records = []
-    for _ in range(n):
-        template = rng.choice(TEMPLATES)
-        fake = fakers[rng.choice(LOCALES)]
-        text, spans, cursor = "", [], 0
-        for match in _SLOT.finditer(template):
-            text += template[cursor : match.start()]
-            entity = match.group(1)
-            value = " ".join(_value(fake, us, entity, rng).split())
-            spans.append({"entity_type": entity, "start_position": len(text),
-                          "end_position": len(text) + len(value)})  # fmt: skip
-            text += value
-            cursor = match.end()
-        text += template[cursor:]
-        records.append({"full_text": text, "spans": spans})
-    return records
+    return build_records(TEMPLATES, LOCALES, _value, n, seed)

@@ -26,6 +26,7 @@ from tutorloop.infra.hashing import fingerprint
 SCHEMA_VERSION: Literal[1] = 1
 MAX_TEXT_CHARS = 8192
 _ID = Annotated[str, Field(min_length=1, max_length=256)]
+_Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 _Prob = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
@@ -55,10 +56,8 @@ class PredictionEvent(_Event):
     user_id: _ID = Field(description="pseudonymous user id, never an email or a name")
     request_id: _ID
     model_version: _ID
-    text: str | None = Field(
+    text: _Text | None = Field(
         default=None,
-        min_length=1,
-        max_length=MAX_TEXT_CHARS,
         description="the query as served; absent when the event cannot become a training case "
         "(no consent, or the capture policy would not keep it): the audit row needs no text",
     )
@@ -98,10 +97,8 @@ class EscalationEvent(_Event):
     reason: Annotated[str, Field(min_length=1, max_length=256)]
     human_label: _ID | None = Field(default=None, description="gold label, when a human gave one")
     actor: _ID = Field(description="who escalated: a service name or a reviewer id")
-    text: str | None = Field(
+    text: _Text | None = Field(
         default=None,
-        min_length=1,
-        max_length=MAX_TEXT_CHARS,
         description="the escalated query, for a prediction whose event carried no text "
         "(serving sends text only for events its capture policy keeps); never stored raw",
     )

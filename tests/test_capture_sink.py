@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.streams_events import escalation, prediction
+from tests.warehouse_cases import regex_sink
 from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.warehouse import Warehouse
@@ -208,15 +209,7 @@ def test_an_escalation_that_comes_first_lends_its_text_from_kafka(
     warehouse: Warehouse, kafka_log: _KafkaLog
 ) -> None:
     escalations_log = _KafkaLog()
-    sink = CaptureSink(
-        warehouse,
-        CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.0)),
-        RegexScrubber(),
-        predictions_topic="p",
-        escalations_topic="e",
-        fetcher=kafka_log,
-        escalation_fetcher=escalations_log,
-    )
+    sink = regex_sink(warehouse, fetcher=kafka_log, escalation_fetcher=escalations_log)
     early = prediction(confidence=0.99).without_text()
     sink.write_escalations(
         _records(escalation(early.request_id, text=f"mail {EMAIL}"), kafka_log=escalations_log)

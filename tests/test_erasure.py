@@ -16,18 +16,16 @@ from datasets import Dataset, load_from_disk
 from tests.conftest import run_cli
 from tests.openai_server import FakeOpenAI, serve
 from tests.streams_events import escalation, prediction
-from tests.warehouse_cases import capture
+from tests.warehouse_cases import capture, regex_sink
 from tutorloop.infra.hashing import subject_hash
 from tutorloop.infra.settings import Settings
-from tutorloop.infra.settings_sections import CaptureSettings, OpenAITeacherSettings
+from tutorloop.infra.settings_sections import OpenAITeacherSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.relabel import relabel
 from tutorloop.labeling.teacher_openai import OpenAITeacher
 from tutorloop.privacy.erasure import RetentionError, forget, parse_duration
-from tutorloop.privacy.scrubber import RegexScrubber
 from tutorloop.privacy.snapshot_erasure import rewrite_snapshot
 from tutorloop.streams.batch import RawRecord, RecordFetcher
-from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import CaptureSink
 from tutorloop.trainer.dataset import DatasetSpec
 from tutorloop.trainer.dataset_store import build_dataset
@@ -41,14 +39,7 @@ def _env(wh: Warehouse) -> dict[str, str]:
 
 
 def _sink(warehouse: Warehouse, fetcher: RecordFetcher | None = None) -> CaptureSink:
-    return CaptureSink(
-        warehouse,
-        CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0)),
-        RegexScrubber(),
-        predictions_topic="p",
-        escalations_topic="e",
-        fetcher=fetcher,
-    )
+    return regex_sink(warehouse, fetcher=fetcher)
 
 
 @pytest.fixture

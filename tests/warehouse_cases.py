@@ -8,9 +8,21 @@ from tests.streams_events import escalation, prediction
 from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.scrubber import RegexScrubber
-from tutorloop.streams.batch import RawRecord
+from tutorloop.streams.batch import RawRecord, RecordFetcher
 from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import CaptureSink
+
+
+def regex_sink(warehouse: Warehouse, **fetchers: RecordFetcher | None) -> CaptureSink:
+    """A sink with the default policy (no audit sample) and the regex scrubber."""
+    return CaptureSink(
+        warehouse,
+        CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.0)),
+        RegexScrubber(),
+        predictions_topic="p",
+        escalations_topic="e",
+        **fetchers,
+    )
 
 
 def capture(
@@ -25,13 +37,7 @@ def capture(
 
     ``human_labels`` maps a text's index to the label an escalation gives it.
     """
-    sink = CaptureSink(
-        warehouse,
-        CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.0)),
-        RegexScrubber(),
-        predictions_topic="p",
-        escalations_topic="e",
-    )
+    sink = regex_sink(warehouse)
     events = [
         prediction(
             text=text,
