@@ -53,6 +53,14 @@ class BatchOutcome:
     erased: int = 0  # content of erased users skipped (replays, late escalations)
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
+    def add(self, other: BatchOutcome) -> None:
+        """Fold in the outcome of another part of the same batch."""
+        for name in ("consumed", "audited", "duplicates", "escalations", "human_labels",
+                     "unrecoverable", "no_text", "erased"):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.captured.update(other.captured)
+        self.dead_letters.extend(other.dead_letters)
+
 
 class RecordFetcher(Protocol):
     """Re-reads one record of a topic from Kafka by position (for late escalations)."""

@@ -30,6 +30,7 @@ from tutorloop.privacy.scrubber import Scrubber
 from tutorloop.privacy.scrubbing import configured_scrubber
 from tutorloop.streams.batch import BatchOutcome, RawRecord
 from tutorloop.streams.fetch import KafkaRecordFetcher
+from tutorloop.streams.isolation import Isolator
 from tutorloop.streams.metrics import StreamMetrics
 from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import CaptureSink
@@ -85,10 +86,11 @@ _Write = Callable[[Sequence[RawRecord]], BatchOutcome]
 
 def _batch_runner(
     app: faust.App, cfg: StreamsSettings, metrics: StreamMetrics, dlq: Any
-) -> Callable[[str, Any, _Write], Awaitable[None]]:
+) -> Callable[[str, Any, _Write, str], Awaitable[None]]:
     """The agents' loop: take a batch, write it (dead letters to the DLQ), then ack it."""
 
-    async def run_batches(agent: str, stream: Any, write: _Write) -> None:
+    async def run_batches(agent: str, stream: Any, write: _Write, source_topic: str) -> None:
+        isolator = Isolator(source_topic)
         async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
             started = time.perf_counter()
             records = [
@@ -99,7 +101,7 @@ def _batch_runner(
                 )
                 for e in events
             ]
-            outcome = await _write_with_retry(agent, write, records)
+            outcome = await _write_with_retry(agent, write, records, isolator)
             written = time.perf_counter()
             for letter in outcome.dead_letters:
                 await app.producer.send_and_wait(
@@ -161,11 +163,11 @@ def build_app(
 
     @app.agent(topic(settings.topic(PREDICTIONS)), name="predictions")
     async def predictions(stream: Any) -> None:
-        await run_batches("predictions", stream, sink.write_predictions)
+        await run_batches("predictions", stream, sink.write_predictions, sink.predictions_topic)
 
     @app.agent(topic(settings.topic(ESCALATIONS)), name="escalations")
     async def escalations(stream: Any) -> None:
-        await run_batches("escalations", stream, sink.write_escalations)
+        await run_batches("escalations", stream, sink.write_escalations, sink.escalations_topic)
 
     _add_timers(app, settings.streams, metrics)
     if settings.streams.metrics_port:
@@ -173,22 +175,25 @@ def build_app(
     return app
 
 
-# A batch that keeps failing for another reason than the warehouse lock (disk full, a broken
-# file) is not skipped: its offsets are not committed, and the worker exits with this code so
-# that its supervisor restarts it from the last committed offsets. The sink is idempotent,
-# so the replay is safe.
+# A record that fails the sink on its own is dead-lettered (streams.isolation). A failure of
+# the whole sink (disk full, a broken file: every record fails alone) is not skipped: its
+# offsets are not committed, and the worker exits with this code so that its supervisor
+# restarts it from the last committed offsets. The sink is idempotent, so the replay is safe.
 EXIT_SINK_FAILED = 70
 _SINK_ATTEMPTS = 3
 
 
 async def _write_with_retry(
-    agent: str, write: Callable[[Sequence[RawRecord]], BatchOutcome], records: list[RawRecord]
+    agent: str,
+    write: Callable[[Sequence[RawRecord]], BatchOutcome],
+    records: list[RawRecord],
+    isolator: Isolator,
 ) -> BatchOutcome:
     failures = 0
     delay = 0.5
     while True:
         try:
-            return await asyncio.to_thread(write, records)
+            return await asyncio.to_thread(isolator.write, write, records)
         except WarehouseBusyError as exc:
             # Another process holds the warehouse for long: wait, never drop the batch.
             log.warning("%s: %s; retrying in %.1fs", agent, exc, delay)

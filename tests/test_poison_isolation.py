@@ -1,0 +1,94 @@
+"""Poison-record isolation on a real DuckDB file: a valid event that breaks the sink alone is
+dead-lettered with its reason, everything else in its batch is stored; a sink that fails on
+every record is a systemic failure, not a reason to empty the topic into the DLQ."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from tests.streams_events import prediction
+from tutorloop.infra.settings_sections import CaptureSettings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.privacy.scrubber import RegexScrubber, ScrubResult
+from tutorloop.streams.batch import BatchOutcome, RawRecord
+from tutorloop.streams.isolation import Isolator, SystemicSinkError
+from tutorloop.streams.policy import CapturePolicy
+from tutorloop.streams.sink import CaptureSink
+
+MARKER = "\u2067poison\u2069"
+
+
+class _BreaksOnMarker(RegexScrubber):
+    """A scrubber with a bug: it raises on one odd Unicode sequence."""
+
+    def scrub_batch(self, texts: Sequence[str]) -> list[ScrubResult]:
+        for text in texts:
+            if MARKER in text:
+                raise UnicodeError(f"cannot scrub {text!r}")
+        return super().scrub_batch(texts)
+
+
+def _sink(warehouse: Warehouse) -> CaptureSink:
+    return CaptureSink(
+        warehouse,
+        CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.0)),
+        _BreaksOnMarker(),
+        predictions_topic="p",
+        escalations_topic="e",
+    )
+
+
+def _records(texts: list[str]) -> list[RawRecord]:
+    events = [prediction(confidence=0.2, text=t, user_id=f"u{i}") for i, t in enumerate(texts)]
+    return [RawRecord(e.to_bytes(), 0, i) for i, e in enumerate(events)]
+
+
+def test_records_that_fail_alone_are_dead_lettered_and_the_rest_is_stored(
+    warehouse: Warehouse,
+) -> None:
+    texts = [f"my card {i} is lost, Alice Quince" for i in range(40)]
+    texts[7] = f"card blocked {MARKER} Alice Quince"
+    texts[31] = f"{MARKER} where is my transfer, Alice Quince"
+    sink, records = _sink(warehouse), _records(texts)
+    outcome = Isolator("p").write(sink.write_predictions, records)
+    assert warehouse.query("SELECT count(*) FROM predictions_audit") == [(38,)]
+    assert warehouse.query("SELECT count(*) FROM cases") == [(38,)]
+    assert outcome.consumed == 40 and outcome.audited == 38
+    assert [(d.source_topic, d.offset) for d in outcome.dead_letters] == [("p", 7), ("p", 31)]
+    for letter in outcome.dead_letters:
+        assert letter.reason.startswith("sink failed on this record alone: UnicodeError")
+        assert letter.event_id is not None
+        # The exception quoted the text: its message is withheld, never copied.
+        assert "Quince" not in letter.to_bytes().decode() and "poison" not in letter.reason
+    # Rewriting the same batch (a redelivery) stores nothing twice and isolates the same two.
+    again = Isolator("p").write(sink.write_predictions, records)
+    assert again.duplicates == 38 and len(again.dead_letters) == 2
+
+
+def test_a_sink_that_fails_every_record_is_a_systemic_failure(warehouse: Warehouse) -> None:
+    calls: list[int] = []
+
+    def broken(records: Sequence[RawRecord]) -> BatchOutcome:
+        calls.append(len(records))
+        raise OSError("disk full")
+
+    with pytest.raises(SystemicSinkError, match="disk full"):
+        Isolator("p", max_lonely_failures=4).write(broken, _records(["a"] * 64))
+    assert len(calls) < 30  # gave up early instead of writing all 64 records alone
+
+
+def test_lonely_failures_are_counted_across_batches_until_a_write_succeeds(
+    warehouse: Warehouse,
+) -> None:
+    isolator = Isolator("p", max_lonely_failures=3)
+    sink = _sink(warehouse)
+    # Two poisoned single-record batches, then a healthy one: the count starts over.
+    for _ in range(2):
+        assert len(isolator.write(sink.write_predictions, _records([MARKER])).dead_letters) == 1
+    isolator.write(sink.write_predictions, _records(["fine text"]))
+    for _ in range(2):
+        isolator.write(sink.write_predictions, _records([MARKER]))
+    with pytest.raises(SystemicSinkError):
+        isolator.write(sink.write_predictions, _records([MARKER]))
