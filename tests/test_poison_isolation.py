@@ -4,37 +4,31 @@ every record is a systemic failure, not a reason to empty the topic into the DLQ
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
 
+from tests.conftest import REPO, WorkerProcess, read_topic, wait_until
+from tests.poison_scrubber import MARKER, BreaksOnMarker
 from tests.streams_events import prediction
+from tutorloop.infra.settings import Settings
 from tutorloop.infra.settings_sections import CaptureSettings
+from tutorloop.infra.topics import PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
 from tutorloop.infra.warehouse import Warehouse
-from tutorloop.privacy.scrubber import RegexScrubber, ScrubResult
 from tutorloop.streams.batch import BatchOutcome, RawRecord
 from tutorloop.streams.isolation import Isolator, SystemicSinkError
 from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import CaptureSink
-
-MARKER = "\u2067poison\u2069"
-
-
-class _BreaksOnMarker(RegexScrubber):
-    """A scrubber with a bug: it raises on one odd Unicode sequence."""
-
-    def scrub_batch(self, texts: Sequence[str]) -> list[ScrubResult]:
-        for text in texts:
-            if MARKER in text:
-                raise UnicodeError(f"cannot scrub {text!r}")
-        return super().scrub_batch(texts)
 
 
 def _sink(warehouse: Warehouse) -> CaptureSink:
     return CaptureSink(
         warehouse,
         CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.0)),
-        _BreaksOnMarker(),
+        BreaksOnMarker(),
         predictions_topic="p",
         escalations_topic="e",
     )
@@ -92,3 +86,47 @@ def test_lonely_failures_are_counted_across_batches_until_a_write_succeeds(
         isolator.write(sink.write_predictions, _records([MARKER]))
     with pytest.raises(SystemicSinkError):
         isolator.write(sink.write_predictions, _records([MARKER]))
+
+
+def test_a_worker_dead_letters_a_poison_record_and_keeps_going(
+    settings: Settings, stream_env: dict[str, str], tmp_path: Path, warehouse: Warehouse
+) -> None:
+    # The scrubber plugin setting loads the buggy scrubber into a real worker subprocess.
+    ensure_topics(settings, settings.broker.bootstrap_servers)
+    texts = [f"where is my card {i}" for i in range(30)]
+    texts[4] = texts[22] = f"card {MARKER} blocked"
+    producer = KafkaProducer(bootstrap_servers=settings.broker.bootstrap_servers)
+    for record in _records(texts):
+        producer.send(settings.topic(PREDICTIONS), value=record.value)
+    producer.flush()
+    producer.close()
+    worker = WorkerProcess(
+        stream_env, tmp_path / "w.log", PYTHONPATH=str(REPO),
+        TUTORLOOP_PRIVACY__SCRUBBER="tests.poison_scrubber:BreaksOnMarker",
+    )  # fmt: skip
+    try:
+        wait_until(lambda: warehouse.query("SELECT count(*) FROM cases") == [(28,)], 120)
+        letters = read_topic(settings.broker.bootstrap_servers,
+                             settings.topic(PREDICTIONS_DLQ), expected=2)  # fmt: skip
+        reasons = [json.loads(v)["reason"] for v in letters]
+        assert all("sink failed on this record alone: UnicodeError" in r for r in reasons)
+        assert worker.proc.poll() is None  # never exited, never restarted
+        assert "exiting with code" not in worker.output()
+    finally:
+        assert worker.stop() == 0
+
+
+def test_the_scrubber_setting_loads_a_plugin_or_says_why_not() -> None:
+    from tutorloop.infra.settings import ConfigError, load_settings
+    from tutorloop.privacy.scrubbing import ScrubberLoadError, configured_scrubber
+
+    plugin = load_settings(privacy={"scrubber": "tests.poison_scrubber:BreaksOnMarker"})
+    assert isinstance(configured_scrubber(plugin.privacy), BreaksOnMarker)
+    missing = load_settings(privacy={"scrubber": "tests.poison_scrubber:Nope"})
+    with pytest.raises(ScrubberLoadError, match="cannot be loaded"):
+        configured_scrubber(missing.privacy)
+    not_one = load_settings(privacy={"scrubber": "tests.poison_scrubber:MARKER"})
+    with pytest.raises(ScrubberLoadError, match=r"cannot be loaded|not a scrubber"):
+        configured_scrubber(not_one.privacy)
+    with pytest.raises(ConfigError, match=r"privacy\.scrubber"):
+        load_settings(privacy={"scrubber": "spacy please"})
