@@ -14,24 +14,17 @@ from kafka import KafkaProducer
 from tests.conftest import REPO, WorkerProcess, read_topic, wait_until
 from tests.poison_scrubber import MARKER, BreaksOnMarker
 from tests.streams_events import prediction
+from tests.warehouse_cases import regex_sink
 from tutorloop.infra.settings import Settings
-from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.topics import PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.streams.batch import BatchOutcome, RawRecord
 from tutorloop.streams.isolation import Isolator, SystemicSinkError
-from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import CaptureSink
 
 
 def _sink(warehouse: Warehouse) -> CaptureSink:
-    return CaptureSink(
-        warehouse,
-        CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.0)),
-        BreaksOnMarker(),
-        predictions_topic="p",
-        escalations_topic="e",
-    )
+    return regex_sink(warehouse, BreaksOnMarker())
 
 
 def _records(texts: list[str]) -> list[RawRecord]:

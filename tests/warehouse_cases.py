@@ -13,12 +13,14 @@ from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import CaptureSink
 
 
-def regex_sink(warehouse: Warehouse, **fetchers: RecordFetcher | None) -> CaptureSink:
+def regex_sink(
+    warehouse: Warehouse, scrubber: RegexScrubber | None = None, **fetchers: RecordFetcher | None
+) -> CaptureSink:
     """A sink with the default policy (no audit sample) and the regex scrubber."""
     return CaptureSink(
         warehouse,
         CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.0)),
-        RegexScrubber(),
+        scrubber or RegexScrubber(),
         predictions_topic="p",
         escalations_topic="e",
         **fetchers,
