@@ -8,7 +8,10 @@ Fairness matters because stream workers write all day: a process that keeps reop
 file right after closing it would win every race against a CLI command polling with backoff.
 A waiter therefore leaves a ticket (a small file in ``<warehouse>.waiters/``) and any process
 that starts trying later steps aside while an earlier live ticket exists. The earliest waiter
-never steps aside, so somebody always makes progress.
+never steps aside, so somebody always makes progress. A ticket is a lease: its waiter touches
+it on every retry, and one not touched for ``_LEASE_S`` is stale (its waiter died) and
+removed. Liveness is not a PID check: containers sharing a data dir have PID namespaces of
+their own, where a PID says nothing (and a reused one kept a dead ticket alive).
 
 Deleted rows stay readable in a DuckDB file's free blocks until they are overwritten, which an
 erasure cannot accept. :meth:`Warehouse.compact` rewrites the file without them. To swap files
@@ -32,6 +35,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,14 +85,11 @@ def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> 
     return int(result[0]) if result else 0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+# A waiter touches its ticket at least every retry_max_s (0.25 s by default); a ticket not
+# touched for this long (or four retry periods, if longer) has lost its waiter.
+_LEASE_S = 3.0
+# Names this process in tickets: a PID is not unique across PID namespaces.
+_PROCESS = uuid.uuid4().hex[:16]
 
 
 class Warehouse:
@@ -113,6 +114,7 @@ class Warehouse:
         self._retry_max_s = retry_max_s
         self._waiters = self.path.with_name(self.path.name + ".waiters")
         self._gate = self.path.with_name(self.path.name + ".gate")
+        self._lease_s = max(_LEASE_S, 4 * retry_max_s)
         self._urgent_dir = self.path.with_name(self.path.name + ".urgent")
         self._urgent = threading.local()
         self._migrated = False
@@ -333,6 +335,8 @@ class Warehouse:
                         last_error = exc
                 if ticket is None:
                     ticket = self._take_ticket(started_wall)
+                else:
+                    ticket.touch()  # renew the lease
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise WarehouseBusyError(self._busy_message(reported_timeout_s, last_error))
@@ -344,7 +348,7 @@ class Warehouse:
 
     def _take_ticket(self, started_wall: int) -> Path:
         self._waiters.mkdir(parents=True, exist_ok=True)
-        ticket = self._waiters / f"{started_wall}-{os.getpid()}-{threading.get_ident()}"
+        ticket = self._waiters / f"{started_wall}-{_PROCESS}-{threading.get_ident()}"
         ticket.touch()
         return ticket
 
@@ -353,19 +357,23 @@ class Warehouse:
             entries = list(os.scandir(self._waiters))
         except FileNotFoundError:
             return False
-        me = os.getpid()
+        now = time.time()
         for entry in entries:
             try:
-                ts_text, pid_text, _ = entry.name.split("-", 2)
-                ts, pid = int(ts_text), int(pid_text)
+                ts_text, process, _ = entry.name.split("-", 2)
+                ts = int(ts_text)
             except ValueError:
                 continue
             # Threads of one process share the open database, so they never block each other.
-            if pid == me or ts >= started_wall:
+            if process == _PROCESS or ts >= started_wall:
                 continue
-            if _pid_alive(pid):
+            try:
+                renewed = entry.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if now - renewed < self._lease_s:
                 return True
-            Path(entry.path).unlink(missing_ok=True)
+            Path(entry.path).unlink(missing_ok=True)  # its waiter stopped renewing it
         return False
 
     def _busy_message(self, timeout_s: float, error: BaseException | None) -> str:

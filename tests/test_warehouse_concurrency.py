@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -85,3 +88,58 @@ def test_lock_held_past_timeout_fails_with_clear_message(path: Path) -> None:
     message = str(info.value)
     assert f"PID {writer.pid}" in message
     assert "lock_timeout_s" in message
+
+
+def _ticket(path: Path, process: str, age_s: float) -> Path:
+    """A waiter's ticket that started before now, last renewed ``age_s`` ago."""
+    waiters = path.with_name(path.name + ".waiters")
+    waiters.mkdir(exist_ok=True)
+    ticket = waiters / f"{time.time_ns() - 10**10}-{process}-1"
+    ticket.touch()
+    renewed = time.time() - age_s
+    os.utime(ticket, (renewed, renewed))
+    return ticket
+
+
+def test_a_ticket_nobody_renews_does_not_block_even_if_its_pid_lives(path: Path) -> None:
+    # PID 1 exists in every namespace: a PID check kept such a ticket alive forever.
+    ticket = _ticket(path, "1", age_s=30)
+    started = time.monotonic()
+    assert Warehouse(path, lock_timeout_s=2).query("SELECT 1") == [(1,)]
+    assert time.monotonic() - started < 1.5
+    assert not ticket.exists()
+
+
+def test_an_earlier_waiter_that_renews_its_ticket_goes_first(path: Path) -> None:
+    ticket = _ticket(path, "elsewhere", age_s=0)
+
+    def renew_then_leave() -> None:
+        for _ in range(6):
+            ticket.touch()
+            time.sleep(0.2)
+        ticket.unlink()
+
+    waiter = threading.Thread(target=renew_then_leave)
+    waiter.start()
+    started = time.monotonic()
+    assert Warehouse(path, lock_timeout_s=10).query("SELECT 1") == [(1,)]
+    waited = time.monotonic() - started
+    waiter.join()
+    assert waited >= 1.0  # it stepped aside while the lease was renewed
+
+
+def test_writers_in_separate_pid_namespaces_share_the_warehouse(path: Path) -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("util-linux unshare is not installed")
+    command = [sys.executable, "-m", "tests.warehouse_writer", str(path), "rows", "40"]
+    procs = [
+        subprocess.Popen(["unshare", "--pid", "--fork", *command], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    # Both are PID 1 in their namespace: the rows of both are there.
+    assert Warehouse(path).query("SELECT count(*) FROM erasures") == [(80,)]
+    assert not list(path.with_name(path.name + ".waiters").glob("*"))
