@@ -134,9 +134,9 @@ def _add_timers(app: faust.App, cfg: StreamsSettings, metrics: StreamMetrics) ->
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
-            committed = committed_offsets.get(tp)
-            position = committed + 1 if committed is not None else 0
-            metrics.set_lag(tp.topic, tp.partition, max(0, int(highwater) - position))
+            # faust records the offset to read next (Kafka's convention), not the last read.
+            position = committed_offsets.get(tp) or 0
+            metrics.set_lag(tp.topic, tp.partition, int(highwater) - position)
 
 
 def build_app(

@@ -105,8 +105,10 @@ def test_n_events_give_exactly_the_expected_rows(
         wait_until(lambda: _count(warehouse, "predictions_audit") == 400)
         time.sleep(1.0)
         assert _count(warehouse, "predictions_audit") == 400
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            metrics = resp.read().decode()
+        metrics = _metrics(port)
+        # Caught up and committed, the lag of every partition is 0 (not -1: faust's committed
+        # offset is already the next one to read).
+        wait_until(lambda: set(_lags(port).values()) == {0.0}, timeout=30)
     finally:
         assert worker.stop() == 0, worker.output()[-2000:]
     cases = dict(warehouse.query("SELECT case_id, capture_reason FROM cases"))
@@ -124,6 +126,19 @@ def test_n_events_give_exactly_the_expected_rows(
     summary = json.loads(stats.stdout)
     assert summary["predictions_audited"] == 400
     assert summary["cases"] == len(expected_cases)
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def _lags(port: int) -> dict[str, float]:
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in _metrics(port).splitlines()
+        if line.startswith("tutorloop_streams_lag{")
+    }
 
 
 def _tampered(old: bytes, new: bytes) -> bytes:
