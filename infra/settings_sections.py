@@ -89,6 +89,11 @@ class StreamsSettings(_Section):
         default=50, ge=0, description="longest the request path may wait on a full buffer"
     )
     emit_buffer_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    unknown_fields: Literal["drop", "reject"] = Field(
+        default="drop",
+        description="fields of a newer producer this worker does not know: drop (accept the "
+        "event, count it) or reject (dead-letter it)",
+    )
     emit_text: Literal["capturable", "consented"] = Field(
         default="capturable",
         description="which prediction events carry the query text to Kafka. capturable: only "

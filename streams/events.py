@@ -31,7 +31,15 @@ _Prob = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    # Fields a newer producer added are accepted and set aside (``model_extra``): a worker
+    # decides to drop or reject them (``streams.unknown_fields``). The published schema stays
+    # closed: a producer sends the fields of the version it targets.
+    model_config = ConfigDict(
+        extra="allow",
+        frozen=True,
+        str_strip_whitespace=False,
+        json_schema_extra={"additionalProperties": False},
+    )
 
     schema_version: Literal[1] = Field(
         default=SCHEMA_VERSION, description="contract version; bumped on breaking change"
@@ -135,7 +143,7 @@ def _reject_constant(name: str) -> float:
 
 
 def _decode(raw: bytes, model: type[E]) -> E:
-    # Fast path: pydantic parses and validates the JSON in one pass (no NaN, no extras).
+    # Fast path: pydantic parses and validates the JSON in one pass (no NaN).
     try:
         return model.model_validate_json(raw)
     except ValidationError:
@@ -187,14 +195,32 @@ def _pos(exc: ValueError) -> str:
     return str(pos) if pos is not None else "?"
 
 
-def decode_prediction(raw: bytes) -> PredictionEvent:
-    """Parse and validate a ``predictions`` value, or raise :class:`InvalidEventError`."""
-    return _decode(raw, PredictionEvent)
+UnknownFields = Literal["drop", "reject"]
 
 
-def decode_escalation(raw: bytes) -> EscalationEvent:
-    """Parse and validate an ``escalations`` value, or raise :class:`InvalidEventError`."""
-    return _decode(raw, EscalationEvent)
+def _known_only(event: E, raw: bytes, unknown: UnknownFields) -> E:
+    if unknown == "reject" and event.model_extra:
+        # Names only, cut short: a value (or a long name) could be text.
+        names = ", ".join(sorted(name[:64] for name in event.model_extra)[:5])
+        raise InvalidEventError(
+            f"unknown field(s) {names}; this worker rejects them (streams.unknown_fields)",
+            event_id=str(event.event_id),
+            payload_sha256=fingerprint(raw),
+        )
+    return event
+
+
+def decode_prediction(raw: bytes, *, unknown: UnknownFields = "drop") -> PredictionEvent:
+    """Parse and validate a ``predictions`` value, or raise :class:`InvalidEventError`.
+
+    Fields this version does not know are set aside (``event.model_extra``) or, with
+    ``unknown="reject"``, make the event invalid."""
+    return _known_only(_decode(raw, PredictionEvent), raw, unknown)
+
+
+def decode_escalation(raw: bytes, *, unknown: UnknownFields = "drop") -> EscalationEvent:
+    """Parse and validate an ``escalations`` value (unknown fields as for predictions)."""
+    return _known_only(_decode(raw, EscalationEvent), raw, unknown)
 
 
 EVENT_TYPES: dict[str, type[_Event]] = {

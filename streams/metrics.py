@@ -34,6 +34,7 @@ class StreamMetrics:
             "unrecoverable", "escalated predictions whose text could not be read back"
         )
         self._no_text = counter("no_text", "capturable predictions that serving sent without text")
+        self._unknown = counter("unknown_fields", "events with fields this worker does not know")
         self._latency = Histogram(
             f"{ns}_batch_seconds",
             "batch processing time (decode to commit)",
@@ -61,6 +62,7 @@ class StreamMetrics:
         self._erased.labels(agent).inc(outcome.erased)
         self._unrecoverable.labels(agent).inc(outcome.unrecoverable)
         self._no_text.labels(agent).inc(outcome.no_text)
+        self._unknown.labels(agent).inc(outcome.unknown_fields)
         self._latency.labels(agent).observe(seconds)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:

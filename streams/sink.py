@@ -29,6 +29,7 @@ from tutorloop.streams.batch import BatchOutcome, DeadLetter, RawRecord, RecordF
 from tutorloop.streams.events import (
     InvalidEventError,
     PredictionEvent,
+    UnknownFields,
     decode_escalation,
     decode_prediction,
 )
@@ -61,6 +62,7 @@ class CaptureSink:
         escalations_topic: str,
         fetcher: RecordFetcher | None = None,
         escalation_fetcher: RecordFetcher | None = None,
+        unknown_fields: UnknownFields = "drop",
     ) -> None:
         self.warehouse = warehouse
         self.policy = policy
@@ -69,6 +71,7 @@ class CaptureSink:
         self.escalations_topic = escalations_topic
         self.fetcher = fetcher  # the predictions topic
         self.escalation_fetcher = escalation_fetcher
+        self.unknown_fields: UnknownFields = unknown_fields
         self._structured = RegexScrubber()
         # Agents run batches in threads. Serializing them in-process makes each
         # check-then-insert (escalation vs prediction) atomic; across processes DuckDB's file
@@ -293,7 +296,7 @@ class CaptureSink:
         now = datetime.now(UTC).isoformat()
         for rec in records:
             try:
-                event = decode(rec.value)
+                event = decode(rec.value, unknown=self.unknown_fields)
             except InvalidEventError as err:
                 out.dead_letters.append(
                     DeadLetter(
@@ -308,6 +311,7 @@ class CaptureSink:
                     )
                 )
                 continue
+            out.unknown_fields += bool(event.model_extra)
             event_id = str(event.event_id)
             if event_id in seen:
                 out.duplicates += 1

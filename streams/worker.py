@@ -53,6 +53,7 @@ def _sink(settings: Settings, bootstrap: str, scrubber: Scrubber | None) -> Capt
         escalations_topic=settings.topic(ESCALATIONS),
         fetcher=KafkaRecordFetcher(bootstrap, predictions_name),
         escalation_fetcher=KafkaRecordFetcher(bootstrap, settings.topic(ESCALATIONS)),
+        unknown_fields=settings.streams.unknown_fields,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
@@ -233,3 +234,17 @@ def test_a_capturable_prediction_sent_without_text_is_audited_as_no_text(
     assert warehouse.query("SELECT captured, capture_reason FROM predictions_audit") == [
         (False, "no_text")
     ]
+
+
+def test_an_added_optional_field_is_counted_and_the_event_stored(
+    sink: CaptureSink, warehouse: Warehouse
+) -> None:
+    newer = json.loads(prediction(confidence=0.2).to_bytes())
+    newer["channel"] = "mobile"  # a producer one minor version ahead
+    out = sink.write_predictions([RawRecord(json.dumps(newer).encode(), 0, 0)])
+    assert out.audited == 1 and out.unknown_fields == 1 and not out.dead_letters
+    assert "mobile" not in json.dumps(warehouse.query("SELECT * FROM cases"), default=str)
+    sink.unknown_fields = "reject"
+    newer["event_id"] = str(uuid.uuid4())
+    out = sink.write_predictions([RawRecord(json.dumps(newer).encode(), 0, 1)])
+    assert out.audited == 0 and "unknown field(s) channel" in out.dead_letters[0].reason

@@ -66,7 +66,6 @@ BAD = [
     ("probability above one", _raw(_prediction(top_k=[["a", 1.5]])), "top_k"),
     ("naive timestamp", _raw(_prediction(ts="2026-11-28T10:00:00")), "ts"),
     ("bad uuid", _raw(_prediction(event_id="nope")), "event_id"),
-    ("extra field", _raw(_prediction(email="x@y.z")), "email"),
     ("missing consent", _raw(_without("consent")), "consent"),
 ]
 
@@ -133,3 +132,15 @@ def test_schemas_cli_prints_and_writes(tmp_path: Path) -> None:
     bad = run_cli("schemas", "--topic", "nope")
     assert bad.returncode == 2
     assert "unknown topic" in bad.stderr
+
+
+def test_a_newer_producers_extra_field_is_set_aside_or_rejected_by_setting() -> None:
+    # A producer one minor version ahead adds an optional field; this (v1) worker reads on.
+    raw = _raw(_prediction(channel="mobile", note="Canary Person 4111"))
+    event = decode_prediction(raw)
+    assert event.model_extra == {"channel": "mobile", "note": "Canary Person 4111"}
+    with pytest.raises(InvalidEventError) as info:
+        decode_prediction(raw, unknown="reject")
+    assert "unknown field(s) channel, note" in info.value.reason
+    assert "Canary" not in info.value.reason and "mobile" not in info.value.reason
+    assert json_schemas()["predictions"]["additionalProperties"] is False  # producers: closed

@@ -14,7 +14,11 @@ from tutorloop.streams.sink import CaptureSink
 
 
 def regex_sink(
-    warehouse: Warehouse, scrubber: RegexScrubber | None = None, **fetchers: RecordFetcher | None
+    warehouse: Warehouse,
+    scrubber: RegexScrubber | None = None,
+    *,
+    fetcher: RecordFetcher | None = None,
+    escalation_fetcher: RecordFetcher | None = None,
 ) -> CaptureSink:
     """A sink with the default policy (no audit sample) and the regex scrubber."""
     return CaptureSink(
@@ -23,7 +27,8 @@ def regex_sink(
         scrubber or RegexScrubber(),
         predictions_topic="p",
         escalations_topic="e",
-        **fetchers,
+        fetcher=fetcher,
+        escalation_fetcher=escalation_fetcher,
     )
 
 
