@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -25,7 +24,8 @@ from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.labeling.case_store import insert_cases, label_escalated_cases
 from tutorloop.privacy.scrubber import RegexScrubber, Scrubber
 from tutorloop.privacy.tombstone import erased_users
-from tutorloop.streams.batch import BatchOutcome, DeadLetter, RawRecord, RecordFetcher
+from tutorloop.streams.batch import BatchOutcome, RawRecord, RecordFetcher
+from tutorloop.streams.decoding import decode_records
 from tutorloop.streams.events import (
     InvalidEventError,
     PredictionEvent,
@@ -82,7 +82,9 @@ class CaptureSink:
 
     def write_predictions(self, records: Sequence[RawRecord]) -> BatchOutcome:
         out = BatchOutcome(consumed=len(records))
-        events = self._decode(records, decode_prediction, self.predictions_topic, out)
+        events = decode_records(
+            records, decode_prediction, self.predictions_topic, out, self.unknown_fields
+        )
         if not events:
             return out
         request_ids = sorted({ev.request_id for ev, _ in events})
@@ -185,7 +187,9 @@ class CaptureSink:
 
     def write_escalations(self, records: Sequence[RawRecord]) -> BatchOutcome:
         out = BatchOutcome(consumed=len(records))
-        events = self._decode(records, decode_escalation, self.escalations_topic, out)
+        events = decode_records(
+            records, decode_escalation, self.escalations_topic, out, self.unknown_fields
+        )
         if not events:
             return out
         # Reasons are free text and actors may be reviewers' emails: both are scrubbed.
@@ -283,42 +287,6 @@ class CaptureSink:
             out.human_labels += self._attach(con, request_ids)
 
     # -- shared -----------------------------------------------------------------------------
-
-    def _decode(
-        self,
-        records: Sequence[RawRecord],
-        decode: Any,
-        topic: str,
-        out: BatchOutcome,
-    ) -> list[tuple[Any, RawRecord]]:
-        seen: set[str] = set()
-        events: list[tuple[Any, RawRecord]] = []
-        now = datetime.now(UTC).isoformat()
-        for rec in records:
-            try:
-                event = decode(rec.value, unknown=self.unknown_fields)
-            except InvalidEventError as err:
-                out.dead_letters.append(
-                    DeadLetter(
-                        source_topic=topic,
-                        partition=rec.partition,
-                        offset=rec.offset,
-                        event_id=err.event_id,
-                        reason=err.reason,
-                        payload_sha256=err.payload_sha256,
-                        payload_bytes=len(rec.value),
-                        ts=now,
-                    )
-                )
-                continue
-            out.unknown_fields += bool(event.model_extra)
-            event_id = str(event.event_id)
-            if event_id in seen:
-                out.duplicates += 1
-                continue
-            seen.add(event_id)
-            events.append((event, rec))
-        return events
 
     @staticmethod
     def _escalated_request_ids(request_ids: list[str], con: duckdb.DuckDBPyConnection) -> set[str]:

@@ -1,0 +1,49 @@
+"""A batch of raw records to valid events: bad ones become dead letters, repeats are dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from tutorloop.streams.batch import BatchOutcome, DeadLetter, RawRecord
+from tutorloop.streams.events import InvalidEventError, UnknownFields
+
+
+def decode_records(
+    records: Sequence[RawRecord],
+    decode: Callable[..., Any],
+    topic: str,
+    out: BatchOutcome,
+    unknown: UnknownFields,
+) -> list[tuple[Any, RawRecord]]:
+    """The valid events of ``records`` with their records, each event id once; the invalid
+    ones are appended to ``out.dead_letters`` (with a reason that holds no text)."""
+    seen: set[str] = set()
+    events: list[tuple[Any, RawRecord]] = []
+    now = datetime.now(UTC).isoformat()
+    for rec in records:
+        try:
+            event = decode(rec.value, unknown=unknown)
+        except InvalidEventError as err:
+            out.dead_letters.append(
+                DeadLetter(
+                    source_topic=topic,
+                    partition=rec.partition,
+                    offset=rec.offset,
+                    event_id=err.event_id,
+                    reason=err.reason,
+                    payload_sha256=err.payload_sha256,
+                    payload_bytes=len(rec.value),
+                    ts=now,
+                )
+            )
+            continue
+        out.unknown_fields += bool(event.model_extra)
+        event_id = str(event.event_id)
+        if event_id in seen:
+            out.duplicates += 1
+            continue
+        seen.add(event_id)
+        events.append((event, rec))
+    return events
