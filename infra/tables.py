@@ -167,6 +167,21 @@ TABLES: tuple[Table, ...] = (
         "escalation events, joined to cases by request id (the stream sink)",
     ),
     Table(
+        "parked_escalations",
+        "streams",
+        (
+            "prediction_event_id",
+            "request_id",
+            "kafka_partition",
+            "kafka_offset",
+            "parked_at",
+            "attempts",
+            "next_retry_at",
+            "status",
+        ),
+        "escalated predictions not yet read back from Kafka, retried (no text, no user id)",
+    ),
+    Table(
         "gate_results",
         "registry",
         (

@@ -35,6 +35,7 @@ class StreamMetrics:
         )
         self._no_text = counter("no_text", "capturable predictions that serving sent without text")
         self._unknown = counter("unknown_fields", "events with fields this worker does not know")
+        self._parked = counter("parked", "escalated predictions Kafka could not give back yet")
         self._latency = Histogram(
             f"{ns}_batch_seconds",
             "batch processing time (decode to commit)",
@@ -63,6 +64,7 @@ class StreamMetrics:
         self._unrecoverable.labels(agent).inc(outcome.unrecoverable)
         self._no_text.labels(agent).inc(outcome.no_text)
         self._unknown.labels(agent).inc(outcome.unknown_fields)
+        self._parked.labels(agent).inc(outcome.parked)
         self._latency.labels(agent).observe(seconds)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:

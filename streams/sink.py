@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -33,6 +34,7 @@ from tutorloop.streams.events import (
     decode_escalation,
     decode_prediction,
 )
+from tutorloop.streams.parking import Parked, due, park, settle
 from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink_rows import AUDIT_SCHEMA, ESCALATION_SCHEMA, case_row
 
@@ -63,6 +65,7 @@ class CaptureSink:
         fetcher: RecordFetcher | None = None,
         escalation_fetcher: RecordFetcher | None = None,
         unknown_fields: UnknownFields = "drop",
+        retention_hours: float = 72.0,
     ) -> None:
         self.warehouse = warehouse
         self.policy = policy
@@ -72,6 +75,7 @@ class CaptureSink:
         self.fetcher = fetcher  # the predictions topic
         self.escalation_fetcher = escalation_fetcher
         self.unknown_fields: UnknownFields = unknown_fields
+        self.retention_hours = retention_hours  # of the predictions topic: parked rows expire
         self._structured = RegexScrubber()
         # Agents run batches in threads. Serializing them in-process makes each
         # check-then-insert (escalation vs prediction) atomic; across processes DuckDB's file
@@ -220,7 +224,7 @@ class CaptureSink:
             out.duplicates += len(rows) - out.escalations
             out.human_labels += self._attach(con, request_ids)
             missing = con.execute(
-                "SELECT a.event_id, a.kafka_partition, a.kafka_offset "
+                "SELECT a.event_id, a.kafka_partition, a.kafka_offset, a.request_id "
                 "FROM predictions_audit a WHERE a.request_id IN (SELECT unnest(?::VARCHAR[])) "
                 "AND a.consent_training AND a.kafka_offset IS NOT NULL "
                 "AND NOT EXISTS (SELECT 1 FROM cases c WHERE c.case_id = a.event_id)",
@@ -233,7 +237,7 @@ class CaptureSink:
 
     def _capture_from_kafka(
         self,
-        missing: list[tuple[str, int, int]],
+        missing: list[tuple[str, int, int, str]],
         request_ids: list[str],
         texts: dict[str, str],
         out: BatchOutcome,
@@ -245,8 +249,12 @@ class CaptureSink:
         request id).
         """
         recovered: list[PredictionEvent] = []
-        for event_id, partition, offset in missing:
+        unread: list[tuple[str, str, int, int]] = []
+        for event_id, partition, offset, request_id in missing:
             raw = self.fetcher.fetch(partition, offset) if self.fetcher is not None else None
+            if raw is None and self.fetcher is not None:
+                unread.append((event_id, request_id, partition, offset))  # a broker hiccup?
+                continue
             event: PredictionEvent | None = None
             if raw is not None:
                 try:
@@ -268,6 +276,45 @@ class CaptureSink:
                 continue
             recovered.append(event)
         self._insert_escalated(recovered, request_ids, out)
+        if unread:
+            with self._lock, self.warehouse.transaction() as con:
+                out.parked += park(con, unread, datetime.now(UTC))
+
+    def retry_parked(self, now: datetime | None = None) -> BatchOutcome:
+        """Read back the parked predictions that are due (:mod:`streams.parking`)."""
+        now = now or datetime.now(UTC)
+        with self.warehouse.connect() as con:
+            rows = due(con, now)
+        out = BatchOutcome()
+        if not rows or self.fetcher is None:
+            return out
+        events: list[PredictionEvent] = []
+        read: list[str] = []
+        unread: list[Parked] = []
+        for row in rows:
+            raw = self.fetcher.fetch(row.partition, row.offset)
+            if raw is None:
+                unread.append(row)
+                continue
+            read.append(row.prediction_event_id)
+            try:
+                event = decode_prediction(raw)
+            except InvalidEventError:
+                event = None
+            if event is None or str(event.event_id) != row.prediction_event_id:
+                out.unrecoverable += 1  # the position holds another record
+                continue
+            events.append(event)
+        request_ids = sorted({row.request_id for row in rows})
+        self._insert_escalated([e for e in events if e.text is not None], request_ids, out)
+        textless = [e for e in events if e.text is None]
+        if textless:
+            self._capture_with_escalation_text(textless, request_ids, out)
+        with self._lock, self.warehouse.transaction() as con:
+            out.unrecoverable += settle(
+                con, read=read, unread=unread, now=now, retention_hours=self.retention_hours
+            )
+        return out
 
     def _insert_escalated(
         self, recovered: list[PredictionEvent], request_ids: list[str], out: BatchOutcome

@@ -16,6 +16,8 @@ _ORDER = (
     "cases_by_reason",
     "escalations",
     "escalations_waiting_for_prediction",
+    "escalated_predictions_parked",
+    "escalated_predictions_expired",
     "human_labels",
     "audited_last_5_min",
     "last_ingested_at",
@@ -49,6 +51,12 @@ def warehouse_stats(warehouse: Warehouse) -> dict[str, Any]:
             "escalations": int(one("SELECT count(*) FROM escalations")),
             "escalations_waiting_for_prediction": int(
                 one("SELECT count(*) FROM escalations WHERE case_id IS NULL")
+            ),
+            "escalated_predictions_parked": int(
+                one("SELECT count(*) FROM parked_escalations WHERE status = 'parked'")
+            ),
+            "escalated_predictions_expired": int(
+                one("SELECT count(*) FROM parked_escalations WHERE status = 'expired'")
             ),
             "audited_last_5_min": int(
                 one(

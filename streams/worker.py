@@ -54,6 +54,7 @@ def _sink(settings: Settings, bootstrap: str, scrubber: Scrubber | None) -> Capt
         fetcher=KafkaRecordFetcher(bootstrap, predictions_name),
         escalation_fetcher=KafkaRecordFetcher(bootstrap, settings.topic(ESCALATIONS)),
         unknown_fields=settings.streams.unknown_fields,
+        retention_hours=settings.streams.retention_hours,
     )
 
 
@@ -171,6 +172,17 @@ def build_app(
         await run_batches("escalations", stream, sink.write_escalations, sink.escalations_topic)
 
     _add_timers(app, settings.streams, metrics)
+
+    @app.timer(interval=_PARKED_EVERY_S)  # type: ignore[untyped-decorator]
+    async def retry_parked() -> None:
+        started = time.perf_counter()
+        try:
+            outcome = await asyncio.to_thread(sink.retry_parked)
+        except WarehouseBusyError as exc:
+            log.warning("parked escalations: %s; retrying later", exc)
+            return
+        metrics.record("parked", outcome, time.perf_counter() - started)
+
     if settings.streams.metrics_port:
         metrics.serve(settings.streams.metrics_port)
     return app
@@ -181,6 +193,7 @@ def build_app(
 # offsets are not committed, and the worker exits with this code so that its supervisor
 # restarts it from the last committed offsets. The sink is idempotent, so the replay is safe.
 EXIT_SINK_FAILED = 70
+_PARKED_EVERY_S = 2.0  # how often due parked escalations are read back (each has a backoff)
 _SINK_ATTEMPTS = 3
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -165,14 +166,39 @@ def test_escalation_of_a_prediction_without_consent_stores_no_case(
     assert warehouse.query("SELECT count(*) FROM labels") == [(0,)]
 
 
-def test_unreadable_escalated_prediction_is_counted_not_fatal(
+def test_an_escalated_prediction_kafka_cannot_give_back_is_parked_and_retried(
+    sink: CaptureSink, warehouse: Warehouse, kafka_log: _KafkaLog
+) -> None:
+    confident = prediction(confidence=0.99, text=f"write to {EMAIL}")
+    [record] = _records(confident)  # audited, but not (yet) readable from the fake topic
+    sink.write_predictions([record])
+    out = sink.write_escalations(_records(escalation(confident.request_id, "card_lost")))
+    assert out.parked == 1 and out.unrecoverable == 0 and out.human_labels == 0
+    assert warehouse.query("SELECT count(*) FROM escalations") == [(1,)]
+    # Not due yet, then due but still unreadable: backed off, not lost.
+    assert sink.retry_parked().unrecoverable == 0
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    assert sink.retry_parked(later).unrecoverable == 0
+    assert warehouse.query("SELECT attempts FROM parked_escalations") == [(1,)]
+    # The broker answers again: the case is captured and the human label lands.
+    kafka_log.records[(0, 0)] = record.value
+    out = sink.retry_parked(later + timedelta(minutes=10))
+    assert out.captured[CaptureReason.ESCALATED] == 1 and out.human_labels == 1
+    assert warehouse.query("SELECT source, label FROM labels") == [("human", "card_lost")]
+    assert warehouse.query("SELECT count(*) FROM parked_escalations") == [(0,)]
+    assert EMAIL not in json.dumps(warehouse.query("SELECT * FROM cases"), default=str)
+
+
+def test_a_parked_prediction_expires_after_the_topics_retention(
     sink: CaptureSink, warehouse: Warehouse
 ) -> None:
     confident = prediction(confidence=0.99)
-    sink.write_predictions(_records(confident))  # not in the fake Kafka log
-    out = sink.write_escalations(_records(escalation(confident.request_id)))
-    assert out.unrecoverable == 1
-    assert warehouse.query("SELECT count(*) FROM escalations") == [(1,)]
+    sink.write_predictions(_records(confident))
+    sink.write_escalations(_records(escalation(confident.request_id)))
+    past_retention = datetime.now(UTC) + timedelta(hours=sink.retention_hours, minutes=1)
+    assert sink.retry_parked(past_retention).unrecoverable == 1
+    assert warehouse.query("SELECT status FROM parked_escalations") == [("expired",)]
+    assert sink.retry_parked(past_retention + timedelta(days=1)).unrecoverable == 0  # once
 
 
 def test_a_text_less_prediction_is_captured_from_its_escalations_text(
