@@ -108,18 +108,13 @@ def eval_cmd(
 ) -> None:
     """Recall per type, character recall/precision and texts/s of a scrubber."""
     from tutorloop.privacy.evaluation import evaluate, load_records, presidio_default_spans
-    from tutorloop.privacy.presidio_scrubber import PresidioScrubber
-    from tutorloop.privacy.scrubber import RegexScrubber
+    from tutorloop.privacy.scrubbing import configured_scrubber
 
     records = load_records(file)
     if scrubber not in ("presidio", "regex"):
         fail(f"unknown scrubber {scrubber!r}: expected presidio or regex", 2)
-    privacy = settings_of(ctx).privacy
-    ours = (
-        PresidioScrubber(privacy.spacy_model, scrub_coarse_places=privacy.scrub_coarse_places)
-        if scrubber == "presidio"
-        else RegexScrubber()
-    )
+    privacy = settings_of(ctx).privacy.model_copy(update={"scrubber": scrubber})
+    ours = configured_scrubber(privacy)
     reports = [evaluate(f"tutorloop {scrubber}", records, ours.spans_batch)]
     if baseline:
         reports.append(evaluate("presidio default", records, presidio_default_spans()))
