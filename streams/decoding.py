@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tutorloop.streams.batch import BatchOutcome, DeadLetter, RawRecord
-from tutorloop.streams.events import InvalidEventError, UnknownFields
+from tutorloop.streams.events import E, InvalidEventError, UnknownFields
 
 
 def decode_records(
@@ -47,3 +47,11 @@ def decode_records(
         seen.add(event_id)
         events.append((event, rec))
     return events
+
+
+def read_back(raw: bytes | None, decode: Callable[[bytes], E]) -> E | None:
+    """An event read back from Kafka, or None when nothing (valid) came back."""
+    try:
+        return decode(raw) if raw is not None else None
+    except InvalidEventError:
+        return None

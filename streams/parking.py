@@ -90,6 +90,14 @@ def settle(
     return expired
 
 
+def next_due(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """When the earliest parked row is due again; None when nothing is parked."""
+    row = con.execute(
+        "SELECT min(next_retry_at) FROM parked_escalations WHERE status = ?", [PARKED]
+    ).fetchone()
+    return row[0] if row else None
+
+
 def count(con: duckdb.DuckDBPyConnection, status: str = PARKED) -> int:
     row = con.execute(
         "SELECT count(*) FROM parked_escalations WHERE status = ?", [status]

@@ -26,29 +26,18 @@ from tutorloop.labeling.case_store import insert_cases, label_escalated_cases
 from tutorloop.privacy.scrubber import RegexScrubber, Scrubber
 from tutorloop.privacy.tombstone import erased_users
 from tutorloop.streams.batch import BatchOutcome, RawRecord, RecordFetcher
-from tutorloop.streams.decoding import decode_records
+from tutorloop.streams.decoding import decode_records, read_back
 from tutorloop.streams.events import (
-    InvalidEventError,
     PredictionEvent,
     UnknownFields,
     decode_escalation,
     decode_prediction,
 )
-from tutorloop.streams.parking import Parked, due, park, settle
+from tutorloop.streams.parking import Parked, due, next_due, park, settle
 from tutorloop.streams.policy import CapturePolicy
-from tutorloop.streams.sink_rows import AUDIT_SCHEMA, ESCALATION_SCHEMA, case_row
+from tutorloop.streams.sink_rows import AUDIT_SCHEMA, ESCALATION_SCHEMA, audit_reason, case_row
 
 log = logging.getLogger(__name__)
-
-NO_CONSENT = "no_consent"
-NO_TEXT = "no_text"
-
-
-def _not_captured(event: PredictionEvent, reason: str | None) -> str | None:
-    """The audit's capture_reason for a prediction the policy flagged but did not capture."""
-    if reason is None:
-        return None
-    return NO_CONSENT if not event.consent.training else NO_TEXT
 
 
 class CaptureSink:
@@ -76,6 +65,9 @@ class CaptureSink:
         self.escalation_fetcher = escalation_fetcher
         self.unknown_fields: UnknownFields = unknown_fields
         self.retention_hours = retention_hours  # of the predictions topic: parked rows expire
+        # When parked rows are next due: unknown at start (rows parked before a restart), then
+        # kept up to date by this sink. Rows another worker parks are retried by that worker.
+        self._next_due: datetime | None = datetime.min.replace(tzinfo=UTC)
         self._structured = RegexScrubber()
         # Agents run batches in threads. Serializing them in-process makes each
         # check-then-insert (escalation vs prediction) atomic; across processes DuckDB's file
@@ -115,7 +107,7 @@ class CaptureSink:
                     "margin": ev.margin,
                     "consent_training": ev.consent.training,
                     "captured": captured,
-                    "capture_reason": reason if captured else _not_captured(ev, reason),
+                    "capture_reason": reason if captured else audit_reason(ev, reason),
                     "policy_version": self.policy.version,
                     "kafka_partition": rec.partition,
                     "kafka_offset": rec.offset,
@@ -173,10 +165,7 @@ class CaptureSink:
             if request_id in texts or self.escalation_fetcher is None:
                 continue
             raw = self.escalation_fetcher.fetch(partition, offset)
-            try:
-                escalation = decode_escalation(raw) if raw is not None else None
-            except InvalidEventError:
-                escalation = None
+            escalation = read_back(raw, decode_escalation)
             if escalation is not None and escalation.request_id == request_id and escalation.text:
                 texts[request_id] = escalation.text
         events = [
@@ -255,12 +244,7 @@ class CaptureSink:
             if raw is None and self.fetcher is not None:
                 unread.append((event_id, request_id, partition, offset))  # a broker hiccup?
                 continue
-            event: PredictionEvent | None = None
-            if raw is not None:
-                try:
-                    event = decode_prediction(raw)
-                except InvalidEventError:
-                    event = None
+            event = read_back(raw, decode_prediction)
             if event is not None and event.text is None and event.request_id in texts:
                 event = event.model_copy(update={"text": texts[event.request_id]})
             if event is None or str(event.event_id) != event_id or event.text is None:
@@ -277,17 +261,24 @@ class CaptureSink:
             recovered.append(event)
         self._insert_escalated(recovered, request_ids, out)
         if unread:
+            now = datetime.now(UTC)
             with self._lock, self.warehouse.transaction() as con:
-                out.parked += park(con, unread, datetime.now(UTC))
+                out.parked += park(con, unread, now)
+            self._next_due = now  # look again on the next retry tick
 
     def retry_parked(self, now: datetime | None = None) -> BatchOutcome:
         """Read back the parked predictions that are due (:mod:`streams.parking`)."""
         now = now or datetime.now(UTC)
+        out = BatchOutcome()
+        # Most ticks have nothing due: known without opening the warehouse (whose open would
+        # compete with the sink for DuckDB's one writer).
+        if self.fetcher is None or self._next_due is None or now < self._next_due:
+            return out
         with self.warehouse.connect() as con:
             rows = due(con, now)
-        out = BatchOutcome()
-        if not rows or self.fetcher is None:
-            return out
+            if not rows:
+                self._next_due = next_due(con)
+                return out
         events: list[PredictionEvent] = []
         read: list[str] = []
         unread: list[Parked] = []
@@ -297,10 +288,7 @@ class CaptureSink:
                 unread.append(row)
                 continue
             read.append(row.prediction_event_id)
-            try:
-                event = decode_prediction(raw)
-            except InvalidEventError:
-                event = None
+            event = read_back(raw, decode_prediction)
             if event is None or str(event.event_id) != row.prediction_event_id:
                 out.unrecoverable += 1  # the position holds another record
                 continue
@@ -314,6 +302,7 @@ class CaptureSink:
             out.unrecoverable += settle(
                 con, read=read, unread=unread, now=now, retention_hours=self.retention_hours
             )
+            self._next_due = next_due(con)
         return out
 
     def _insert_escalated(

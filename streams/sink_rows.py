@@ -14,6 +14,17 @@ from tutorloop.infra.hashing import case_text_hash
 from tutorloop.privacy.scrubber import ScrubResult
 from tutorloop.streams.events import PredictionEvent
 
+NO_CONSENT = "no_consent"
+NO_TEXT = "no_text"
+
+
+def audit_reason(event: PredictionEvent, reason: str | None) -> str | None:
+    """The audit's capture_reason for a prediction the policy flagged but did not capture."""
+    if reason is None:
+        return None
+    return NO_CONSENT if not event.consent.training else NO_TEXT
+
+
 AUDIT_SCHEMA = pa.schema(
     [
         ("event_id", pa.string()),
