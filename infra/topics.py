@@ -87,6 +87,10 @@ def _create_missing(
     # The broker deletes raw events after this: the bound on how long an erased user's
     # prediction text survives in Kafka (the erasure record states it).
     configs = {"retention.ms": str(retention)} if retention else {}
+    if topic.endswith(PREDICTIONS_DLQ):
+        # Letters are keyed by their source record, and the latest letter of a key is its
+        # state (streams.dead_letters): compaction may drop the older ones.
+        configs["cleanup.policy"] = "compact,delete"
     try:
         admin.create_topics([
             NewTopic(name=topic, num_partitions=partitions, replication_factor=1,

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Any, Literal, Protocol
+
+#: An open letter waits for a fix; a replayed one was stored by a later replay; an expired
+#: one's source record is past the topic's retention (it can no longer be replayed).
+LetterStatus = Literal["open", "replayed", "expired"]
 
 
 @dataclass(frozen=True)
@@ -19,7 +23,12 @@ class RawRecord:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """What the DLQ topic receives for a record that failed validation: never its text."""
+    """What the DLQ topic receives for a record the sink could not store: never its text.
+
+    It points at the source record (topic, partition, offset), which a replay re-reads while
+    it is within retention. Keyed by that position, so a batch written twice (a redelivery)
+    yields the same letter twice under one key, and the latest letter of a key is its state.
+    """
 
     source_topic: str
     partition: int
@@ -29,13 +38,22 @@ class DeadLetter:
     payload_sha256: str
     payload_bytes: int
     ts: str
+    status: LetterStatus = "open"
+    resolved_ts: str | None = None
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
 
     @property
     def key(self) -> bytes:
-        return self.payload_sha256.encode()
+        return f"{self.source_topic}/{self.partition}/{self.offset}".encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> DeadLetter:
+        """A letter read back from the DLQ topic (fields a newer version added are ignored)."""
+        data: dict[str, Any] = json.loads(raw)
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass

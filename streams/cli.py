@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -75,3 +76,118 @@ def stats(
         else:
             table.add_row(key, str(value))
     console.print(table)
+
+
+dlq_app = typer.Typer(help="Dead letters: list them, replay them after the fix.")
+_REASON = typer.Option(None, "--reason", "-r", help="only letters whose reason contains this")
+_SINCE = typer.Option(
+    None, "--since", help="only letters first written since: an ISO date/time, or 90m, 24h, 7d"
+)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    ctx: typer.Context,
+    reason: str | None = _REASON,
+    since: str | None = _SINCE,
+    every: bool = typer.Option(False, "--all", help="also replayed and expired letters"),
+    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """The dead letters (latest state of each source record), open ones unless --all."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    letters = _chosen_letters(ctx, reason, since, None if every else "open")
+    if json_out:
+        print_json([asdict(letter) for letter in letters])
+        return
+    table = Table("source", "event id", "first failed", "status", "reason")
+    for letter in letters:
+        table.add_row(
+            f"{letter.source_topic}[{letter.partition}]@{letter.offset}",
+            letter.event_id or "-",
+            letter.ts[:19],
+            letter.status,
+            letter.reason,
+        )
+    console.print(table)
+    console.print(f"{len(letters)} letter(s)")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ctx: typer.Context,
+    reason: str | None = _REASON,
+    since: str | None = _SINCE,
+    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Re-read the source records of open letters and run them through the current code."""
+    from datetime import timedelta
+
+    from kafka import KafkaProducer
+
+    from tutorloop.infra.broker import bootstrap_servers
+    from tutorloop.infra.cli_common import settings_of
+    from tutorloop.infra.topics import PREDICTIONS_DLQ
+    from tutorloop.streams.dead_letters import replay
+    from tutorloop.streams.isolation import SystemicSinkError
+    from tutorloop.streams.worker import build_sink
+
+    settings = settings_of(ctx)
+    letters = _chosen_letters(ctx, reason, since, "open")
+    bootstrap = bootstrap_servers(settings)
+    sink = build_sink(settings, bootstrap)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    dlq = settings.topic(PREDICTIONS_DLQ)
+    readers = [(sink.predictions_topic, sink.fetcher),
+               (sink.escalations_topic, sink.escalation_fetcher)]  # fmt: skip
+    writers = {sink.predictions_topic: sink.write_predictions,
+               sink.escalations_topic: sink.write_escalations}  # fmt: skip
+    try:
+        report = replay(
+            letters,
+            writers,
+            {topic: fetcher for topic, fetcher in readers if fetcher is not None},
+            lambda letter: producer.send(dlq, key=letter.key, value=letter.to_bytes()),
+            retention=timedelta(hours=settings.streams.retention_hours),
+        )
+        producer.flush(timeout=30)
+    except SystemicSinkError as exc:
+        fail(f"the sink fails on every record, not on these letters alone: {exc}")
+    finally:
+        producer.close()
+        sink.close()
+    summary = {
+        "letters": len(letters),
+        "replayed": report.replayed,
+        "still_failing": report.still_failing,
+        "expired": report.expired,
+        "unreadable": report.unreadable,
+        "cases_captured": sum(report.outcome.captured.values()),
+        "human_labels": report.outcome.human_labels,
+    }
+    if json_out:
+        print_json(summary)
+        return
+    console.print(", ".join(f"{key}={value}" for key, value in summary.items()))
+
+
+def _chosen_letters(
+    ctx: typer.Context, reason: str | None, since: str | None, status: str | None
+) -> list[Any]:
+    from tutorloop.infra.broker import bootstrap_servers
+    from tutorloop.infra.cli_common import settings_of
+    from tutorloop.infra.topics import PREDICTIONS_DLQ
+    from tutorloop.streams.dead_letters import DeadLetterError, parse_since, read_letters, select
+
+    settings = settings_of(ctx)
+    try:
+        since_at = parse_since(since) if since else None
+        letters = read_letters(bootstrap_servers(settings), settings.topic(PREDICTIONS_DLQ))
+    except (DeadLetterError, TimeoutError) as exc:
+        fail(str(exc))
+    return select(letters, status=status, reason=reason, since=since_at)  # type: ignore[arg-type]
+
+
+streams_app.add_typer(dlq_app, name="dlq")

@@ -74,6 +74,13 @@ class CaptureSink:
         # lock already serializes writers.
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        """Close the Kafka readers this sink holds."""
+        for fetcher in (self.fetcher, self.escalation_fetcher):
+            close = getattr(fetcher, "close", None)
+            if close is not None:
+                close()
+
     # -- predictions ------------------------------------------------------------------------
 
     def write_predictions(self, records: Sequence[RawRecord]) -> BatchOutcome:

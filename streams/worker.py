@@ -43,7 +43,8 @@ def default_scrubber(settings: Settings) -> Scrubber:
     return configured_scrubber(settings.privacy)
 
 
-def _sink(settings: Settings, bootstrap: str, scrubber: Scrubber | None) -> CaptureSink:
+def build_sink(settings: Settings, bootstrap: str, scrubber: Scrubber | None = None) -> CaptureSink:
+    """The sink a worker (or a dead-letter replay) writes through, with its Kafka readers."""
     predictions_name = settings.topic(PREDICTIONS)
     return CaptureSink(
         Warehouse.from_settings(settings),
@@ -151,7 +152,7 @@ def build_app(
     bootstrap = bootstrap_servers(settings)
     ensure_topics(settings, bootstrap)
     metrics = metrics or StreamMetrics()
-    sink = _sink(settings, bootstrap, scrubber)
+    sink = build_sink(settings, bootstrap, scrubber)
     app = _faust_app(settings, bootstrap)
     app.tutorloop_metrics = metrics  # type: ignore[attr-defined]
     app.tutorloop_sink = sink  # type: ignore[attr-defined]
@@ -248,5 +249,4 @@ def run_worker(settings: Settings) -> None:
         worker.execute_from_commandline()
     finally:
         app.tutorloop_metrics.log_line()  # type: ignore[attr-defined]
-        app.tutorloop_sink.fetcher.close()  # type: ignore[attr-defined]
-        app.tutorloop_sink.escalation_fetcher.close()  # type: ignore[attr-defined]
+        app.tutorloop_sink.close()  # type: ignore[attr-defined]
