@@ -77,7 +77,7 @@ def produce(bootstrap: str, topic: str, n: int) -> None:
     producer.close()
 
 
-async def _aiokafka_rate(bootstrap: str, topic: str, n: int) -> float:
+async def aiokafka_rate(bootstrap: str, topic: str, n: int) -> float:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
@@ -155,7 +155,7 @@ def _metric(port: int, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def _audited(port: int) -> int:
+def audited(port: int) -> int:
     return int(_metric(port, "tutorloop_streams_audited_total"))
 
 
@@ -166,7 +166,7 @@ def _batch_stats(port: int) -> tuple[int, float]:
     )
 
 
-def _start_worker(tmp: Path, metrics_port: int, batch_max: int) -> subprocess.Popen[bytes]:
+def start_worker(tmp: Path, metrics_port: int, batch_max: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUTORLOOP_")}
     env.update(
         TUTORLOOP_DATA_DIR=str(tmp),
@@ -187,7 +187,7 @@ def _start_worker(tmp: Path, metrics_port: int, batch_max: int) -> subprocess.Po
     )
 
 
-def _worker_rate(port: int, events: int, tmp: Path) -> float:
+def worker_rate(port: int, events: int, tmp: Path) -> float:
     """Events/s the worker sustains from its first stored event until all are stored."""
     first_at: float | None = None
     first_count = 0
@@ -195,7 +195,7 @@ def _worker_rate(port: int, events: int, tmp: Path) -> float:
         task = progress.add_task("worker", total=events)
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            count = _audited(port)
+            count = audited(port)
             now = time.perf_counter()
             if count and first_at is None:
                 first_at, first_count = now, count
@@ -204,7 +204,7 @@ def _worker_rate(port: int, events: int, tmp: Path) -> float:
                 break
             time.sleep(0.1)
     done_at = time.perf_counter()
-    if first_at is None or _audited(port) < events:
+    if first_at is None or audited(port) < events:
         raise SystemExit(f"worker did not finish; see {tmp / 'worker.log'}")
     batches, busy = _batch_stats(port)
     console.print(
@@ -214,7 +214,7 @@ def _worker_rate(port: int, events: int, tmp: Path) -> float:
     return (events - first_count) / (done_at - first_at)
 
 
-def _emit_at_rate(tmp: Path, bootstrap: str, n: int, rate: float) -> list[str]:
+def emit_at_rate(tmp: Path, bootstrap: str, n: int, rate: float) -> list[str]:
     """Emit ``n`` events at ``rate``/s through the serving emitter; their event ids."""
     console.print(f"emitting {n} events at {rate:.0f}/s")
     with PredictionEmitter.from_settings(
@@ -232,7 +232,7 @@ def _emit_at_rate(tmp: Path, bootstrap: str, n: int, rate: float) -> list[str]:
     return ids
 
 
-def _latencies_ms(settings: Settings, ids: list[str]) -> list[float]:
+def latencies_ms(settings: Settings, ids: list[str]) -> list[float]:
     rows = Warehouse.from_settings(settings).query(
         "SELECT epoch(ingested_at) - epoch(ts) FROM predictions_audit "
         "WHERE event_id IN (SELECT unnest(?::VARCHAR[]))",
@@ -284,7 +284,7 @@ def main() -> None:
         console.print(f"producing {args.events:,} events to {topic} ({args.partitions} partitions)")
         produce(bootstrap, topic, args.events)
 
-        rates["baseline"] = asyncio.run(_aiokafka_rate(bootstrap, topic, args.events))
+        rates["baseline"] = asyncio.run(aiokafka_rate(bootstrap, topic, args.events))
         console.print(f"baseline aiokafka consumer: {rates['baseline']:,.0f} events/s")
         rates["faust"] = _faust_ceiling(bootstrap, topic, args.events, tmp)
         console.print(f"faust, empty agent:         {rates['faust']:,.0f} events/s")
@@ -292,17 +292,17 @@ def main() -> None:
         console.print(f"sink alone (no Kafka):      {rates['sink']:,.0f} events/s")
 
         port = free_port()
-        worker = _start_worker(tmp, port, args.batch_max)
-        rates["worker"] = _worker_rate(port, args.events, tmp)
-        ids = _emit_at_rate(tmp, bootstrap, args.latency_events, args.latency_rate)
+        worker = start_worker(tmp, port, args.batch_max)
+        rates["worker"] = worker_rate(port, args.events, tmp)
+        ids = emit_at_rate(tmp, bootstrap, args.latency_events, args.latency_rate)
         target = args.events + args.latency_events
         deadline = time.monotonic() + 60
-        while _audited(port) < target and time.monotonic() < deadline:
+        while audited(port) < target and time.monotonic() < deadline:
             time.sleep(0.2)
         worker.terminate()
         worker.wait(timeout=60)
         worker = None
-        _report(rates, _latencies_ms(settings, ids), args.latency_rate)
+        _report(rates, latencies_ms(settings, ids), args.latency_rate)
     finally:
         if worker is not None:
             worker.kill()

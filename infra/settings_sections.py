@@ -24,9 +24,12 @@ class BrokerSettings(_Section):
         description="host:port[,host:port]; empty runs the embedded broker on 127.0.0.1",
     )
     port: int = Field(default=19092, ge=1, le=65535, description="embedded broker port")
+    # Durable by default (bench/broker_storage.py): ~1 s more at start-up and ~350 MB for
+    # SeaweedFS buy topics and committed offsets that survive a restart.
     storage: Literal["memory", "s3"] = Field(
-        default="memory",
-        description="embedded broker storage: memory (lost on restart) or s3 (local SeaweedFS)",
+        default="s3",
+        description="embedded broker storage: s3 (durable, a local SeaweedFS) or memory "
+        "(faster to start, loses every event on restart)",
     )
     s3_port: int = Field(default=18333, ge=1, le=65535, description="local SeaweedFS S3 port")
     start_timeout_s: float = Field(default=20.0, gt=0)

@@ -184,3 +184,55 @@ def test_durable_mode_keeps_topics_messages_and_offsets_across_restart(tmp_path:
         assert seen == [f"m{i}".encode() for i in range(5)]
     finally:
         broker.down()
+
+
+def test_the_default_embedded_broker_loses_no_event_across_a_restart(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """No storage setting: a worker stores part of the stream and stops, more events arrive
+    that nobody consumed, the broker restarts; a worker then stores every event exactly once."""
+    from tests.conftest import WorkerProcess, wait_until
+    from tests.streams_events import prediction
+    from tutorloop.infra.warehouse import Warehouse
+
+    env = {
+        **cli_env,
+        "TUTORLOOP_STREAMS__GROUP_ID": f"restart-{uuid.uuid4().hex[:6]}",
+        "TUTORLOOP_STREAMS__SESSION_TIMEOUT_S": "6",
+        "TUTORLOOP_STREAMS__HEARTBEAT_INTERVAL_S": "1",
+        "TUTORLOOP_STREAMS__BATCH_WITHIN_S": "0.2",
+        "TUTORLOOP_PRIVACY__SCRUBBER": "regex",
+    }
+    assert run_cli("broker", "up", env=env).returncode == 0
+    settings = load_settings(data_dir=Path(env["TUTORLOOP_DATA_DIR"]))
+    assert EmbeddedBroker(settings).state().storage == "s3"  # type: ignore[union-attr]
+    warehouse = Warehouse.from_settings(settings)
+
+    def produce(n: int) -> set[str]:
+        producer = KafkaProducer(bootstrap_servers=bootstrap_servers(settings), acks="all")
+        events = [prediction(confidence=0.2, text=f"card {i} lost") for i in range(n)]
+        for event in events:
+            producer.send(settings.topic("predictions"), key=event.key, value=event.to_bytes())
+        producer.flush()
+        producer.close()
+        return {str(event.event_id) for event in events}
+
+    def audited() -> int:
+        return int(warehouse.query("SELECT count(*) FROM predictions_audit")[0][0])
+
+    first = produce(40)
+    worker = WorkerProcess(env, tmp_path / "w1.log")
+    try:
+        wait_until(lambda: audited() == 40, 90)
+    finally:
+        assert worker.stop() == 0
+    pending = produce(60)  # nobody consumes these before the restart
+    assert run_cli("broker", "down", env=env).returncode == 0
+    assert run_cli("broker", "up", env=env).returncode == 0
+    worker = WorkerProcess(env, tmp_path / "w2.log")
+    try:
+        wait_until(lambda: audited() == 100, 90)
+    finally:
+        assert worker.stop() == 0
+    stored = {r[0] for r in warehouse.query("SELECT event_id FROM predictions_audit")}
+    assert stored == first | pending and audited() == 100
