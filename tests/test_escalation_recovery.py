@@ -25,9 +25,7 @@ def test_a_human_label_lands_when_the_broker_pauses_during_escalation_recovery(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    settings = load_settings(
-        data_dir=tmp_path / "data", broker={"port": port, "storage": "memory"}
-    )
+    settings = load_settings(data_dir=tmp_path / "data", broker={"port": port, "storage": "memory"})
     broker = EmbeddedBroker(settings)
     state = broker.up()
     bootstrap = state.bootstrap_servers
@@ -65,9 +63,7 @@ def test_a_human_label_lands_when_the_broker_pauses_during_escalation_recovery(
             time.sleep(3)
             os.kill(state.pid, signal.SIGSTOP)
             paused = True
-        wait_until(
-            lambda: warehouse.query("SELECT count(*) FROM parked_escalations") == [(1,)], 60
-        )
+        wait_until(lambda: warehouse.query("SELECT count(*) FROM parked_escalations") == [(1,)], 60)
         assert warehouse.query("SELECT count(*) FROM labels") == [(0,)]
         assert worker.proc.poll() is None
         time.sleep(3)  # paused for a while longer: a retry or two finds nothing either
@@ -75,8 +71,9 @@ def test_a_human_label_lands_when_the_broker_pauses_during_escalation_recovery(
         paused = False
 
         wait_until(
-            lambda: warehouse.query("SELECT source, label FROM labels")
-            == [("human", "card_swallowed")],
+            lambda: (
+                warehouse.query("SELECT source, label FROM labels") == [("human", "card_swallowed")]
+            ),
             90,
         )
         assert warehouse.query("SELECT count(*) FROM cases") == [(1,)]
