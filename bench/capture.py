@@ -42,7 +42,7 @@ from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.topics import PREDICTIONS, ensure_topics
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.streams.emitter import PredictionEmitter
-from tutorloop.streams.events import Consent, PredictionEvent, now_utc
+from tutorloop.streams.events import Consent, PredictionEvent, TopK, now_utc
 
 console = Console()
 
@@ -59,7 +59,9 @@ def _event(i: int) -> PredictionEvent:
         text=f"I was charged twice for card payment {i}, please refund to my account",
         label="card_payment_fee_charged",
         confidence=0.4 if low else 0.97,
-        top_k=[("card_payment_fee_charged", 0.4 if low else 0.97), ("refund", 0.01)],
+        top_k=TopK.from_pairs(
+            [("card_payment_fee_charged", 0.4 if low else 0.97), ("refund", 0.01)]
+        ),
         consent=Consent(training=True),
     )
 

@@ -195,7 +195,7 @@ class Predictor:
     def _emit(
         emitter: Emitter, request: PredictRequest, prediction: Prediction, label: str
     ) -> None:
-        from tutorloop.streams.events import Consent, PredictionEvent, now_utc
+        from tutorloop.streams.events import Consent, PredictionEvent, TopK, now_utc
 
         emitter.emit(
             PredictionEvent(
@@ -208,7 +208,7 @@ class Predictor:
                 text=request.text,
                 label=label,
                 confidence=prediction.confidence,
-                top_k=prediction.top_k,
+                top_k=TopK.from_pairs(prediction.top_k),
                 consent=Consent(training=request.consent.training),
             )
         )

@@ -71,12 +71,14 @@ class BatchOutcome:
     erased: int = 0  # content of erased users skipped (replays, late escalations)
     unknown_fields: int = 0  # events with fields this version does not know (set aside)
     parked: int = 0  # escalated predictions Kafka could not give back yet (retried later)
+    previous_version: int = 0  # events in the previous contract version (read, upgraded)
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
     def add(self, other: BatchOutcome) -> None:
         """Fold in the outcome of another part of the same batch."""
         for name in ("consumed", "audited", "duplicates", "escalations", "human_labels",
-                     "unrecoverable", "no_text", "erased", "unknown_fields", "parked"):  # fmt: skip
+                     "unrecoverable", "no_text", "erased", "unknown_fields", "parked",
+                     "previous_version"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.captured.update(other.captured)
         self.dead_letters.extend(other.dead_letters)

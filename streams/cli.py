@@ -9,12 +9,18 @@ from typing import Any
 import typer
 
 from tutorloop.infra.cli_common import console, fail, print_json
-from tutorloop.streams.events import EVENT_TYPES, SCHEMA_VERSION, json_schemas
+from tutorloop.streams.events import EVENT_TYPES, READABLE_VERSIONS, SCHEMA_VERSION, json_schemas
 
 
 def schemas(
     topic: str | None = typer.Option(
         None, "--topic", "-t", help=f"only this topic ({', '.join(EVENT_TYPES)})"
+    ),
+    version: int | None = typer.Option(
+        None,
+        "--version",
+        "-v",
+        help=f"only this contract version (readable: {', '.join(map(str, READABLE_VERSIONS))})",
     ),
     out: Path | None = typer.Option(
         None,
@@ -24,20 +30,33 @@ def schemas(
         file_okay=False,
     ),
 ) -> None:
-    """Print the JSON Schema of the event contracts, for producers in any language."""
-    all_schemas = json_schemas()
-    if topic is not None:
-        if topic not in all_schemas:
-            fail(f"unknown topic {topic!r}; expected one of: {', '.join(all_schemas)}", 2)
-        all_schemas = {topic: all_schemas[topic]}
-    if out is None:
-        print_json(all_schemas[topic] if topic else all_schemas)
+    """Print the JSON Schema of every contract version a worker reads, for producers in any
+    language (the current one, and the previous one during its compatibility window)."""
+    if topic is not None and topic not in EVENT_TYPES:
+        fail(f"unknown topic {topic!r}; expected one of: {', '.join(EVENT_TYPES)}", 2)
+    if version is not None and version not in READABLE_VERSIONS:
+        readable = ", ".join(map(str, READABLE_VERSIONS))
+        fail(f"no contract version {version}; workers read {readable}", 2)
+    versions = [version] if version is not None else list(READABLE_VERSIONS)
+    topics = [topic] if topic is not None else list(EVENT_TYPES)
+    chosen = {(t, v): json_schemas(v)[t] for v in versions for t in topics}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for (name, number), schema in chosen.items():
+            path = out / f"{name}.v{number}.schema.json"
+            path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+            console.print(f"wrote {path}")
         return
-    out.mkdir(parents=True, exist_ok=True)
-    for name, schema in all_schemas.items():
-        path = out / f"{name}.v{SCHEMA_VERSION}.schema.json"
-        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
-        console.print(f"wrote {path}")
+    if topic is not None and version is not None:
+        print_json(chosen[topic, version])
+        return
+    print_json(
+        {
+            "current_version": SCHEMA_VERSION,
+            "readable_versions": list(READABLE_VERSIONS),
+            "schemas": {t: {f"v{v}": chosen[t, v] for v in versions} for t in topics},
+        }
+    )
 
 
 streams_app = typer.Typer(help="Run the stream workers and summarize what they captured.")

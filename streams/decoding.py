@@ -40,6 +40,7 @@ def decode_records(
             )
             continue
         out.unknown_fields += bool(event.model_extra)
+        out.previous_version += event.upgraded_from is not None
         event_id = str(event.event_id)
         if event_id in seen:
             out.duplicates += 1

@@ -69,7 +69,13 @@ def _roundtrip(topic: str, bootstrap: str) -> None:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     from tutorloop.infra.topics import create_topic
-    from tutorloop.streams.events import Consent, PredictionEvent, decode_prediction, now_utc
+    from tutorloop.streams.events import (
+        Consent,
+        PredictionEvent,
+        TopK,
+        decode_prediction,
+        now_utc,
+    )
 
     create_topic(bootstrap, topic, partitions=1, retention=3_600_000)  # a scratch topic: 1 h
     event = PredictionEvent(
@@ -82,7 +88,7 @@ def _roundtrip(topic: str, bootstrap: str) -> None:
         text="doctor round trip",
         label="doctor",
         confidence=0.5,
-        top_k=[("doctor", 0.5), ("other", 0.5)],
+        top_k=TopK.from_pairs([("doctor", 0.5), ("other", 0.5)]),
         consent=Consent(training=False),
     )
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")

@@ -36,6 +36,9 @@ class StreamMetrics:
         self._no_text = counter("no_text", "capturable predictions that serving sent without text")
         self._unknown = counter("unknown_fields", "events with fields this worker does not know")
         self._parked = counter("parked", "escalated predictions Kafka could not give back yet")
+        self._previous = counter(
+            "previous_version", "events read in the previous contract version (upgraded)"
+        )
         self._latency = Histogram(
             f"{ns}_batch_seconds",
             "batch processing time (decode to commit)",
@@ -65,6 +68,7 @@ class StreamMetrics:
         self._no_text.labels(agent).inc(outcome.no_text)
         self._unknown.labels(agent).inc(outcome.unknown_fields)
         self._parked.labels(agent).inc(outcome.parked)
+        self._previous.labels(agent).inc(outcome.previous_version)
         self._latency.labels(agent).observe(seconds)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:

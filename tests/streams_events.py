@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tutorloop.streams.events import Consent, EscalationEvent, PredictionEvent, now_utc
+from tutorloop.streams.events import Consent, EscalationEvent, PredictionEvent, TopK, now_utc
 
 
 def prediction(
@@ -29,7 +29,7 @@ def prediction(
         text=text,
         label=label,
         confidence=confidence,
-        top_k=[(label, confidence), ("other", second)],
+        top_k=TopK.from_pairs([(label, confidence), ("other", second)]),
         consent=Consent(training=consent),
     )
 

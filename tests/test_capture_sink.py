@@ -274,3 +274,24 @@ def test_an_added_optional_field_is_counted_and_the_event_stored(
     newer["event_id"] = str(uuid.uuid4())
     out = sink.write_predictions([RawRecord(json.dumps(newer).encode(), 0, 1)])
     assert out.audited == 0 and "unknown field(s) channel" in out.dead_letters[0].reason
+
+
+def _as_version_1(event: object) -> bytes:
+    """The event as a producer still on contract version 1 sends it."""
+    data = json.loads(event.to_bytes())  # type: ignore[attr-defined]
+    data["schema_version"] = 1
+    if "top_k" in data:
+        data["top_k"] = [[t["label"], t["probability"]] for t in data["top_k"]]
+    return json.dumps(data).encode()
+
+
+def test_a_previous_version_producer_is_stored_and_counted_during_the_window(
+    sink: CaptureSink, warehouse: Warehouse
+) -> None:
+    unsure = prediction(confidence=0.2, second=0.15)
+    out = sink.write_predictions(_records(_as_version_1(unsure)))
+    assert out.audited == 1 and out.previous_version == 1 and not out.dead_letters
+    assert sum(out.captured.values()) == 1
+    assert warehouse.query("SELECT margin FROM predictions_audit") == [(pytest.approx(0.05),)]
+    label = sink.write_escalations(_records(_as_version_1(escalation(unsure.request_id))))
+    assert label.previous_version == 1 and label.human_labels == 1

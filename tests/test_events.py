@@ -63,7 +63,12 @@ BAD = [
         "not JSON",
     ),
     ("negative confidence", _raw(_prediction(confidence=-0.1)), "confidence"),
-    ("probability above one", _raw(_prediction(top_k=[["a", 1.5]])), "top_k"),
+    (
+        "probability above one",
+        _raw(_prediction(top_k=[{"label": "a", "probability": 1.5}])),
+        "top_k",
+    ),
+    ("v1 pairs in a v2 event", _raw(_prediction(top_k=[["a", 0.5]])), "v2: top_k.0"),
     ("naive timestamp", _raw(_prediction(ts="2026-11-28T10:00:00")), "ts"),
     ("bad uuid", _raw(_prediction(event_id="nope")), "event_id"),
     ("missing consent", _raw(_without("consent")), "consent"),
@@ -120,18 +125,27 @@ def test_json_schema_describes_the_contract() -> None:
 
 
 def test_schemas_cli_prints_and_writes(tmp_path: Path) -> None:
-    printed = run_cli("schemas", "--topic", "predictions")
+    printed = run_cli("schemas", "--topic", "predictions", "--version", "2")
     assert printed.returncode == 0, printed.stderr
-    assert json.loads(printed.stdout)["x-kafka-topic"] == "predictions"
+    schema = json.loads(printed.stdout)
+    assert schema["x-kafka-topic"] == "predictions" and schema["x-schema-version"] == 2
+    every = json.loads(run_cli("schemas").stdout)
+    assert every["current_version"] == 2 and every["readable_versions"] == [1, 2]
+    assert set(every["schemas"]["escalations"]) == {"v1", "v2"}
     written = run_cli("schemas", "--out", str(tmp_path / "s"))
     assert written.returncode == 0, written.stderr
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
         "escalations.v1.schema.json",
+        "escalations.v2.schema.json",
         "predictions.v1.schema.json",
+        "predictions.v2.schema.json",
     ]
-    bad = run_cli("schemas", "--topic", "nope")
-    assert bad.returncode == 2
-    assert "unknown topic" in bad.stderr
+    for args, message in [
+        (("--topic", "nope"), "unknown topic"),
+        (("--version", "3"), "no contract version 3"),
+    ]:
+        bad = run_cli("schemas", *args)
+        assert bad.returncode == 2 and message in bad.stderr
 
 
 def test_a_newer_producers_extra_field_is_set_aside_or_rejected_by_setting() -> None:
@@ -144,3 +158,54 @@ def test_a_newer_producers_extra_field_is_set_aside_or_rejected_by_setting() -> 
     assert "unknown field(s) channel, note" in info.value.reason
     assert "Canary" not in info.value.reason and "mobile" not in info.value.reason
     assert json_schemas()["predictions"]["additionalProperties"] is False  # producers: closed
+
+
+def _as_version_1(data: dict[str, Any]) -> dict[str, Any]:
+    pairs = [[t["label"], t["probability"]] for t in data["top_k"]]
+    return {**data, "schema_version": 1, "top_k": pairs}
+
+
+def test_a_previous_version_producer_is_read_and_upgraded_during_the_window() -> None:
+    current = _prediction()
+    old = _as_version_1(current)
+    event = decode_prediction(_raw(old))
+    assert event.upgraded_from == 1 and event.schema_version == 2
+    assert event.top_k == decode_prediction(_raw(current)).top_k
+    assert event.margin == pytest.approx(0.02)
+    assert decode_prediction(_raw(current)).upgraded_from is None
+    # Version 1 made schema_version optional: without it, an event is read as version 1.
+    del old["schema_version"]
+    assert decode_prediction(_raw(old)).upgraded_from == 1
+    # An invalid version-1 event is judged by the version-1 contract.
+    with pytest.raises(InvalidEventError, match=r"v1: top_k\.0\.1"):
+        decode_prediction(_raw({**old, "top_k": [["a", 1.5]]}))
+    older = json.loads(escalation("r-1", "card_lost").to_bytes())
+    assert decode_escalation(_raw({**older, "schema_version": 1})).upgraded_from == 1
+
+
+def test_the_published_schemas_hold_for_an_independent_validator() -> None:
+    """Producers in other languages validate with their own tools: the schemas must accept
+    the events we send and reject the other version's shape."""
+    from jsonschema import Draft202012Validator
+
+    validators = {
+        version: {
+            topic: Draft202012Validator(schema) for topic, schema in json_schemas(version).items()
+        }
+        for version in (1, 2)
+    }
+    for by_topic in validators.values():
+        for validator in by_topic.values():
+            Draft202012Validator.check_schema(validator.schema)
+    current, old = _prediction(), _as_version_1(_prediction())
+    assert validators[2]["predictions"].is_valid(current)
+    assert validators[1]["predictions"].is_valid(old)
+    assert not validators[1]["predictions"].is_valid(current)
+    assert not validators[2]["predictions"].is_valid(old)
+    assert not validators[2]["predictions"].is_valid(
+        {k: v for k, v in current.items() if k != "schema_version"}
+    )
+    assert not validators[2]["predictions"].is_valid({**current, "confidence": 1.5})
+    esc = json.loads(escalation("r-1", "card_lost").to_bytes())
+    assert validators[2]["escalations"].is_valid(esc)
+    assert validators[1]["escalations"].is_valid({**esc, "schema_version": 1})

@@ -157,7 +157,7 @@ BAD_INPUTS: list[tuple[str, bytes, str]] = [
     ("wrong_type", _tampered(_CONFIDENCE, b'"confidence":"hi"'), "confidence"),
     (
         "unknown_version",
-        _tampered(b'"schema_version":1', b'"schema_version":9'),
+        _tampered(b'"schema_version":2', b'"schema_version":9'),
         "unknown schema_version 9",
     ),
     ("empty_text", _tampered(_TEXT, b'""'), "text"),
