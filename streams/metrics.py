@@ -36,6 +36,9 @@ class StreamMetrics:
         self._no_text = counter("no_text", "capturable predictions that serving sent without text")
         self._unknown = counter("unknown_fields", "events with fields this worker does not know")
         self._parked = counter("parked", "escalated predictions Kafka could not give back yet")
+        self._transient = counter(
+            "transient_retries", "batch writes retried because the warehouse was busy"
+        )
         self._previous = counter(
             "previous_version", "events read in the previous contract version (upgraded)"
         )
@@ -70,6 +73,10 @@ class StreamMetrics:
         self._parked.labels(agent).inc(outcome.parked)
         self._previous.labels(agent).inc(outcome.previous_version)
         self._latency.labels(agent).observe(seconds)
+
+    def transient(self, agent: str) -> None:
+        """One retry of a batch after a transient failure (the warehouse held elsewhere)."""
+        self._transient.labels(agent).inc()
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self._lag.labels(topic, str(partition)).set(lag)

@@ -104,7 +104,7 @@ def _batch_runner(
                 )
                 for e in events
             ]
-            outcome = await _write_with_retry(agent, write, records, isolator)
+            outcome = await _write_with_retry(agent, write, records, isolator, metrics)
             written = time.perf_counter()
             for letter in outcome.dead_letters:
                 await app.producer.send_and_wait(
@@ -196,6 +196,7 @@ def build_app(
 EXIT_SINK_FAILED = 70
 _PARKED_EVERY_S = 2.0  # how often due parked escalations are read back (each has a backoff)
 _SINK_ATTEMPTS = 3
+_TRANSIENT_LOG_EVERY_S = 60.0
 
 
 async def _write_with_retry(
@@ -203,15 +204,25 @@ async def _write_with_retry(
     write: Callable[[Sequence[RawRecord]], BatchOutcome],
     records: list[RawRecord],
     isolator: Isolator,
+    metrics: StreamMetrics,
 ) -> BatchOutcome:
     failures = 0
     delay = 0.5
+    waiting_since = logged_at = None
     while True:
         try:
             return await asyncio.to_thread(isolator.write, write, records)
         except WarehouseBusyError as exc:
             # Another process holds the warehouse for long: wait, never drop the batch.
-            log.warning("%s: %s; retrying in %.1fs", agent, exc, delay)
+            # Transient: retried forever, counted, and logged once a minute at most.
+            metrics.transient(agent)
+            now = time.monotonic()
+            waiting_since = waiting_since or now
+            if logged_at is None or now - logged_at >= _TRANSIENT_LOG_EVERY_S:
+                logged_at = now
+                log.warning(
+                    "%s: %s; retrying (waiting %.0fs so far)", agent, exc, now - waiting_since
+                )
         except Exception as exc:
             failures += 1
             # The exception type and first line only: never a record's content.

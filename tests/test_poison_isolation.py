@@ -123,3 +123,32 @@ def test_the_scrubber_setting_loads_a_plugin_or_says_why_not() -> None:
         configured_scrubber(not_one.privacy)
     with pytest.raises(ConfigError, match=r"privacy\.scrubber"):
         load_settings(privacy={"scrubber": "spacy please"})
+
+
+def test_a_busy_warehouse_is_retried_counted_and_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+
+    from tutorloop.infra.warehouse import WarehouseBusyError
+    from tutorloop.streams.metrics import StreamMetrics
+    from tutorloop.streams.worker import _write_with_retry
+
+    calls: list[int] = []
+
+    def busy_twice(records: Sequence[RawRecord]) -> BatchOutcome:
+        calls.append(len(records))
+        if len(calls) <= 2:
+            raise WarehouseBusyError("warehouse locked by pid 1 (ticket stale in 3s)")
+        return BatchOutcome(consumed=len(records), audited=len(records))
+
+    metrics = StreamMetrics()
+    with caplog.at_level("WARNING", logger="tutorloop.streams.worker"):
+        outcome = asyncio.run(
+            _write_with_retry(
+                "predictions", busy_twice, _records(["a", "b"]), Isolator("p"), metrics
+            )
+        )
+    assert outcome.audited == 2 and calls == [2, 2, 2]  # never split, never dead-lettered
+    assert metrics.totals()["transient_retries"] == 2
+    assert len([r for r in caplog.records if "retrying" in r.getMessage()]) == 1
