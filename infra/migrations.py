@@ -176,6 +176,13 @@ ALTER TABLE escalations ADD COLUMN kafka_offset BIGINT;
 
 # Escalated predictions Kafka could not give back yet (a broker hiccup): retried until they
 # are read, or until the topic's retention has certainly dropped them.
+# DP spends epsilon on private rows only: the ledger says how many of each a run trained on.
+_V12_DP_ROWS = """
+ALTER TABLE privacy_ledger ADD COLUMN public_rows BIGINT;
+ALTER TABLE privacy_ledger ADD COLUMN private_rows BIGINT;
+ALTER TABLE privacy_ledger ADD COLUMN replayed_private_rows BIGINT;
+"""
+
 _V11_PARKED = """
 CREATE TABLE parked_escalations (
     prediction_event_id VARCHAR PRIMARY KEY,
@@ -201,6 +208,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "erasure records state when the broker's copy expires", _V9_ERASURE_BROKER),
     Migration(10, "kafka positions of escalations", _V10_ESCALATION_POSITION),
     Migration(11, "escalated predictions waiting to be read back", _V11_PARKED),
+    Migration(12, "public and private row counts of DP runs", _V12_DP_ROWS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -130,7 +130,24 @@ class PrivacySettings(_Section):
     dp_delta: float | None = Field(
         default=None, gt=0, lt=1, description="unset: 1 / (10 x training rows), below 1/n"
     )
-    dp_max_grad_norm: float = Field(default=1.0, gt=0)
+    dp_max_grad_norm: float = Field(
+        default=1.0, gt=0, description="per-example gradient clip norm of DP-SGD"
+    )
+    # DP-SGD's own training settings: noise shrinks with the expected batch, so batches are
+    # large (Poisson-sampled, split into trainer.batch_size physical batches) and steps few.
+    dp_batch_size: int = Field(
+        default=256, ge=8, le=65536, description="expected (logical) batch size of DP-SGD"
+    )
+    dp_epochs: int = Field(default=10, ge=1, le=200, description="epochs over the private rows")
+    dp_learning_rate: float = Field(default=2e-3, gt=0, lt=1, description="LoRA, under DP")
+    dp_head_learning_rate: float = Field(
+        default=2e-2, gt=0, lt=1, description="classification head, under DP"
+    )
+    dp_strict: bool = Field(
+        default=False,
+        description="refuse a DP run expected not to learn (privacy.dp_plan) instead of "
+        "warning about it",
+    )
     epsilon_budget: float = Field(
         default=8.0, gt=0, description="user-level epsilon allowed per budget window"
     )

@@ -31,6 +31,9 @@ class CaptureReason(StrEnum):
 
 # Imported rows are labeled already: never sent to a teacher, never counted as captured.
 IMPORTED_REASONS = (CaptureReason.GOLD_IMPORT, CaptureReason.GOLD_EVAL)
+# Public for differential privacy: what the operator imported (a seed or evaluation set), not
+# rows derived from production users. DP-SGD spends epsilon on every other row only.
+PUBLIC_REASONS = IMPORTED_REASONS
 
 
 class LabelSource(StrEnum):
@@ -270,6 +273,9 @@ TABLES: tuple[Table, ...] = (
             "rows_per_user",
             "user_epsilon",
             "user_delta",
+            "public_rows",
+            "private_rows",
+            "replayed_private_rows",
         ),
         "DP-SGD spend per run",
     ),

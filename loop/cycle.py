@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from tutorloop.labeling.models import resolve_model
 from tutorloop.labeling.relabel import RelabelReport, queue_unlabeled_for_humans, relabel
 from tutorloop.labeling.teachers import build_teacher, label_set
 from tutorloop.privacy.dp import at_user_level, check_budget, record_entry
+from tutorloop.privacy.dp_plan import dp_card, dp_plan_of
 from tutorloop.privacy.scrubbing import configured_scrubber
 from tutorloop.registry.lifecycle import evaluate_candidate
 from tutorloop.registry.store import ModelVersion, champion, register_candidate, verify
@@ -63,6 +64,7 @@ class CycleReport:
     quantization: str | None = None
     fallback_reason: str | None = None
     epsilon: float | None = None
+    dp_plan: dict[str, Any] | None = None  # DP runs: noise, steps and signal, before training
     seconds: float = 0.0
     gates: dict[str, Any] | None = None
 
@@ -117,7 +119,12 @@ def _start_run(
 
     cfg, privacy = settings.trainer, settings.privacy
     window = data_window(warehouse, dataset.dataset_hash)
-    if privacy.dp_epsilon is not None and window[0] is not None and window[1] is not None:
+    # Epsilon is spent on private rows only: a run on public (imported) rows asks for none.
+    private_rows = dataset.counts.get("private_train", 1)
+    if (
+        privacy.dp_epsilon is not None and private_rows
+        and window[0] is not None and window[1] is not None
+    ):  # fmt: skip
         check_budget(
             warehouse, privacy.dp_epsilon, budget=privacy.epsilon_budget,
             window_start=window[0], window_end=window[1],
@@ -194,7 +201,11 @@ def _train_and_stage(
     with progress("training", -(-n_train // cfg.batch_size) * epochs) as advance:
         outcome = train_student(student, rows, cfg, dp=dp, on_step=advance, epochs=epochs)
     if outcome.privacy is not None:
-        entry = at_user_level(outcome.privacy, rows_per_user(warehouse, dataset.dataset_hash))
+        public, private, replayed = _row_counts(rows)
+        entry = replace(
+            at_user_level(outcome.privacy, rows_per_user(warehouse, dataset.dataset_hash)),
+            public_rows=public, private_rows=private, replayed_private_rows=replayed,
+        )  # fmt: skip
         record_entry(warehouse, entry, window_start=window[0], window_end=window[1])
     report.epsilon = outcome.epsilon
     save_student(student, settings.models_artifacts_dir / ".staging" / run_id, labels,
@@ -205,6 +216,18 @@ def _train_and_stage(
         "epsilon": outcome.epsilon,
     }  # fmt: skip
     return student, outcome, metrics
+
+
+def _row_counts(rows: Any) -> tuple[int, int, int]:
+    """Public and private training rows of a dataset, and the private rows it replays."""
+    trained = [i for i, split in enumerate(rows["split"]) if split != Split.EVAL]
+    private = rows["private"] if "private" in rows.column_names else [True] * len(rows)
+    replay = rows["replay"]
+    return (
+        sum(1 for i in trained if not private[i]),
+        sum(1 for i in trained if private[i]),
+        sum(1 for i in trained if private[i] and replay[i]),
+    )
 
 
 def _gate(
@@ -246,6 +269,7 @@ def train_and_register(
     labels = _head_labels(dataset, warm_from)
     base_folder = resolve_model(settings.trainer.base_model, settings.models_dir)
     epochs = epochs or settings.trainer.epochs
+    report.dp_plan = dp_plan_of(settings.privacy, dataset.counts)  # a strict refusal: no run
     run = _start_run(settings, warehouse, dataset, warm_from, epochs)
     run_id = run[0]
     report.run_id, report.dataset_hash = run_id, dataset.dataset_hash
@@ -256,6 +280,7 @@ def train_and_register(
             epochs=epochs, progress=progress, report=report,
         )  # fmt: skip
         card = _card(settings, dataset, student, outcome, metrics, warm_from, base_folder)
+        card["privacy"] = dp_card(settings.privacy, report.dp_plan, outcome.privacy)
         version = register_candidate(
             warehouse, settings, staged, run_id=run_id, label_set=labels, card=card
         )

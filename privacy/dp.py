@@ -56,6 +56,10 @@ class LedgerEntry:
     rows_per_user: int = 1  # k: the most training rows one user contributed
     user_epsilon: float | None = None
     user_delta: float | None = None
+    public_rows: int | None = None  # trained on without noise (imported seed/gold rows)
+    private_rows: int | None = None  # the DP-SGD sample
+    # Private rows an earlier run trained on too: each run spends epsilon on them again.
+    replayed_private_rows: int | None = None
 
 
 def group_privacy(epsilon: float, delta: float, k: int) -> tuple[float, float]:
@@ -239,8 +243,8 @@ def record_entry(
         con.execute(
             "INSERT INTO privacy_ledger (run_id, window_start, window_end, epsilon, delta, "
             "noise_multiplier, sample_rate, steps, max_grad_norm, accountant, rows_per_user, "
-            "user_epsilon, user_delta) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "user_epsilon, user_delta, public_rows, private_rows, replayed_private_rows) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [
                 entry.run_id,
                 window_start,
@@ -255,6 +259,9 @@ def record_entry(
                 entry.rows_per_user,
                 entry.user_epsilon,
                 entry.user_delta,
+                entry.public_rows,
+                entry.private_rows,
+                entry.replayed_private_rows,
             ],
         )
     return entry

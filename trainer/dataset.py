@@ -31,10 +31,11 @@ import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from tutorloop.infra.tables import CaptureReason, LabelSource, Split
+from tutorloop.infra.tables import PUBLIC_REASONS, CaptureReason, LabelSource, Split
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.caps import ContributionCaps, eligible_case_ids
 from tutorloop.trainer.dataset_spec import (
@@ -153,7 +154,7 @@ def _split(rows: list[Row], spec: DatasetSpec) -> list[Row]:
 
 
 def _with_split(row: Row, split: str) -> Row:
-    return Row(row.case_id, row.text, row.label, row.soft_targets, row.source, split, row.replay)
+    return replace(row, split=split)
 
 
 def _partition(
@@ -226,7 +227,8 @@ def _dedup(
             dropped["duplicate"] += 1
             continue
         seen.add(c.text_hash)
-        row = Row(c.case_id, c.text, label, soft, source, Split.TRAIN)
+        private = c.capture_reason not in PUBLIC_REASONS
+        row = Row(c.case_id, c.text, label, soft, source, Split.TRAIN, private=private)
         (old_rows if c.case_id in previous else new_rows).append(row)
     if not previous:
         return new_rows + old_rows, []
@@ -255,10 +257,7 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
     new_rows, old_rows = _dedup(pool, eval_hashes, previous, dropped, spec.seed)
     n_replay = min(len(old_rows), round(spec.replay_fraction * len(new_rows)))
     old_rows.sort(key=lambda r: _unit(spec.seed + 2, r.case_id))
-    replay = [
-        Row(r.case_id, r.text, r.label, r.soft_targets, r.source, Split.TRAIN, True)
-        for r in old_rows[:n_replay]
-    ]
+    replay = [replace(r, split=Split.TRAIN, replay=True) for r in old_rows[:n_replay]]
     dropped["not_replayed"] = len(old_rows) - n_replay
     rows = _split(new_rows + replay, spec) + sorted(eval_rows, key=lambda r: r.case_id)
     if not any(r.split == "train" for r in rows):
@@ -270,6 +269,7 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
         "by_split": dict(Counter(r.split for r in rows)),
         "by_source": dict(Counter(r.source for r in rows if r.split != "eval")),
         "replay": len(replay),
+        "private_train": sum(1 for r in rows if r.split != "eval" and r.private),
         "new": len(new_rows),
         "dropped": {k: v for k, v in dropped.items() if v},
         "labels_in_train": len({r.label for r in rows if r.split == "train"}),

@@ -86,6 +86,9 @@ class Row:
     source: str  # human | teacher | human+teacher
     split: str
     replay: bool = False
+    # Derived from a production user (captured, escalated): DP-SGD spends epsilon on it.
+    # Rows the operator imported (PUBLIC_REASONS) are public.
+    private: bool = False
 
     @classmethod
     def gold(cls, case_id: str, text: str, label: str, labels: Sequence[str]) -> Row:

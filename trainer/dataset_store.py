@@ -30,7 +30,7 @@ def content_hash(spec: DatasetSpec, rows: Sequence[Row]) -> str:
     digest = JsonDigest().add(spec.to_dict())
     for row in sorted(rows, key=lambda r: (r.split, r.case_id)):
         digest.add([row.case_id, row.text, row.label, row.soft_targets, row.source, row.split,
-                    row.replay], compact=True)  # fmt: skip
+                    row.replay, row.private], compact=True)  # fmt: skip
     return digest.hexdigest()
 
 
@@ -51,6 +51,7 @@ def _save(rows: Sequence[Row], spec: DatasetSpec, path: Path) -> None:
             "source": Value("string"),
             "split": Value("string"),
             "replay": Value("bool"),
+            "private": Value("bool"),
         }
     )
     index = {label: i for i, label in enumerate(spec.labels)}
@@ -64,6 +65,7 @@ def _save(rows: Sequence[Row], spec: DatasetSpec, path: Path) -> None:
             "source": [r.source for r in ordered],
             "split": [r.split for r in ordered],
             "replay": [r.replay for r in ordered],
+            "private": [r.private for r in ordered],
         },
         features=features,
     )

@@ -6,9 +6,13 @@ clipped, batches padded to their longest text, validation loss checked ``evals_p
 times per epoch with early stopping (the best weights are restored). Afterwards a temperature
 is fit on the validation logits (calibration) and saved with the adapter.
 
-With DP-SGD (``privacy.dp_epsilon``) the privacy package's opacus wrapper takes over batching
-(Poisson sampling over fixed-length rows) and clipping; the run returns its privacy
-accounting, which the cycle writes to the ledger.
+With DP-SGD (``privacy.dp_epsilon``) epsilon is spent on the private rows only (those derived
+from production users; imported seed and evaluation rows are public). Public training rows are
+trained on first, without noise; then DP-SGD runs over the private rows (:mod:`dp_phase`:
+Poisson-sampled logical batches, its own epochs and learning rates). Model selection and
+calibration use public validation rows only (choosing by private rows would spend privacy the
+accountant does not count), so private validation rows are trained on instead. The run
+returns its privacy accounting, which the cycle writes to the ledger.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
-from torch.utils.data import DataLoader, TensorDataset
 from transformers import get_cosine_schedule_with_warmup
 
 from tutorloop.evaluation.calibration import fit_temperature
@@ -30,18 +33,12 @@ from tutorloop.evaluation.metrics import quality
 from tutorloop.infra.batching import length_sorted_batches
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
-from tutorloop.infra.tables import LabelSource, Split
-from tutorloop.privacy.dp import (
-    LedgerEntry,
-    account,
-    assert_adapters_changed,
-    default_delta,
-    make_private,
-)
+from tutorloop.infra.tables import Split
+from tutorloop.privacy.dp import LedgerEntry, PrivateTraining, account, assert_adapters_changed
 from tutorloop.trainer.distillation import distillation_loss
+from tutorloop.trainer.dp_phase import Batch, physical_batches, private_training, stepped
+from tutorloop.trainer.splits import TokenizedSplit, pad, tokenized_split
 from tutorloop.trainer.student import Student
-
-HUMAN_SOURCES = (LabelSource.HUMAN, "human+teacher")
 
 
 class TrainingError(TutorloopError):
@@ -71,52 +68,13 @@ class TrainOutcome:
         return self.privacy.epsilon if self.privacy is not None else None
 
 
-@dataclass(frozen=True)
-class _Split:
-    input_ids: list[list[int]]
-    labels: torch.Tensor
-    soft: torch.Tensor
-    weights: torch.Tensor
-    has_soft: torch.Tensor  # 1.0 where a teacher distribution exists
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def _split(dataset: Any, name: str, tokenizer: Any, cfg: TrainerSettings) -> _Split:
-    part = dataset.filter(lambda row: row["split"] == name)
-    if len(part) == 0:
-        empty = torch.zeros(0)
-        return _Split([], empty.long(), empty.reshape(0, 0), empty, empty)
-    encoded = tokenizer(list(part["text"]), truncation=True, max_length=cfg.max_length)
-    weights = [cfg.human_weight if s in HUMAN_SOURCES else 1.0 for s in part["source"]]
-    return _Split(
-        input_ids=encoded["input_ids"],
-        labels=torch.tensor(list(part["label"]), dtype=torch.long),
-        soft=torch.tensor(list(part["soft_targets"]), dtype=torch.float32).reshape(len(part), -1),
-        weights=torch.tensor(weights, dtype=torch.float32),
-        has_soft=torch.tensor([s != "human" for s in part["source"]], dtype=torch.float32),
-    )
-
-
-def _pad(tokenizer: Any, ids: list[list[int]], length: int | None = None) -> dict[str, Any]:
-    return dict(
-        tokenizer.pad(
-            {"input_ids": ids},
-            padding="max_length" if length else True,
-            max_length=length,
-            return_tensors="pt",
-        )
-    )
-
-
-def _batches(split: _Split, size: int, generator: torch.Generator) -> Iterator[list[int]]:
+def _batches(split: TokenizedSplit, size: int, generator: torch.Generator) -> Iterator[list[int]]:
     order = torch.randperm(len(split), generator=generator).tolist()
     for start in range(0, len(order), size):
         yield order[start : start + size]
@@ -135,14 +93,14 @@ def predict_logits(
     # inference tensors then break the next training step.
     with torch.no_grad():
         for idx in length_sorted_batches(ids, batch):
-            enc = _pad(tokenizer, [ids[i] for i in idx])
+            enc = pad(tokenizer, [ids[i] for i in idx])
             logits = model(**enc).logits.float()
             for row, i in enumerate(idx):
                 chunks[i] = logits[row]
     return torch.stack([chunks[i] for i in range(len(ids))])
 
 
-def _loss_on(model: Any, tokenizer: Any, split: _Split, cfg: TrainerSettings) -> float:
+def _loss_on(model: Any, tokenizer: Any, split: TokenizedSplit, cfg: TrainerSettings) -> float:
     logits = predict_logits(model, tokenizer, split.input_ids)
     return float(
         distillation_loss(
@@ -199,30 +157,31 @@ class _EarlyStopping:
 
 @dataclass
 class _Run:
-    """One training run's moving parts, so that the step loop reads as the algorithm."""
+    """One training phase's moving parts, so that the step loop reads as the algorithm."""
 
     model: Any
     tokenizer: Any
     cfg: TrainerSettings
-    train: _Split
-    validation: _Split
+    train: TokenizedSplit
+    validation: TokenizedSplit
     optimizer: Any
     scheduler: Any
     total: int
     stopping: _EarlyStopping
-    loader: Any = None  # DP: opacus' Poisson-sampling loader
+    private: PrivateTraining | None = None  # the DP phase: opacus' objects
     step: int = 0
+    stopped: bool = False  # early stopping ended the phase
 
-    def batches(self, generator: torch.Generator) -> Iterator[_Batch]:
-        if self.loader is not None:
-            return _private_batches(self.loader)
+    def batches(self, generator: torch.Generator) -> Iterator[Batch]:
+        if self.private is not None:
+            return physical_batches(self.private, self.cfg.batch_size)
         return (
             _dynamic_batch(self.train, idx, self.tokenizer)
             for idx in _batches(self.train, self.cfg.batch_size, generator)
         )
 
     def epoch(self, generator: torch.Generator, on_step: Callable[[int], None] | None) -> bool:
-        """One pass over the training rows; True when early stopping ended the run."""
+        """One pass over the training rows; True when early stopping ended the phase."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         for enc, labels, soft, weights, has_soft in self.batches(generator):
             self.model.train()
@@ -233,9 +192,11 @@ class _Run:
                 temperature=self.cfg.distill_temperature, alpha=self.cfg.distill_alpha,
             )  # fmt: skip
             loss.backward()  # type: ignore[no-untyped-call]
-            if self.loader is None:  # DP-SGD clips per example itself
+            if self.private is None:  # DP-SGD clips per example itself
                 torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
             self.optimizer.step()
+            if not stepped(self.optimizer):
+                continue  # a physical part of a DP logical batch: gradients accumulate
             self.scheduler.step()
             self.step += 1
             if on_step is not None:
@@ -246,6 +207,59 @@ class _Run:
                 if self.stopping.should_stop(self.model, self.step, loss.item(), val_loss):
                     return True
         return False
+
+
+@dataclass
+class _Phase:
+    """Rows trained on together: the public ones without noise, or the private ones under DP."""
+
+    train: TokenizedSplit
+    epochs: int
+    private: PrivateTraining | None = None
+
+    def steps_per_epoch(self, cfg: TrainerSettings) -> int:
+        if self.private is not None:
+            return len(self.private.data_loader)  # logical batches per epoch
+        return math.ceil(len(self.train) / cfg.batch_size)
+
+
+def _phases(
+    model: Any, dataset: Any, tokenizer: Any, cfg: TrainerSettings, epochs: int,
+    dp: DPRequest | None,
+) -> tuple[list[_Phase], TokenizedSplit]:  # fmt: skip
+    """What to train on, in order, and the validation rows that may choose between weights."""
+    if dp is None:
+        train = tokenized_split(dataset, Split.TRAIN, tokenizer, cfg)
+        return [_Phase(train, epochs)], tokenized_split(dataset, Split.VALIDATION, tokenizer, cfg)
+    public = tokenized_split(dataset, Split.TRAIN, tokenizer, cfg, private=False)
+    private = tokenized_split(dataset, Split.TRAIN, tokenizer, cfg, private=True)
+    private += tokenized_split(dataset, Split.VALIDATION, tokenizer, cfg, private=True)
+    validation = tokenized_split(dataset, Split.VALIDATION, tokenizer, cfg, private=False)
+    phases = [_Phase(public, epochs)] if len(public) else []
+    if len(private):
+        wrapped = private_training(model, private, tokenizer, cfg, dp.settings)
+        phases.append(_Phase(private, dp.settings.dp_epochs, wrapped))
+    return phases, validation
+
+
+def _run_phase(
+    model: Any, tokenizer: Any, cfg: TrainerSettings, phase: _Phase,
+    validation: TokenizedSplit, on_step: Callable[[int], None] | None,
+) -> _Run:  # fmt: skip
+    per_epoch = phase.steps_per_epoch(cfg)
+    total = per_epoch * phase.epochs
+    optimizer = phase.private.optimizer if phase.private else _optimizer(model, cfg)
+    run = _Run(
+        model, tokenizer, cfg, phase.train, validation, optimizer,
+        get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total),
+        total, _EarlyStopping(cfg.patience, max(1, per_epoch // cfg.evals_per_epoch),
+                              best_state=_trainable(model)),
+        phase.private,
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(cfg.seed)
+    # ``any`` stops at the first epoch that early-stopped.
+    run.stopped = any(run.epoch(generator, on_step) for _ in range(phase.epochs))
+    return run
 
 
 def train_student(
@@ -260,102 +274,54 @@ def train_student(
 ) -> TrainOutcome:
     """Train ``student`` in place on ``dataset`` (a saved dataset version) and calibrate it.
 
-    With ``dp``, training is DP-SGD and the outcome carries the run's privacy accounting;
+    With ``dp``, the private rows are trained with DP-SGD and the outcome carries the run's
+    privacy accounting (None when the dataset has no private rows: nothing was spent);
     writing it to the ledger is the caller's job (the cycle), not training's.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
     model, tokenizer = student.model, student.tokenizer
-    train = _split(dataset, Split.TRAIN, tokenizer, cfg)
-    validation = _split(dataset, Split.VALIDATION, tokenizer, cfg)
-    gold = _split(dataset, Split.EVAL, tokenizer, cfg)
-    if len(train) == 0:
+    phases, validation = _phases(model, dataset, tokenizer, cfg, epochs or cfg.epochs, dp)
+    if not any(len(phase.train) for phase in phases):
         raise TrainingError("the dataset has no training rows")
-    optimizer = _optimizer(model, cfg)
-    epochs = epochs or cfg.epochs
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    private = loader = None
-    if dp is not None:
-        private, loader = _make_private(model, optimizer, train, tokenizer, cfg, dp, epochs)
-        optimizer = private.optimizer
-        steps_per_epoch = len(loader)
-    total = steps_per_epoch * epochs
     if on_total is not None:
-        on_total(total)
-
-    run = _Run(
-        model, tokenizer, cfg, train, validation, optimizer,
-        get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total),
-        total, _EarlyStopping(cfg.patience, max(1, steps_per_epoch // cfg.evals_per_epoch),
-                              best_state=_trainable(model)),
-        loader,
-    )  # fmt: skip
-    snapshot = _trainable(model) if dp is not None else None
-    generator = torch.Generator().manual_seed(cfg.seed)
-    # ``any`` stops at the first epoch that early-stopped.
-    stopped = any(run.epoch(generator, on_step) for _ in range(epochs))
-    if len(validation):
-        _restore(model, run.stopping.best_state)
+        on_total(sum(phase.steps_per_epoch(cfg) * phase.epochs for phase in phases))
+    steps = 0
+    stopped = False
+    epochs_run = 0.0
+    history: list[dict[str, float]] = []
     spend = None
-    if private is not None and dp is not None:
-        assert snapshot is not None
-        assert_adapters_changed(snapshot, model)
-        spend = account(private, dp.run_id)
+    best = math.inf
+    for phase in phases:
+        snapshot = _trainable(model) if phase.private is not None else None
+        run = _run_phase(model, tokenizer, cfg, phase, validation, on_step)
+        if snapshot is not None and phase.private is not None and dp is not None:
+            assert_adapters_changed(snapshot, model)  # before choosing weights by validation
+            spend = account(phase.private, dp.run_id)
+        if len(validation):
+            _restore(model, run.stopping.best_state)
+        steps += run.step
+        epochs_run += run.step / max(1, phase.steps_per_epoch(cfg))
+        stopped = stopped or run.stopped
+        history += run.stopping.history
+        best = min(best, run.stopping.best_loss)
+    gold = tokenized_split(dataset, Split.EVAL, tokenizer, cfg)
     temperature, metrics = _calibrate_and_measure(model, tokenizer, validation, gold)
-    best = run.stopping.best_loss
     metrics["best_val_loss"] = best if math.isfinite(best) else None
     return TrainOutcome(
-        temperature=temperature, metrics=metrics, steps=run.step,
-        epochs_run=round(run.step / steps_per_epoch, 2), stopped_early=stopped,
-        privacy=spend, history=run.stopping.history,
+        temperature=temperature, metrics=metrics, steps=steps, epochs_run=round(epochs_run, 2),
+        stopped_early=stopped, privacy=spend, history=history,
     )  # fmt: skip
 
 
-_Batch = tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def _dynamic_batch(split: _Split, idx: list[int], tokenizer: Any) -> _Batch:
-    enc = _pad(tokenizer, [split.input_ids[i] for i in idx])
+def _dynamic_batch(split: TokenizedSplit, idx: list[int], tokenizer: Any) -> Batch:
+    enc = pad(tokenizer, [split.input_ids[i] for i in idx])
     return enc, split.labels[idx], split.soft[idx], split.weights[idx], split.has_soft[idx]
 
 
-def _make_private(
-    model: Any,
-    optimizer: Any,
-    train: _Split,
-    tokenizer: Any,
-    cfg: TrainerSettings,
-    dp: DPRequest,
-    epochs: int,
-) -> tuple[Any, Any]:
-
-    # Opacus samples rows independently (Poisson), so rows are padded to one length.
-    enc = _pad(tokenizer, train.input_ids, cfg.max_length)
-    data = TensorDataset(
-        enc["input_ids"], enc["attention_mask"], train.labels, train.soft, train.weights,
-        train.has_soft,
-    )  # fmt: skip
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True)
-    assert dp.settings.dp_epsilon is not None
-    private = make_private(
-        model, optimizer, loader,
-        epsilon=dp.settings.dp_epsilon, delta=dp.settings.dp_delta or default_delta(len(train)),
-        epochs=epochs,
-        max_grad_norm=dp.settings.dp_max_grad_norm,
-    )  # fmt: skip
-    return private, private.data_loader
-
-
-def _private_batches(loader: Any) -> Iterator[_Batch]:
-    for input_ids, mask, labels, soft, weights, has_soft in loader:
-        if len(labels) == 0:
-            continue  # Poisson sampling can draw an empty batch
-        yield {"input_ids": input_ids, "attention_mask": mask}, labels, soft, weights, has_soft
-
-
 def _calibrate_and_measure(
-    model: Any, tokenizer: Any, validation: _Split, gold: _Split
+    model: Any, tokenizer: Any, validation: TokenizedSplit, gold: TokenizedSplit
 ) -> tuple[float, dict[str, Any]]:
     metrics: dict[str, Any] = {}
     temperature = 1.0

@@ -1,0 +1,232 @@
+"""Benchmark: the utility-privacy curve of a demo-sized DP retrain on Banking77.
+
+Usage:
+    python bench/dp.py [--private 1500] [--epsilons 8,4,2,1] [--test-every 2] [--out DIR]
+    python bench/dp.py --sweep            # the settings sweep at one epsilon (--sweep-epsilon)
+
+One run, same data and same seed split for every variant:
+1. public rows: 10 labeled examples per intent from the train file (the demo's seed set), a
+   tenth of them held for validation; the seed student trains on them without DP, once;
+2. private rows: ``--private`` other train rows with their labels (what a week of captured
+   production cases gives the demo);
+3. each variant warm-starts from the seed student and retrains on public + private rows the
+   way the cycle does: without DP (the baseline, trainer defaults), then with DP-SGD at each
+   example-level epsilon (public rows without noise, private rows under DP, the
+   ``[privacy]`` DP defaults unless the sweep overrides them);
+4. each is scored on the test file (every ``--test-every``-th row): accuracy, macro-F1, ECE
+   (after its calibration), with wall time, the noise multiplier and the epsilon spent.
+
+Prints a table (the no-DP row is the baseline; the gap column is DP minus no-DP, in points),
+writes ``dp_curve.png`` and ``dp_curve.json`` to ``--out``.
+Targets (issue #19): within 5 points of no-DP at epsilon 8, within 10 at epsilon 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from tutorloop.evaluation.metrics import quality
+from tutorloop.infra.settings import load_settings
+from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
+from tutorloop.labeling.labeled_csv import read_labeled_csv
+from tutorloop.labeling.models import resolve_model
+from tutorloop.trainer.student import load_student, save_student
+from tutorloop.trainer.train import DPRequest, predict_logits, train_student
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data" / "banking77"
+console = Console()
+
+
+def _rows(args: argparse.Namespace) -> tuple[list[str], list[dict[str, Any]], list[Any]]:
+    train = read_labeled_csv(args.train)
+    labels = sorted(set(train.labels))
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(train.labels):
+        by_label[label].append(i)
+    rng = random.Random(0)
+    public: list[int] = []
+    for label in labels:
+        public += rng.sample(by_label[label], 10)
+    rest = sorted(set(range(len(train.labels))) - set(public))
+    private = rng.sample(rest, args.private)
+    rows = []
+    for n, i in enumerate(public):
+        split = "validation" if n % 10 == 0 else "train"
+        rows.append(_row(train.texts[i], train.labels[i], labels, split, private=False))
+    for i in private:
+        rows.append(_row(train.texts[i], train.labels[i], labels, "train", private=True))
+    test = read_labeled_csv(args.test)
+    keep = range(0, len(test.texts), args.test_every)
+    return labels, rows, [[test.texts[i] for i in keep], [test.labels[i] for i in keep]]
+
+
+def _row(text: str, label: str, labels: list[str], split: str, *, private: bool) -> dict[str, Any]:
+    one_hot = [1.0 if x == label else 0.0 for x in labels]
+    return {"case_id": f"{split}:{text}", "text": text, "label": labels.index(label),
+            "soft_targets": one_hot, "source": "human", "split": split, "replay": False,
+            "private": private}  # fmt: skip
+
+
+def _dataset(rows: list[dict[str, Any]], labels: list[str]) -> Any:
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+    features = Features(
+        {"case_id": Value("string"), "text": Value("string"), "label": ClassLabel(names=labels),
+         "soft_targets": Sequence(Value("float32"), length=len(labels)),
+         "source": Value("string"), "split": Value("string"), "replay": Value("bool"),
+         "private": Value("bool")}
+    )  # fmt: skip
+    return Dataset.from_list(rows, features=features)
+
+
+def _score(student: Any, temperature: float, test: list[Any], labels: list[str]) -> dict[str, Any]:
+    import torch
+
+    ids = student.tokenizer(test[0], truncation=True, max_length=64)["input_ids"]
+    logits = predict_logits(student.model, student.tokenizer, ids)
+    probs = torch.softmax(logits / temperature, dim=1).numpy()
+    targets = np.array([labels.index(label) for label in test[1]])
+    q = quality(probs, targets).to_dict()
+    return {"accuracy": q["accuracy"], "macro_f1": q["macro_f1"], "ece": q["ece"]}
+
+
+def _variant(
+    name: str, epsilon: float | None, privacy: dict[str, Any], ctx: dict[str, Any]
+) -> dict[str, Any]:
+    cfg: TrainerSettings = ctx["cfg"]
+    student = load_student(ctx["base"], ctx["labels"], cfg, init_adapter=ctx["seed"] / "adapter")
+    settings = PrivacySettings(**{**privacy, "dp_epsilon": epsilon})
+    dp = DPRequest(settings, f"bench-{name}") if epsilon is not None else None
+    started = time.perf_counter()
+    outcome = train_student(student, ctx["data"], cfg, dp=dp)
+    wall = time.perf_counter() - started
+    spend = outcome.privacy
+    result = {
+        "variant": name, "epsilon_target": epsilon, "wall_s": round(wall, 1),
+        "steps": outcome.steps,
+        "epsilon_spent": round(spend.epsilon, 3) if spend else None,
+        "noise_multiplier": round(spend.noise_multiplier, 3) if spend else None,
+        "sample_rate": round(spend.sample_rate, 4) if spend else None,
+        **_score(student, outcome.temperature, ctx["test"], ctx["labels"]),
+    }  # fmt: skip
+    console.print(result)
+    return result
+
+
+def _plot(results: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = next(r for r in results if r["epsilon_target"] is None)
+    dp = sorted((r for r in results if r["epsilon_target"]), key=lambda r: r["epsilon_target"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    eps = [r["epsilon_target"] for r in dp]
+    ax.plot(eps, [r["accuracy"] for r in dp], "o-", label="DP-SGD (private rows)")
+    ax.axhline(base["accuracy"], color="gray", ls="--", label="no DP, same rows")
+    ax.axhline(base["accuracy"] - 0.05, color="green", ls=":", label="target at eps 8 (-5 pts)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("example-level epsilon")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Banking77 demo-sized retrain: utility vs privacy")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "dp_curve.png", dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=Path, default=DATA / "train.csv")
+    parser.add_argument("--test", type=Path, default=DATA / "test.csv")
+    parser.add_argument("--private", type=int, default=1500)
+    parser.add_argument("--epsilons", default="8,4,2,1")
+    parser.add_argument("--test-every", type=int, default=2)
+    parser.add_argument("--sweep", action="store_true", help="the DP settings sweep instead")
+    parser.add_argument("--sweep-epsilon", type=float, default=8.0)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    labels, rows, test = _rows(args)
+    settings = load_settings()
+    cfg = settings.trainer.model_copy(update={"quantization": "none"})
+    base = resolve_model(cfg.base_model, settings.models_dir)
+    tmp = Path(tempfile.mkdtemp(prefix="tutorloop-dp-"))
+    try:
+        seed_rows = [r for r in rows if not r["private"]]
+        seed = load_student(base, labels, cfg)
+        started = time.perf_counter()
+        outcome = train_student(seed, _dataset(seed_rows, labels), cfg, epochs=cfg.bootstrap_epochs)
+        save_student(seed, tmp / "seed", labels, outcome.temperature)
+        seed_score = _score(seed, outcome.temperature, test, labels)
+        console.print(
+            f"seed (public rows only, {time.perf_counter() - started:.0f}s): {seed_score}"
+        )
+        ctx = {"cfg": cfg, "base": base, "labels": labels, "seed": tmp / "seed",
+               "data": _dataset(rows, labels), "test": test}  # fmt: skip
+        privacy = settings.privacy.model_dump()
+        if args.sweep:
+            results = _sweep(args, privacy, ctx)
+        else:
+            results = [_variant("no-dp", None, privacy, ctx)]
+            for eps in (float(e) for e in args.epsilons.split(",")):
+                results.append(_variant(f"eps{eps:g}", eps, privacy, ctx))
+            _plot(results, args.out)
+        _report(results, seed_score, args)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sweep(
+    args: argparse.Namespace, privacy: dict[str, Any], ctx: dict[str, Any]
+) -> list[dict[str, Any]]:
+    grid = [
+        {"dp_batch_size": b, "dp_epochs": e, "dp_learning_rate": lr, "dp_max_grad_norm": c}
+        for b, e in ((64, 3), (256, 10), (512, 20))
+        for lr in (2e-4, 2e-3)
+        for c in (0.1, 1.0)
+    ]
+    results = [_variant("no-dp", None, privacy, ctx)]
+    for point in grid:
+        name = ",".join(f"{k.removeprefix('dp_')}={v:g}" for k, v in point.items())
+        result = _variant(name, args.sweep_epsilon, {**privacy, **point}, ctx)
+        results.append({**result, **point})
+    return results
+
+
+def _report(results: list[dict[str, Any]], seed: dict[str, Any], args: argparse.Namespace) -> None:
+    base = next(r for r in results if r["epsilon_target"] is None)
+    table = Table("variant", "epsilon", "accuracy", "vs no-DP (pts)", "macro-F1", "ECE",
+                  "sigma", "steps", "wall s")  # fmt: skip
+    for r in results:
+        gap = 100 * (r["accuracy"] - base["accuracy"])
+        table.add_row(
+            r["variant"], f"{r['epsilon_spent']:.2f}" if r["epsilon_spent"] else "-",
+            f"{r['accuracy']:.3f}", f"{gap:+.1f}" if r is not base else "baseline",
+            f"{r['macro_f1']:.3f}", f"{r['ece']:.3f}",
+            f"{r['noise_multiplier']:.2f}" if r["noise_multiplier"] else "-",
+            str(r["steps"]), f"{r['wall_s']:.0f}",
+        )  # fmt: skip
+    console.print(f"seed student (public rows, no DP): accuracy {seed['accuracy']:.3f}")
+    console.print(table)
+    name = "dp_sweep.json" if args.sweep else "dp_curve.json"
+    (args.out / name).write_text(json.dumps({"seed": seed, "results": results}, indent=2))
+    console.print(f"wrote {args.out / name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""A dataset version's splits as tokenized tensors, for training and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tutorloop.infra.settings_sections import TrainerSettings
+from tutorloop.infra.tables import LabelSource
+
+HUMAN_SOURCES = (LabelSource.HUMAN, "human+teacher")
+
+
+@dataclass(frozen=True)
+class TokenizedSplit:
+    input_ids: list[list[int]]
+    labels: torch.Tensor
+    soft: torch.Tensor
+    weights: torch.Tensor
+    has_soft: torch.Tensor  # 1.0 where a teacher distribution exists
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __add__(self, other: TokenizedSplit) -> TokenizedSplit:
+        if not len(other):
+            return self
+        if not len(self):
+            return other
+        return TokenizedSplit(
+            self.input_ids + other.input_ids,
+            torch.cat([self.labels, other.labels]),
+            torch.cat([self.soft, other.soft]),
+            torch.cat([self.weights, other.weights]),
+            torch.cat([self.has_soft, other.has_soft]),
+        )
+
+
+def tokenized_split(
+    dataset: Any,
+    name: str,
+    tokenizer: Any,
+    cfg: TrainerSettings,
+    *,
+    private: bool | None = None,
+) -> TokenizedSplit:
+    """The rows of split ``name`` (with ``private``, only the private or the public ones).
+
+    A dataset saved before rows carried a ``private`` flag counts every row as private: the
+    conservative reading for differential privacy."""
+    has_flag = "private" in dataset.column_names
+
+    def keep(row: dict[str, Any]) -> bool:
+        if row["split"] != name:
+            return False
+        return private is None or (bool(row["private"]) if has_flag else True) == private
+
+    part = dataset.filter(keep)
+    if len(part) == 0:
+        empty = torch.zeros(0)
+        return TokenizedSplit([], empty.long(), empty.reshape(0, 0), empty, empty)
+    encoded = tokenizer(list(part["text"]), truncation=True, max_length=cfg.max_length)
+    weights = [cfg.human_weight if s in HUMAN_SOURCES else 1.0 for s in part["source"]]
+    return TokenizedSplit(
+        input_ids=encoded["input_ids"],
+        labels=torch.tensor(list(part["label"]), dtype=torch.long),
+        soft=torch.tensor(list(part["soft_targets"]), dtype=torch.float32).reshape(len(part), -1),
+        weights=torch.tensor(weights, dtype=torch.float32),
+        has_soft=torch.tensor([s != "human" for s in part["source"]], dtype=torch.float32),
+    )
+
+
+def pad(tokenizer: Any, ids: list[list[int]], length: int | None = None) -> dict[str, Any]:
+    """A padded batch: to its longest row, or to ``length``."""
+    return dict(
+        tokenizer.pad(
+            {"input_ids": ids},
+            padding="max_length" if length else True,
+            max_length=length,
+            return_tensors="pt",
+        )
+    )
