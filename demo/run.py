@@ -49,7 +49,8 @@ from tutorloop.labeling.labeled_csv import LabeledRows, read_labeled_csv
 from tutorloop.labeling.teacher_local import LocalTeacher, fit_local_teacher
 from tutorloop.loop.cycle import CycleReport, bootstrap, run_cycle
 from tutorloop.loop.schedule import Scheduler
-from tutorloop.privacy.dp import total_epsilon
+from tutorloop.privacy.dp import BudgetExceededError, total_epsilon
+from tutorloop.privacy.dp_plan import DPWontLearnError
 from tutorloop.privacy.scrubber import RegexScrubber
 from tutorloop.registry.contract import load_contract
 from tutorloop.registry.gates import stored_gates
@@ -66,7 +67,10 @@ def _overrides(options: DemoOptions, bootstrap: str) -> dict[str, Any]:
     return {
         "data_dir": str(options.out / "data"),
         "broker": {"bootstrap_servers": bootstrap},
-        "privacy": {"scrubber": "regex" if quick else "presidio", "dp_epsilon": options.dp_epsilon},
+        "privacy": {"scrubber": "regex" if quick else "presidio", "dp_epsilon": options.dp_epsilon,
+                    # User-level DP: one captured case per user and week keeps a user's
+                    # guarantee at the run's example-level epsilon (k = 1), within budget.
+                    **({"max_cases_per_user": 1} if options.dp_epsilon else {})},
         "teacher": {"backend": "local", "encoder": encoder},
         "trainer": {"epochs": 1 if quick else 2, "bootstrap_epochs": 4 if quick else 8},
         "streams": {"batch_within_s": 0.3, "session_timeout_s": 6, "heartbeat_interval_s": 1},
@@ -229,7 +233,13 @@ def _weekly_cycles(
     reports: list[CycleReport] = []
 
     def cycle_fn(check_stop: Any) -> CycleReport:
-        reports.append(run_cycle(settings, warehouse, progress=progress_bar))
+        try:
+            reports.append(run_cycle(settings, warehouse, progress=progress_bar))
+        except (BudgetExceededError, DPWontLearnError) as exc:
+            # A privacy refusal is the loop working: the week is reported, not trained.
+            reason = str(exc).split(";")[0]
+            console.print(f"[yellow]week not trained:[/] {reason}")
+            reports.append(CycleReport(gates={"promoted": False, "rejected_reason": reason}))
         return reports[-1]
 
     clock = [START]
@@ -300,6 +310,13 @@ def _row(
     teacher = int(by_source.get("teacher", 0))
     counts = labeling_counts(warehouse)
     p95 = [g.value for g in stored_gates(warehouse, champion) if g.gate == "p95_latency_ms"]
+    if report.dp_plan:  # the point of the utility-privacy curve this retrain ran at
+        plan = report.dp_plan
+        note += (
+            f"{'; ' if note else ''}DP: eps {plan['epsilon']:g} over {plan['rows']} private "
+            f"rows, sigma {plan['noise_multiplier']:.2f}, {plan['steps']} steps, signal "
+            f"{plan['signal']:.0f}{'' if plan['signal'] >= plan['min_signal'] else ' (low)'}"
+        )
     return CycleRow(
         cycle=cycle, champion=champion, candidate=report.version, promoted=promoted,
         accuracy=q.accuracy, macro_f1=q.macro_f1, ece=q.ece, aurc=q.aurc,

@@ -26,14 +26,19 @@ class CaptureReason(StrEnum):
     AUDIT_SAMPLE = "audit_sample"
     ESCALATED = "escalated"
     GOLD_IMPORT = "gold_import"  # labeled rows an operator imported (seed, reviewed data)
+    PRIVATE_IMPORT = "private_import"  # imported, but derived from users: private under DP
     GOLD_EVAL = "gold_eval"  # the fixed gold evaluation set: never trained on
 
 
 # Imported rows are labeled already: never sent to a teacher, never counted as captured.
-IMPORTED_REASONS = (CaptureReason.GOLD_IMPORT, CaptureReason.GOLD_EVAL)
-# Public for differential privacy: what the operator imported (a seed or evaluation set), not
-# rows derived from production users. DP-SGD spends epsilon on every other row only.
-PUBLIC_REASONS = IMPORTED_REASONS
+IMPORTED_REASONS = (
+    CaptureReason.GOLD_IMPORT, CaptureReason.PRIVATE_IMPORT, CaptureReason.GOLD_EVAL
+)  # fmt: skip
+# Imported for training (never held out for evaluation).
+TRAINING_IMPORTS = (CaptureReason.GOLD_IMPORT, CaptureReason.PRIVATE_IMPORT)
+# Public for differential privacy: what the operator imported (a seed or evaluation set) and
+# did not mark private. DP-SGD spends epsilon on every other row only.
+PUBLIC_REASONS = (CaptureReason.GOLD_IMPORT, CaptureReason.GOLD_EVAL)
 
 
 class LabelSource(StrEnum):

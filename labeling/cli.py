@@ -217,9 +217,14 @@ def import_cmd(
     for_eval: bool = typer.Option(
         False, "--eval", help="the fixed gold evaluation set: never trained on"
     ),
+    private: bool = typer.Option(
+        False, "--private", help="rows derived from users: DP-SGD spends epsilon on them"
+    ),
     json_out: bool = JSON_OUT,
 ) -> None:
-    """Import labeled rows as scrubbed cases with human labels (gold seed, reviewed data)."""
+    """Import labeled rows as scrubbed cases with human labels (gold seed, reviewed data).
+
+    Imported rows are public for differential privacy unless marked ``--private``."""
     from tutorloop.infra.warehouse import Warehouse
     from tutorloop.labeling.gold import import_gold
     from tutorloop.labeling.labeled_csv import read_labeled_csv
@@ -234,6 +239,7 @@ def import_cmd(
         source=source or data.name,
         actor=actor or getpass.getuser(),
         for_eval=for_eval,
+        private=private,
     )
     if json_out:
         print_json({k: v for k, v in vars(report).items() if k != "case_ids"})

@@ -44,16 +44,22 @@ def import_gold(
     actor: str,
     tenant_id: str = "import",
     for_eval: bool = False,
+    private: bool = False,
 ) -> ImportReport:
     """Scrub and store ``rows`` as consented cases with human labels from ``actor``.
 
     With ``for_eval`` the rows become the fixed gold evaluation set instead of training data.
+    Imported training rows are public for DP-SGD unless ``private`` (rows derived from users,
+    e.g. an export of reviewed production cases): then DP spends epsilon on them.
     Each row gets its own pseudonymous user (``import:<source>:<row>``): contribution caps
     limit what one production user adds, and a curated set is not one user's traffic.
     """
     scrubbed = scrubber.scrub_batch(rows.texts)
     ts = datetime.now(UTC)
-    reason = CaptureReason.GOLD_EVAL if for_eval else CaptureReason.GOLD_IMPORT
+    reason = (
+        CaptureReason.GOLD_EVAL if for_eval
+        else CaptureReason.PRIVATE_IMPORT if private else CaptureReason.GOLD_IMPORT
+    )  # fmt: skip
     cases = []
     labels = []
     ids = []

@@ -82,10 +82,11 @@ def pending_cases(warehouse: Warehouse, teacher_id: str) -> list[_Case]:
     teacher's opinion of it would be paid for and never used.
     """
     rows = warehouse.query(
-        "SELECT case_id, text, text_hash FROM cases c WHERE capture_reason NOT IN (?, ?)"
+        "SELECT case_id, text, text_hash FROM cases c"
+        " WHERE capture_reason NOT IN (SELECT unnest(?::VARCHAR[]))"
         " AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.case_id = c.case_id"
         " AND l.source = 'teacher' AND l.teacher_id = ?) ORDER BY ts, case_id",
-        [*IMPORTED_REASONS, teacher_id],
+        [list(IMPORTED_REASONS), teacher_id],
     )
     return [_Case(*row) for row in rows]
 
@@ -272,12 +273,13 @@ def queue_unlabeled_for_humans(warehouse: Warehouse) -> int:
     review."""
     with warehouse.transaction() as con:
         rows = con.execute(
-            "SELECT case_id FROM cases c WHERE capture_reason NOT IN (?, ?)"
+            "SELECT case_id FROM cases c"
+            " WHERE capture_reason NOT IN (SELECT unnest(?::VARCHAR[]))"
             " AND NOT EXISTS (SELECT 1 FROM labels l "
             " WHERE l.case_id = c.case_id AND l.source = 'human') AND NOT EXISTS ("
             " SELECT 1 FROM review_queue r WHERE r.case_id = c.case_id AND r.status = 'open')"
             " ORDER BY ts, case_id",
-            [*IMPORTED_REASONS],
+            [list(IMPORTED_REASONS)],
         ).fetchall()
         items = [
             _review(case_id, ReviewReason.NEEDS_LABEL, "human", None, None) for (case_id,) in rows

@@ -201,10 +201,10 @@ def _train_and_stage(
     with progress("training", -(-n_train // cfg.batch_size) * epochs) as advance:
         outcome = train_student(student, rows, cfg, dp=dp, on_step=advance, epochs=epochs)
     if outcome.privacy is not None:
-        public, private, replayed = _row_counts(rows)
+        public, replayed = _row_counts(rows)
         entry = replace(
             at_user_level(outcome.privacy, rows_per_user(warehouse, dataset.dataset_hash)),
-            public_rows=public, private_rows=private, replayed_private_rows=replayed,
+            public_rows=public, replayed_private_rows=replayed,
         )  # fmt: skip
         record_entry(warehouse, entry, window_start=window[0], window_end=window[1])
     report.epsilon = outcome.epsilon
@@ -218,14 +218,13 @@ def _train_and_stage(
     return student, outcome, metrics
 
 
-def _row_counts(rows: Any) -> tuple[int, int, int]:
-    """Public and private training rows of a dataset, and the private rows it replays."""
+def _row_counts(rows: Any) -> tuple[int, int]:
+    """A dataset's public training rows, and the private rows it replays."""
     trained = [i for i, split in enumerate(rows["split"]) if split != Split.EVAL]
     private = rows["private"] if "private" in rows.column_names else [True] * len(rows)
     replay = rows["replay"]
     return (
         sum(1 for i in trained if not private[i]),
-        sum(1 for i in trained if private[i]),
         sum(1 for i in trained if private[i] and replay[i]),
     )
 

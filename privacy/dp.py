@@ -228,6 +228,7 @@ def account(private: PrivateTraining, run_id: str) -> LedgerEntry:
         steps=steps,
         max_grad_norm=private.max_grad_norm,
         accountant=str(accountant.mechanism()),
+        private_rows=len(private.data_loader.dataset),  # the sample the accountant covers
     )
 
 

@@ -248,3 +248,28 @@ def test_import_build_and_list_through_the_cli(tmp_path: Path) -> None:
     listed = run_cli("dataset", "list", "--json", env=env)
     [row] = json.loads(listed.stdout)
     assert row["dataset_hash"] == json.loads(built.stdout)["dataset_hash"]
+
+
+def test_rows_are_private_unless_the_operator_imported_them_as_public(
+    warehouse: Warehouse, settings: Settings
+) -> None:
+    from tutorloop.labeling.gold import import_gold
+    from tutorloop.labeling.labeled_csv import LabeledRows
+    from tutorloop.privacy.scrubber import RegexScrubber
+
+    seed = LabeledRows(
+        ["where is my new card", "top up limit please"], ["card_arrival", "top_up_limits"]
+    )
+    reviewed = LabeledRows(["lost my card yesterday"], ["card_lost"])
+    import_gold(warehouse, seed, RegexScrubber(), source="seed", actor="t")
+    import_gold(warehouse, reviewed, RegexScrubber(), source="export", actor="t", private=True)
+    capture(warehouse, ["top up failed twice"], human_labels={0: "top_up_failed"})
+    version = build_dataset(warehouse, _spec(), settings.datasets_dir)
+    rows = load_from_disk(str(version.path))
+    flags = dict(zip(rows["text"], rows["private"], strict=True))
+    assert flags == {
+        "where is my new card": False, "top up limit please": False,
+        "lost my card yesterday": True, "top up failed twice": True,
+    }  # fmt: skip
+    assert version.counts["private_train"] == 2
+    assert {r.text: r.private for r in version.rows} == flags  # what the hash covered

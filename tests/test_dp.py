@@ -159,3 +159,18 @@ def test_self_check_catches_adapters_that_did_not_move() -> None:
     before = trainable_snapshot(model)
     with pytest.raises(AdapterUnchangedError, match="none of"):
         assert_adapters_changed(before, model)
+
+
+def test_the_plan_warns_for_a_tiny_private_set_and_not_for_the_demo_sized_one() -> None:
+    from tutorloop.infra.settings_sections import PrivacySettings
+    from tutorloop.privacy.dp_plan import DPWontLearnError, check, plan
+
+    tiny = plan(100, PrivacySettings(dp_epsilon=1.0))
+    demo = plan(1500, PrivacySettings(dp_epsilon=8.0))
+    assert not tiny.can_learn and demo.can_learn
+    assert tiny.batch_size == 100 and tiny.sample_rate == 1.0  # never more than every row
+    assert demo.noise_multiplier < tiny.noise_multiplier
+    assert "Capture more rows" in tiny.advice() and "epsilon 1" in tiny.advice()
+    with pytest.raises(DPWontLearnError, match="Refused"):
+        check(100, PrivacySettings(dp_epsilon=1.0), strict=True)
+    assert check(1500, PrivacySettings(dp_epsilon=8.0), strict=True) == demo

@@ -16,6 +16,7 @@ from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.labeling.teacher_local import fit_local_teacher
 from tutorloop.loop.cycle import LabelSetMismatchError, bootstrap, run_cycle, sample_per_label
+from tutorloop.privacy.dp_plan import DPWontLearnError
 from tutorloop.registry.store import ArtifactIntegrityError, champion, get, verify
 from tutorloop.registry.torch_model import load_torch_student
 from tutorloop.trainer.dataset import EmptyDatasetError
@@ -193,15 +194,49 @@ def test_without_4bit_the_run_falls_back_and_says_so(
     assert get(warehouse, version).card["fallback_reason"] == run["fallback_reason"]
 
 
-def test_dp_run_spends_epsilon_and_a_spent_budget_refuses_the_next(tmp_path: Path) -> None:
-    settings = tiny_settings(tmp_path / "d", privacy={"dp_epsilon": 2.0, "epsilon_budget": 3.0})
-    _bootstrap(settings)
+def test_dp_spends_epsilon_on_private_rows_only_and_a_spent_budget_refuses_the_next(
+    tmp_path: Path,
+) -> None:
+    dp = {"dp_epsilon": 2.0, "epsilon_budget": 3.0, "dp_batch_size": 16, "dp_epochs": 2}
+    settings = tiny_settings(tmp_path / "d", privacy=dp, teacher={"backend": "human"})
     warehouse = Warehouse.from_settings(settings)
-    [entry] = warehouse.query_dicts("SELECT epsilon, delta, steps FROM privacy_ledger")
+    # The seed set is imported (public): the first student trains without DP and spends none.
+    first = _bootstrap(settings)
+    assert warehouse.query("SELECT count(*) FROM privacy_ledger") == [(0,)]
+    seed_accuracy = get(warehouse, first).card["metrics"]["validation"]["accuracy"]
+    assert seed_accuracy > 0.3  # 8 labels; the DP seed of old was near chance
+    _promote(warehouse, first)
+    test = read_labeled_csv(TEST)
+    capture(warehouse, test.texts[:96], human_labels=dict(enumerate(test.labels[:96])))
+    report = run_cycle(settings, warehouse)
+    assert report.version == "v2" and report.dp_plan is not None
+    [entry] = warehouse.query_dicts("SELECT * FROM privacy_ledger")
     assert 0 < entry["epsilon"] <= 2.05 and entry["steps"] > 0
+    # The accountant's sample is the private rows alone; the replayed seed rows are public.
+    private = report.dataset_counts["private_train"]
+    assert entry["private_rows"] == private and 0 < private <= 96
+    assert entry["public_rows"] > 0 and entry["replayed_private_rows"] == 0
+    assert entry["sample_rate"] == pytest.approx(16 / private, rel=0.25)
+    card = get(warehouse, "v2").card
+    assert card["privacy"]["spent"]["private_rows"] == private
+    assert card["privacy"]["plan"]["rows"] == private
+    capture(warehouse, test.texts[96:], human_labels=dict(enumerate(test.labels[96:])))
     with pytest.raises(Exception, match="privacy budget exceeded"):
-        _bootstrap(settings)
-    assert warehouse.query("SELECT count(*) FROM model_versions") == [(1,)]
+        run_cycle(settings, warehouse)
+    assert warehouse.query("SELECT count(*) FROM model_versions") == [(2,)]
+
+
+def test_a_strict_dp_run_that_cannot_learn_is_refused_before_it_spends(tmp_path: Path) -> None:
+    dp = {"dp_epsilon": 0.5, "dp_strict": True}
+    settings = tiny_settings(tmp_path / "d", privacy=dp, teacher={"backend": "human"})
+    warehouse = Warehouse.from_settings(settings)
+    _promote(warehouse, _bootstrap(settings))
+    test = read_labeled_csv(TEST)
+    capture(warehouse, test.texts[:40], human_labels=dict(enumerate(test.labels[:40])))
+    with pytest.raises(DPWontLearnError, match=r"signal \d+, below"):
+        run_cycle(settings, warehouse)
+    assert warehouse.query("SELECT count(*) FROM privacy_ledger") == [(0,)]
+    assert warehouse.query("SELECT count(*) FROM training_runs") == [(1,)]  # the seed only
 
 
 def test_empty_dataset_error_type(tmp_path: Path) -> None:

@@ -35,7 +35,13 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from tutorloop.infra.tables import PUBLIC_REASONS, CaptureReason, LabelSource, Split
+from tutorloop.infra.tables import (
+    PUBLIC_REASONS,
+    TRAINING_IMPORTS,
+    CaptureReason,
+    LabelSource,
+    Split,
+)
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.caps import ContributionCaps, eligible_case_ids
 from tutorloop.trainer.dataset_spec import (
@@ -176,7 +182,7 @@ def _partition(
             continue  # an evaluation row without its label (it was erased): unusable
         if c.capture_reason == CaptureReason.GOLD_EVAL or (
             c.human is not None
-            and c.capture_reason != CaptureReason.GOLD_IMPORT
+            and c.capture_reason not in TRAINING_IMPORTS
             and (_unit(spec.seed, c.case_id) < spec.eval_fraction or c.case_id in history.evaluated)
             and c.case_id not in trained
         ):

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tutorloop.infra.hashing import eval_set_digest
-from tutorloop.infra.tables import CaptureReason, Split
+from tutorloop.infra.tables import IMPORTED_REASONS, Split
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.trainer.dataset_spec import Candidate, DatasetSpec, Row, unit
 
@@ -45,7 +45,7 @@ def top_up_eval(
     for i, (c, _) in enumerate(pool):
         if (
             c.human is not None
-            and c.capture_reason not in (CaptureReason.GOLD_IMPORT, CaptureReason.GOLD_EVAL)
+            and c.capture_reason not in IMPORTED_REASONS
             and c.case_id not in history.trained
             and c.text_hash not in eval_hashes
         ):

@@ -36,7 +36,13 @@ from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.infra.tables import Split
 from tutorloop.privacy.dp import LedgerEntry, PrivateTraining, account, assert_adapters_changed
 from tutorloop.trainer.distillation import distillation_loss
-from tutorloop.trainer.dp_phase import Batch, physical_batches, private_training, stepped
+from tutorloop.trainer.dp_phase import (
+    Batch,
+    logical_batch,
+    physical_batches,
+    private_training,
+    stepped,
+)
 from tutorloop.trainer.splits import TokenizedSplit, pad, tokenized_split
 from tutorloop.trainer.student import Student
 
@@ -215,18 +221,20 @@ class _Phase:
 
     train: TokenizedSplit
     epochs: int
+    dp: PrivacySettings | None = None  # the DP phase: wrapped for DP-SGD when it starts
     private: PrivateTraining | None = None
 
     def steps_per_epoch(self, cfg: TrainerSettings) -> int:
         if self.private is not None:
             return len(self.private.data_loader)  # logical batches per epoch
+        if self.dp is not None:
+            return math.ceil(len(self.train) / logical_batch(self.dp, len(self.train)))
         return math.ceil(len(self.train) / cfg.batch_size)
 
 
 def _phases(
-    model: Any, dataset: Any, tokenizer: Any, cfg: TrainerSettings, epochs: int,
-    dp: DPRequest | None,
-) -> tuple[list[_Phase], TokenizedSplit]:  # fmt: skip
+    dataset: Any, tokenizer: Any, cfg: TrainerSettings, epochs: int, dp: DPRequest | None
+) -> tuple[list[_Phase], TokenizedSplit]:
     """What to train on, in order, and the validation rows that may choose between weights."""
     if dp is None:
         train = tokenized_split(dataset, Split.TRAIN, tokenizer, cfg)
@@ -237,8 +245,7 @@ def _phases(
     validation = tokenized_split(dataset, Split.VALIDATION, tokenizer, cfg, private=False)
     phases = [_Phase(public, epochs)] if len(public) else []
     if len(private):
-        wrapped = private_training(model, private, tokenizer, cfg, dp.settings)
-        phases.append(_Phase(private, dp.settings.dp_epochs, wrapped))
+        phases.append(_Phase(private, dp.settings.dp_epochs, dp.settings))
     return phases, validation
 
 
@@ -246,6 +253,10 @@ def _run_phase(
     model: Any, tokenizer: Any, cfg: TrainerSettings, phase: _Phase,
     validation: TokenizedSplit, on_step: Callable[[int], None] | None,
 ) -> _Run:  # fmt: skip
+    if phase.dp is not None:
+        # Wrapped only now: opacus' hooks on the model would break the noise-free phase.
+        model.train()  # opacus refuses a model in eval mode (the last validation left it so)
+        phase.private = private_training(model, phase.train, tokenizer, cfg, phase.dp)
     per_epoch = phase.steps_per_epoch(cfg)
     total = per_epoch * phase.epochs
     optimizer = phase.private.optimizer if phase.private else _optimizer(model, cfg)
@@ -282,7 +293,7 @@ def train_student(
         torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
     model, tokenizer = student.model, student.tokenizer
-    phases, validation = _phases(model, dataset, tokenizer, cfg, epochs or cfg.epochs, dp)
+    phases, validation = _phases(dataset, tokenizer, cfg, epochs or cfg.epochs, dp)
     if not any(len(phase.train) for phase in phases):
         raise TrainingError("the dataset has no training rows")
     if on_total is not None:
@@ -294,7 +305,7 @@ def train_student(
     spend = None
     best = math.inf
     for phase in phases:
-        snapshot = _trainable(model) if phase.private is not None else None
+        snapshot = _trainable(model) if phase.dp is not None else None
         run = _run_phase(model, tokenizer, cfg, phase, validation, on_step)
         if snapshot is not None and phase.private is not None and dp is not None:
             assert_adapters_changed(snapshot, model)  # before choosing weights by validation
