@@ -156,8 +156,17 @@ def main() -> None:
     parser.add_argument("--epsilons", default="8,4,2,1")
     parser.add_argument("--test-every", type=int, default=2)
     parser.add_argument("--sweep", action="store_true", help="the DP settings sweep instead")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the no-DP variant")
     parser.add_argument("--sweep-epsilon", type=float, default=8.0)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    parser.add_argument(
+        "--seed-cache", type=Path, default=None,
+        help="keep the seed student here and reuse it on the next run (same data split)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a [privacy] DP setting for every variant, e.g. --set dp_learning_rate=5e-4",
+    )  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -182,25 +191,44 @@ def main() -> None:
         if args.sweep:
             results = _sweep(args, privacy, ctx)
         else:
-            results = [_variant("no-dp", None, privacy, ctx)]
+            results = [] if args.no_baseline else [_variant("no-dp", None, privacy, ctx)]
             for eps in (float(e) for e in args.epsilons.split(",")):
                 results.append(_variant(f"eps{eps:g}", eps, privacy, ctx))
-            _plot(results, args.out)
+            if not args.no_baseline:
+                _plot(results, args.out)
         _report(results, seed_score, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _seed(
+    args: argparse.Namespace, rows: list[dict[str, Any]], labels: list[str], test: list[Any],
+    cfg: TrainerSettings, base: Path, tmp: Path,
+) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """The seed student (public rows, no DP): trained now, or read from ``--seed-cache``."""
+    folder = args.seed_cache or tmp / "seed"
+    if (folder / "score.json").is_file():
+        return folder, json.loads((folder / "score.json").read_text())
+    seed = load_student(base, labels, cfg)
+    started = time.perf_counter()
+    public = _dataset([r for r in rows if not r["private"]], labels)
+    outcome = train_student(seed, public, cfg, epochs=cfg.bootstrap_epochs)
+    save_student(seed, folder, labels, outcome.temperature)
+    score = _score(seed, outcome.temperature, test, labels)
+    (folder / "score.json").write_text(json.dumps(score))
+    console.print(f"seed (public rows only, {time.perf_counter() - started:.0f}s): {score}")
+    return folder, score
 
 
 def _sweep(
     args: argparse.Namespace, privacy: dict[str, Any], ctx: dict[str, Any]
 ) -> list[dict[str, Any]]:
     grid = [
-        {"dp_batch_size": b, "dp_epochs": e, "dp_learning_rate": lr, "dp_max_grad_norm": c}
-        for b, e in ((64, 3), (256, 10), (512, 20))
-        for lr in (2e-4, 2e-3)
-        for c in (0.1, 1.0)
-    ]
-    results = [_variant("no-dp", None, privacy, ctx)]
+        {"dp_learning_rate": lr, "dp_head_learning_rate": head, "dp_max_grad_norm": clip}
+        for lr, head in ((5e-4, 5e-3), (2e-3, 2e-2))
+        for clip in (0.1, 1.0)
+    ] + [{"dp_batch_size": 64, "dp_epochs": 3}, {"dp_batch_size": 512, "dp_epochs": 20}]
+    results = [] if args.no_baseline else [_variant("no-dp", None, privacy, ctx)]
     for point in grid:
         name = ",".join(f"{k.removeprefix('dp_')}={v:g}" for k, v in point.items())
         result = _variant(name, args.sweep_epsilon, {**privacy, **point}, ctx)
@@ -209,11 +237,11 @@ def _sweep(
 
 
 def _report(results: list[dict[str, Any]], seed: dict[str, Any], args: argparse.Namespace) -> None:
-    base = next(r for r in results if r["epsilon_target"] is None)
+    base = next((r for r in results if r["epsilon_target"] is None), None)
     table = Table("variant", "epsilon", "accuracy", "vs no-DP (pts)", "macro-F1", "ECE",
                   "sigma", "steps", "wall s")  # fmt: skip
     for r in results:
-        gap = 100 * (r["accuracy"] - base["accuracy"])
+        gap = 100 * (r["accuracy"] - base["accuracy"]) if base else float("nan")
         table.add_row(
             r["variant"], f"{r['epsilon_spent']:.2f}" if r["epsilon_spent"] else "-",
             f"{r['accuracy']:.3f}", f"{gap:+.1f}" if r is not base else "baseline",

@@ -78,7 +78,11 @@ def physical_batches(private: PrivateTraining, physical: int) -> Iterator[Batch]
             # sizes DP can learn at; the model cannot run on zero rows.
             if len(labels) == 0:
                 continue
-            yield {"input_ids": input_ids, "attention_mask": mask}, labels, soft, weights, has_soft
+            # Rows are padded to one length for sampling; the batch needs only its longest.
+            # Trailing padding changes no output (it is masked), only the compute.
+            width = int(mask.sum(dim=1).max())
+            enc = {"input_ids": input_ids[:, :width], "attention_mask": mask[:, :width]}
+            yield enc, labels, soft, weights, has_soft
 
 
 def stepped(optimizer: Any) -> bool:

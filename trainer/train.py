@@ -260,12 +260,19 @@ def _run_phase(
     per_epoch = phase.steps_per_epoch(cfg)
     total = per_epoch * phase.epochs
     optimizer = phase.private.optimizer if phase.private else _optimizer(model, cfg)
+    stopping = _EarlyStopping(cfg.patience, max(1, per_epoch // cfg.evals_per_epoch),
+                              best_state=_trainable(model))  # fmt: skip
+    if phase.private is not None:
+        # DP-SGD's validation loss is noisy early on: run every step the accountant paid
+        # for, and keep the best public-validation weights, the phase's start included
+        # (noise that only hurt leaves the model as it was).
+        stopping.patience = 10**9
+        if len(validation):
+            stopping.best_loss = _loss_on(model, tokenizer, validation, cfg)
     run = _Run(
         model, tokenizer, cfg, phase.train, validation, optimizer,
         get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total),
-        total, _EarlyStopping(cfg.patience, max(1, per_epoch // cfg.evals_per_epoch),
-                              best_state=_trainable(model)),
-        phase.private,
+        total, stopping, phase.private,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(cfg.seed)
     # ``any`` stops at the first epoch that early-stopped.
