@@ -121,6 +121,9 @@ def _variant(
         "noise_multiplier": round(spend.noise_multiplier, 3) if spend else None,
         "sample_rate": round(spend.sample_rate, 4) if spend else None,
         **_score(student, outcome.temperature, ctx["test"], ctx["labels"]),
+        "dp_settings": {k: v for k, v in privacy.items() if k.startswith("dp_") and dp},
+        # Public-validation loss at each check, both phases: did DP move it, and which way?
+        "val_losses": [round(h["val_loss"], 3) for h in outcome.history],
     }  # fmt: skip
     console.print(result)
     return result
@@ -176,18 +179,15 @@ def main() -> None:
     base = resolve_model(cfg.base_model, settings.models_dir)
     tmp = Path(tempfile.mkdtemp(prefix="tutorloop-dp-"))
     try:
-        seed_rows = [r for r in rows if not r["private"]]
-        seed = load_student(base, labels, cfg)
-        started = time.perf_counter()
-        outcome = train_student(seed, _dataset(seed_rows, labels), cfg, epochs=cfg.bootstrap_epochs)
-        save_student(seed, tmp / "seed", labels, outcome.temperature)
-        seed_score = _score(seed, outcome.temperature, test, labels)
-        console.print(
-            f"seed (public rows only, {time.perf_counter() - started:.0f}s): {seed_score}"
-        )
-        ctx = {"cfg": cfg, "base": base, "labels": labels, "seed": tmp / "seed",
+        seed_dir, seed_score = _seed(args, rows, labels, test, cfg, base, tmp)
+        ctx = {"cfg": cfg, "base": base, "labels": labels, "seed": seed_dir,
                "data": _dataset(rows, labels), "test": test}  # fmt: skip
         privacy = settings.privacy.model_dump()
+        for item in args.set:
+            key, _, value = item.partition("=")
+            if key not in privacy:
+                raise SystemExit(f"--set {key}: not a [privacy] setting")
+            privacy[key] = _setting(value)
         if args.sweep:
             results = _sweep(args, privacy, ctx)
         else:
@@ -199,6 +199,12 @@ def main() -> None:
         _report(results, seed_score, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _setting(value: str) -> bool | int | float:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return float(value) if "." in value or "e" in value else int(value)
 
 
 def _seed(

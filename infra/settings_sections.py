@@ -143,6 +143,11 @@ class PrivacySettings(_Section):
     dp_head_learning_rate: float = Field(
         default=2e-2, gt=0, lt=1, description="classification head, under DP"
     )
+    dp_adapters: bool = Field(
+        default=True,
+        description="DP-SGD trains the LoRA adapters and the head; false: the head only "
+        "(far fewer noised parameters)",
+    )
     dp_strict: bool = Field(
         default=False,
         description="refuse a DP run expected not to learn (privacy.dp_plan) instead of "

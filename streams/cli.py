@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from tutorloop.infra.cli_common import console, fail, print_json
+from tutorloop.infra.cli_common import JSON_OUT, console, fail, print_json
 from tutorloop.streams.events import EVENT_TYPES, READABLE_VERSIONS, SCHEMA_VERSION, json_schemas
 
 
@@ -74,7 +74,7 @@ def worker(ctx: typer.Context) -> None:
 @streams_app.command("stats")
 def stats(
     ctx: typer.Context,
-    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+    json_out: bool = JSON_OUT,
 ) -> None:
     """What the workers stored: audit rows, captures by reason, escalations, gold labels."""
     from rich.table import Table
@@ -110,7 +110,7 @@ def dlq_list(
     reason: str | None = _REASON,
     since: str | None = _SINCE,
     every: bool = typer.Option(False, "--all", help="also replayed and expired letters"),
-    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+    json_out: bool = JSON_OUT,
 ) -> None:
     """The dead letters (latest state of each source record), open ones unless --all."""
     from dataclasses import asdict
@@ -139,7 +139,7 @@ def dlq_replay(
     ctx: typer.Context,
     reason: str | None = _REASON,
     since: str | None = _SINCE,
-    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Re-read the source records of open letters and run them through the current code."""
     from datetime import timedelta

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from tests.conftest import REPO, WorkerProcess, read_topic, run_cli, wait_until
-from tests.poison_scrubber import MARKER
+from tests.conftest import read_topic, run_cli, wait_until
+from tests.poison_scrubber import MARKER, poisoned_worker
 from tests.streams_events import escalation, prediction
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
@@ -46,10 +46,7 @@ def test_dead_letters_are_replayed_after_the_fix_once_and_only_once(
     label = escalation(events[3].request_id, "card_lost")
     producer.send(settings.topic(ESCALATIONS), value=label.to_bytes(), partition=0)
     producer.flush()
-    worker = WorkerProcess(
-        stream_env, tmp_path / "w.log", PYTHONPATH=str(REPO),
-        TUTORLOOP_PRIVACY__SCRUBBER="tests.poison_scrubber:BreaksOnMarker",
-    )  # fmt: skip
+    worker = poisoned_worker(stream_env, tmp_path / "w.log")
     try:
         wait_until(lambda: warehouse.query("SELECT count(*) FROM cases") == [(10,)], 120)
         read_topic(bootstrap, settings.topic(PREDICTIONS_DLQ), expected=3)

@@ -174,3 +174,39 @@ def test_the_plan_warns_for_a_tiny_private_set_and_not_for_the_demo_sized_one() 
     with pytest.raises(DPWontLearnError, match="Refused"):
         check(100, PrivacySettings(dp_epsilon=1.0), strict=True)
     assert check(1500, PrivacySettings(dp_epsilon=8.0), strict=True) == demo
+
+
+def test_dp_over_the_head_only_freezes_the_adapters_and_trains_the_head() -> None:
+    """``privacy.dp_adapters = false``: the noised parameters are the head's alone, and the
+    self-check looks at the head (adapters cannot move)."""
+    from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
+    from tutorloop.trainer.dp_phase import physical_batches, private_training, stepped
+    from tutorloop.trainer.splits import TokenizedSplit
+
+    torch.manual_seed(0)
+    model, tokenizer = _lora_model()
+    texts = [f"my card number {i} was {['lost', 'stolen', 'declined'][i % 3]}" for i in range(48)]
+    labels = torch.tensor([i % 3 for i in range(48)])
+    split = TokenizedSplit(
+        tokenizer(texts)["input_ids"], labels, torch.nn.functional.one_hot(labels, 3).float(),
+        torch.ones(48), torch.zeros(48),
+    )  # fmt: skip
+    privacy = PrivacySettings(
+        dp_epsilon=8.0, dp_adapters=False, dp_batch_size=24, dp_epochs=1,
+        dp_head_learning_rate=0.05,
+    )  # fmt: skip
+    before = trainable_snapshot(model)
+    private = private_training(model, split, tokenizer, TrainerSettings(batch_size=8), privacy)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+    steps = 0
+    model.train()
+    for enc, y, *_ in physical_batches(private, 8):
+        assert enc["input_ids"].shape[0] <= 8  # physical batches of the trainer's size
+        private.optimizer.zero_grad()
+        model(**enc, labels=y).loss.backward()
+        private.optimizer.step()
+        steps += stepped(private.optimizer)
+    assert 1 <= steps <= 4  # logical steps only: about 48 / 24 per epoch
+    assert assert_adapters_changed(before, model, "classifier") > 0
+    with pytest.raises(AdapterUnchangedError):
+        assert_adapters_changed(before, model)  # the adapters were frozen

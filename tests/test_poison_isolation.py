@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from tests.conftest import REPO, WorkerProcess, read_topic, wait_until
-from tests.poison_scrubber import MARKER, BreaksOnMarker
+from tests.conftest import read_topic, wait_until
+from tests.poison_scrubber import MARKER, BreaksOnMarker, poisoned_worker
 from tests.streams_events import prediction
 from tests.warehouse_cases import regex_sink
 from tutorloop.infra.settings import Settings
@@ -93,10 +93,7 @@ def test_a_worker_dead_letters_a_poison_record_and_keeps_going(
         producer.send(settings.topic(PREDICTIONS), value=record.value)
     producer.flush()
     producer.close()
-    worker = WorkerProcess(
-        stream_env, tmp_path / "w.log", PYTHONPATH=str(REPO),
-        TUTORLOOP_PRIVACY__SCRUBBER="tests.poison_scrubber:BreaksOnMarker",
-    )  # fmt: skip
+    worker = poisoned_worker(stream_env, tmp_path / "w.log")
     try:
         wait_until(lambda: warehouse.query("SELECT count(*) FROM cases") == [(28,)], 120)
         letters = read_topic(settings.broker.bootstrap_servers,

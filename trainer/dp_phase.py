@@ -22,15 +22,14 @@ Batch = tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, torch.Te
 
 
 def dp_optimizer(model: Any, privacy: PrivacySettings) -> torch.optim.Optimizer:
-    """AdamW over the adapters and the head, at DP-SGD's own learning rates."""
+    """AdamW over what DP trains (the adapters unless frozen, the head), at DP-SGD's own
+    learning rates."""
     head = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
-    return torch.optim.AdamW(
-        [
-            {"params": lora, "lr": privacy.dp_learning_rate},
-            {"params": head, "lr": privacy.dp_head_learning_rate},
-        ]
-    )
+    groups = [{"params": head, "lr": privacy.dp_head_learning_rate}]
+    if lora:
+        groups.append({"params": lora, "lr": privacy.dp_learning_rate})
+    return torch.optim.AdamW(groups)
 
 
 def logical_batch(privacy: PrivacySettings, rows: int) -> int:
@@ -47,6 +46,10 @@ def private_training(
 ) -> PrivateTraining:
     """Wrap ``model`` for DP-SGD over ``train`` (the private rows) to ``privacy.dp_epsilon``."""
     assert privacy.dp_epsilon is not None
+    if not privacy.dp_adapters:
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.requires_grad_(False)
     # Opacus samples rows independently (Poisson), so rows are padded to one length.
     enc = pad(tokenizer, train.input_ids, cfg.max_length)
     data = TensorDataset(

@@ -315,7 +315,10 @@ def train_student(
         snapshot = _trainable(model) if phase.dp is not None else None
         run = _run_phase(model, tokenizer, cfg, phase, validation, on_step)
         if snapshot is not None and phase.private is not None and dp is not None:
-            assert_adapters_changed(snapshot, model)  # before choosing weights by validation
+            # Before choosing weights by validation; the head, when DP trained nothing else.
+            assert_adapters_changed(
+                snapshot, model, "lora_" if dp.settings.dp_adapters else "classifier"
+            )
             spend = account(phase.private, dp.run_id)
         if len(validation):
             _restore(model, run.stopping.best_state)
