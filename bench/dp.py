@@ -201,10 +201,15 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _setting(value: str) -> bool | int | float:
+def _setting(value: str) -> bool | int | float | str:
     if value.lower() in ("true", "false"):
         return value.lower() == "true"
-    return float(value) if "." in value or "e" in value else int(value)
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _seed(

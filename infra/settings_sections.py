@@ -143,6 +143,11 @@ class PrivacySettings(_Section):
     dp_head_learning_rate: float = Field(
         default=2e-2, gt=0, lt=1, description="classification head, under DP"
     )
+    dp_optimizer: Literal["adamw", "sgd"] = Field(
+        default="adamw",
+        description="optimizer of the DP phase; sgd uses momentum 0.9 (Adam's per-coordinate "
+        "scaling turns noise-dominated coordinates into full-size steps)",
+    )
     dp_adapters: bool = Field(
         default=True,
         description="DP-SGD trains the LoRA adapters and the head; false: the head only "

@@ -29,6 +29,8 @@ def dp_optimizer(model: Any, privacy: PrivacySettings) -> torch.optim.Optimizer:
     groups = [{"params": head, "lr": privacy.dp_head_learning_rate}]
     if lora:
         groups.append({"params": lora, "lr": privacy.dp_learning_rate})
+    if privacy.dp_optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9)
     return torch.optim.AdamW(groups)
 
 
