@@ -139,9 +139,10 @@ class PrivacySettings(_Section):
         default=256, ge=8, le=65536, description="expected (logical) batch size of DP-SGD"
     )
     dp_epochs: int = Field(default=10, ge=1, le=200, description="epochs over the private rows")
-    dp_learning_rate: float = Field(default=2e-3, gt=0, lt=1, description="LoRA, under DP")
+    # SGD under DP takes steps far larger than Adam's: no upper bound below 100.
+    dp_learning_rate: float = Field(default=2e-3, gt=0, lt=100, description="LoRA, under DP")
     dp_head_learning_rate: float = Field(
-        default=2e-2, gt=0, lt=1, description="classification head, under DP"
+        default=2e-2, gt=0, lt=100, description="classification head, under DP"
     )
     dp_optimizer: Literal["adamw", "sgd"] = Field(
         default="adamw",
