@@ -44,7 +44,7 @@ from capture import (
 from tutorloop.infra.broker import EmbeddedBroker
 from tutorloop.infra.local_processes import free_port
 from tutorloop.infra.settings import load_settings
-from tutorloop.infra.topics import PREDICTIONS, ensure_topics
+from tutorloop.infra.topics import PREDICTIONS, ensure_topics, list_topics, read_to_end
 
 console = Console()
 
@@ -80,27 +80,9 @@ def _footprint(broker: EmbeddedBroker) -> tuple[float, float]:
     return rss, disk
 
 
-def _count_records(bootstrap: str, topic: str, timeout_s: float = 60) -> int:
+def _count_records(bootstrap: str, topic: str) -> int:
     """Records on ``topic`` from the beginning up to the broker's high watermark."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        seen = 0
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            seen += sum(len(r) for r in consumer.poll(timeout_ms=500).values())
-            marks = [consumer.highwater(tp) for tp in parts]
-            if all(m is not None for m in marks) and all(
-                consumer.position(tp) >= m for tp, m in zip(parts, marks, strict=True)
-            ):
-                break
-        return seen
-    finally:
-        consumer.close()
+    return len(read_to_end(bootstrap, topic, timeout_s=60))
 
 
 def _measure(storage: str, events: int, pending: int, partitions: int) -> Figures:
@@ -155,8 +137,6 @@ def _measure(storage: str, events: int, pending: int, partitions: int) -> Figure
 
 
 def topic_exists(bootstrap: str, topic: str) -> bool:
-    from tutorloop.infra.topics import list_topics
-
     return topic in list_topics(bootstrap)
 
 

@@ -42,6 +42,7 @@ from tutorloop.infra.settings import load_settings
 from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.labeling.models import resolve_model
+from tutorloop.trainer.dataset_store import dataset_features
 from tutorloop.trainer.student import load_student, save_student
 from tutorloop.trainer.train import DPRequest, predict_logits, train_student
 
@@ -81,15 +82,9 @@ def _row(text: str, label: str, labels: list[str], split: str, *, private: bool)
 
 
 def _dataset(rows: list[dict[str, Any]], labels: list[str]) -> Any:
-    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+    from datasets import Dataset
 
-    features = Features(
-        {"case_id": Value("string"), "text": Value("string"), "label": ClassLabel(names=labels),
-         "soft_targets": Sequence(Value("float32"), length=len(labels)),
-         "source": Value("string"), "split": Value("string"), "replay": Value("bool"),
-         "private": Value("bool")}
-    )  # fmt: skip
-    return Dataset.from_list(rows, features=features)
+    return Dataset.from_list(rows, features=dataset_features(labels))
 
 
 def _score(student: Any, temperature: float, test: list[Any], labels: list[str]) -> dict[str, Any]:

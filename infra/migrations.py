@@ -176,13 +176,6 @@ ALTER TABLE escalations ADD COLUMN kafka_offset BIGINT;
 
 # Escalated predictions Kafka could not give back yet (a broker hiccup): retried until they
 # are read, or until the topic's retention has certainly dropped them.
-# DP spends epsilon on private rows only: the ledger says how many of each a run trained on.
-_V12_DP_ROWS = """
-ALTER TABLE privacy_ledger ADD COLUMN public_rows BIGINT;
-ALTER TABLE privacy_ledger ADD COLUMN private_rows BIGINT;
-ALTER TABLE privacy_ledger ADD COLUMN replayed_private_rows BIGINT;
-"""
-
 _V11_PARKED = """
 CREATE TABLE parked_escalations (
     prediction_event_id VARCHAR PRIMARY KEY,
@@ -194,6 +187,13 @@ CREATE TABLE parked_escalations (
     next_retry_at       TIMESTAMPTZ NOT NULL,
     status              VARCHAR NOT NULL CHECK (status IN ('parked', 'expired'))
 );
+"""
+
+# DP spends epsilon on private rows only: the ledger says how many of each a run trained on.
+_V12_DP_ROWS = """
+ALTER TABLE privacy_ledger ADD COLUMN public_rows BIGINT;
+ALTER TABLE privacy_ledger ADD COLUMN private_rows BIGINT;
+ALTER TABLE privacy_ledger ADD COLUMN replayed_private_rows BIGINT;
 """
 
 MIGRATIONS: tuple[Migration, ...] = (

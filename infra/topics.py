@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -109,3 +111,36 @@ def partition_counts(
     with _admin(bootstrap, timeout_s) as admin:
         described = admin.describe_topics(list(topics))
     return {t["name"]: len(t["partitions"]) for t in described}
+
+
+def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[Any]:
+    """Every record on ``topic`` from the beginning, up to the high watermark of each partition
+    as the broker reports it in fetch responses (tansu's ListOffsets(latest) is wrong, so
+    ``end_offsets`` cannot say where the end is). Records of each partition in order."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    records: list[Any] = []
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + timeout_s
+        while not _at_end(consumer, partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} did not reach its end in {timeout_s:.0f}s")
+            for batch in consumer.poll(timeout_ms=300).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return records
+
+
+def _at_end(consumer: Any, partitions: list[Any]) -> bool:
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is None or consumer.position(tp) < highwater:
+            return False
+    return True

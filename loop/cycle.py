@@ -33,7 +33,7 @@ from tutorloop.labeling.models import resolve_model
 from tutorloop.labeling.relabel import RelabelReport, queue_unlabeled_for_humans, relabel
 from tutorloop.labeling.teachers import build_teacher, label_set
 from tutorloop.privacy.dp import at_user_level, check_budget, record_entry
-from tutorloop.privacy.dp_plan import dp_card, dp_plan_of
+from tutorloop.privacy.dp_plan import dp_card, dp_plan_of, private_rows
 from tutorloop.privacy.scrubbing import configured_scrubber
 from tutorloop.registry.lifecycle import evaluate_candidate
 from tutorloop.registry.store import ModelVersion, champion, register_candidate, verify
@@ -120,9 +120,8 @@ def _start_run(
     cfg, privacy = settings.trainer, settings.privacy
     window = data_window(warehouse, dataset.dataset_hash)
     # Epsilon is spent on private rows only: a run on public (imported) rows asks for none.
-    private_rows = dataset.counts.get("private_train", 1)
     if (
-        privacy.dp_epsilon is not None and private_rows
+        privacy.dp_epsilon is not None and private_rows(dataset.counts)
         and window[0] is not None and window[1] is not None
     ):  # fmt: skip
         check_budget(

@@ -75,13 +75,28 @@ class DPPlan:
         )
 
 
+def logical_batch(privacy: PrivacySettings, rows: int) -> int:
+    """The expected batch size of DP-SGD: ``privacy.dp_batch_size``, at most every row."""
+    return max(1, min(privacy.dp_batch_size, rows))
+
+
+def private_rows(dataset_counts: dict[str, Any]) -> int:
+    """The private (non-evaluation) rows of a dataset version, from its counts. A dataset
+    built before rows were marked counts all of them: the conservative reading."""
+    private = dataset_counts.get("private_train")
+    if private is None:
+        by_split = dataset_counts.get("by_split", {})
+        private = sum(n for split, n in by_split.items() if split != "eval")
+    return int(private)
+
+
 def plan(rows: int, privacy: PrivacySettings) -> DPPlan:
     """The plan of a DP run over ``rows`` private rows with ``privacy``'s DP settings."""
     if privacy.dp_epsilon is None:
         raise ValueError("privacy.dp_epsilon is not set: this is not a DP run")
     from opacus.accountants.utils import get_noise_multiplier
 
-    batch = max(1, min(privacy.dp_batch_size, rows))
+    batch = logical_batch(privacy, rows)
     sample_rate = batch / max(1, rows)
     delta = privacy.dp_delta or default_delta(rows)
     with warnings.catch_warnings():  # "optimal order is the largest alpha": a looser bound
@@ -121,11 +136,8 @@ def dp_plan_of(privacy: PrivacySettings, dataset_counts: dict[str, Any]) -> dict
     without private rows (nothing to spend epsilon on)."""
     if privacy.dp_epsilon is None:
         return None
-    private = dataset_counts.get("private_train")
-    if private is None:  # a dataset built before rows were marked: all of it counts
-        by_split = dataset_counts.get("by_split", {})
-        private = sum(n for split, n in by_split.items() if split != "eval")
-    return check(int(private), privacy, strict=privacy.dp_strict).to_dict() if private else None
+    private = private_rows(dataset_counts)
+    return check(private, privacy, strict=privacy.dp_strict).to_dict() if private else None
 
 
 def dp_card(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 #: An open letter waits for a fix; a replayed one was stored by a later replay; an expired
@@ -76,10 +76,9 @@ class BatchOutcome:
 
     def add(self, other: BatchOutcome) -> None:
         """Fold in the outcome of another part of the same batch."""
-        for name in ("consumed", "audited", "duplicates", "escalations", "human_labels",
-                     "unrecoverable", "no_text", "erased", "unknown_fields", "parked",
-                     "previous_version"):  # fmt: skip
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for f in fields(self):
+            if f.type == "int":  # the counters (annotations are strings here)
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         self.captured.update(other.captured)
         self.dead_letters.extend(other.dead_letters)
 

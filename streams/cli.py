@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from tutorloop.infra.cli_common import JSON_OUT, console, fail, print_json
+from tutorloop.streams.batch import DeadLetter, LetterStatus
 from tutorloop.streams.events import EVENT_TYPES, READABLE_VERSIONS, SCHEMA_VERSION, json_schemas
 
 
@@ -193,8 +193,8 @@ def dlq_replay(
 
 
 def _chosen_letters(
-    ctx: typer.Context, reason: str | None, since: str | None, status: str | None
-) -> list[Any]:
+    ctx: typer.Context, reason: str | None, since: str | None, status: LetterStatus | None
+) -> list[DeadLetter]:
     from tutorloop.infra.broker import bootstrap_servers
     from tutorloop.infra.cli_common import settings_of
     from tutorloop.infra.topics import PREDICTIONS_DLQ
@@ -206,7 +206,7 @@ def _chosen_letters(
         letters = read_letters(bootstrap_servers(settings), settings.topic(PREDICTIONS_DLQ))
     except (DeadLetterError, TimeoutError) as exc:
         fail(str(exc))
-    return select(letters, status=status, reason=reason, since=since_at)  # type: ignore[arg-type]
+    return select(letters, status=status, reason=reason, since=since_at)
 
 
 streams_app.add_typer(dlq_app, name="dlq")

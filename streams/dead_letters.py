@@ -12,14 +12,12 @@ sink is idempotent, so a record replayed twice is stored once.
 
 from __future__ import annotations
 
-import re
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from tutorloop.infra.hashing import fingerprint
+from tutorloop.infra.topics import read_to_end
 from tutorloop.streams.batch import BatchOutcome, DeadLetter, LetterStatus, RawRecord, RecordFetcher
 from tutorloop.streams.isolation import Isolator, Write
 
@@ -29,42 +27,15 @@ class DeadLetterError(ValueError):
 
 
 def read_letters(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[DeadLetter]:
-    """The latest letter of every key on the DLQ topic, oldest first.
-
-    Reads each partition up to the high watermark the broker reports in its fetch responses
-    (tansu's ListOffsets(latest) is not reliable). Values that are not letters (another
-    producer's) are skipped."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    """The latest letter of every key on the DLQ topic, oldest first. Values that are not
+    letters (another producer's) are skipped."""
     latest: dict[bytes, DeadLetter] = {}
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        if not partitions:
-            return []
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        deadline = time.monotonic() + timeout_s
-        while not _at_end(consumer, partitions):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} did not reach its end in {timeout_s:.0f}s")
-            for records in consumer.poll(timeout_ms=300).values():
-                for record in records:
-                    letter = _letter_or_none(record.value)
-                    if letter is not None:
-                        latest.pop(letter.key, None)  # re-inserted: ordered by latest write
-                        latest[letter.key] = letter
-    finally:
-        consumer.close()
+    for record in read_to_end(bootstrap, topic, timeout_s=timeout_s):
+        letter = _letter_or_none(record.value)
+        if letter is not None:
+            latest.pop(letter.key, None)  # re-inserted: ordered by latest write
+            latest[letter.key] = letter
     return list(latest.values())
-
-
-def _at_end(consumer: Any, partitions: list[Any]) -> bool:
-    for tp in partitions:
-        highwater = consumer.highwater(tp)
-        if highwater is None or consumer.position(tp) < highwater:
-            return False
-    return True
 
 
 def _letter_or_none(raw: bytes | None) -> DeadLetter | None:
@@ -100,17 +71,15 @@ def _when(ts: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhd])$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
-
-
 def parse_since(value: str, now: datetime | None = None) -> datetime:
     """``--since``: an ISO 8601 date or time (UTC when it has no zone), or a duration back
-    from now such as ``90m``, ``24h`` or ``7d``."""
-    found = _DURATION.match(value.strip())
-    if found:
-        amount = timedelta(**{_UNITS[found.group(2)]: float(found.group(1))})
-        return (now or datetime.now(UTC)) - amount
+    from now such as ``90m``, ``24h`` or ``7d`` (as ``privacy purge --older-than`` reads it)."""
+    from tutorloop.privacy.erasure import RetentionError, parse_duration
+
+    try:
+        return (now or datetime.now(UTC)) - parse_duration(value)
+    except RetentionError:
+        pass
     try:
         return _when(value.strip())
     except ValueError:

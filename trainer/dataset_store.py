@@ -34,6 +34,22 @@ def content_hash(spec: DatasetSpec, rows: Sequence[Row]) -> str:
     return digest.hexdigest()
 
 
+def dataset_features(labels: Sequence[str]) -> Features:
+    """The columns of a saved dataset version, as training reads them."""
+    return Features(
+        {
+            "case_id": Value("string"),
+            "text": Value("string"),
+            "label": ClassLabel(names=list(labels)),
+            "soft_targets": datasets.Sequence(Value("float32"), length=len(labels)),
+            "source": Value("string"),
+            "split": Value("string"),
+            "replay": Value("bool"),
+            "private": Value("bool"),
+        }
+    )
+
+
 def _save(rows: Sequence[Row], spec: DatasetSpec, path: Path) -> None:
     """One ``datasets.Dataset`` with a ``split`` column (train / validation / eval).
 
@@ -42,18 +58,7 @@ def _save(rows: Sequence[Row], spec: DatasetSpec, path: Path) -> None:
     """
 
     disable_progress_bar()  # a few seconds of work; the caller shows its own progress
-    features = Features(
-        {
-            "case_id": Value("string"),
-            "text": Value("string"),
-            "label": ClassLabel(names=list(spec.labels)),
-            "soft_targets": datasets.Sequence(Value("float32"), length=len(spec.labels)),
-            "source": Value("string"),
-            "split": Value("string"),
-            "replay": Value("bool"),
-            "private": Value("bool"),
-        }
-    )
+    features = dataset_features(spec.labels)
     index = {label: i for i, label in enumerate(spec.labels)}
     ordered = sorted(rows, key=lambda r: (SPLITS.index(r.split), r.case_id))
     table = Dataset.from_dict(

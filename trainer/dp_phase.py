@@ -16,7 +16,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.privacy.dp import PrivateTraining, default_delta, make_private
+from tutorloop.privacy.dp_plan import logical_batch
 from tutorloop.trainer.splits import TokenizedSplit, pad
+from tutorloop.trainer.student import param_groups
 
 Batch = tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -24,19 +26,12 @@ Batch = tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, torch.Te
 def dp_optimizer(model: Any, privacy: PrivacySettings) -> torch.optim.Optimizer:
     """AdamW over what DP trains (the adapters unless frozen, the head), at DP-SGD's own
     learning rates."""
-    head = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
-    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
-    groups = [{"params": head, "lr": privacy.dp_head_learning_rate}]
-    if lora:
-        groups.append({"params": lora, "lr": privacy.dp_learning_rate})
+    groups = param_groups(
+        model, adapter_lr=privacy.dp_learning_rate, head_lr=privacy.dp_head_learning_rate
+    )
     if privacy.dp_optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=0.9)
     return torch.optim.AdamW(groups)
-
-
-def logical_batch(privacy: PrivacySettings, rows: int) -> int:
-    """The expected batch size: ``privacy.dp_batch_size``, at most every row."""
-    return max(1, min(privacy.dp_batch_size, rows))
 
 
 def private_training(

@@ -116,3 +116,15 @@ def save_student(student: Student, folder: Path, labels: list[str], temperature:
     student.tokenizer.save_pretrained(str(folder / "tokenizer"))
     (folder / "labels.json").write_text(json.dumps(labels, indent=2))
     (folder / "calibration.json").write_text(json.dumps({"temperature": temperature}))
+
+
+def param_groups(model: Any, *, adapter_lr: float, head_lr: float) -> list[dict[str, Any]]:
+    """The trainable parameters in two optimizer groups, adapters (LoRA) and the head (every
+    other trainable tensor), each at its own learning rate; a group with nothing to train
+    (frozen adapters) is left out."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in trainable if "lora_" in n], "lr": adapter_lr},
+        {"params": [p for n, p in trainable if "lora_" not in n], "lr": head_lr},
+    ]
+    return [group for group in groups if group["params"]]

@@ -35,16 +35,16 @@ from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.infra.tables import Split
 from tutorloop.privacy.dp import LedgerEntry, PrivateTraining, account, assert_adapters_changed
+from tutorloop.privacy.dp_plan import logical_batch
 from tutorloop.trainer.distillation import distillation_loss
 from tutorloop.trainer.dp_phase import (
     Batch,
-    logical_batch,
     physical_batches,
     private_training,
     stepped,
 )
 from tutorloop.trainer.splits import TokenizedSplit, pad, tokenized_split
-from tutorloop.trainer.student import Student
+from tutorloop.trainer.student import Student, param_groups
 
 
 class TrainingError(TutorloopError):
@@ -131,13 +131,8 @@ def _optimizer(model: Any, cfg: TrainerSettings) -> Any:
     # The head starts from random weights and is trained in full: it needs a far larger step
     # than the low-rank adapters (measured on 10 examples x 77 labels, 8 epochs: 0.77 test
     # accuracy with 2e-2 for the head and 2e-4 for the adapters; 0.08 with 2e-4 for both).
-    head = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
-    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
     return torch.optim.AdamW(
-        [
-            {"params": lora, "lr": cfg.learning_rate},
-            {"params": head, "lr": cfg.head_learning_rate},
-        ]
+        param_groups(model, adapter_lr=cfg.learning_rate, head_lr=cfg.head_learning_rate)
     )
 
 
