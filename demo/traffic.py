@@ -15,9 +15,9 @@ from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.progress import progress_bar
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse
-from tutorloop.serving.runtime import serving
-from tutorloop.streams.emitter import PredictionEmitter
+from tutorloop.serving.server import serving
 from tutorloop.streams.events import EscalationEvent, now_utc
+from tutorloop.streams.spool_emitter import SpoolingEmitter
 from tutorloop.streams.stats import audited_count
 
 
@@ -35,10 +35,10 @@ def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Ra
     """
 
     with (
-        PredictionEmitter.from_settings(settings) as emitter,
-        serving(settings, emitter=emitter, port=0) as (_, server),
+        SpoolingEmitter.from_settings(settings) as emitter,
+        serving(settings, emitter=emitter, port=0) as server,
     ):
-        url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+        url = f"{server.url}/predict"
         escalated = 0
         lock = threading.Lock()
         stop = threading.Event()

@@ -196,6 +196,98 @@ ALTER TABLE privacy_ledger ADD COLUMN private_rows BIGINT;
 ALTER TABLE privacy_ledger ADD COLUMN replayed_private_rows BIGINT;
 """
 
+# Shadow and canary rollouts (registry) and the live windows serving writes about them and
+# about drift; promotions learn the actions that end a rollout without a new champion, and the
+# schedule a drift trigger (DuckDB cannot alter a CHECK constraint: those two tables are
+# rebuilt, their rows and columns unchanged).
+_V13_ROLLOUTS = """
+CREATE TABLE promotions_v13 (
+    promotion_id      VARCHAR PRIMARY KEY,
+    ts                TIMESTAMPTZ NOT NULL,
+    action            VARCHAR NOT NULL CHECK (action IN
+                      ('promote', 'rollback', 'rollout_rollback', 'rollout_abort')),
+    from_version      VARCHAR,
+    to_version        VARCHAR NOT NULL,
+    actor             VARCHAR NOT NULL,
+    reason            VARCHAR,
+    forced            BOOLEAN NOT NULL DEFAULT false,
+    contract_hash     VARCHAR
+);
+INSERT INTO promotions_v13 SELECT promotion_id, ts, action, from_version, to_version, actor,
+    reason, forced, contract_hash FROM promotions;
+DROP TABLE promotions;
+ALTER TABLE promotions_v13 RENAME TO promotions;
+
+CREATE TABLE schedule_runs_v13 (
+    window_id         VARCHAR PRIMARY KEY,
+    trigger           VARCHAR NOT NULL
+                      CHECK (trigger IN ('cron', 'labels', 'installed', 'drift')),
+    claimed_at        TIMESTAMPTZ NOT NULL,
+    finished_at       TIMESTAMPTZ,
+    status            VARCHAR NOT NULL
+                      CHECK (status IN ('running', 'succeeded', 'failed', 'skipped')),
+    host              VARCHAR NOT NULL,
+    pid               INTEGER NOT NULL,
+    version           VARCHAR,
+    error             VARCHAR
+);
+INSERT INTO schedule_runs_v13 SELECT window_id, trigger, claimed_at, finished_at, status, host,
+    pid, version, error FROM schedule_runs;
+DROP TABLE schedule_runs;
+ALTER TABLE schedule_runs_v13 RENAME TO schedule_runs;
+
+CREATE TABLE rollouts (
+    rollout_id           VARCHAR PRIMARY KEY,
+    version              VARCHAR NOT NULL,
+    champion             VARCHAR NOT NULL,
+    mode                 VARCHAR NOT NULL CHECK (mode IN ('shadow', 'canary')),
+    percent              DOUBLE NOT NULL,
+    auto_promote_after_s DOUBLE,
+    started_at           TIMESTAMPTZ NOT NULL,
+    actor                VARCHAR NOT NULL,
+    reason               VARCHAR,
+    forced               BOOLEAN NOT NULL DEFAULT false,
+    contract_hash        VARCHAR NOT NULL,
+    ended_at             TIMESTAMPTZ,
+    outcome              VARCHAR CHECK (outcome IN ('promoted', 'rolled_back', 'aborted')),
+    end_reason           VARCHAR
+);
+
+CREATE TABLE rollout_windows (
+    window_id             VARCHAR PRIMARY KEY,
+    rollout_id            VARCHAR NOT NULL,
+    replica               VARCHAR NOT NULL,
+    window_start          TIMESTAMPTZ NOT NULL,
+    window_end            TIMESTAMPTZ NOT NULL,
+    requests              BIGINT NOT NULL,
+    challenger_answered   BIGINT NOT NULL,
+    agreement             DOUBLE,
+    champion_confidence   DOUBLE,
+    challenger_confidence DOUBLE,
+    champion_abstention   DOUBLE,
+    challenger_abstention DOUBLE,
+    champion_p95_ms       DOUBLE,
+    challenger_p95_ms     DOUBLE,
+    errors                BIGINT NOT NULL
+);
+
+CREATE TABLE drift_windows (
+    window_id        VARCHAR PRIMARY KEY,
+    replica          VARCHAR NOT NULL,
+    model_version    VARCHAR NOT NULL,
+    window_start     TIMESTAMPTZ NOT NULL,
+    window_end       TIMESTAMPTZ NOT NULL,
+    requests         BIGINT NOT NULL,
+    mean_confidence  DOUBLE,
+    abstention_rate  DOUBLE,
+    confidence_psi   DOUBLE,
+    confidence_ks    DOUBLE,
+    confidence_ks_p  DOUBLE,
+    label_psi        DOUBLE,
+    breached         BOOLEAN NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lineage tables", LINEAGE_V1),
     Migration(2, "escalations and review queue", _V2_REVIEW),
@@ -209,6 +301,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "kafka positions of escalations", _V10_ESCALATION_POSITION),
     Migration(11, "escalated predictions waiting to be read back", _V11_PARKED),
     Migration(12, "public and private row counts of DP runs", _V12_DP_ROWS),
+    Migration(13, "shadow and canary rollouts; live rollout and drift windows", _V13_ROLLOUTS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

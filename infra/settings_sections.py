@@ -92,6 +92,12 @@ class StreamsSettings(_Section):
         default=50, ge=0, description="longest the request path may wait on a full buffer"
     )
     emit_buffer_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    emit_spool_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=64 * 1024,
+        description="on-disk queue of events awaiting the broker (<data_dir>/spool); beyond it "
+        "new events are dropped and counted",
+    )
     unknown_fields: Literal["drop", "reject"] = Field(
         default="drop",
         description="fields of a newer producer this worker does not know: drop (accept the "
@@ -289,6 +295,10 @@ class TrainerSettings(_Section):
         default=0, ge=0, description="also retrain once this many new labels arrived; 0 = off"
     )
     poll_s: float = Field(default=60.0, gt=0, description="how often the scheduler checks")
+    trigger_on_drift: bool = Field(
+        default=False,
+        description="also retrain when serving reports a drift breach (drift_windows)",
+    )
 
     @field_validator("schedule_cron")
     @classmethod
@@ -345,27 +355,3 @@ class RegistrySettings(_Section):
     hard_cases_tolerance: float = Field(
         default=0.02, ge=0, le=1, description="vs the champion on recent hard cases"
     )
-
-
-class ServingSettings(_Section):
-    """How the champion is served (``tutorloop serve``, the Python API, the latency gate)."""
-
-    host: str = Field(default="127.0.0.1", min_length=1)
-    port: int = Field(default=8080, ge=0, le=65535)
-    threads: int = Field(default=1, ge=0, description="ONNX Runtime threads per request")
-    abstain_below: float = Field(
-        default=0.5, ge=0, le=1, description="serving abstains below this confidence"
-    )
-    reload_poll_s: float = Field(default=1.0, gt=0, description="champion pointer check period")
-    max_text_chars: int = Field(default=8192, ge=1)
-
-
-# Keys that moved from [registry] to [serving]: still read for one release, with a warning.
-MOVED_TO_SERVING = {
-    "abstain_below": "abstain_below",
-    "serve_host": "host",
-    "serve_port": "port",
-    "serve_threads": "threads",
-    "reload_poll_s": "reload_poll_s",
-    "max_text_chars": "max_text_chars",
-}

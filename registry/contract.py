@@ -101,6 +101,16 @@ class EvaluationClause(_Clause):
     )
 
 
+class LiveClause(_Clause):
+    """How a shadow or canary version must behave on live traffic, judged per window."""
+
+    min_requests: int = Field(default=50, ge=1, description="fewer in a window: not judged")
+    min_agreement: float = Field(default=0.8, ge=0, le=1, description="top-1 vs the champion")
+    max_abstention_increase: float = Field(default=0.1, ge=0, le=1)
+    max_confidence_drop: float = Field(default=0.1, ge=0, le=1)
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+
+
 class Contract(_Clause):
     format: int = FORMAT
     version: str = Field(default="1", min_length=1, description="bump on every change")
@@ -113,6 +123,7 @@ class Contract(_Clause):
     parity: ParityClause = Field(default_factory=ParityClause)
     teacher: TeacherClause = Field(default_factory=TeacherClause)
     evaluation: EvaluationClause = Field(default_factory=EvaluationClause)
+    live: LiveClause = Field(default_factory=LiveClause)
     source: str = Field(default="", exclude=True)  # where it was read from (not hashed)
 
     @model_validator(mode="after")

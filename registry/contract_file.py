@@ -21,6 +21,9 @@ _SECTIONS: dict[str, str] = {
     "evaluation": "How evaluation rows are sampled and judged. Below min_rows (min_oos_rows "
     "for OOS gates, min_comparison_rows for champion comparisons) a gate is 'insufficient'; "
     "on_insufficient says whether that blocks promotion.",
+    "live": "A shadow or canary version on live traffic, per window of serving.window_s "
+    "(windows with fewer than min_requests are not judged): a breach rolls it back; "
+    "serving.max_p95_latency_ms bounds its latency.",
 }
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
-from tutorloop.infra.tables import ModelStatus, PromotionAction
+from tutorloop.infra.tables import CHAMPION_CHANGES, ModelStatus, PromotionAction
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.contract import load_contract
 from tutorloop.registry.gates import (
@@ -140,6 +140,22 @@ def promote(
 ) -> Change:
     """Make ``version`` the champion. Refused if a gate failed or none ran, unless forced with
     a reason (recorded)."""
+    problem = check_promotable(warehouse, version, force=force, reason=reason)
+    return _change(
+        warehouse,
+        settings,
+        PromotionAction.PROMOTE,
+        version,
+        actor,
+        reason,
+        force and bool(problem),
+    )
+
+
+def check_promotable(
+    warehouse: Warehouse, version: str, *, force: bool, reason: str | None
+) -> str | None:
+    """Why ``version`` may not serve (None: it may); raises unless forced with a reason."""
     target = get(warehouse, version)
     if target.status == ModelStatus.CHAMPION:
         raise PromotionRefusedError(f"{version} is already the champion")
@@ -158,20 +174,17 @@ def promote(
             raise PromotionRefusedError(f"{problem}; use --force --reason TEXT to override")
         if not reason:
             raise PromotionRefusedError("--force needs --reason TEXT (it is recorded)")
-    return _change(
-        warehouse,
-        settings,
-        PromotionAction.PROMOTE,
-        version,
-        actor,
-        reason,
-        force and bool(problem),
-    )
+    return problem
 
 
 def was_champion(warehouse: Warehouse, version: str) -> bool:
     """Whether ``version`` ever served (a promotion or rollback made it champion)."""
-    return bool(warehouse.query("SELECT 1 FROM promotions WHERE to_version = ? LIMIT 1", [version]))
+    return bool(
+        warehouse.query(
+            "SELECT 1 FROM promotions WHERE to_version = ? AND action IN (?, ?) LIMIT 1",
+            [version, *CHAMPION_CHANGES],
+        )
+    )
 
 
 def rollback(
@@ -209,8 +222,8 @@ def _rollback(
             raise NothingToRollBackError("nothing to roll back: there is no champion")
         rows = warehouse.query(
             "SELECT from_version FROM promotions WHERE to_version = ? AND from_version IS NOT NULL"
-            " ORDER BY ts DESC LIMIT 1",
-            [current.version],
+            " AND action IN (?, ?) ORDER BY ts DESC LIMIT 1",
+            [current.version, *CHAMPION_CHANGES],
         )
         if not rows:
             raise NothingToRollBackError(
@@ -258,7 +271,9 @@ def history(warehouse: Warehouse) -> list[Change]:
 
 def champion_at(warehouse: Warehouse, at: datetime) -> str | None:
     rows = warehouse.query(
-        "SELECT to_version FROM promotions WHERE ts <= ? ORDER BY ts DESC LIMIT 1", [at]
+        "SELECT to_version FROM promotions WHERE ts <= ? AND action IN (?, ?)"
+        " ORDER BY ts DESC LIMIT 1",
+        [at, *CHAMPION_CHANGES],
     )
     return str(rows[0][0]) if rows else None
 

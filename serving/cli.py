@@ -12,31 +12,31 @@ def serve(
     host: str = typer.Option("", "--host", help="default: serving.host"),
     port: int = typer.Option(-1, "--port", help="default: serving.port"),
     emit: bool = typer.Option(True, "--emit/--no-emit", help="send prediction events to Kafka"),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="allow a non-loopback address without a bearer token"
+    ),
 ) -> None:
-    """Serve the champion over HTTP (POST /predict, GET /healthz) until SIGTERM/SIGINT."""
-    import signal
-    import threading
-
-    from tutorloop.serving.runtime import serving
+    """Serve the champion over HTTP (POST /predict, /healthz, /readyz, /metrics) until
+    SIGTERM/SIGINT; shutdown drains requests in flight and flushes the events."""
+    from tutorloop.serving.fallback import teacher_fallback
+    from tutorloop.serving.server import RunningServer, serve_forever
 
     settings = settings_of(ctx)
     emitter = None
     if emit:
-        from tutorloop.streams.emitter import PredictionEmitter
+        from tutorloop.streams.spool_emitter import SpoolingEmitter
 
-        emitter = PredictionEmitter.from_settings(settings)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        emitter = SpoolingEmitter.from_settings(settings)
+
+    def announce(running: RunningServer) -> None:
+        version = running.predictor.version or "nothing yet"
+        console.print(f"serving {version} on {running.url}", highlight=False)
+
     try:
-        with serving(settings, emitter=emitter, host=host or None,
-                     port=None if port < 0 else port) as (predictor, server):  # fmt: skip
-            address, bound_port = server.server_address[:2]
-            bound = f"http://{address!s}:{bound_port}"
-            console.print(
-                f"serving {predictor.version or 'nothing yet'} on {bound}", highlight=False
-            )
-            stop.wait()
+        serve_forever(
+            settings, emitter=emitter, host=host or None, port=None if port < 0 else port,
+            fallback=teacher_fallback(settings), insecure=insecure, announce=announce,
+        )  # fmt: skip
     finally:
         if emitter is not None:
             emitter.close()

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import REPO
 from tutorloop.infra.migrations import migrate
-from tutorloop.infra.tables import BY_NAME, ERASURE_MODULE, TABLES
+from tutorloop.infra.table_owners import BY_NAME, ERASURE_MODULE, TABLES
 
 if TYPE_CHECKING:
     from tutorloop.evaluation.classifier import Classifier

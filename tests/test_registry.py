@@ -266,7 +266,7 @@ def test_on_call_commands_and_the_server_do_not_import_torch() -> None:
     # process is sized without it.
     code = (
         "import sys, tutorloop.cli, tutorloop.registry.lifecycle, tutorloop.registry.lineage\n"
-        "import tutorloop.serving.runtime\n"
+        "import tutorloop.serving.server\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
         "print(','.join(heavy))"
     )

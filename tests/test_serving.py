@@ -19,7 +19,8 @@ from tutorloop.infra.settings import Settings
 from tutorloop.infra.topics import PREDICTIONS, ensure_topics
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.lifecycle import promote, rollback
-from tutorloop.serving.runtime import serving
+from tutorloop.serving.fallback import Fallback
+from tutorloop.serving.server import serving
 from tutorloop.streams.emitter import PredictionEmitter
 
 
@@ -32,19 +33,22 @@ def _settings(tmp_path: Path, settings: Settings, **serving: Any) -> Settings:
 def test_predict_bad_requests_and_events(tmp_path: Path, settings: Settings) -> None:
     cfg = _settings(tmp_path, settings, abstain_below=0.0)
     empty = cfg.model_copy(update={"data_dir": tmp_path / "empty"})
-    with serving(empty, port=0) as (_, server):
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        assert httpx.get(f"{url}/healthz").status_code == 503
+    with serving(empty, port=0) as server:
+        url = server.url
+        assert httpx.get(f"{url}/healthz").status_code == 200  # alive, but not ready
+        ready = httpx.get(f"{url}/readyz")
+        assert ready.status_code == 503 and ready.json()["problems"] == ["no champion loaded"]
         none = httpx.post(f"{url}/predict", json={"text": "hi"})
         assert none.status_code == 503 and "no champion" in none.json()["error"]
+        assert none.json()["code"] == "no_champion"
 
     first_version(cfg)
     ensure_topics(cfg, cfg.broker.bootstrap_servers)
     with (
         PredictionEmitter.from_settings(cfg) as emitter,
-        serving(cfg, emitter=emitter, port=0) as (_, server),
+        serving(cfg, emitter=emitter, port=0) as server,
     ):
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+        url = server.url
         ok = httpx.post(
             f"{url}/predict",
             json={"text": "my card still has not arrived", "user_id": "u-9",
@@ -66,8 +70,10 @@ def test_predict_bad_requests_and_events(tmp_path: Path, settings: Settings) -> 
             r = httpx.post(f"{url}/predict", json=payload)
             assert (r.status_code, message in r.json()["error"]) == (status, True), name
         garbage = httpx.post(f"{url}/predict", content=b"{not json")
-        assert garbage.status_code == 400
-        assert httpx.get(f"{url}/nope").status_code == 404
+        assert (garbage.status_code, garbage.json()["code"]) == (400, "invalid_json")
+        missing = httpx.get(f"{url}/nope")
+        assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+        assert httpx.get(f"{url}/predict").json()["code"] == "method_not_allowed"
         emitter.flush(10)
     [event] = read_topic(cfg.broker.bootstrap_servers, cfg.topic(PREDICTIONS), expected=1)
     sent = json.loads(event)
@@ -78,20 +84,20 @@ def test_predict_bad_requests_and_events(tmp_path: Path, settings: Settings) -> 
 def test_abstains_below_the_threshold(tmp_path: Path, settings: Settings) -> None:
     cfg = _settings(tmp_path, settings, abstain_below=0.999)
     first_version(cfg)
-    with serving(cfg, port=0) as (_, server):
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(cfg, port=0) as server:
+        url = server.url
         body = httpx.post(f"{url}/predict", json={"text": "card"}).json()
         assert body["abstained"] is True and body["label"] is None
         assert body["answered_by"] == "nobody"
         assert body["confidence"] < 0.999 and body["top_k"]
     asked: list[str] = []
 
-    def teacher(text: str) -> tuple[str, float]:
+    def teacher(text: str) -> str:
         asked.append(text)
-        return "card_arrival", 0.97
+        return "card_arrival"
 
-    with serving(cfg, port=0, fallback=teacher) as (_, server):
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(cfg, port=0, fallback=Fallback(teacher)) as server:
+        url = server.url
         body = httpx.post(f"{url}/predict", json={"text": "card"}).json()
         assert (body["label"], body["answered_by"], body["abstained"]) == (
             "card_arrival",
@@ -111,8 +117,9 @@ def test_hot_reload_on_promote_and_rollback_drops_no_request(
     warehouse = Warehouse.from_settings(cfg)
     if second.gates and second.gates["promoted"]:
         rollback(warehouse, cfg, actor="test")  # start the scenario from v1
-    with serving(cfg, port=0) as (predictor, server):
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(cfg, port=0) as server:
+        url = server.url
+        predictor = server.predictor
         assert predictor.version == "v1"
         seen: Counter[str] = Counter()
         failures: list[str] = []

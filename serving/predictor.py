@@ -1,0 +1,185 @@
+"""The predictor: the champion's int8 ONNX model behind a thread-safe Python API.
+
+- :meth:`Predictor.score` answers a batch of requests with one model call: calibrated top-k,
+  abstention below ``serving.abstain_below``, one prediction event per request through the
+  emitter (the stream workers capture, scrub and store it). The HTTP server batches the
+  requests that arrive together (see ``serving.batcher``).
+- :meth:`Predictor.predict` is the one-request form, with the optional fallback applied.
+- Hot reload: a thread polls the champion pointer (and the rollout pointer, for shadow and
+  canary) every ``registry.reload_poll_s``; a new model is loaded next to the old one and
+  swapped in under a lock, so requests in flight finish on the model they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tutorloop.infra.settings import Settings
+from tutorloop.registry.lifecycle import pointer_path, read_pointer
+from tutorloop.registry.onnx_model import OnnxStudent
+from tutorloop.serving.fallback import Fallback
+from tutorloop.serving.prediction import NoChampionError, Prediction, PredictRequest, load_model
+from tutorloop.serving.rollout import RolloutRouter
+
+if TYPE_CHECKING:
+    from tutorloop.streams.emitter import Emitter
+
+log = logging.getLogger(__name__)
+
+
+class Predictor:
+    """Thread-safe predictions from the current champion, reloaded on promotion/rollback."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        emitter: Emitter | None = None,
+        top_k: int = 5,
+        fallback: Fallback | None = None,
+    ) -> None:
+        self.settings = settings
+        self.fallback = fallback
+        self.cfg = settings.serving
+        self.emitter = emitter
+        self.top_k = top_k
+        self.rollout = RolloutRouter(settings)
+        self._lock = threading.Lock()
+        self._model: OnnxStudent | None = None
+        self._pointer_mtime: float | None = None
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.reload()
+
+    @property
+    def version(self) -> str | None:
+        model = self._model
+        return model.version if model else None
+
+    @property
+    def labels(self) -> list[str]:
+        model = self._model
+        return list(model.labels) if model else []
+
+    def reload(self) -> bool:
+        """Load the published champion if it changed; True when a new model was swapped in."""
+        self.rollout.refresh(self.cfg.threads)
+        path = pointer_path(self.settings)
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if mtime == self._pointer_mtime:
+            return False
+        pointer = read_pointer(self.settings)
+        self._pointer_mtime = mtime
+        if not pointer or not pointer.get("artifact_dir"):
+            return False
+        if self._model is not None and pointer["version"] == self._model.version:
+            return False
+        model = load_model(Path(pointer["artifact_dir"]), pointer.get("version"), self.cfg.threads)
+        if model is None:
+            return False
+        with self._lock:
+            previous, self._model = self._model, model
+        log.info("serving %s (was %s)", model.version, previous.version if previous else None)
+        return True
+
+    def start_watching(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.cfg.reload_poll_s):
+                try:
+                    self.reload()
+                except Exception:  # never let the watcher die
+                    log.exception("champion reload check failed")
+
+        self._watcher = threading.Thread(target=loop, name="champion-watcher", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        self.rollout.close()
+
+    def predict(self, request: PredictRequest) -> Prediction:
+        """One request, answered by the fallback when the student abstains (if there is one)."""
+        [prediction] = self.score([request])
+        if prediction.abstained and self.fallback is not None:
+            answer = self.fallback.ask(request.text)
+            if answer is not None:
+                return prediction.answered(answer, "fallback")
+        return prediction
+
+    def score(self, requests: Sequence[PredictRequest]) -> list[Prediction]:
+        """The student's predictions for ``requests``, one model call (no fallback)."""
+        with self._lock:
+            model = self._model
+        if model is None:
+            raise NoChampionError("no champion to serve: promote a model version first")
+        texts = [r.text for r in requests]
+        started = time.perf_counter()
+        probs = model.predict_proba(texts, batch=max(1, len(texts)))
+        rollout = self.rollout.current
+        challenger = None
+        if rollout is not None:
+            rollout.champion_latency((time.perf_counter() - started) * 1000, len(texts))
+            challenger = rollout.score(texts)
+        out: list[Prediction] = []
+        for i, request in enumerate(requests):
+            mine = self._prediction(model.version, model.labels, probs[i], request)
+            answer = mine
+            if challenger is not None and rollout is not None:
+                theirs = self._prediction(
+                    rollout.version, rollout.labels, challenger[i], request, mine.request_id
+                )
+                answer = rollout.choose(request.user_id, mine, theirs)
+            out.append(answer)
+            if self.emitter is not None:
+                self._emit(self.emitter, request, answer)
+        return out
+
+    def _prediction(
+        self, version: str, labels: Sequence[str], probs: Any, request: PredictRequest,
+        request_id: str | None = None,
+    ) -> Prediction:  # fmt: skip
+        order = probs.argsort()[::-1][: self.top_k]
+        top = [(labels[i], float(probs[i])) for i in order]
+        label, confidence = top[0]
+        abstained = confidence < self.cfg.abstain_below
+        return Prediction(
+            request_id=request_id or request.request_id or uuid.uuid4().hex,
+            event_id=str(uuid.uuid4()),
+            model_version=version,
+            label=None if abstained else label,
+            confidence=confidence,
+            abstained=abstained,
+            top_k=top,
+            answered_by="nobody" if abstained else "student",
+        )
+
+    @staticmethod
+    def _emit(emitter: Emitter, request: PredictRequest, prediction: Prediction) -> None:
+        from tutorloop.streams.events import Consent, PredictionEvent, TopK, now_utc
+
+        emitter.emit(
+            PredictionEvent(
+                event_id=uuid.UUID(prediction.event_id),
+                ts=now_utc(),
+                tenant_id=request.tenant_id,
+                user_id=request.user_id,
+                request_id=prediction.request_id,
+                model_version=prediction.model_version,
+                text=request.text,
+                label=prediction.top_k[0][0],
+                confidence=prediction.confidence,
+                top_k=TopK.from_pairs(prediction.top_k),
+                consent=Consent(training=request.consent.training),
+            )
+        )
