@@ -23,7 +23,10 @@ class ServingSettings(_Section):
     reload_poll_s: float = Field(default=1.0, gt=0, description="champion pointer check period")
     max_text_chars: int = Field(default=8192, ge=1)
     batch_max: int = Field(
-        default=32, ge=1, le=1024, description="requests scored together when they queue up"
+        default=2, ge=1, le=1024, description="requests scored together when they queue up"
+    )
+    scorers: int = Field(
+        default=0, ge=0, le=64, description="threads scoring in parallel; 0 = one per core"
     )
     max_concurrency: int = Field(
         default=64, ge=1, description="requests in flight; beyond: 503 with Retry-After"

@@ -12,9 +12,11 @@ from rich.table import Table
 
 from tutorloop.infra.cli_common import JSON_OUT, console, fail, print_json, settings_of
 from tutorloop.infra.tables import ModelStatus
+from tutorloop.registry.rollout_cli import canary_app
 
 registry_app = typer.Typer(help="Model versions: gates, promote, rollback, history.")
 lineage_app = typer.Typer(help="Which data, which consent and which model produced what.")
+registry_app.add_typer(canary_app, name="canary")
 
 _ACTOR = typer.Option("", "--actor", help="who acts (recorded); default: the OS user")
 
@@ -131,12 +133,24 @@ def promote_cmd(
     version: str,
     force: bool = typer.Option(False, "--force", help="promote despite failed gates"),
     reason: str = typer.Option("", "--reason", help="why (required with --force)"),
+    shadow: bool = typer.Option(False, "--shadow", help="score it on live traffic, never answer"),
+    canary: float = typer.Option(0.0, "--canary", help="answer this % of users (sticky) with it"),
+    auto_promote_after: str = typer.Option(
+        "",
+        "--auto-promote-after",
+        help="with --shadow/--canary: promote once it held this "
+        "long (e.g. 1h); default: by command (`registry canary promote`)",
+    ),
     actor: str = _ACTOR,
     json_out: bool = JSON_OUT,
 ) -> None:
-    """Make VERSION the champion (refused when a gate failed, unless --force --reason)."""
+    """Make VERSION the champion (refused when a gate failed, unless --force --reason), or
+    start it as a shadow or canary next to the champion."""
     from tutorloop.registry.lifecycle import promote
 
+    if shadow or canary or auto_promote_after:
+        _start_rollout(ctx, version, shadow, canary, auto_promote_after, force, reason, actor)
+        return
     change = promote(
         _warehouse(ctx), settings_of(ctx), version, actor=actor or getpass.getuser(),
         reason=reason or None, force=force,
@@ -146,6 +160,25 @@ def promote_cmd(
         return
     forced = " (forced)" if change.forced else ""
     console.print(f"promoted {change.to_version}{forced}; previous champion: {change.from_version}")
+
+
+def _start_rollout(
+    ctx: typer.Context, version: str, shadow: bool, canary: float, after: str, force: bool,
+    reason: str, actor: str,
+) -> None:  # fmt: skip
+    from tutorloop.privacy.erasure import parse_duration
+    from tutorloop.registry.rollout import start_rollout
+
+    if shadow == bool(canary):
+        fail("choose one of --shadow and --canary PCT")
+    state = start_rollout(
+        _warehouse(ctx), settings_of(ctx), version, mode="shadow" if shadow else "canary",
+        percent=canary, actor=actor or getpass.getuser(), reason=reason or None, force=force,
+        auto_promote_after_s=parse_duration(after).total_seconds() if after else None,
+    )  # fmt: skip
+    share = f" for {state.percent:g}% of users" if state.mode == "canary" else ""
+    console.print(f"{state.mode} of {version}{share} next to {state.champion}; watch it with "
+                  "`tutorloop registry canary status`", highlight=False)  # fmt: skip
 
 
 @registry_app.command("rollback")

@@ -137,6 +137,11 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     state: ServingState = request.app.state.serving
+    rollout = state.predictor.rollout.current
+    roles = {"champion": state.predictor.version}
+    if rollout is not None:
+        roles[rollout.state.mode] = rollout.version
+    state.metrics.set_models(roles)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import os
 import socket
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -170,7 +171,8 @@ def _prepare(
     drift = DriftMonitor(reference_size=cfg.drift_reference_size,
                          min_window=cfg.drift_min_window, psi_max=cfg.drift_psi_max)  # fmt: skip
     state = ServingState(
-        predictor=predictor, batcher=Batcher(predictor.score, cfg.batch_max), metrics=metrics,
+        predictor=predictor, metrics=metrics,
+        batcher=Batcher(predictor.score, cfg.batch_max, cfg.scorers or os.cpu_count() or 1),
         drift=drift, token=token,
         readiness=lambda: _readiness(predictor, settings, emitter),
     )  # fmt: skip
@@ -189,6 +191,18 @@ def _prepare(
 
 def _reader(counts: Counter[str], key: str) -> Callable[[], float]:
     return lambda: float(counts[key])
+
+
+def _access_log(enabled: bool) -> None:
+    """JSON lines on stderr, unformatted: a rich log line per request would cost more than
+    the request itself."""
+    logger = logging.getLogger("tutorloop.serving.access")
+    logger.propagate = False
+    logger.setLevel(logging.INFO if enabled else logging.WARNING)
+    if enabled and not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
 
 
 def _uvicorn(settings: Settings, app: Any) -> uvicorn.Server:
@@ -219,6 +233,7 @@ def _start(
     check_exposure(host, token, insecure=insecure)
     sock = _bind(host, cfg.port if port is None else port)
     predictor, state, live = _prepare(settings, emitter, fallback, token)
+    _access_log(cfg.access_log)
     server = _uvicorn(settings, build_app(state))
     scheme = "https" if cfg.tls_certfile else "http"
     running = RunningServer(predictor, state, live, host, sock.getsockname()[1], scheme)

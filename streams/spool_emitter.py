@@ -51,6 +51,7 @@ class SpoolingEmitter:
         self._closing = threading.Event()
         self._producer: Any = None
         self.unreachable_since: datetime | None = None
+        self._reached = False
         self._thread = threading.Thread(target=self._run, name="event-sender", daemon=True)
         self._thread.start()
 
@@ -77,7 +78,9 @@ class SpoolingEmitter:
         if self.unreachable_since is not None:
             return (f"broker unreachable since {self.unreachable_since.isoformat()}: "
                     f"{self.queued} events spooled")  # fmt: skip
-        return f"broker reachable, {self.queued} events queued"
+        if not self._reached:
+            return f"connecting to the broker: {self.queued} events spooled"
+        return f"broker reachable: {self.queued} events queued"
 
     def emit(self, event: PredictionEvent) -> bool:
         """Spool a prediction event; False when it was dropped (spool full or closed)."""
@@ -161,6 +164,7 @@ class SpoolingEmitter:
                     self.stats.delivered += len(records)
                 failures = 0
                 self.unreachable_since = None
+                self._reached = True
             else:
                 self.unreachable_since = self.unreachable_since or datetime.now(UTC)
                 self._closing.wait(_BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)])

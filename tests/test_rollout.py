@@ -1,0 +1,132 @@
+"""Shadow and canary releases on a running server: a deliberately worse candidate (its
+classifier bias shifted towards one label) is rolled back by the contract's live thresholds; a
+good one is promoted after it held; both in `registry history` and the warehouse."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from tests.conftest import run_cli, wait_until
+from tests.registry_fixtures import first_version, registry_settings
+from tests.test_trainer import TEST
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.labeled_csv import read_labeled_csv
+from tutorloop.registry.lifecycle import history
+from tutorloop.registry.onnx_model import INT8
+from tutorloop.registry.rollout import read_rollout, start_rollout
+from tutorloop.registry.store import champion, get, register_candidate
+from tutorloop.serving.server import serving
+
+
+def _copy(warehouse: Warehouse, settings: Settings, source: str, shift: float) -> str:
+    """Register a copy of ``source`` whose int8 classifier bias favours its first label."""
+    src = get(warehouse, source)
+    staged = settings.models_artifacts_dir / ".staging" / f"copy-{shift}"
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(src.artifact_dir, staged)
+    (staged / "card.json").unlink()
+    if shift:
+        model = onnx.load(staged / INT8)
+        [bias] = [i for i in model.graph.initializer if i.name == "classifier.bias"]
+        values = numpy_helper.to_array(bias).copy()
+        values[0] += shift
+        bias.CopyFrom(numpy_helper.from_array(values.astype(np.float32), bias.name))
+        onnx.save(model, staged / INT8)
+    card = {k: v for k, v in src.card.items() if k not in ("files", "version", "run_id")}
+    return register_candidate(
+        warehouse, settings, staged, run_id=src.run_id or "test", label_set=src.label_set,
+        card=card,
+    ).version  # fmt: skip
+
+
+def _traffic(url: str, texts: list[str], users: int) -> dict[str, set[str]]:
+    """Send ``texts``; which versions answered each user."""
+    seen: dict[str, set[str]] = {}
+    with httpx.Client(timeout=10) as client:
+        for i, text in enumerate(texts):
+            user = f"user-{i % users}"
+            reply = client.post(f"{url}/predict", json={"text": text, "user_id": user})
+            assert reply.status_code == 200, reply.text
+            seen.setdefault(user, set()).add(reply.json()["model_version"])
+    return seen
+
+
+def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(tmp_path: Path) -> None:
+    cfg = registry_settings(tmp_path / "data")
+    cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(
+        update={"window_s": 1.0, "reload_poll_s": 0.1})})  # fmt: skip
+    first_version(cfg)
+    warehouse = Warehouse.from_settings(cfg)
+    texts = read_labeled_csv(TEST).texts
+    worse = _copy(warehouse, cfg, "v1", shift=30.0)
+    start_rollout(warehouse, cfg, worse, mode="canary", percent=50, actor="test",
+                  reason="test: a worse candidate", force=True)  # fmt: skip
+    with serving(cfg, port=0) as server:
+        wait_until(lambda: server.predictor.rollout.current is not None, timeout=10)
+        seen = _traffic(server.url, texts[:240], users=40)
+        wait_until(lambda: read_rollout(cfg) is None, timeout=15, interval=0.2)
+        wait_until(lambda: server.predictor.rollout.current is None, timeout=5, interval=0.1)
+        after = _traffic(server.url, texts[:20], users=40)
+    # Sticky: each user saw one version; about half the users got the canary.
+    assert all(len(versions) == 1 for versions in seen.values())
+    canaried = sum(worse in versions for versions in seen.values())
+    assert 8 <= canaried <= 32
+    assert all(versions == {"v1"} for versions in after.values())
+    last = history(warehouse)[-1]
+    assert (last.action, last.from_version, last.to_version) == ("rollout_rollback", worse, "v1")
+    assert last.reason and "agreement" in last.reason
+    assert champion(warehouse).version == "v1"  # type: ignore[union-attr]
+    [(outcome, agreement)] = warehouse.query(
+        "SELECT r.outcome, min(w.agreement) FROM rollouts r JOIN rollout_windows w"
+        " USING (rollout_id) WHERE r.version = ? GROUP BY ALL", [worse]
+    )  # fmt: skip
+    assert outcome == "rolled_back" and agreement < 0.8
+
+    good = _copy(warehouse, cfg, "v1", shift=0.0)
+    start_rollout(warehouse, cfg, good, mode="canary", percent=50, auto_promote_after_s=1.0,
+                  actor="test", reason="test: a faithful copy", force=True)  # fmt: skip
+    with serving(cfg, port=0) as server:
+        wait_until(lambda: server.predictor.rollout.current is not None, timeout=10)
+        _traffic(server.url, texts[:240], users=40)
+        wait_until(lambda: champion(warehouse).version == good, timeout=15, interval=0.2)  # type: ignore[union-attr]
+        wait_until(lambda: server.predictor.version == good, timeout=5, interval=0.1)
+    last = history(warehouse)[-1]
+    assert (last.action, last.from_version, last.to_version) == ("promote", "v1", good)
+    assert last.reason and "held its live thresholds" in last.reason
+    env = {"TUTORLOOP_DATA_DIR": str(cfg.data_dir)}
+    shown = run_cli("registry", "history", env=env)
+    assert shown.returncode == 0 and "rollout_rollback" in shown.stdout, shown.stderr
+
+
+def test_a_shadow_never_answers_and_its_comparison_is_stored(tmp_path: Path) -> None:
+    cfg = registry_settings(tmp_path / "data")
+    cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(
+        update={"window_s": 1.0, "reload_poll_s": 0.1})})  # fmt: skip
+    first_version(cfg)
+    warehouse = Warehouse.from_settings(cfg)
+    shadow = _copy(warehouse, cfg, "v1", shift=0.0)
+    env = {"TUTORLOOP_DATA_DIR": str(cfg.data_dir)}
+    started = run_cli("registry", "promote", shadow, "--shadow", "--force", "--reason", "t",
+                      env=env)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    with serving(cfg, port=0) as server:
+        wait_until(lambda: server.predictor.rollout.current is not None, timeout=10)
+        seen = _traffic(server.url, read_labeled_csv(TEST).texts[:120], users=30)
+        wait_until(lambda: bool(warehouse.query("SELECT 1 FROM rollout_windows")), timeout=10)
+    assert all(versions == {"v1"} for versions in seen.values())
+    [(requests, answered, agreement)] = warehouse.query(
+        "SELECT sum(requests), sum(challenger_answered), min(agreement) FROM rollout_windows"
+    )
+    assert requests == 120 and answered == 0 and agreement == 1.0
+    status = run_cli("registry", "canary", "status", env=env)
+    assert status.returncode == 0 and f"shadow of {shadow}" in status.stdout
+    aborted = run_cli("registry", "canary", "abort", "--reason", "enough", env=env)
+    assert aborted.returncode == 0 and read_rollout(cfg) is None
+    assert history(warehouse)[-1].action == "rollout_abort"
