@@ -346,5 +346,14 @@ def bootstrap_servers(settings: Settings) -> str:
     return state.bootstrap_servers
 
 
+def expected_bootstrap_servers(settings: Settings) -> str:
+    """Where the broker is or will be: for clients that wait for it rather than fail (the
+    serving emitter spools until the embedded broker is up)."""
+    if not settings.broker.embedded:
+        return settings.broker.bootstrap_servers
+    state = EmbeddedBroker(settings).state()
+    return state.bootstrap_servers if state else f"127.0.0.1:{settings.broker.port}"
+
+
 def status_dict(status: BrokerStatus) -> dict[str, Any]:
     return asdict(status)

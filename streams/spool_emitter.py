@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from tutorloop.infra.broker import bootstrap_servers
+from tutorloop.infra.broker import expected_bootstrap_servers
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS
 from tutorloop.streams.emitter import EmitterStats
@@ -21,6 +21,7 @@ from tutorloop.streams.spool import DiskSpool
 log = logging.getLogger(__name__)
 
 _BATCH = 500
+_BOOTSTRAP_MS = 3000  # kafka-python waits 30 s by default before saying the broker is away
 _BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -61,7 +62,7 @@ class SpoolingEmitter:
         policy = (CapturePolicy.from_settings(settings.capture)
                   if cfg.emit_text == "capturable" else None)  # fmt: skip
         return cls(
-            bootstrap_servers(settings),
+            expected_bootstrap_servers(settings),
             DiskSpool(settings.spool_dir, cfg.emit_spool_bytes),
             predictions_topic=settings.topic(PREDICTIONS),
             escalations_topic=settings.topic(ESCALATIONS),
@@ -178,7 +179,8 @@ class SpoolingEmitter:
                 self._producer = KafkaProducer(
                     bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
                     max_block_ms=int(self._timeout_s * 1000), retries=3,
-                    request_timeout_ms=int(self._timeout_s * 1000) - 1,
+                    bootstrap_timeout_ms=_BOOTSTRAP_MS,
+                    request_timeout_ms=int(self._timeout_s * 1000) - 10,  # + linger <= delivery
                     delivery_timeout_ms=int(self._timeout_s * 1000),
                 )  # fmt: skip
             futures = [self._producer.send(t, key=k, value=v) for t, k, v in records]
@@ -188,8 +190,8 @@ class SpoolingEmitter:
         except Exception as exc:
             with self._lock:
                 self.stats.failed += 1
-            log.warning("broker at %s not reachable, %d events spooled: %s", self.bootstrap,
-                        self.queued, type(exc).__name__)  # fmt: skip
+            log.warning("cannot deliver to the broker at %s, %d events spooled: %s: %s",
+                        self.bootstrap, self.queued, type(exc).__name__, exc)  # fmt: skip
             self._drop_producer()
             return False
         return True

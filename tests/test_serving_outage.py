@@ -29,7 +29,9 @@ OUTAGE_S = 60.0
 def test_a_broker_outage_under_traffic_loses_no_event(tmp_path: Path) -> None:
     base = registry_settings(tmp_path / "data")
     # The embedded broker's default (durable) storage: what was delivered survives its restart.
-    broker_cfg = base.broker.model_copy(update={"port": free_port(), "s3_port": free_port()})
+    broker_cfg = base.broker.model_copy(
+        update={"port": free_port(), "s3_port": free_port(with_offset=10000)}
+    )
     cfg = base.model_copy(update={"broker": broker_cfg})
     first_version(cfg)
     broker = EmbeddedBroker(cfg)
