@@ -281,9 +281,11 @@ CREATE TABLE drift_windows (
     mean_confidence  DOUBLE,
     abstention_rate  DOUBLE,
     confidence_psi   DOUBLE,
+    confidence_psi_null DOUBLE,
     confidence_ks    DOUBLE,
     confidence_ks_p  DOUBLE,
     label_psi        DOUBLE,
+    label_psi_null   DOUBLE,
     breached         BOOLEAN NOT NULL
 );
 """

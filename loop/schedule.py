@@ -1,4 +1,5 @@
-"""The retrain schedule: a cron window (weekly by default) plus a trigger on new labels.
+"""The retrain schedule: a cron window (weekly by default) plus triggers on new labels and, when
+``trainer.trigger_on_drift`` is on, on a drift breach serving reported (``drift_windows``).
 
 - **One run per window, across restarts.** Before training, the scheduler claims the window
   in ``schedule_runs`` (insert-if-absent inside a warehouse transaction): a restarted or a
@@ -111,6 +112,16 @@ def _labels_since_last_run(warehouse: Warehouse) -> tuple[int, str]:
     return labels_added_since(warehouse, since), since.isoformat()
 
 
+def _drift_since_last_run(warehouse: Warehouse) -> str | None:
+    """The first drift breach serving reported after the last run's claim (ISO time)."""
+    row = warehouse.query(
+        "SELECT min(window_end) FROM drift_windows WHERE breached AND window_end > coalesce("
+        "(SELECT max(claimed_at) FROM schedule_runs WHERE status <> 'skipped'"
+        " AND trigger <> 'installed'), TIMESTAMPTZ '1970-01-01 00:00:00+00')"
+    )
+    return row[0][0].isoformat() if row and row[0][0] is not None else None
+
+
 class Scheduler:
     """Checks every ``trainer.poll_s`` whether a window is due, and runs it (see the module)."""
 
@@ -163,6 +174,10 @@ class Scheduler:
             count, since = _labels_since_last_run(self.warehouse)
             if count >= cfg.trigger_new_labels:
                 return f"labels:{since}", "labels"
+        if cfg.trigger_on_drift:
+            breach = _drift_since_last_run(self.warehouse)
+            if breach is not None:
+                return f"drift:{breach}", "drift"
         return None
 
     def run_once(self) -> dict[str, Any] | None:

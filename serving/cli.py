@@ -1,10 +1,10 @@
-"""`tutorloop serve`: the champion over HTTP until SIGTERM/SIGINT."""
+"""`tutorloop serve` (the champion over HTTP until SIGTERM/SIGINT) and `tutorloop monitor`."""
 
 from __future__ import annotations
 
 import typer
 
-from tutorloop.infra.cli_common import console, settings_of
+from tutorloop.infra.cli_common import JSON_OUT, console, print_json, settings_of
 
 
 def serve(
@@ -40,3 +40,51 @@ def serve(
     finally:
         if emitter is not None:
             emitter.close()
+
+
+def monitor(
+    ctx: typer.Context,
+    last: int = typer.Option(20, "--last", help="how many windows"),
+    json_out: bool = JSON_OUT,
+) -> None:
+    """Drift of the live prediction stream: the last windows serving wrote (confidence and label
+    PSI, KS on confidence, abstention rate) against the champion's reference window."""
+    from rich.table import Table
+
+    from tutorloop.infra.warehouse import Warehouse
+
+    settings = settings_of(ctx)
+    rows = Warehouse.from_settings(settings).query_dicts(
+        "SELECT window_end, replica, model_version, requests, mean_confidence, abstention_rate,"
+        " confidence_psi, confidence_psi_null, label_psi, label_psi_null, confidence_ks,"
+        " confidence_ks_p, breached"
+        " FROM drift_windows ORDER BY window_end DESC LIMIT ?",
+        [last],
+    )
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no drift windows yet: serving writes one per serving.window_s once the "
+                      f"champion's first {settings.serving.drift_reference_size} predictions "
+                      "made its reference")  # fmt: skip
+        return
+    table = Table("window end", "replica", "model", "n", "confidence", "abstained",
+                  "PSI conf (chance)", "PSI labels (chance)", "KS (p)", "drift",
+                  title=f"drift (breach: a PSI over {settings.serving.drift_psi_max} and over "
+                  "what chance reaches 1% of the time)")  # fmt: skip
+
+    def num(value: float | None, digits: int = 3) -> str:
+        return "" if value is None else f"{value:.{digits}f}"
+
+    for r in reversed(rows):
+        ks = ("" if r["confidence_ks"] is None
+              else f"{r['confidence_ks']:.3f} ({r['confidence_ks_p']:.2g})")  # fmt: skip
+        table.add_row(
+            str(r["window_end"])[:19], r["replica"], r["model_version"], str(r["requests"]),
+            num(r["mean_confidence"]), num(r["abstention_rate"]),
+            f"{num(r['confidence_psi'])} ({num(r['confidence_psi_null'])})",
+            f"{num(r['label_psi'])} ({num(r['label_psi_null'])})", ks,
+            "BREACH" if r["breached"] else "",
+        )  # fmt: skip
+    console.print(table)

@@ -34,8 +34,8 @@ _INSERT = {
     ),
     "drift_windows": (
         "replica", "model_version", "window_start", "window_end", "requests", "mean_confidence",
-        "abstention_rate", "confidence_psi", "confidence_ks", "confidence_ks_p", "label_psi",
-        "breached",
+        "abstention_rate", "confidence_psi", "confidence_psi_null", "confidence_ks",
+        "confidence_ks_p", "label_psi", "label_psi_null", "breached",
     ),
 }  # fmt: skip
 

@@ -75,7 +75,7 @@ def _register_groups() -> None:
     from tutorloop.privacy.cli import privacy_app
     from tutorloop.registry.cli import lineage_app, registry_app
     from tutorloop.registry.contract_cli import contract_app
-    from tutorloop.serving.cli import serve
+    from tutorloop.serving.cli import monitor, serve
     from tutorloop.streams.cli import schemas, streams_app
     from tutorloop.streams.doctor import doctor
     from tutorloop.trainer.cli import dataset_app
@@ -92,6 +92,7 @@ def _register_groups() -> None:
     app.add_typer(contract_app, name="contract")
     app.add_typer(lineage_app, name="lineage")
     app.command("serve")(serve)
+    app.command("monitor")(monitor)
     app.command("demo")(demo)
     app.command("schemas")(schemas)
     app.command("doctor")(doctor)
