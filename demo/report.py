@@ -116,6 +116,35 @@ def _plots(result: DemoResult, out: Path) -> dict[str, str]:
     return images
 
 
+def _drift_table(windows: list[dict[str, Any]]) -> str:
+    """Serving's drift windows (``tutorloop monitor``): each week's traffic against the
+    reference window of the champion that served it."""
+    if not windows:
+        return ""
+
+    def num(value: Any) -> str:
+        return "" if value is None else f"{value:.3f}"
+
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            str(w["window_end"])[:19], w["model_version"], w["requests"],
+            num(w["mean_confidence"]), num(w["abstention_rate"]),
+            f"{num(w['confidence_psi'])} ({num(w['confidence_psi_null'])})",
+            f"{num(w['label_psi'])} ({num(w['label_psi_null'])})",
+            "" if w["confidence_ks_p"] is None else f"{w['confidence_ks_p']:.2g}",
+            "breach" if w["breached"] else "",
+        )) + "</tr>"
+        for w in windows
+    )  # fmt: skip
+    return (
+        "<h2>Drift of the served traffic</h2><p>Each window against the first predictions "
+        "its champion served; in parentheses the PSI chance alone reaches 1% of the time.</p>"
+        "<table><tr><th>window end</th><th>model</th><th>predictions</th><th>confidence</th>"
+        "<th>abstained</th><th>PSI confidence</th><th>PSI labels</th><th>KS p</th>"
+        f"<th>drift</th></tr>{rows}</table>"
+    )
+
+
 def write_report(result: DemoResult, options: DemoOptions) -> Path:
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
@@ -140,6 +169,7 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         for r in result.rows
     )  # fmt: skip
     gap = "n/a" if result.gap_closed is None else f"{100 * result.gap_closed:.0f}%"
+    drift = _drift_table(result.drift)
     figures = "".join(
         f'<figure><img src="data:image/png;base64,{data}" alt="{name}"></figure>'
         for name, data in images.items()
@@ -157,7 +187,7 @@ figure{{display:inline-block}}</style>
 <th>ECE</th><th>AURC</th><th>selective acc.</th><th>p95 ms</th><th>human rows trained</th>
 <th>teacher rows trained</th><th>labels acquired (cumulative)</th>
 <th>teacher calls (cumulative)</th><th>epsilon</th><th>note</th></tr>{rows}</table>
-{figures}</body></html>"""
+{figures}{drift}</body></html>"""
     path = out / "report.html"
     path.write_text(page)
     return path

@@ -59,3 +59,4 @@ class DemoResult:
     probs: Any = None
     targets: Any = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    drift: list[dict[str, Any]] = field(default_factory=list)  # serving's drift windows

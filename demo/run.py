@@ -295,6 +295,11 @@ def run_demo(options: DemoOptions) -> DemoResult:
         if gap > 0:
             result.gap_closed = (result.rows[-1].accuracy - result.seed_accuracy) / gap
         result.history = [c.to_dict() for c in history(run.warehouse)]
+        result.drift = run.warehouse.query_dicts(
+            "SELECT window_end, model_version, requests, mean_confidence, abstention_rate,"
+            " confidence_psi, confidence_psi_null, label_psi, label_psi_null, confidence_ks_p,"
+            " breached FROM drift_windows ORDER BY window_end"
+        )
     result.seconds = round(time.monotonic() - started, 1)
     result.report = write_report(result, options)
     return result
