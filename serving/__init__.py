@@ -1,5 +1,7 @@
-"""The serving runtime: the predictor (calibrated top-k, abstention, optional fallback), the HTTP
-server, hot reload of the champion, ``tutorloop serve``; settings under ``[serving]``.
+"""The serving runtime: the predictor (calibrated top-k, abstention, hot reload), the ASGI app
+on uvicorn (limits, auth, TLS, metrics, access log), the scorer threads, the teacher fallback,
+shadow/canary routing with its live windows, the drift monitor, ``tutorloop serve`` and
+``tutorloop monitor``; settings under ``[serving]``.
 
 Does not train; loads no torch.
 """
