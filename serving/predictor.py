@@ -51,6 +51,7 @@ class Predictor:
         self.top_k = top_k
         self.rollout = RolloutRouter(settings)
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
         self._model: OnnxStudent | None = None
         self._pointer_mtime: float | None = None
         self._stop = threading.Event()
@@ -69,6 +70,10 @@ class Predictor:
 
     def reload(self) -> bool:
         """Load the published champion if it changed; True when a new model was swapped in."""
+        with self._reload_lock:  # the watcher and the live-window judge both call it
+            return self._reload()
+
+    def _reload(self) -> bool:
         self.rollout.refresh(self.cfg.threads)
         path = pointer_path(self.settings)
         try:

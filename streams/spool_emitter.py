@@ -110,7 +110,8 @@ class SpoolingEmitter:
         """Deliver what is spooled (up to ``timeout_s``; the rest waits on disk), then stop."""
         if self._closing.is_set():
             return
-        self.flush(timeout_s)
+        if self.unreachable_since is None:  # no point waiting on a broker known to be away
+            self.flush(timeout_s)
         self._closing.set()
         self._wake.set()
         self._thread.join(timeout_s)

@@ -4,6 +4,10 @@ abstention, and hot reload on promote/rollback without a failed request."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -15,6 +19,7 @@ import pytest
 
 from tests.conftest import read_topic, wait_until
 from tests.registry_fixtures import first_version, next_version, registry_settings
+from tutorloop.infra.local_processes import free_port
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.topics import PREDICTIONS, ensure_topics
 from tutorloop.infra.warehouse import Warehouse
@@ -22,6 +27,9 @@ from tutorloop.registry.lifecycle import promote, rollback
 from tutorloop.serving.fallback import Fallback
 from tutorloop.serving.server import serving
 from tutorloop.streams.emitter import PredictionEmitter
+from tutorloop.streams.spool import DiskSpool
+
+CLI = [sys.executable, "-m", "tutorloop"]
 
 
 def _settings(tmp_path: Path, settings: Settings, **serving: Any) -> Settings:
@@ -156,3 +164,42 @@ def test_hot_reload_on_promote_and_rollback_drops_no_request(
     assert not failures, failures[:3]
     assert seen["v1"] > 5 and seen["v2"] > 5
     assert switched < 5
+
+
+def test_the_serve_command_delivers_its_events_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, settings: Settings
+) -> None:
+    cfg = _settings(tmp_path, settings)
+    first_version(cfg)
+    ensure_topics(cfg, cfg.broker.bootstrap_servers)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUTORLOOP_")}
+    env |= {"TUTORLOOP_DATA_DIR": str(cfg.data_dir),
+            "TUTORLOOP_BROKER__BOOTSTRAP_SERVERS": cfg.broker.bootstrap_servers,
+            "TUTORLOOP_BROKER__TOPIC_PREFIX": cfg.broker.topic_prefix}  # fmt: skip
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _ready(url), timeout=60, interval=0.2)
+        ids = [httpx.post(f"{url}/predict", json={"text": f"card {i}"}).json()["event_id"]
+               for i in range(20)]  # fmt: skip
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert f"serving v1 on {url}" in out
+    access = [json.loads(line) for line in err.splitlines() if line.startswith('{"method"')]
+    assert sum(a["route"] == "/predict" for a in access) == 20
+    values = read_topic(cfg.broker.bootstrap_servers, cfg.topic(PREDICTIONS), expected=20)
+    assert sorted(json.loads(v)["event_id"] for v in values) == sorted(ids)
+    assert DiskSpool(cfg.spool_dir, 1 << 20).records == 0  # all delivered before exiting
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
