@@ -17,6 +17,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -85,6 +86,25 @@ class _HeaderTimeoutProtocol(HttpToolsProtocol):
     def _expire(self) -> None:
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a SIGTERM/SIGINT only starts the graceful shutdown:
+    uvicorn re-raises the signal once it stopped serving, which would kill the process before
+    ``tutorloop serve`` delivers its spooled events and writes its last windows."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def bearer_token(settings: Settings) -> str | None:
@@ -220,7 +240,7 @@ def _uvicorn(settings: Settings, app: Any) -> uvicorn.Server:
         config.load()
     except (OSError, ValueError) as exc:
         raise ServingConfigError(f"cannot load the TLS certificate or key: {exc}") from None
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 def _start(
