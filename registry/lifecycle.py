@@ -21,6 +21,7 @@ from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.tables import CHAMPION_CHANGES, ModelStatus, PromotionAction
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.registry.artifact_store import ArtifactStore
 from tutorloop.registry.contract import load_contract
 from tutorloop.registry.gates import (
     GateContext,
@@ -61,8 +62,19 @@ def pointer_path(settings: Settings) -> Path:
     return settings.models_artifacts_dir / POINTER
 
 
-def publish_pointer(settings: Settings, version: ModelVersion | None) -> None:
-    """Write the champion pointer atomically (servers poll it)."""
+def publish_pointer(
+    settings: Settings, version: ModelVersion | None, *, card_sha256: str | None = None
+) -> None:
+    """Write the champion pointer atomically (servers poll it); with an artifact store, its
+    copy there too (``card_sha256``: the version's card as uploaded)."""
+    store = ArtifactStore.from_settings(settings)
+    if store is not None:
+        if version is not None and card_sha256 is None:
+            card_sha256 = store.publish_version(version.artifact_dir)
+        store.write_pointer(POINTER, {
+            "version": version.version if version else None, "card_sha256": card_sha256,
+            "published_at": datetime.now(UTC).isoformat(),
+        })  # fmt: skip
     path = pointer_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {
@@ -96,6 +108,9 @@ def _change(
 ) -> Change:
     now = datetime.now(UTC)
     contract_hash = load_contract(settings).digest  # read the file before taking the lock
+    # Upload first: the store's pointer must never name a version it does not hold.
+    store = ArtifactStore.from_settings(settings)
+    card_sha256 = store.publish_version(get(warehouse, to).artifact_dir) if store else None
     with warehouse.transaction() as con:
         current = con.execute(
             "SELECT version FROM model_versions WHERE status = ?", [ModelStatus.CHAMPION]
@@ -125,7 +140,7 @@ def _change(
                 contract_hash,
             ],
         )
-    publish_pointer(settings, get(warehouse, to))
+    publish_pointer(settings, get(warehouse, to), card_sha256=card_sha256)
     return Change(action, previous, to, actor, reason, forced, now)
 
 

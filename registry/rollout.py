@@ -24,6 +24,7 @@ from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.tables import PromotionAction, RolloutOutcome
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.registry.artifact_store import ArtifactStore
 from tutorloop.registry.contract import LiveClause, load_contract
 from tutorloop.registry.lifecycle import Change, check_promotable, promote
 from tutorloop.registry.store import champion, get
@@ -46,6 +47,7 @@ class RolloutState:
     percent: float  # share of users a canary answers (0 for a shadow)
     started_at: str
     auto_promote_after_s: float | None
+    card_sha256: str = ""  # the version's card in the artifact store, when there is one
 
     @property
     def started(self) -> datetime:
@@ -65,6 +67,9 @@ def read_rollout(settings: Settings) -> RolloutState | None:
 
 
 def _publish(settings: Settings, state: RolloutState | None) -> None:
+    store = ArtifactStore.from_settings(settings)
+    if store is not None:
+        store.write_pointer(POINTER, asdict(state) if state else None)
     path = rollout_pointer(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -96,10 +101,13 @@ def start_rollout(
         raise RolloutError("a rollout is running: end it first (`tutorloop registry canary`)")
     problem = check_promotable(warehouse, version, force=force, reason=reason)
     target = get(warehouse, version)
+    store = ArtifactStore.from_settings(settings)
+    card_sha256 = store.publish_version(target.artifact_dir) if store else ""
     state = RolloutState(
         rollout_id=uuid.uuid4().hex, version=version, artifact_dir=str(target.artifact_dir),
         champion=current.version, mode=mode, percent=percent if mode == "canary" else 0.0,
         started_at=datetime.now(UTC).isoformat(), auto_promote_after_s=auto_promote_after_s,
+        card_sha256=card_sha256,
     )  # fmt: skip
     with warehouse.transaction() as con:
         con.execute(

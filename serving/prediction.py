@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tutorloop.infra.errors import TutorloopError
+from tutorloop.registry.artifact_store import StoreUnavailableError
 from tutorloop.registry.onnx_model import OnnxStudent, load_onnx_student
+from tutorloop.registry.store import ArtifactIntegrityError
 
 log = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
@@ -76,10 +79,20 @@ class Prediction:
         return replace(self, label=label, answered_by=by)
 
 
-def load_model(artifact_dir: Path, version: str | None, threads: int) -> OnnxStudent | None:
-    """The int8 model of a version folder, warmed up; None (logged) when it cannot load."""
+def load_model(
+    folder: Path | Callable[[], Path], version: str | None, threads: int
+) -> OnnxStudent | None:
+    """The int8 model of a version folder (or of the folder a callable fetches), warmed up;
+    None (logged) when its files fail their checksums or it cannot load. A failure to reach
+    the artifact store raises: the caller retries at its next poll."""
     try:
-        model = load_onnx_student(artifact_dir, threads=threads)
+        path = folder() if callable(folder) else folder
+        model = load_onnx_student(path, threads=threads)
+    except ArtifactIntegrityError as exc:
+        log.error("refusing model %s: %s", version, exc)
+        return None
+    except StoreUnavailableError:
+        raise
     except Exception as exc:  # keep serving what is loaded; say why loudly
         log.error("cannot load model %s: %s", version, exc)
         return None

@@ -17,13 +17,12 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tutorloop.infra.settings import Settings
-from tutorloop.registry.lifecycle import pointer_path, read_pointer
 from tutorloop.registry.onnx_model import OnnxStudent
 from tutorloop.serving.fallback import Fallback
+from tutorloop.serving.pointers import Pointers
 from tutorloop.serving.prediction import NoChampionError, Prediction, PredictRequest, load_model
 from tutorloop.serving.rollout import RolloutRouter
 
@@ -53,7 +52,8 @@ class Predictor:
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._model: OnnxStudent | None = None
-        self._pointer_mtime: float | None = None
+        self._failed: str | None = None
+        self.pointers = Pointers(settings)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.reload()
@@ -74,22 +74,15 @@ class Predictor:
             return self._reload()
 
     def _reload(self) -> bool:
-        self.rollout.refresh(self.cfg.threads)
-        path = pointer_path(self.settings)
-        try:
-            mtime = path.stat().st_mtime
-        except FileNotFoundError:
+        self.rollout.refresh(self.pointers, self.cfg.threads)
+        published = self.pointers.champion()
+        if published is None or published.key == self._failed:
             return False
-        if mtime == self._pointer_mtime:
+        if self._model is not None and published.version == self._model.version:
             return False
-        pointer = read_pointer(self.settings)
-        self._pointer_mtime = mtime
-        if not pointer or not pointer.get("artifact_dir"):
-            return False
-        if self._model is not None and pointer["version"] == self._model.version:
-            return False
-        model = load_model(Path(pointer["artifact_dir"]), pointer.get("version"), self.cfg.threads)
-        if model is None:
+        model = load_model(published.folder, published.version, self.cfg.threads)
+        if model is None:  # logged; not retried until the pointer changes
+            self._failed = published.key
             return False
         with self._lock:
             previous, self._model = self._model, model

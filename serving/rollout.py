@@ -17,14 +17,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tutorloop.infra.settings import Settings
 from tutorloop.registry.onnx_model import OnnxStudent
-from tutorloop.registry.rollout import RolloutState, read_rollout, rollout_pointer
+from tutorloop.registry.rollout import RolloutState
+from tutorloop.serving.pointers import Pointers
 from tutorloop.serving.prediction import Prediction, load_model
 
 log = logging.getLogger(__name__)
@@ -123,33 +123,31 @@ class Rollout:
 
 
 class RolloutRouter:
-    """Polls the rollout pointer; loads and drops the challenger."""
+    """Follows the rollout pointer; loads and drops the challenger."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.current: Rollout | None = None
-        self._mtime: float | None = None
+        self._failed: str | None = None
 
-    def refresh(self, threads: int) -> None:
-        try:
-            mtime: float | None = rollout_pointer(self.settings).stat().st_mtime
-        except FileNotFoundError:
-            mtime = None
-        if mtime == self._mtime:
-            return
-        self._mtime = mtime
-        state = read_rollout(self.settings)
-        if state is None:
+    def refresh(self, pointers: Pointers, threads: int) -> None:
+        found = pointers.rollout()
+        if found is None:
             if self.current is not None:
                 log.info("rollout of %s ended", self.current.version)
             self.current = None
             return
+        state, published = found
         if self.current is not None and self.current.state.rollout_id == state.rollout_id:
             return
-        model = load_model(Path(state.artifact_dir), state.version, threads)
-        if model is not None:
-            self.current = Rollout(state, model)
-            log.info("%s of %s started (%.1f%%)", state.mode, state.version, state.percent)
+        if published.key == self._failed:
+            return
+        model = load_model(published.folder, state.version, threads)
+        if model is None:
+            self._failed = published.key
+            return
+        self.current = Rollout(state, model)
+        log.info("%s of %s started (%.1f%%)", state.mode, state.version, state.percent)
 
     def close(self) -> None:
         self.current = None

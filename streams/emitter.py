@@ -33,6 +33,14 @@ Event = PredictionEvent | EscalationEvent
 ErrorCallback = Callable[[Event, BaseException], None]
 
 
+def needs_text(policy: CapturePolicy | None, event: PredictionEvent) -> bool:
+    """Whether ``event`` must carry its text to Kafka: only when the capture policy would keep
+    it and its user consented (every event, without a policy)."""
+    if policy is None:
+        return True
+    return event.consent.training and policy.reason(event) is not None
+
+
 class EmitterError(TutorloopError):
     """The emitter could not be set up (raised at start-up, never from ``emit``)."""
 
@@ -115,7 +123,7 @@ class PredictionEmitter:
 
     def emit(self, event: PredictionEvent) -> bool:
         """Queue a prediction event; False when it could not be queued (already reported)."""
-        if event.text is not None and not self._needs_text(event):
+        if event.text is not None and not needs_text(self._text_policy, event):
             event = event.without_text()
         if not self._send(self.predictions_topic, event):
             return False
@@ -150,11 +158,6 @@ class PredictionEmitter:
         self.close()
 
     # -- internals --------------------------------------------------------------------------
-
-    def _needs_text(self, event: PredictionEvent) -> bool:
-        if self._text_policy is None:
-            return True
-        return event.consent.training and self._text_policy.reason(event) is not None
 
     def _send(self, topic: str, event: Event) -> bool:
         if self._closed:

@@ -13,7 +13,7 @@ from typing import Any
 from tutorloop.infra.broker import expected_bootstrap_servers
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS
-from tutorloop.streams.emitter import EmitterStats
+from tutorloop.streams.emitter import EmitterStats, needs_text
 from tutorloop.streams.events import EscalationEvent, PredictionEvent
 from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.spool import DiskSpool
@@ -85,7 +85,7 @@ class SpoolingEmitter:
 
     def emit(self, event: PredictionEvent) -> bool:
         """Spool a prediction event; False when it was dropped (spool full or closed)."""
-        if event.text is not None and not self._needs_text(event):
+        if event.text is not None and not needs_text(self._policy, event):
             event = event.without_text()
         ok = self._append(self.predictions_topic, event)
         if ok and event.text is not None:
@@ -129,11 +129,6 @@ class SpoolingEmitter:
         self.close()
 
     # -- internals --------------------------------------------------------------------------
-
-    def _needs_text(self, event: PredictionEvent) -> bool:
-        if self._policy is None:
-            return True
-        return event.consent.training and self._policy.reason(event) is not None
 
     def _append(self, topic: str, event: PredictionEvent | EscalationEvent) -> bool:
         ok = not self._closing.is_set() and self.spool.append(

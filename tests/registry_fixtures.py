@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
 
 from tests.test_trainer import TEST, TRAIN, tiny_settings
 from tests.warehouse_cases import capture
@@ -13,6 +18,8 @@ from tutorloop.labeling.gold import import_gold
 from tutorloop.labeling.labeled_csv import LabeledRows, read_labeled_csv
 from tutorloop.loop.cycle import CycleReport, bootstrap, run_cycle, sample_per_label
 from tutorloop.privacy.scrubber import RegexScrubber
+from tutorloop.registry.onnx_model import INT8
+from tutorloop.registry.store import get, register_candidate
 
 # Loose enough that a 6-epoch student of 8 labels passes; the tests tighten them on purpose.
 LOOSE_GATES: dict[str, Any] = {
@@ -63,3 +70,24 @@ def next_version(settings: Settings) -> CycleReport:
     rows = LabeledRows([train.texts[i] for i in fresh], [train.labels[i] for i in fresh])
     capture(warehouse, rows.texts, human_labels=dict(enumerate(rows.labels)))
     return run_cycle(settings, warehouse)
+
+
+def register_copy(warehouse: Warehouse, settings: Settings, source: str, shift: float) -> str:
+    """Register a copy of ``source`` whose int8 classifier bias favours its first label."""
+    src = get(warehouse, source)
+    staged = settings.models_artifacts_dir / ".staging" / f"copy-{shift}"
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(src.artifact_dir, staged)
+    (staged / "card.json").unlink()
+    if shift:
+        model = onnx.load(staged / INT8)
+        [bias] = [i for i in model.graph.initializer if i.name == "classifier.bias"]
+        values = numpy_helper.to_array(bias).copy()
+        values[0] += shift
+        bias.CopyFrom(numpy_helper.from_array(values.astype(np.float32), bias.name))
+        onnx.save(model, staged / INT8)
+    card = {k: v for k, v in src.card.items() if k not in ("files", "version", "run_id")}
+    return register_candidate(
+        warehouse, settings, staged, run_id=src.run_id or "test", label_set=src.label_set,
+        card=card,
+    ).version  # fmt: skip

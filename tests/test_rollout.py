@@ -4,46 +4,19 @@ good one is promoted after it held; both in `registry history` and the warehouse
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
-import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from tests.conftest import run_cli, wait_until
-from tests.registry_fixtures import first_version, registry_settings
+from tests.registry_fixtures import first_version, register_copy, registry_settings
 from tests.test_trainer import TEST
-from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.registry.lifecycle import history
-from tutorloop.registry.onnx_model import INT8
 from tutorloop.registry.rollout import read_rollout, start_rollout
-from tutorloop.registry.store import champion, get, register_candidate
+from tutorloop.registry.store import champion
 from tutorloop.serving.server import serving
-
-
-def _copy(warehouse: Warehouse, settings: Settings, source: str, shift: float) -> str:
-    """Register a copy of ``source`` whose int8 classifier bias favours its first label."""
-    src = get(warehouse, source)
-    staged = settings.models_artifacts_dir / ".staging" / f"copy-{shift}"
-    shutil.rmtree(staged, ignore_errors=True)
-    shutil.copytree(src.artifact_dir, staged)
-    (staged / "card.json").unlink()
-    if shift:
-        model = onnx.load(staged / INT8)
-        [bias] = [i for i in model.graph.initializer if i.name == "classifier.bias"]
-        values = numpy_helper.to_array(bias).copy()
-        values[0] += shift
-        bias.CopyFrom(numpy_helper.from_array(values.astype(np.float32), bias.name))
-        onnx.save(model, staged / INT8)
-    card = {k: v for k, v in src.card.items() if k not in ("files", "version", "run_id")}
-    return register_candidate(
-        warehouse, settings, staged, run_id=src.run_id or "test", label_set=src.label_set,
-        card=card,
-    ).version  # fmt: skip
 
 
 def _traffic(url: str, texts: list[str], users: int) -> dict[str, set[str]]:
@@ -65,7 +38,7 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(tmp_path: Path) -
     first_version(cfg)
     warehouse = Warehouse.from_settings(cfg)
     texts = read_labeled_csv(TEST).texts
-    worse = _copy(warehouse, cfg, "v1", shift=30.0)
+    worse = register_copy(warehouse, cfg, "v1", shift=30.0)
     start_rollout(warehouse, cfg, worse, mode="canary", percent=50, actor="test",
                   reason="test: a worse candidate", force=True)  # fmt: skip
     with serving(cfg, port=0) as server:
@@ -89,7 +62,7 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(tmp_path: Path) -
     )  # fmt: skip
     assert outcome == "rolled_back" and agreement < 0.8
 
-    good = _copy(warehouse, cfg, "v1", shift=0.0)
+    good = register_copy(warehouse, cfg, "v1", shift=0.0)
     start_rollout(warehouse, cfg, good, mode="canary", percent=50, auto_promote_after_s=1.0,
                   actor="test", reason="test: a faithful copy", force=True)  # fmt: skip
     with serving(cfg, port=0) as server:
@@ -111,7 +84,7 @@ def test_a_shadow_never_answers_and_its_comparison_is_stored(tmp_path: Path) -> 
         update={"window_s": 1.0, "reload_poll_s": 0.1})})  # fmt: skip
     first_version(cfg)
     warehouse = Warehouse.from_settings(cfg)
-    shadow = _copy(warehouse, cfg, "v1", shift=0.0)
+    shadow = register_copy(warehouse, cfg, "v1", shift=0.0)
     env = {"TUTORLOOP_DATA_DIR": str(cfg.data_dir)}
     started = run_cli("registry", "promote", shadow, "--shadow", "--force", "--reason", "t",
                       env=env)  # fmt: skip
