@@ -16,9 +16,9 @@ _ERROR = {
             "type": "string",
             "description": "stable, for programs",
             "enum": [
-                "invalid_json", "invalid_request", "body_too_large", "text_too_long",
-                "body_timeout", "unauthorized", "saturated", "no_champion", "not_found",
-                "method_not_allowed", "internal",
+                "invalid_http", "invalid_json", "invalid_request", "body_too_large",
+                "text_too_long", "body_timeout", "unauthorized", "saturated", "no_champion",
+                "not_found", "method_not_allowed", "internal",
             ],
         },
     },

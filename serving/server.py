@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -72,6 +73,15 @@ class _HeaderTimeoutProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """Malformed HTTP (a negative Content-Length, bad framing) gets the JSON error shape
+        every other refusal has, not uvicorn's plain text."""
+        body = json.dumps({"error": msg, "code": "invalid_http"}).encode()
+        head = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))  # fmt: skip
+        self.transport.write(head + body)
+        self.transport.close()
 
     def _arm(self) -> None:
         self._disarm()

@@ -62,6 +62,7 @@ def test_limits_on_what_is_read(champion: Settings) -> None:
         negative, took = _raw(port, b"POST /predict HTTP/1.1\r\nHost: x\r\n"
                               b"Content-Length: -1\r\n\r\n{}")  # fmt: skip
         assert negative.startswith(b"HTTP/1.1 400") and took < 1.5
+        assert json.loads(negative.split(b"\r\n\r\n", 1)[1])["code"] == "invalid_http"
         big = 8192 * 4 + 4096 + 1
         oversize, took = _raw(port, b"POST /predict HTTP/1.1\r\nHost: x\r\n"
                               b"Content-Length: %d\r\n\r\n{" % big)  # fmt: skip
