@@ -236,6 +236,21 @@ INSERT INTO schedule_runs_v13 SELECT window_id, trigger, claimed_at, finished_at
 DROP TABLE schedule_runs;
 ALTER TABLE schedule_runs_v13 RENAME TO schedule_runs;
 
+-- Who answered each prediction (the student, the teacher fallback, or nobody) and with what.
+ALTER TABLE predictions_audit ADD COLUMN answered_by VARCHAR;
+ALTER TABLE predictions_audit ADD COLUMN served_label VARCHAR;
+
+CREATE OR REPLACE VIEW lineage_predictions AS
+SELECT p.event_id, p.ts, p.tenant_id, p.user_id, p.request_id, p.model_version, p.label,
+       p.confidence, p.consent_training, p.captured, p.capture_reason, p.policy_version,
+       p.answered_by, p.served_label,
+       m.status AS model_status, m.run_id, r.dataset_hash, r.base_model, r.quantization,
+       r.git_commit, r.started_at AS trained_at, l.epsilon AS dp_epsilon
+FROM predictions_audit p
+LEFT JOIN model_versions m ON m.version = p.model_version
+LEFT JOIN training_runs r ON r.run_id = m.run_id
+LEFT JOIN privacy_ledger l ON l.run_id = m.run_id;
+
 CREATE TABLE rollouts (
     rollout_id           VARCHAR PRIMARY KEY,
     version              VARCHAR NOT NULL,

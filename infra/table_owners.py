@@ -203,6 +203,8 @@ TABLES: tuple[Table, ...] = (
             "ingested_at",
             "kafka_partition",
             "kafka_offset",
+            "answered_by",
+            "served_label",
         ),
         "every prediction, no text (the stream sink)",
     ),

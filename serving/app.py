@@ -115,6 +115,7 @@ async def predict(request: Request) -> Response:
         answer = await fallback.ask_async(query.text)
         if answer is not None:
             prediction = prediction.answered(answer, "fallback")
+    state.predictor.emit(query, prediction)  # once the answer is final: who gave it, and what
     state.metrics.observe(prediction)
     if prediction.model_version == state.predictor.version:
         state.drift.record(prediction.model_version, prediction.top_k[0][0],

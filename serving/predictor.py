@@ -108,15 +108,17 @@ class Predictor:
 
     def predict(self, request: PredictRequest) -> Prediction:
         """One request, answered by the fallback when the student abstains (if there is one)."""
-        [prediction] = self.score([request])
+        [prediction] = self.score([request], emit=False)
         if prediction.abstained and self.fallback is not None:
             answer = self.fallback.ask(request.text)
             if answer is not None:
-                return prediction.answered(answer, "fallback")
+                prediction = prediction.answered(answer, "fallback")
+        self.emit(request, prediction)
         return prediction
 
-    def score(self, requests: Sequence[PredictRequest]) -> list[Prediction]:
-        """The student's predictions for ``requests``, one model call (no fallback)."""
+    def score(self, requests: Sequence[PredictRequest], *, emit: bool = True) -> list[Prediction]:
+        """The student's predictions for ``requests``, one model call, no fallback; with
+        ``emit``, their events go out now (else the caller emits once the answer is final)."""
         with self._lock:
             model = self._model
         if model is None:
@@ -139,8 +141,8 @@ class Predictor:
                 )
                 answer = rollout.choose(request.user_id, mine, theirs)
             out.append(answer)
-            if self.emitter is not None:
-                self._emit(self.emitter, request, answer)
+            if emit:
+                self.emit(request, answer)
         return out
 
     def _prediction(
@@ -162,11 +164,13 @@ class Predictor:
             answered_by="nobody" if abstained else "student",
         )
 
-    @staticmethod
-    def _emit(emitter: Emitter, request: PredictRequest, prediction: Prediction) -> None:
+    def emit(self, request: PredictRequest, prediction: Prediction) -> None:
+        """The prediction event of an answered request (never raises: see the emitter)."""
+        if self.emitter is None:
+            return
         from tutorloop.streams.events import Consent, PredictionEvent, TopK, now_utc
 
-        emitter.emit(
+        self.emitter.emit(
             PredictionEvent(
                 event_id=uuid.UUID(prediction.event_id),
                 ts=now_utc(),
@@ -179,5 +183,7 @@ class Predictor:
                 confidence=prediction.confidence,
                 top_k=TopK.from_pairs(prediction.top_k),
                 consent=Consent(training=request.consent.training),
+                answered_by=prediction.answered_by,
+                served_label=prediction.label,
             )
         )

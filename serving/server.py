@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -202,7 +203,8 @@ def _prepare(
                          min_window=cfg.drift_min_window, psi_max=cfg.drift_psi_max)  # fmt: skip
     state = ServingState(
         predictor=predictor, metrics=metrics,
-        batcher=Batcher(predictor.score, cfg.batch_max, cfg.scorers or os.cpu_count() or 1),
+        batcher=Batcher(partial(predictor.score, emit=False), cfg.batch_max,
+                        cfg.scorers or os.cpu_count() or 1),
         drift=drift, token=token,
         readiness=lambda: _readiness(predictor, settings, emitter),
     )  # fmt: skip

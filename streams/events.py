@@ -91,6 +91,16 @@ class _PredictionFields(_Event):
     label: _ID
     confidence: _Prob
     consent: Consent
+    answered_by: Literal["student", "fallback", "nobody"] | None = Field(
+        default=None,
+        description="who answered the caller: the student, the fallback (a teacher) after the "
+        "student abstained, or nobody (an abstention); absent from older producers",
+    )
+    served_label: _ID | None = Field(
+        default=None,
+        description="the label returned to the caller (the fallback's when it answered); "
+        "null for an abstention; ``label`` stays the student's top label",
+    )
 
     @field_validator("text")
     @classmethod

@@ -118,6 +118,8 @@ class CaptureSink:
                     "policy_version": self.policy.version,
                     "kafka_partition": rec.partition,
                     "kafka_offset": rec.offset,
+                    "answered_by": ev.answered_by,
+                    "served_label": ev.served_label,
                 }
             )
         scrubbed = self.scrubber.scrub_batch([ev.text or "" for ev, _ in capture])

@@ -42,6 +42,8 @@ AUDIT_SCHEMA = pa.schema(
         ("policy_version", pa.string()),
         ("kafka_partition", pa.int32()),
         ("kafka_offset", pa.int64()),
+        ("answered_by", pa.string()),
+        ("served_label", pa.string()),
     ]
 )
 

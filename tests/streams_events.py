@@ -31,6 +31,7 @@ def prediction(
         confidence=confidence,
         top_k=TopK.from_pairs([(label, confidence), ("other", second)]),
         consent=Consent(training=consent),
+        **kwargs,
     )
 
 

@@ -110,6 +110,22 @@ def test_audit_every_prediction_capture_with_consent_only(
     assert "text" not in columns
 
 
+def test_who_answered_is_in_the_audit_and_its_lineage_view(
+    sink: CaptureSink, warehouse: Warehouse
+) -> None:
+    by_teacher = prediction(confidence=0.3, answered_by="fallback", served_label="card_arrival")
+    abstained = prediction(confidence=0.2, answered_by="nobody")
+    older = prediction()  # a producer from before the fields existed
+    sink.write_predictions(_records(by_teacher, abstained, older))
+    rows = {r[0]: r[1:] for r in warehouse.query(
+        "SELECT event_id, label, answered_by, served_label FROM lineage_predictions")}  # fmt: skip
+    assert rows == {
+        str(by_teacher.event_id): ("top_up", "fallback", "card_arrival"),
+        str(abstained.event_id): ("top_up", "nobody", None),
+        str(older.event_id): ("top_up", None, None),
+    }
+
+
 def test_redelivered_batch_changes_nothing(sink: CaptureSink, warehouse: Warehouse) -> None:
     events = [prediction(confidence=0.3) for _ in range(5)]
     sink.write_predictions(_records(*events))

@@ -104,7 +104,11 @@ def test_abstains_below_the_threshold(tmp_path: Path, settings: Settings) -> Non
         asked.append(text)
         return "card_arrival"
 
-    with serving(cfg, port=0, fallback=Fallback(teacher)) as server:
+    ensure_topics(cfg, cfg.broker.bootstrap_servers)
+    with (
+        PredictionEmitter.from_settings(cfg) as emitter,
+        serving(cfg, emitter=emitter, port=0, fallback=Fallback(teacher)) as server,
+    ):
         url = server.url
         body = httpx.post(f"{url}/predict", json={"text": "card"}).json()
         assert (body["label"], body["answered_by"], body["abstained"]) == (
@@ -113,6 +117,10 @@ def test_abstains_below_the_threshold(tmp_path: Path, settings: Settings) -> Non
             True,
         )
         assert asked == ["card"]
+    [event] = read_topic(cfg.broker.bootstrap_servers, cfg.topic(PREDICTIONS), expected=1)
+    sent = json.loads(event)  # the event says who answered, and with what
+    assert (sent["answered_by"], sent["served_label"]) == ("fallback", "card_arrival")
+    assert sent["label"] == body["top_k"][0][0]  # the student's own top label
 
 
 @pytest.mark.timeout(900)
