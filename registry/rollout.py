@@ -161,24 +161,27 @@ def end_rollout(
     return change
 
 
+# Replicas close their windows on their own clocks: windows that ended in the same
+# ``serving.window_s`` slot of wall-clock time are summed.
 _WINDOW_SUMS = """
-SELECT window_start, sum(requests), sum(challenger_answered), sum(errors),
+SELECT min(window_start), sum(requests), sum(challenger_answered), sum(errors),
        sum(agreement * requests) / sum(requests),
        sum(champion_confidence * requests) / sum(requests),
        sum(challenger_confidence * requests) / sum(requests),
        sum(champion_abstention * requests) / sum(requests),
        sum(challenger_abstention * requests) / sum(requests),
        max(challenger_p95_ms), max(champion_p95_ms)
-FROM rollout_windows WHERE rollout_id = ? GROUP BY window_start ORDER BY window_start
+FROM rollout_windows WHERE rollout_id = ?
+GROUP BY floor(epoch(window_end) / ?) ORDER BY 1
 """
 _COLUMNS = ("window_start", "requests", "challenger_answered", "errors", "agreement",
             "champion_confidence", "challenger_confidence", "champion_abstention",
             "challenger_abstention", "challenger_p95_ms", "champion_p95_ms")  # fmt: skip
 
 
-def rollout_windows(warehouse: Warehouse, rollout_id: str) -> list[dict[str, Any]]:
+def rollout_windows(warehouse: Warehouse, rollout_id: str, window_s: float) -> list[dict[str, Any]]:
     """The rollout's windows, replicas summed (request-weighted means; worst replica's p95)."""
-    rows = warehouse.query(_WINDOW_SUMS, [rollout_id])
+    rows = warehouse.query(_WINDOW_SUMS, [rollout_id, window_s])
     return [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
 
 
@@ -211,7 +214,7 @@ def judge(
     if state is None:
         return None
     contract = load_contract(settings)
-    judged = [w for w in rollout_windows(warehouse, state.rollout_id)
+    judged = [w for w in rollout_windows(warehouse, state.rollout_id, settings.serving.window_s)
               if int(w["requests"]) >= contract.live.min_requests]  # fmt: skip
     if not judged:
         return None
@@ -234,5 +237,6 @@ def rollout_status(warehouse: Warehouse, settings: Settings) -> dict[str, Any]:
         "SELECT rollout_id, version, champion, mode, percent, started_at, ended_at, outcome,"
         " end_reason FROM rollouts ORDER BY started_at DESC LIMIT 10"
     )
-    windows = rollout_windows(warehouse, state.rollout_id) if state else []
+    windows = (rollout_windows(warehouse, state.rollout_id, settings.serving.window_s)
+               if state else [])  # fmt: skip
     return {"running": asdict(state) if state else None, "windows": windows, "recent": recent}
