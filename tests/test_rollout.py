@@ -11,6 +11,7 @@ import httpx
 from tests.conftest import run_cli, wait_until
 from tests.registry_fixtures import first_version, register_copy, registry_settings
 from tests.test_trainer import TEST
+from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.registry.lifecycle import history
@@ -31,12 +32,17 @@ def _traffic(url: str, texts: list[str], users: int) -> dict[str, set[str]]:
     return seen
 
 
-def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(tmp_path: Path) -> None:
+def _champion_with_short_windows(tmp_path: Path) -> tuple[Settings, Warehouse]:
+    """v1 trained and promoted; live windows of 1 s."""
     cfg = registry_settings(tmp_path / "data")
     cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(
         update={"window_s": 1.0, "reload_poll_s": 0.1})})  # fmt: skip
     first_version(cfg)
-    warehouse = Warehouse.from_settings(cfg)
+    return cfg, Warehouse.from_settings(cfg)
+
+
+def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(tmp_path: Path) -> None:
+    cfg, warehouse = _champion_with_short_windows(tmp_path)
     texts = read_labeled_csv(TEST).texts
     worse = register_copy(warehouse, cfg, "v1", shift=30.0)
     start_rollout(warehouse, cfg, worse, mode="canary", percent=50, actor="test",
@@ -79,11 +85,7 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(tmp_path: Path) -
 
 
 def test_a_shadow_never_answers_and_its_comparison_is_stored(tmp_path: Path) -> None:
-    cfg = registry_settings(tmp_path / "data")
-    cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(
-        update={"window_s": 1.0, "reload_poll_s": 0.1})})  # fmt: skip
-    first_version(cfg)
-    warehouse = Warehouse.from_settings(cfg)
+    cfg, warehouse = _champion_with_short_windows(tmp_path)
     shadow = register_copy(warehouse, cfg, "v1", shift=0.0)
     env = {"TUTORLOOP_DATA_DIR": str(cfg.data_dir)}
     started = run_cli("registry", "promote", shadow, "--shadow", "--force", "--reason", "t",
