@@ -45,8 +45,13 @@ class ArtifactStore:
     environment, as every AWS tool reads them)."""
 
     def __init__(self, url: str, *, endpoint_url: str = "", region: str = "us-east-1") -> None:
-        import boto3
-        from botocore.config import Config
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise StoreUnavailableError(
+                "registry.artifact_store needs boto3: pip install 'tutorloop[serving]'"
+            ) from None
 
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         self.url = url
