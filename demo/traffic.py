@@ -34,9 +34,11 @@ def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Ra
     An escalation carries the query: serving sent it only with the predictions it captures.
     """
 
+    # No access log here: a JSON line per request would bury the progress bars.
+    quiet = settings.serving.model_copy(update={"access_log": False})
     with (
         SpoolingEmitter.from_settings(settings) as emitter,
-        serving(settings, emitter=emitter, port=0) as server,
+        serving(settings.model_copy(update={"serving": quiet}), emitter=emitter, port=0) as server,
     ):
         url = f"{server.url}/predict"
         escalated = 0

@@ -237,7 +237,7 @@ def _access_log(enabled: bool) -> None:
         logger.addHandler(handler)
 
 
-def _uvicorn(settings: Settings, app: Any) -> uvicorn.Server:
+def _uvicorn(settings: Settings, app: Any, *, quiet: bool) -> uvicorn.Server:
     cfg = settings.serving
     _HeaderTimeoutProtocol.header_timeout_s = cfg.header_timeout_s
     config = uvicorn.Config(
@@ -246,7 +246,7 @@ def _uvicorn(settings: Settings, app: Any) -> uvicorn.Server:
         timeout_graceful_shutdown=max(1, round(cfg.shutdown_timeout_s)),
         ssl_certfile=str(cfg.tls_certfile) if cfg.tls_certfile else None,
         ssl_keyfile=str(cfg.tls_keyfile) if cfg.tls_keyfile else None,
-        server_header=False,
+        server_header=False, log_level="warning" if quiet else None,
     )  # fmt: skip
     try:
         config.load()
@@ -257,7 +257,7 @@ def _uvicorn(settings: Settings, app: Any) -> uvicorn.Server:
 
 def _start(
     settings: Settings, emitter: Emitter | None, host: str | None, port: int | None,
-    fallback: Fallback | None, insecure: bool,
+    fallback: Fallback | None, insecure: bool, *, quiet: bool = False,
 ) -> tuple[uvicorn.Server, socket.socket, RunningServer]:  # fmt: skip
     cfg = settings.serving
     host = host or cfg.host
@@ -266,7 +266,7 @@ def _start(
     sock = _bind(host, cfg.port if port is None else port)
     predictor, state, live = _prepare(settings, emitter, fallback, token)
     _access_log(cfg.access_log)
-    server = _uvicorn(settings, build_app(state))
+    server = _uvicorn(settings, build_app(state), quiet=quiet)
     scheme = "https" if cfg.tls_certfile else "http"
     running = RunningServer(predictor, state, live, host, sock.getsockname()[1], scheme)
     predictor.start_watching()
@@ -292,8 +292,9 @@ def serving(
     fallback: Fallback | None = None,
     insecure: bool = False,
 ) -> Iterator[RunningServer]:
-    """The server in a background thread while the body runs; then a graceful shutdown."""
-    server, sock, running = _start(settings, emitter, host, port, fallback, insecure)
+    """The server in a background thread while the body runs; then a graceful shutdown.
+    uvicorn's own start/stop lines are left out: the embedding program has its own output."""
+    server, sock, running = _start(settings, emitter, host, port, fallback, insecure, quiet=True)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
                               name="uvicorn")  # fmt: skip
     thread.start()
