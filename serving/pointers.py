@@ -39,7 +39,9 @@ class Pointers:
             if not local or not local.get("version") or not local.get("artifact_dir"):
                 return None
             folder = Path(local["artifact_dir"])
-            return Published(local["version"], str(folder), lambda: folder)
+            # A re-publication (a fixed folder promoted again) is retried after a failed load.
+            key = f"{folder}@{local.get('published_at')}"
+            return Published(local["version"], key, lambda: folder)
         remote = self.store.read_pointer(POINTER)
         if not remote or not remote.get("version"):
             return None
