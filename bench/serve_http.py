@@ -146,11 +146,10 @@ def _canary(data_dir: Path) -> None:
     from tutorloop.infra.warehouse import Warehouse
     from tutorloop.registry.lifecycle import rollback
     from tutorloop.registry.rollout import start_rollout
+    from tutorloop.registry.store import champion
 
     settings = load_settings(data_dir=data_dir)
     warehouse = Warehouse.from_settings(settings)
-    from tutorloop.registry.store import champion
-
     current = champion(warehouse)
     assert current is not None
     copy = _second_champion(warehouse, settings, current.version)

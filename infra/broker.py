@@ -272,10 +272,10 @@ def bootstrap_servers(settings: Settings) -> str:
 def expected_bootstrap_servers(settings: Settings) -> str:
     """Where the broker is or will be: for clients that wait for it rather than fail (the
     serving emitter spools until the embedded broker is up)."""
-    if not settings.broker.embedded:
-        return settings.broker.bootstrap_servers
-    state = EmbeddedBroker(settings).state()
-    return state.bootstrap_servers if state else f"127.0.0.1:{settings.broker.port}"
+    try:
+        return bootstrap_servers(settings)
+    except BrokerError:  # the embedded broker is not up yet: where `broker up` will put it
+        return f"{_HOST}:{settings.broker.port}"
 
 
 def status_dict(status: BrokerStatus) -> dict[str, Any]:

@@ -87,7 +87,6 @@ class DriftMonitor:
         self._version: str | None = None
         self._reference = _Sample()
         self._window = _Sample()
-        self.last: dict[str, Any] | None = None
 
     @property
     def reference_ready(self) -> bool:
@@ -134,5 +133,4 @@ class DriftMonitor:
                 row[f"{name}_psi"], row[f"{name}_psi_null"] = value, chance
                 breached |= value > max(self.psi_max, chance)
             row["breached"] = breached
-        self.last = row
         return row

@@ -17,6 +17,7 @@ from collections import deque
 from typing import Any
 
 from tutorloop.infra.settings import Settings
+from tutorloop.infra.warehouse import Warehouse
 from tutorloop.serving.drift import DriftMonitor
 from tutorloop.serving.metrics import ServingMetrics
 from tutorloop.serving.predictor import Predictor
@@ -51,6 +52,8 @@ class LiveWindows:
         self.predictor = predictor
         self.drift = drift
         self.metrics = metrics
+        # One instance: it checks the schema once, not at every window.
+        self._warehouse = Warehouse.from_settings(settings)
         self._pending: deque[tuple[str, dict[str, Any]]] = deque(maxlen=_MAX_PENDING)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live-windows", daemon=True)
@@ -103,10 +106,8 @@ class LiveWindows:
             self._fallbacks_seen = asked
 
     def _write(self) -> bool:
-        from tutorloop.infra.warehouse import Warehouse
-
         try:
-            with Warehouse.from_settings(self.settings).transaction(timeout_s=5) as con:
+            with self._warehouse.transaction(timeout_s=5) as con:
                 for table, row in self._pending:
                     columns = _INSERT[table]
                     con.execute(
@@ -121,12 +122,11 @@ class LiveWindows:
         return True
 
     def _judge(self) -> None:
-        from tutorloop.infra.warehouse import Warehouse
         from tutorloop.registry.rollout import judge
 
         if self.predictor.rollout.current is None:
             return
-        change = judge(Warehouse.from_settings(self.settings), self.settings, actor=REPLICA)
+        change = judge(self._warehouse, self.settings, actor=REPLICA)
         if change is not None:
             log.warning("rollout ended: %s %s -> %s (%s)", change.action, change.from_version,
                         change.to_version, change.reason)  # fmt: skip

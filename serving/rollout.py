@@ -78,8 +78,6 @@ class Rollout:
         self.labels = list(model.labels)
         self._lock = threading.Lock()
         self.window = LiveWindow()
-        self._last_ms = 0.0
-        self._failed = False
 
     def score(self, texts: Sequence[str]) -> Any | None:
         """The challenger's probabilities for ``texts`` (None when it failed: the champion
@@ -91,10 +89,10 @@ class Rollout:
             log.exception("challenger %s failed to score a batch", self.version)
             with self._lock:
                 self.window.errors += len(texts)
-            self._failed = True
             return None
-        self._last_ms = (time.perf_counter() - started) * 1000
-        self._failed = False
+        ms = (time.perf_counter() - started) * 1000
+        with self._lock:  # recorded here: scorer threads score batches concurrently
+            self.window.latency_ms[1].extend([ms] * len(texts))
         return probs
 
     def choose(self, user_id: str, mine: Prediction, theirs: Prediction) -> Prediction:
@@ -108,7 +106,6 @@ class Rollout:
             for arm, p in enumerate((mine, theirs)):
                 w.confidence[arm] += p.confidence
                 w.abstained[arm] += int(p.abstained)
-            w.latency_ms[1].append(self._last_ms)
         return theirs if canary else mine
 
     def champion_latency(self, ms: float, n: int) -> None:

@@ -33,12 +33,14 @@ Event = PredictionEvent | EscalationEvent
 ErrorCallback = Callable[[Event, BaseException], None]
 
 
-def needs_text(policy: CapturePolicy | None, event: PredictionEvent) -> bool:
-    """Whether ``event`` must carry its text to Kafka: only when the capture policy would keep
-    it and its user consented (every event, without a policy)."""
-    if policy is None:
-        return True
-    return event.consent.training and policy.reason(event) is not None
+def as_sent(policy: CapturePolicy | None, event: PredictionEvent) -> PredictionEvent:
+    """``event`` as it leaves serving: with its text only when the capture policy would keep
+    it and its user consented (every event keeps it, without a policy)."""
+    if event.text is None or policy is None:
+        return event
+    if event.consent.training and policy.reason(event) is not None:
+        return event
+    return event.without_text()
 
 
 class EmitterError(TutorloopError):
@@ -123,8 +125,7 @@ class PredictionEmitter:
 
     def emit(self, event: PredictionEvent) -> bool:
         """Queue a prediction event; False when it could not be queued (already reported)."""
-        if event.text is not None and not needs_text(self._text_policy, event):
-            event = event.without_text()
+        event = as_sent(self._text_policy, event)
         if not self._send(self.predictions_topic, event):
             return False
         if event.text is not None:

@@ -13,7 +13,7 @@ from typing import Any
 from tutorloop.infra.broker import expected_bootstrap_servers
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS
-from tutorloop.streams.emitter import EmitterStats, needs_text
+from tutorloop.streams.emitter import EmitterStats, as_sent
 from tutorloop.streams.events import EscalationEvent, PredictionEvent
 from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.spool import DiskSpool
@@ -85,8 +85,7 @@ class SpoolingEmitter:
 
     def emit(self, event: PredictionEvent) -> bool:
         """Spool a prediction event; False when it was dropped (spool full or closed)."""
-        if event.text is not None and not needs_text(self._policy, event):
-            event = event.without_text()
+        event = as_sent(self._policy, event)
         ok = self._append(self.predictions_topic, event)
         if ok and event.text is not None:
             with self._lock:
