@@ -230,22 +230,26 @@ class EmbeddedBroker:
         deadline = time.monotonic() + self.settings.broker.start_timeout_s
         from tutorloop.infra.topics import list_topics
 
+        last_error = "it never accepted a connection"
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise BrokerError(
                     f"tansu exited with code {proc.returncode} at start; see {log_file}"
                 )
             if accepts(port):
+                # Each probe is bounded by the time left, so one slow answer cannot overrun it.
+                probe_s = min(2.0, max(0.2, deadline - time.monotonic()))
                 try:
-                    list_topics(f"{_HOST}:{port}", timeout_s=2.0)
-                except Exception:
+                    list_topics(f"{_HOST}:{port}", timeout_s=probe_s)
+                except Exception as exc:
+                    last_error = f"its last answer: {type(exc).__name__}: {exc}"
                     time.sleep(0.05)
                     continue
                 return
             time.sleep(0.02)
         raise BrokerError(
             f"tansu did not accept Kafka requests on {_HOST}:{port} within "
-            f"{self.settings.broker.start_timeout_s:g}s; see {log_file}"
+            f"{self.settings.broker.start_timeout_s:g}s ({last_error}); see {log_file}"
         )
 
     def _start_s3(self) -> S3State:

@@ -27,6 +27,9 @@ def _admin(bootstrap: str, timeout_s: float) -> Iterator[KafkaAdminClient]:
         bootstrap_servers=bootstrap,
         client_id="tutorloop-admin",
         request_timeout_ms=timeout_ms,
+        # kafka-python waits 30 s for a bootstrap by default, whatever the request timeout: a
+        # broker that accepts TCP but is not answering yet would hold a 2 s probe for 30 s.
+        bootstrap_timeout_ms=timeout_ms,
     )
     try:
         yield client

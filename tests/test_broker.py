@@ -137,6 +137,22 @@ def test_topic_bootstrap_is_idempotent_and_uses_partitions(
         update={"retention_hours": 2.5})})) == 9_000_000  # fmt: skip
 
 
+def test_a_topic_probe_gives_up_within_its_timeout_on_a_silent_listener() -> None:
+    """A listener that accepts TCP and never answers (a broker still starting): the probe that
+    `broker up` repeats must fail within its own timeout, not kafka-python's 30 s bootstrap
+    wait, or one probe would eat the whole start window."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        started = time.monotonic()
+        with pytest.raises(Exception, match="bootstrap"):
+            list_topics(f"127.0.0.1:{listener.getsockname()[1]}", timeout_s=1.0)
+        assert time.monotonic() - started < 10
+    finally:
+        listener.close()
+
+
 @pytest.mark.slow
 def test_durable_mode_keeps_topics_messages_and_offsets_across_restart(tmp_path: Path) -> None:
     settings = load_settings(
