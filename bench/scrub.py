@@ -3,7 +3,8 @@
 Usage: python bench/scrub.py [--records 1000] [--seed 0]
 
 Pinned to one CPU core with one BLAS thread, measures in the same run, on the development
-corpus (``privacy.eval_corpus``, what the recognizers were tuned on) and on the held-out corpus
+corpus (``privacy.eval_corpus``, what the recognizers were tuned on), on the first held-out
+corpus (``privacy.seen_corpus``, retired once its misses were read) and on the held-out corpus
 (``privacy.heldout_corpus``, never tuned on): the full scrubber (Presidio + NER-only spaCy +
 our recognizers, batched), the regex-only scrubber, and Presidio's default configuration; then
 character recall per entity type on both splits. Targets (issues #4, #13): >= 300 texts/s/core
@@ -26,7 +27,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from tutorloop.labeling.labeled_csv import read_labeled_csv  # noqa: E402
-from tutorloop.privacy import eval_corpus, heldout_corpus  # noqa: E402
+from tutorloop.privacy import eval_corpus, heldout_corpus, seen_corpus  # noqa: E402
 from tutorloop.privacy.evaluation import (  # noqa: E402
     STRUCTURED,
     EvalReport,
@@ -68,7 +69,11 @@ def main() -> None:
     full.spans_batch(["warm up the model"])
     default = presidio_default_spans()
     splits: dict[str, list[EvalReport]] = {}
-    for split, corpus in (("development", eval_corpus), ("held-out", heldout_corpus)):
+    for split, corpus in (
+        ("development", eval_corpus),
+        ("seen", seen_corpus),
+        ("held-out", heldout_corpus),
+    ):
         records = corpus.generate(args.records, args.seed)
         splits[split] = [
             evaluate("full (presidio+ours)", records, full.spans_batch),

@@ -82,15 +82,17 @@ def corpus_cmd(
     n: int = typer.Option(1000, "--n", min=1, help="number of records"),
     seed: int = typer.Option(0, "--seed"),
     split: str = typer.Option(
-        "development", "--split", help="development (tuned on) or held-out (never tuned on)"
+        "development",
+        "--split",
+        help="development (tuned on), seen (the first held-out split, retired) or held-out",
     ),
 ) -> None:
     """Generate a synthetic span-annotated PII corpus (Faker, several locales)."""
-    from tutorloop.privacy import eval_corpus, heldout_corpus
+    from tutorloop.privacy import eval_corpus, heldout_corpus, seen_corpus
 
-    corpora = {"development": eval_corpus, "held-out": heldout_corpus}
+    corpora = {"development": eval_corpus, "seen": seen_corpus, "held-out": heldout_corpus}
     if split not in corpora:
-        fail(f"unknown split {split!r}: expected development or held-out", 2)
+        fail(f"unknown split {split!r}: expected development, seen or held-out", 2)
     records = corpora[split].generate(n, seed)
     out.write_text(json.dumps(records, ensure_ascii=False, indent=1))
     console.print(f"wrote {len(records)} records to {out}")

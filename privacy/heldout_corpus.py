@@ -1,115 +1,125 @@
 """The held-out PII corpus: text the scrubber's rules were NOT written against.
 
-:mod:`privacy.eval_corpus` is the development split: its templates, locales and value formats
-are what the recognizers were tuned on. This module is the held-out split, written once and
-kept apart: its own templates (forms, chat, e-mail signatures, several entities per message),
-its own Faker locales (Australia, Canada, New Zealand, India, Sweden, Denmark, Poland, Czechia)
-and its own value formats (E.164 and dotted phone numbers, dashed card numbers, unseparated
-SSNs, lower-case IBANs, IPv6 in full and compressed forms, dates of birth as "3rd of March
-1985" or "1985/03/12", names written "Last, First", honorifics such as "Mx" or "Professor").
+:mod:`privacy.eval_corpus` is the development split (templates, locales and value formats the
+recognizers were tuned on). :mod:`privacy.seen_corpus` was the first held-out split: its misses
+were read after it was measured, so it is no longer blind and now counts as development text.
+This module is the second held-out split, written on 2026-12-03 before the rule changes that
+followed the first one's report, and measured once afterwards: its own templates (tickets,
+voice-call transcripts, app feedback, forwarded forms), its own Faker locales (Brazil, Portugal,
+Finland, Norway, Hungary, Romania, Austria, Slovakia, French Canada, Mexico; none shared with
+the other two splits) and its own value formats (space-grouped cards and SSNs, phone numbers in
+the locale's own and in international form, dates of birth such as "12 Mar 1985", "12/3/85" or
+"1985.03.12", ages such as "41yo" or "age: 41", licence numbers of Illinois, New Jersey,
+Pennsylvania, Michigan and Ohio, names as initials or "Last First").
 
 Rule: nobody tunes a recognizer against this file. A rule change is judged on the development
-split (and Banking77's train split for false positives); this split is measured afterwards
+splits (and Banking77's train split for false positives); this split is measured afterwards
 and its numbers are reported as they come (BENCHMARKS.md), misses included.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from typing import Any
 
 from tutorloop.privacy.eval_corpus import build_records
 
-LOCALES = ("en_AU", "en_CA", "en_NZ", "en_IN", "sv_SE", "da_DK", "pl_PL", "cs_CZ")
+LOCALES = ("pt_BR", "pt_PT", "fi_FI", "no_NO", "hu_HU", "ro_RO", "de_AT", "sk_SK", "fr_CA",
+           "es_MX")  # fmt: skip
 
 TEMPLATES = (
-    "Full name: {PERSON}\nDOB: {DATE_OF_BIRTH}\nPhone: {PHONE_NUMBER}",
-    "hey its {PERSON} again, still waiting on the refund to card {CREDIT_CARD}",
-    "Kind regards,\n{PERSON}\n{PHONE_NUMBER}",
-    "I'm {NRP} and moved here for work at {ORGANIZATION}, can I open an account?",
-    "Transfer to {IBAN_CODE} under the name {PERSON}, please confirm",
-    "{TITLE} {PERSON}, {STREET_ADDRESS}, {LOCATION} {POSTCODE}",
-    "my ssn {US_SSN} and license # {US_DRIVER_LICENSE} for the verification step",
-    "Someone logged in from {IP_ADDRESS} and changed my email to {EMAIL_ADDRESS}!!",
-    "Is a {AGE} y/o allowed to have their own debit card? asking for my kid",
-    "please post the statement to: {STREET_ADDRESS}\n{POSTCODE} {LOCATION}",
-    "{PERSON} ({EMAIL_ADDRESS}) reported the card lost near {LOCATION}",
-    "My employer {ORGANIZATION} pays on the 25th but nothing came in",
-    "Can I add my partner {PERSON}, born {DATE_OF_BIRTH}, as a second card holder?",
-    "Contact: {PHONE_NUMBER} (mobile), {EMAIL_ADDRESS} (work)",
-    "Account holder {PERSON}, aged {AGE}, lives at {STREET_ADDRESS}",
-    "the ATM at {LOCATION} swallowed card {CREDIT_CARD} - what now",
-    "Verification: {TITLE} {PERSON}, date of birth {DATE_OF_BIRTH}",
-    "I'm a {NRP} student, do I need a local address for the card?",
-    "Why was my payment blocked? ip was {IP_ADDRESS}, phone {PHONE_NUMBER}",
-    "IBAN: {IBAN_CODE}\nBIC: NDEASESS\nBeneficiary: {PERSON}",
+    "Ticket from {PERSON}: card {CREDIT_CARD} declined at every shop since Monday",
+    "[call transcript] customer gave her name as {PERSON}, date of birth {DATE_OF_BIRTH}, "
+    "callback {PHONE_NUMBER}",
+    "app feedback: terrible, locked out again. {EMAIL_ADDRESS}",
+    "Forwarded form -- Name: {PERSON} / Address: {STREET_ADDRESS}, {POSTCODE} {LOCATION} / "
+    "Tel: {PHONE_NUMBER}",
+    "hello my son is {AGE} and wants his own card, what documents do you need?",
+    "I changed jobs, my new employer is {ORGANIZATION}, salary goes to {IBAN_CODE} now",
+    "{TITLE} {PERSON} called about a refund that was promised two weeks ago",
+    "SSN {US_SSN}, DL {US_DRIVER_LICENSE}, what else does the app want from me",
+    "we are a {NRP} family and need an account without interest, any options?",
+    "new address is {STREET_ADDRESS}, {LOCATION}, {POSTCODE} - please update before the card "
+    "ships",
+    "suspicious login from {IP_ADDRESS} at 3am, I was asleep",
+    "customer {PERSON}, {AGE}yo, asks why the exchange rate was so bad",
+    "Please reissue the card to {TITLE} {PERSON} at {STREET_ADDRESS}",
+    "Beneficiary {PERSON}, account {IBAN_CODE}, reference rent march",
+    "my DOB is {DATE_OF_BIRTH} but the app says I'm under 18??",
+    "Text me at {PHONE_NUMBER}, I can't take calls at work ({ORGANIZATION})",
+    "age: {AGE} / nationality: {NRP} / city: {LOCATION}",
+    "Dear team, I live in {LOCATION} and cannot find an ATM that takes my card. {PERSON}",
+    "The transfer from {EMAIL_ADDRESS} to my account never showed up, card {CREDIT_CARD}",
+    "router ip {IP_ADDRESS} got blocked by your app, I am not a bot",
+    "Postal address: {STREET_ADDRESS}\n{POSTCODE} {LOCATION}\nThanks",
+    "Thanks a lot!\n-- {PERSON}\n{ORGANIZATION}",
 )
 
-_TITLES = ("Mx", "Professor", "Sir", "Miss", "Mrs.", "Dr")
-_GROUPS = ("Brazilian", "Vietnamese", "Kenyan", "Jewish", "Orthodox Christian", "Sikh",
-           "Filipino", "Protestant")  # fmt: skip
-
-
-def _phone(fake: Any, rng: random.Random) -> str:
-    digits = "".join(c for c in str(fake.phone_number()) if c.isdigit())[-9:].rjust(9, "4")
-    style = rng.randrange(4)
-    if style == 0:
-        return f"+{rng.choice(['61', '1', '64', '46', '45', '48'])}{digits}"
-    if style == 1:  # North American, dotted
-        return f"{rng.randrange(201, 989)}.{digits[:3]}.{digits[3:7]}"
-    if style == 2:
-        return f"(0{digits[0]}) {digits[1:5]} {digits[5:]}"
-    return str(fake.phone_number())
+_TITLES = ("Mr.", "Mrs", "Dr", "Prof", "Rev.", "Capt.", "Mme", "Sra.")
+_GROUPS = ("Romanian", "Hungarian", "Lutheran", "Greek Orthodox", "Hindu", "Moroccan",
+           "Baptist", "Portuguese", "Muslim")  # fmt: skip
+_DOB_FORMATS = ("%d %b %Y", "%B %d %Y", "%Y.%m.%d", "%d-%m-%Y")
 
 
 def _dob(fake: Any, rng: random.Random) -> str:
     born = fake.date_of_birth(minimum_age=18, maximum_age=90)
-    day = born.day
-    suffix = "th" if 11 <= day <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    if rng.random() < 0.2:  # day/month without leading zeros and a two-digit year
+        return f"{born.day}/{born.month}/{born:%y}"
+    return str(born.strftime(rng.choice(_DOB_FORMATS)))
+
+
+def _licence(rng: random.Random) -> str:
+    letter = rng.choice("ABCDEFGHJKLMNPRSTWZ")
+
+    def digits(k: int) -> str:
+        return "".join(str(rng.randrange(10)) for _ in range(k))
+
     return rng.choice(
         [
-            f"{day}{suffix} of {born:%B %Y}",
-            f"{born:%Y/%m/%d}",
-            f"{born:%d-%b-%Y}",
-            f"{born:%b %d %Y}",
+            f"{letter}{digits(3)}-{digits(4)}-{digits(4)}",  # Illinois
+            f"{letter}{digits(4)} {digits(5)} {digits(5)}",  # New Jersey
+            f"{digits(2)} {digits(3)} {digits(3)}",  # Pennsylvania
+            f"{letter} {digits(3)} {digits(3)} {digits(3)} {digits(3)}",  # Michigan
+            f"{letter}{rng.choice('ABCDEFGHJKLMNPRSTWZ')}{digits(6)}",  # Ohio
         ]
     )
 
 
+def _person(fake: Any, rng: random.Random) -> str:
+    first, last = str(fake.first_name()), str(fake.last_name())
+    return rng.choice([f"{first} {last}", f"{first[0]}. {last}", f"{last} {first}",
+                       f"{first} {last}".upper(), str(fake.name())])  # fmt: skip
+
+
 def _value(fake: Any, us: Any, entity: str, rng: random.Random) -> str:
     if entity == "PERSON":
-        first, last = str(fake.first_name()), str(fake.last_name())
-        return rng.choice([f"{first} {last}", f"{last}, {first}", first.lower() + " " + last])
+        return _person(fake, rng)
     if entity == "PHONE_NUMBER":
-        return _phone(fake, rng)
+        phone = str(fake.phone_number())
+        digits = "".join(c for c in phone if c.isdigit())
+        if rng.random() < 0.3 and len(digits) >= 9:
+            code = rng.choice(["55", "351", "358", "47", "36", "40", "43", "421", "1", "52"])
+            return f"+{code} {digits[-9:-6]} {digits[-6:-3]} {digits[-3:]}"
+        return phone
     if entity == "CREDIT_CARD":
         number = str(us.credit_card_number(card_type=rng.choice(["visa16", "mastercard"])))
-        return "-".join(number[i : i + 4] for i in range(0, len(number), 4))
+        return " ".join(number[i : i + 4] for i in range(0, len(number), 4))
     if entity == "IBAN_CODE":
-        iban = str(fake.iban()) if hasattr(fake, "iban") else str(us.iban())
-        return iban.lower() if rng.random() < 0.3 else iban
+        iban = str(fake.iban())
+        return " ".join(iban[i : i + 4] for i in range(0, len(iban), 4)).lower() if (
+            rng.random() < 0.25) else iban  # fmt: skip
     if entity == "US_SSN":
-        return str(us.ssn()).replace("-", "") if rng.random() < 0.5 else str(us.ssn())
+        return str(us.ssn()).replace("-", " ")
     if entity == "US_DRIVER_LICENSE":
-        letter = rng.choice("BDGKMPSW")
-        return rng.choice(
-            [
-                f"{letter}{rng.randrange(10**6, 10**7)}",
-                f"{rng.randrange(10**7, 10**8)}",
-                f"{letter}{rng.randrange(100, 999)}-{rng.randrange(1000, 9999)}",
-            ]
-        )
+        return _licence(rng)
     if entity == "IP_ADDRESS":
-        address = str(us.ipv6())
-        return address if rng.random() < 0.5 else re.sub(r"(^|:)0+(?=[0-9a-f])", r"\1", address)
+        return str(us.ipv4_public() if rng.random() < 0.5 else us.ipv6())
     if entity == "EMAIL_ADDRESS":
-        email = str(fake.email())
-        return email.upper() if rng.random() < 0.2 else email
+        return str(fake.email())
     if entity == "DATE_OF_BIRTH":
         return _dob(fake, rng)
     if entity == "AGE":
-        return str(rng.randint(11, 17) if rng.random() < 0.5 else rng.randint(18, 80))
+        return str(rng.randint(10, 17) if rng.random() < 0.4 else rng.randint(18, 85))
     if entity == "NRP":
         return rng.choice(_GROUPS)
     if entity == "ORGANIZATION":
