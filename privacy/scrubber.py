@@ -91,10 +91,14 @@ def _licence_ok(candidate: str) -> bool:
     return sum(c.isalnum() for c in candidate) >= 5 and first_ok
 
 
+_DATE_LIKE = re.compile(r"\d{1,2}([/.-])\d{1,2}\1\d{2,4}|\d{4}([/.-])\d{1,2}\2\d{1,2}")
+
+
 def _phone_ok(candidate: str) -> bool:
     number: str = re.split(r"x|ext", candidate, maxsplit=1, flags=re.IGNORECASE)[0]
     digits = sum(c.isdigit() for c in number)
-    return 7 <= digits <= 15
+    # "12/03/1985" has eight digits too: a date is not a phone number.
+    return 7 <= digits <= 15 and not _DATE_LIKE.fullmatch(number.strip())
 
 
 @dataclass(frozen=True)
@@ -152,8 +156,9 @@ _RULES: tuple[_Rule, ...] = (
         re.compile(
             # international: +CC, an optional trunk "(0)", then groups (the first may be 1 digit)
             r"(?<![\w+])(?:\+\d{1,3}[\s.-]?(?:\(\d{1,5}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,5}"
-            # national: optional area code in parentheses, then groups of 2-4 digits
-            r"|(?:\(\d{1,5}\)[\s.-]?)?\d{2,4}(?:[\s.-]?\d{2,4}){1,4})"
+            # national: optional area code in parentheses, then groups of digits; a slash may
+            # close the area code, as in German, Austrian or Hungarian notation ("0221/123456")
+            r"|(?:\(\d{1,5}\)[\s.-]?)?\d{2,5}(?:(?:[\s.-]|/\s?)?\d{1,5}){1,5})"
             r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?!\w)"
         ),
         _phone_ok,

@@ -163,6 +163,8 @@ WORLD_FORMS = [
     ("salary from Virtanen Rakennus Oy is missing", ["Virtanen Rakennus Oy"]),
     ("we are Lutheran, is there a church account?", ["Lutheran"]),
     ("DL A 123 456 789 012 was rejected", ["A 123 456 789 012"]),
+    ("Tel. 0221/123456 after six", ["0221/123456"]),
+    ("call 03639 15000 806 please", ["03639 15000 806"]),
 ]
 
 
@@ -186,6 +188,7 @@ ORDINARY = [
     "Account 55/20 was blocked, 3 times in one day",
     "my employer pays on the 25th",
     "I moved to the UK 2 weeks ago, can I keep the card?",
+    "I was charged on 12/03/2024 and again on 2024-03-19",
 ]
 
 

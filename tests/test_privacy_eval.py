@@ -145,4 +145,17 @@ def test_full_scrubber_on_the_first_held_out_split_keeps_its_measured_level() ->
     report = evaluate("presidio", seen_corpus.generate(1000, 0), PresidioScrubber().spans_batch)
     for entity in STRUCTURED:
         assert report.per_type_recall.get(entity, 1.0) >= 0.99, (entity, report)
-    assert report.char_recall >= 0.84 and report.char_precision >= 0.95, report
+    assert report.char_recall >= 0.96 and report.char_precision >= 0.96, report
+
+
+@pytest.mark.slow
+def test_full_scrubber_on_the_held_out_split_meets_the_targets() -> None:
+    # The targets (#13), on the split no rule was written against; measured 0.954 at
+    # 0.935 (BENCHMARKS.md).
+    from tutorloop.privacy.presidio_scrubber import PresidioScrubber
+
+    scrubber = PresidioScrubber()
+    report = evaluate("presidio", heldout_corpus.generate(1000, 0), scrubber.spans_batch)
+    for entity in STRUCTURED:
+        assert report.per_type_recall.get(entity, 1.0) >= 0.99, (entity, report)
+    assert report.char_recall >= 0.92 and report.char_precision >= 0.85, report
