@@ -41,6 +41,7 @@ from tutorloop.infra.local_processes import free_port
 from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.topics import PREDICTIONS, ensure_topics
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.streams.emitter import PredictionEmitter
 from tutorloop.streams.events import Consent, PredictionEvent, TopK, now_utc
 
@@ -235,7 +236,7 @@ def emit_at_rate(tmp: Path, bootstrap: str, n: int, rate: float) -> list[str]:
 
 
 def latencies_ms(settings: Settings, ids: list[str]) -> list[float]:
-    rows = Warehouse.from_settings(settings).query(
+    rows = open_warehouse(settings).query(
         "SELECT epoch(ingested_at) - epoch(ts) FROM predictions_audit "
         "WHERE event_id IN (SELECT unnest(?::VARCHAR[]))",
         [ids],

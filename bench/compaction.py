@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.warehouse import Warehouse, WarehouseBusyError
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.registry import lifecycle
 from tutorloop.registry.store import register_candidate
 
@@ -109,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(data_dir=Path(tmp) / "data")
-        warehouse = Warehouse.from_settings(settings)
+        warehouse = open_warehouse(settings)
         print(f"building a warehouse of >= {args.mb} MB")
         cases = _fill(warehouse, args.mb)
         _versions(warehouse, settings)

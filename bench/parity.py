@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from tutorloop.infra.warehouse_backends import open_warehouse
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "banking77"
 
@@ -146,13 +148,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from tutorloop.infra.settings import load_settings
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.labeling.labeled_csv import read_labeled_csv
     from tutorloop.registry.contract import load_contract
     from tutorloop.registry.store import list_versions
 
     settings = load_settings(data_dir=args.data_dir)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     tie = load_contract(settings).parity.tie_margin
     test = read_labeled_csv(DATA / "test.csv")
     order = random.Random(7).sample(range(len(test)), min(args.eval, len(test)))

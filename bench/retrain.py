@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tutorloop.infra.warehouse_backends import open_warehouse
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "banking77"
 
@@ -31,7 +33,6 @@ def _child(variant: str, args: argparse.Namespace, data_dir: Path) -> dict[str, 
 
     from tutorloop.evaluation.metrics import quality
     from tutorloop.infra.settings import load_settings
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.labeling.labeled_csv import read_labeled_csv
     from tutorloop.loop.cycle import bootstrap, sample_per_label
     from tutorloop.registry.store import get
@@ -48,15 +49,11 @@ def _child(variant: str, args: argparse.Namespace, data_dir: Path) -> dict[str, 
         trainer={"quantization": variant, "bootstrap_epochs": args.epochs},
     )
     started = time.perf_counter()
-    report = bootstrap(
-        settings, Warehouse.from_settings(settings), rows, source="bench", actor="bench"
-    )
+    report = bootstrap(settings, open_warehouse(settings), rows, source="bench", actor="bench")
     wall = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert report.version is not None
-    student = load_torch_student(
-        get(Warehouse.from_settings(settings), report.version).artifact_dir
-    )
+    student = load_torch_student(get(open_warehouse(settings), report.version).artifact_dir)
     test = read_labeled_csv(args.test)
     order = random.Random(2).sample(range(len(test)), min(args.eval, len(test)))
     index = {label: i for i, label in enumerate(student.labels)}

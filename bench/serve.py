@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from tutorloop.infra.warehouse_backends import open_warehouse
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "banking77"
 
@@ -52,7 +54,6 @@ def _throughput(predict: Any, texts: list[str], batch: int = 32) -> float:
 
 def _prepare(args: argparse.Namespace, data_dir: Path) -> Any:
     from tutorloop.infra.settings import load_settings
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.labeling.labeled_csv import read_labeled_csv
     from tutorloop.loop.cycle import bootstrap, sample_per_label
     from tutorloop.registry.lifecycle import evaluate_candidate, promote
@@ -64,7 +65,7 @@ def _prepare(args: argparse.Namespace, data_dir: Path) -> Any:
         trainer={"quantization": "none", "bootstrap_epochs": args.epochs},
         registry={"auto_promote": False},
     )
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     if champion(warehouse) is None:
         rows = sample_per_label(read_labeled_csv(args.train), args.per_label, 0)
         report = bootstrap(settings, warehouse, rows, source="bench", actor="bench")
@@ -90,7 +91,6 @@ def main() -> None:
 
     from tutorloop.evaluation.classifier import Classifier, label_targets
     from tutorloop.evaluation.metrics import accuracy
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.labeling.labeled_csv import read_labeled_csv
     from tutorloop.registry.onnx_model import load_onnx_student
     from tutorloop.registry.store import champion
@@ -98,7 +98,7 @@ def main() -> None:
 
     tmp = tempfile.TemporaryDirectory()
     settings = _prepare(args, args.data_dir or Path(tmp.name))
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     current = champion(warehouse)
     assert current is not None
     test = read_labeled_csv(args.test)

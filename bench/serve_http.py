@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tutorloop.infra.warehouse_backends import open_warehouse
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 DATA = REPO.parent / "shared" / "data" / "banking77"
@@ -143,13 +145,12 @@ def _canary(data_dir: Path) -> None:
     from serve import _second_champion  # the same copy the rollback timing uses
 
     from tutorloop.infra.settings import load_settings
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.registry.lifecycle import rollback
     from tutorloop.registry.rollout import start_rollout
     from tutorloop.registry.store import champion
 
     settings = load_settings(data_dir=data_dir)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     current = champion(warehouse)
     assert current is not None
     copy = _second_champion(warehouse, settings, current.version)

@@ -42,7 +42,7 @@ from tutorloop.infra.local_processes import free_port
 from tutorloop.infra.progress import progress_bar
 from tutorloop.infra.settings import Settings, flatten, load_settings
 from tutorloop.infra.topics import ensure_topics
-from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.case_store import labeling_counts
 from tutorloop.labeling.gold import import_gold
 from tutorloop.labeling.labeled_csv import LabeledRows, read_labeled_csv
@@ -123,7 +123,7 @@ def _split(rows: Any, options: DemoOptions) -> dict[str, Any]:
 
 def _evaluate(settings: Settings, test: Any) -> tuple[Any, Any, Any]:
 
-    current = champion(Warehouse.from_settings(settings))
+    current = champion(open_warehouse(settings))
     assert current is not None
     q, probs, targets = evaluate(load_onnx_student(current.artifact_dir), test.texts, test.labels)
     return current, q, (probs, targets)
@@ -174,7 +174,7 @@ def _services(options: DemoOptions) -> Iterator[_Services]:
                       markup=False)  # fmt: skip
         console.print(f"broker at {state.bootstrap_servers}; worker pid {worker.pid} "
                       f"(log: {options.out / 'worker.log'})")  # fmt: skip
-        yield _Services(settings, Warehouse.from_settings(settings))
+        yield _Services(settings, open_warehouse(settings))
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)

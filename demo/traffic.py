@@ -14,7 +14,7 @@ import httpx
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.progress import progress_bar
 from tutorloop.infra.settings import Settings
-from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.serving.server import serving
 from tutorloop.streams.events import EscalationEvent, now_utc
 from tutorloop.streams.spool_emitter import SpoolingEmitter
@@ -92,7 +92,7 @@ def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Ra
 
 def wait_for_warehouse(settings: Settings, expected: int, timeout: float = 600) -> int:
 
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         count = audited_count(warehouse)

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from tutorloop.infra.cli_common import JSON_OUT, console, fail, print_json, settings_of
+from tutorloop.infra.warehouse_backends import open_warehouse
 
 if TYPE_CHECKING:
     from tutorloop.infra.warehouse import Warehouse
@@ -17,9 +18,8 @@ warehouse_app = typer.Typer(help="Inspect and migrate the DuckDB warehouse.")
 
 def _warehouse(ctx: typer.Context) -> Warehouse:
     # Imported here so that `tutorloop --help` does not load DuckDB.
-    from tutorloop.infra.warehouse import Warehouse
 
-    return Warehouse.from_settings(settings_of(ctx))
+    return open_warehouse(settings_of(ctx))
 
 
 @warehouse_app.command("migrate")

@@ -13,6 +13,7 @@ import duckdb
 
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.schema_v1 import LINEAGE_V1
+from tutorloop.infra.sql_dialect import execute_schema_change
 
 
 class SchemaTooNewError(TutorloopError):
@@ -363,7 +364,7 @@ def migrate(
             continue
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(migration.sql)
+            execute_schema_change(con, migration.sql)
             con.execute(
                 "INSERT INTO schema_version (version, description) VALUES (?, ?)",
                 [migration.version, migration.description],

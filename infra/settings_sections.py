@@ -6,6 +6,7 @@ the environment.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -46,9 +47,38 @@ class BrokerSettings(_Section):
 
 
 class WarehouseSettings(_Section):
-    """The DuckDB file and how patiently a process waits for its single-writer lock."""
+    """The DuckDB file and how patiently a process waits for its single-writer lock; or a
+    PostgreSQL database shared by several hosts (``url``)."""
 
     path: Path | None = Field(default=None, description="default: <data_dir>/warehouse.duckdb")
+    url: str | None = Field(
+        default=None,
+        description="postgresql://user@host:port/db[?sslmode=verify-full&sslrootcert=...]: "
+        "the shared PostgreSQL warehouse instead of the DuckDB file",
+    )
+    password_env: str | None = Field(
+        default=None, description="name of the env var holding the PostgreSQL password"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (the DuckDB file is warehouse.path)")
+        # The value would be echoed into logs and errors: secrets go through password_env.
+        if "@" in value.split("?", 1)[0] and ":" in value.split("://", 1)[1].split("@", 1)[0]:
+            raise ValueError("holds a password; put it in an env var named by password_env")
+        return value
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("must be an environment variable's name (letters, digits, _)")
+        return value
+
     lock_timeout_s: float = Field(default=30.0, gt=0, description="give up waiting for the lock")
     retry_initial_s: float = Field(default=0.005, gt=0)
     retry_max_s: float = Field(default=0.25, gt=0)

@@ -45,7 +45,6 @@ import pyarrow as pa
 
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.migrations import migrate
-from tutorloop.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +73,9 @@ def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> 
     """
     if rows.num_rows == 0:
         return 0
+    copy_arrow = getattr(con, "copy_arrow", None)  # the PostgreSQL warehouse: COPY
+    if copy_arrow is not None:
+        return int(copy_arrow(table, rows))
     con.register("_batch", rows)
     try:
         cols = ", ".join(rows.column_names)
@@ -119,16 +121,6 @@ class Warehouse:
         self._urgent = threading.local()
         self._migrated = False
         self._migrate_lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Warehouse:
-        w = settings.warehouse
-        return cls(
-            settings.warehouse_path,
-            lock_timeout_s=w.lock_timeout_s,
-            retry_initial_s=w.retry_initial_s,
-            retry_max_s=w.retry_max_s,
-        )
 
     # -- public API -------------------------------------------------------------------------
 

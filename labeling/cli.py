@@ -19,6 +19,7 @@ from tutorloop.infra.cli_common import (
     print_json,
     settings_of,
 )
+from tutorloop.infra.warehouse_backends import open_warehouse
 
 teacher_app = typer.Typer(help="Teachers: fit and evaluate the local one, relabel, review.")
 
@@ -110,12 +111,11 @@ def relabel_cmd(
     Exits non-zero only when there was something to label and nothing could be labeled.
     """
     from tutorloop.infra.progress import progress_bar
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.labeling.relabel import queue_unlabeled_for_humans, relabel
     from tutorloop.labeling.teachers import build_teacher
 
     settings = settings_of(ctx)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     teacher = build_teacher(settings, warehouse)
     if teacher is None:
         queued = queue_unlabeled_for_humans(warehouse)
@@ -155,13 +155,12 @@ def review_cmd(
     json_out: bool = JSON_OUT,
 ) -> None:
     """The review queue: teacher/human disagreements, low-confidence answers, unlabeled cases."""
-    from tutorloop.infra.warehouse import Warehouse
 
     if status not in ("open", "resolved", "all"):
         fail(f"--status must be open, resolved or all, got {status!r}", 2)
     where = "" if status == "all" else "WHERE r.status = ?"
     params: list[object] = [] if status == "all" else [status]
-    rows = Warehouse.from_settings(settings_of(ctx)).query_dicts(
+    rows = open_warehouse(settings_of(ctx)).query_dicts(
         "SELECT r.item_id, r.case_id, r.reason, r.teacher_label, r.teacher_confidence,"
         " r.human_label, r.status, r.resolved_label, r.created_at, c.text"
         f" FROM review_queue r LEFT JOIN cases c USING (case_id) {where}"
@@ -195,12 +194,11 @@ def resolve_cmd(
     actor: str = typer.Option("", "--actor", help="who decided; default: the OS user"),
 ) -> None:
     """Resolve a review item with a human label (recorded as gold for its case)."""
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.labeling.review import resolve
     from tutorloop.labeling.teachers import label_set
 
     settings = settings_of(ctx)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     if label not in label_set(settings, warehouse):
         fail(f"unknown label {label!r}: not in the label set")
     item_id = resolve(warehouse, item, label, actor or getpass.getuser())
@@ -225,7 +223,6 @@ def import_cmd(
     """Import labeled rows as scrubbed cases with human labels (gold seed, reviewed data).
 
     Imported rows are public for differential privacy unless marked ``--private``."""
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.labeling.gold import import_gold
     from tutorloop.labeling.labeled_csv import read_labeled_csv
     from tutorloop.privacy.scrubbing import configured_scrubber
@@ -233,7 +230,7 @@ def import_cmd(
     settings = settings_of(ctx)
     rows = read_labeled_csv(data, text_col, label_col)
     report = import_gold(
-        Warehouse.from_settings(settings),
+        open_warehouse(settings),
         rows,
         configured_scrubber(settings.privacy),
         source=source or data.name,

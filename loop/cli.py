@@ -16,6 +16,7 @@ from tutorloop.infra.cli_common import (
     print_json,
     settings_of,
 )
+from tutorloop.infra.warehouse_backends import open_warehouse
 
 trainer_app = typer.Typer(help="The student: bootstrap, retrain now, or run the schedule.")
 
@@ -34,7 +35,6 @@ def bootstrap_cmd(
 ) -> None:
     """Train the first student from a gold seed set and register it as a candidate."""
     from tutorloop.infra.progress import progress_bar
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.labeling.labeled_csv import read_labeled_csv
     from tutorloop.loop.cycle import bootstrap, sample_per_label
     from tutorloop.loop.schedule import trainer_lock
@@ -44,7 +44,7 @@ def bootstrap_cmd(
     with trainer_lock(settings):
         report = bootstrap(
             settings,
-            Warehouse.from_settings(settings),
+            open_warehouse(settings),
             rows,
             source=f"seed:{data.name}:{per_label}:{seed}",
             actor=getpass.getuser(),
@@ -57,13 +57,12 @@ def bootstrap_cmd(
 def run_cmd(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
     """One retrain now: relabel → dataset → train → register a candidate."""
     from tutorloop.infra.progress import progress_bar
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.loop.cycle import run_cycle
     from tutorloop.loop.schedule import trainer_lock
 
     settings = settings_of(ctx)
     with trainer_lock(settings):
-        report = run_cycle(settings, Warehouse.from_settings(settings), progress=progress_bar)
+        report = run_cycle(settings, open_warehouse(settings), progress=progress_bar)
     _print_cycle(report.to_dict(), json_out)
 
 

@@ -32,6 +32,7 @@ from croniter import croniter
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.case_store import labels_added_since
 from tutorloop.loop.cycle import run_cycle
 
@@ -133,7 +134,7 @@ class Scheduler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
-        self.warehouse = Warehouse.from_settings(settings)
+        self.warehouse = open_warehouse(settings)
         self._cycle = cycle or self._default_cycle
         self._clock = clock
         self._stop = threading.Event()

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from tutorloop.infra.cli_common import JSON_OUT, console, fail, print_json, settings_of
+from tutorloop.infra.warehouse_backends import open_warehouse
 
 privacy_app = typer.Typer(help="Erasure, retention, and scrubber evaluation.")
 
@@ -22,12 +23,11 @@ def forget_cmd(
     json_out: bool = JSON_OUT,
 ) -> None:
     """Delete a user's cases, labels, escalations and review items; record the erasure."""
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.privacy.erasure import forget
 
     settings = settings_of(ctx)
     report = forget(
-        Warehouse.from_settings(settings), user, actor=actor or getpass.getuser(),
+        open_warehouse(settings), user, actor=actor or getpass.getuser(),
         broker_retention_hours=settings.streams.retention_hours,
     )  # fmt: skip
     if json_out:
@@ -59,12 +59,9 @@ def purge_cmd(
     json_out: bool = JSON_OUT,
 ) -> None:
     """Retention: delete cases, labels, escalations and audit rows older than a cutoff."""
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.privacy.erasure import parse_duration, purge
 
-    report = purge(
-        Warehouse.from_settings(settings_of(ctx)), parse_duration(older_than), dry_run=dry_run
-    )
+    report = purge(open_warehouse(settings_of(ctx)), parse_duration(older_than), dry_run=dry_run)
     if json_out:
         print_json(report.to_dict())
         return

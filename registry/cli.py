@@ -12,6 +12,7 @@ from rich.table import Table
 
 from tutorloop.infra.cli_common import JSON_OUT, console, fail, print_json, settings_of
 from tutorloop.infra.tables import ModelStatus
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.registry.rollout_cli import canary_app
 
 registry_app = typer.Typer(help="Model versions: gates, promote, rollback, history.")
@@ -22,9 +23,8 @@ _ACTOR = typer.Option("", "--actor", help="who acts (recorded); default: the OS 
 
 
 def _warehouse(ctx: typer.Context) -> Any:
-    from tutorloop.infra.warehouse import Warehouse
 
-    return Warehouse.from_settings(settings_of(ctx))
+    return open_warehouse(settings_of(ctx))
 
 
 def _metric(card: dict[str, Any], key: str) -> str:

@@ -14,6 +14,7 @@ from tutorloop.infra.cli_common import (
     print_json,
     settings_of,
 )
+from tutorloop.infra.warehouse_backends import open_warehouse
 
 contract_app = typer.Typer(help="The model contract the registry's gates are derived from.")
 
@@ -49,11 +50,10 @@ def init_cmd(
 
         labels = read_labeled_csv(data, text_col, label_col).label_set
     else:
-        from tutorloop.infra.warehouse import Warehouse
         from tutorloop.registry.store import champion
 
         if settings.warehouse_path.exists():
-            current = champion(Warehouse.from_settings(settings))
+            current = champion(open_warehouse(settings))
             labels = list(current.label_set) if current else []
     try:
         contract = default_contract(settings, labels, oos_label=oos_label)

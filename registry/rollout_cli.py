@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tutorloop.infra.cli_common import JSON_OUT, console, print_json, settings_of
 from tutorloop.infra.tables import RolloutOutcome
+from tutorloop.infra.warehouse_backends import open_warehouse
 
 canary_app = typer.Typer(help="The running shadow or canary release: status, promote, abort.")
 
@@ -18,9 +19,8 @@ _REASON = typer.Option("", "--reason", help="why (recorded)")
 
 
 def _warehouse(ctx: typer.Context) -> Any:
-    from tutorloop.infra.warehouse import Warehouse
 
-    return Warehouse.from_settings(settings_of(ctx))
+    return open_warehouse(settings_of(ctx))
 
 
 def _pct(value: Any) -> str:

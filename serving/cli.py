@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tutorloop.infra.cli_common import JSON_OUT, console, print_json, settings_of
+from tutorloop.infra.warehouse_backends import open_warehouse
 
 
 def serve(
@@ -51,10 +52,8 @@ def monitor(
     PSI, KS on confidence, abstention rate) against the champion's reference window."""
     from rich.table import Table
 
-    from tutorloop.infra.warehouse import Warehouse
-
     settings = settings_of(ctx)
-    rows = Warehouse.from_settings(settings).query_dicts(
+    rows = open_warehouse(settings).query_dicts(
         "SELECT window_end, replica, model_version, requests, mean_confidence, abstention_rate,"
         " confidence_psi, confidence_psi_null, label_psi, label_psi_null, confidence_ks,"
         " confidence_ks_p, breached"

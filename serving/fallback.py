@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from tutorloop.infra.settings import Settings
+from tutorloop.infra.warehouse_backends import open_warehouse
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +120,11 @@ def teacher_fallback(settings: Settings) -> Fallback | None:
     cfg = settings.serving
     if cfg.fallback == "none":
         return None
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.labeling.teacher import TeacherAnswer
     from tutorloop.labeling.teachers import build_teacher
     from tutorloop.privacy.scrubbing import configured_scrubber
 
-    teacher = build_teacher(settings, Warehouse.from_settings(settings))
+    teacher = build_teacher(settings, open_warehouse(settings))
     if teacher is None:
         log.warning("serving.fallback = teacher but teacher.backend is human: abstaining instead")
         return None

@@ -17,7 +17,7 @@ from collections import deque
 from typing import Any
 
 from tutorloop.infra.settings import Settings
-from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.serving.drift import DriftMonitor
 from tutorloop.serving.metrics import ServingMetrics
 from tutorloop.serving.predictor import Predictor
@@ -53,7 +53,7 @@ class LiveWindows:
         self.drift = drift
         self.metrics = metrics
         # One instance: it checks the schema once, not at every window.
-        self._warehouse = Warehouse.from_settings(settings)
+        self._warehouse = open_warehouse(settings)
         self._pending: deque[tuple[str, dict[str, Any]]] = deque(maxlen=_MAX_PENDING)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live-windows", daemon=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from tutorloop.infra.cli_common import JSON_OUT, console, fail, print_json
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.streams.batch import DeadLetter, LetterStatus
 from tutorloop.streams.events import EVENT_TYPES, READABLE_VERSIONS, SCHEMA_VERSION, json_schemas
 
@@ -80,10 +81,9 @@ def stats(
     from rich.table import Table
 
     from tutorloop.infra.cli_common import settings_of
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.streams.stats import warehouse_stats
 
-    summary = warehouse_stats(Warehouse.from_settings(settings_of(ctx)))
+    summary = warehouse_stats(open_warehouse(settings_of(ctx)))
     if json_out:
         print_json(summary)
         return

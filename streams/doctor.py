@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from tutorloop.infra.cli_common import console, fail, settings_of
+from tutorloop.infra.warehouse_backends import open_warehouse
 
 
 def doctor(
@@ -19,12 +20,11 @@ def doctor(
 ) -> None:
     """Check the installation end to end: config, warehouse, broker, an event round trip."""
     from tutorloop.infra.broker import EmbeddedBroker, bootstrap_servers
-    from tutorloop.infra.warehouse import Warehouse
 
     settings = settings_of(ctx)
     checks: list[tuple[str, bool, str]] = []
 
-    wh = Warehouse.from_settings(settings)
+    wh = open_warehouse(settings)
     t0 = time.perf_counter()
     with wh.connect() as con:
         # Written and rolled back: proves the schema takes a row without leaving one.

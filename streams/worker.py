@@ -25,7 +25,8 @@ from tutorloop.infra.broker import bootstrap_servers
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.settings_sections import StreamsSettings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
-from tutorloop.infra.warehouse import Warehouse, WarehouseBusyError
+from tutorloop.infra.warehouse import WarehouseBusyError
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.privacy.scrubber import Scrubber
 from tutorloop.privacy.scrubbing import configured_scrubber
 from tutorloop.streams.batch import BatchOutcome, RawRecord
@@ -47,7 +48,7 @@ def build_sink(settings: Settings, bootstrap: str, scrubber: Scrubber | None = N
     """The sink a worker (or a dead-letter replay) writes through, with its Kafka readers."""
     predictions_name = settings.topic(PREDICTIONS)
     return CaptureSink(
-        Warehouse.from_settings(settings),
+        open_warehouse(settings),
         CapturePolicy.from_settings(settings.capture),
         scrubber or default_scrubber(settings),
         predictions_topic=predictions_name,

@@ -4,9 +4,11 @@ and DuckDB file."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ from tutorloop.infra.broker import EmbeddedBroker
 from tutorloop.infra.local_processes import free_port
 from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 
 # No model hub here: models load from PyPI-shipped folders only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -71,7 +74,47 @@ def settings(tmp_path: Path, broker_bootstrap: str) -> Settings:
 
 @pytest.fixture
 def warehouse(settings: Settings) -> Warehouse:
-    return Warehouse.from_settings(settings)
+    return open_warehouse(settings)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server for the session (the Debian package's binaries); its URL."""
+    from tutorloop.infra.local_postgres import start_local_postgres, stop_local_postgres
+
+    # Not under pytest's temp folder: as root, the server runs as `postgres`, which cannot
+    # enter root's private folders.
+    root = Path(tempfile.mkdtemp(prefix="tutorloop-pg-"))
+    server = start_local_postgres(root, fsync=False)
+    try:
+        yield server.url
+    finally:
+        stop_local_postgres(server)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh, empty database on the session's server, for one test."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    return postgres_server.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def any_warehouse(request: pytest.FixtureRequest, settings: Settings) -> Warehouse:
+    """The warehouse on each backend: the DuckDB file, then a PostgreSQL database."""
+    if request.param == "duckdb":
+        return open_warehouse(settings)
+    url = request.getfixturevalue("postgres_url")
+    return open_warehouse(
+        settings.model_copy(
+            update={"warehouse": settings.warehouse.model_copy(update={"url": url})}
+        )
+    )
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from tests.test_trainer import TEST, TRAIN, tiny_settings
 from tests.warehouse_cases import capture
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.gold import import_gold
 from tutorloop.labeling.labeled_csv import LabeledRows, read_labeled_csv
 from tutorloop.loop.cycle import CycleReport, bootstrap, run_cycle, sample_per_label
@@ -51,7 +52,7 @@ def registry_settings(data_dir: Path, **registry: Any) -> Settings:
 
 def first_version(settings: Settings) -> CycleReport:
     """Import the gold eval slice, bootstrap v1 (gated, auto-promoted when it passes)."""
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     test = read_labeled_csv(TEST)
     import_gold(warehouse, test, RegexScrubber(), source="eval", actor="t", for_eval=True)
     return bootstrap(settings, warehouse, _seed(), source="seed", actor="test")
@@ -63,7 +64,7 @@ def _seed() -> LabeledRows:
 
 def next_version(settings: Settings) -> CycleReport:
     """A retrain on human-labeled captured traffic (warm start from the champion)."""
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     train = read_labeled_csv(TRAIN)
     seed = set(_seed().texts)
     fresh = [i for i, text in enumerate(train.texts) if text not in seed][:60]

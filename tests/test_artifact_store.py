@@ -18,7 +18,7 @@ from tests.registry_fixtures import first_version, register_copy, registry_setti
 from tutorloop.infra.local_processes import free_port, stop_process
 from tutorloop.infra.local_s3 import KEY, SECRET, S3State, start_local_s3
 from tutorloop.infra.settings import Settings
-from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.registry.artifact_store import ArtifactStore
 from tutorloop.registry.lifecycle import promote, rollback
 from tutorloop.registry.store import get
@@ -54,7 +54,7 @@ def test_replicas_follow_promotion_and_rollback_through_the_store(
 ) -> None:
     registry = _host(tmp_path / "registry", s3)
     first_version(registry)  # trained, gated and promoted here: v1 goes to the store
-    warehouse = Warehouse.from_settings(registry)
+    warehouse = open_warehouse(registry)
     store = ArtifactStore.from_settings(registry)
     assert store is not None and store.read_pointer("champion.json")["version"] == "v1"  # type: ignore[index]
     blobs = _blobs(s3)

@@ -25,6 +25,7 @@ from tutorloop.infra.topics import (
     partition_counts,
     retention_ms,
 )
+from tutorloop.infra.warehouse_backends import open_warehouse
 
 
 @pytest.fixture
@@ -209,7 +210,6 @@ def test_the_default_embedded_broker_loses_no_event_across_a_restart(
     that nobody consumed, the broker restarts; a worker then stores every event exactly once."""
     from tests.conftest import WorkerProcess, wait_until
     from tests.streams_events import prediction
-    from tutorloop.infra.warehouse import Warehouse
 
     env = {
         **cli_env,
@@ -222,7 +222,7 @@ def test_the_default_embedded_broker_loses_no_event_across_a_restart(
     assert run_cli("broker", "up", env=env).returncode == 0
     settings = load_settings(data_dir=Path(env["TUTORLOOP_DATA_DIR"]))
     assert EmbeddedBroker(settings).state().storage == "s3"  # type: ignore[union-attr]
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
 
     def produce(n: int) -> set[str]:
         producer = KafkaProducer(bootstrap_servers=bootstrap_servers(settings), acks="all")

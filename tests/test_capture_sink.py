@@ -37,6 +37,12 @@ def kafka_log() -> _KafkaLog:
 
 
 @pytest.fixture
+def warehouse(any_warehouse: Warehouse) -> Warehouse:
+    # Every sink test runs on DuckDB and on a real PostgreSQL server.
+    return any_warehouse
+
+
+@pytest.fixture
 def sink(warehouse: Warehouse, kafka_log: _KafkaLog) -> CaptureSink:
     policy = CapturePolicy.from_settings(
         CaptureSettings(confidence_below=0.6, margin_below=0.1, audit_sample_rate=0.0)

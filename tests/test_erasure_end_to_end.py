@@ -14,6 +14,7 @@ from tests.test_trainer import TEST, TINY, TRAIN
 from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.topics import ensure_topics
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.labeling.teacher_local import fit_local_teacher
 from tutorloop.loop.cycle import bootstrap, run_cycle, sample_per_label
@@ -63,7 +64,7 @@ def test_an_erased_user_leaves_no_byte_behind_and_stays_erased(
     settings: Settings, group_id: str, tmp_path: Path
 ) -> None:
     cfg = _loop_settings(settings)
-    warehouse = Warehouse.from_settings(cfg)
+    warehouse = open_warehouse(cfg)
     train, test = read_labeled_csv(TRAIN), read_labeled_csv(TEST)
     fit_local_teacher(train, cfg.teacher_path, encoder="all-minilm-l6-v2",
                       models_dir=cfg.models_dir)  # fmt: skip

@@ -18,7 +18,7 @@ from tutorloop.infra.broker import EmbeddedBroker
 from tutorloop.infra.local_processes import free_port
 from tutorloop.infra.settings import load_settings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
-from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 
 
 def test_a_human_label_lands_when_the_broker_pauses_during_escalation_recovery(
@@ -49,7 +49,7 @@ def test_a_human_label_lands_when_the_broker_pauses_during_escalation_recovery(
         confident = prediction(confidence=0.99, text="my card was swallowed by the atm")
         producer.send(settings.topic(PREDICTIONS), key=confident.key, value=confident.to_bytes())
         producer.flush()
-        warehouse = Warehouse.from_settings(settings)
+        warehouse = open_warehouse(settings)
         worker = WorkerProcess(env, tmp_path / "w.log")
         wait_until(lambda: warehouse.query("SELECT count(*) FROM predictions_audit") == [(1,)])
 

@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import REPO, run_cli
 from tests.registry_fixtures import LOOSE_GATES, first_version, next_version, registry_settings
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.registry.contract import Contract, load_contract
 from tutorloop.registry.lifecycle import read_pointer
 from tutorloop.registry.store import get
@@ -35,7 +36,7 @@ def test_candidate_lifecycle_through_the_cli(tmp_path: Path) -> None:
     assert first.gates is not None and first.gates["passed"], first.gates
     assert first.gates["promoted"]  # no champion yet: absolute gates only, then promoted
     env = _env(data_dir)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
 
     gates = json.loads(run_cli("registry", "gates", "v1", "--json", env=env).stdout)
     by_name = {g["gate"]: g for g in gates}
@@ -150,7 +151,7 @@ def test_lineage_of_a_prediction_and_a_user(tmp_path: Path) -> None:
     settings = registry_settings(tmp_path / "d")
     first_version(settings)
     second = next_version(settings)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     # A prediction served by v2 arrives through the sink (as the stream worker writes it).
     from tests.warehouse_cases import capture
 
@@ -248,7 +249,7 @@ def test_a_candidate_whose_int8_model_disagrees_with_torch_is_rejected(
     report = first_version(settings)
     assert report.gates is not None and not report.gates["promoted"]
     assert report.gates["rejected_reason"].startswith("int8/fp32 argmax agreement")
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     version = get(warehouse, "v1")
     assert version.status == "rejected"
     card = json.loads((version.artifact_dir / "card.json").read_text())

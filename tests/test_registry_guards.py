@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import run_cli
 from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.registry.contract import default_contract, load_contract
 from tutorloop.registry.contract_file import write_contract
 from tutorloop.registry.export import EvaluationSet
@@ -62,7 +63,7 @@ def test_rollback_to_a_version_that_never_served_needs_its_gates_or_force(
     tmp_path: Path,
 ) -> None:
     settings = _settings(tmp_path)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     v1, v2, v3, v4 = (_version(warehouse, settings, f"r{i}") for i in range(4))
     _gates(warehouse, v1, passed=True)
     promote(warehouse, settings, v1, actor="test")
@@ -90,7 +91,7 @@ def test_rollback_to_a_version_that_never_served_needs_its_gates_or_force(
 
 def test_rollback_needs_gates_passed_under_the_contract_now_in_force(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     v1, v2 = _version(warehouse, settings, "k1"), _version(warehouse, settings, "k2")
     _gates(warehouse, v1, passed=True)
     promote(warehouse, settings, v1, actor="test")
@@ -109,7 +110,7 @@ def test_rollback_needs_gates_passed_under_the_contract_now_in_force(tmp_path: P
 
 def test_rollback_cli_refuses_in_one_line_and_records_a_forced_rollback(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     v1, v2 = _version(warehouse, settings, "c1"), _version(warehouse, settings, "c2")
     _gates(warehouse, v1, passed=True)
     promote(warehouse, settings, v1, actor="test")
@@ -126,7 +127,7 @@ def test_rollback_cli_refuses_in_one_line_and_records_a_forced_rollback(tmp_path
 
 def test_the_champion_is_never_re_exported(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     v1 = _version(warehouse, settings, "e1")
     promote(warehouse, settings, v1, actor="test", force=True, reason="first")
     folder = get(warehouse, v1).artifact_dir
@@ -139,7 +140,7 @@ def test_the_champion_is_never_re_exported(tmp_path: Path) -> None:
 
 def test_a_champion_that_cannot_be_loaded_fails_the_comparison_closed(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     champ = get(warehouse, _version(warehouse, settings, "f1"))  # its "model" is garbage
     candidate = get(warehouse, _version(warehouse, settings, "f2"))
     rows = EvaluationSet(["where is my card"], ["card_arrival"], "eval", "e")
@@ -157,7 +158,7 @@ def test_a_champion_that_cannot_be_loaded_fails_the_comparison_closed(tmp_path: 
 
 def test_cards_are_written_whole(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     folder = get(warehouse, _version(warehouse, settings, "w1")).artifact_dir
     card = verify(folder)  # checksums of every file match the card
     assert json.loads((folder / CARD).read_text()) == card

@@ -19,6 +19,7 @@ from tests.warehouse_cases import capture
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.settings_sections import OpenAITeacherSettings
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.relabel import relabel
 from tutorloop.labeling.teacher_openai import OpenAITeacher
 
@@ -119,7 +120,7 @@ def test_failures_are_recorded_and_retried_and_review_items_are_queued(
 
 
 def test_cli_relabel_review_and_resolve(settings: Settings, fake: FakeOpenAI) -> None:
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     capture(warehouse, ["card one", "top up failed"], human_labels={0: "card_lost"})
     env = _env(settings, fake)
     done = run_cli("teacher", "relabel", "--json", env=env)
@@ -146,7 +147,7 @@ def test_cli_relabel_review_and_resolve(settings: Settings, fake: FakeOpenAI) ->
 def test_cli_exits_non_zero_only_when_nothing_could_be_labeled(
     settings: Settings, fake: FakeOpenAI
 ) -> None:
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     capture(warehouse, ["[malformed] a", "[refuse] b"])
     env = _env(settings, fake)
     failed = run_cli("teacher", "relabel", env=env)
@@ -161,7 +162,7 @@ def test_cli_exits_non_zero_only_when_nothing_could_be_labeled(
 def test_a_killed_relabel_loses_nothing_and_repeats_no_answered_call(
     settings: Settings, fake: FakeOpenAI, tmp_path: Path
 ) -> None:
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     texts = [f"card number {i}" for i in range(24)]
     case_ids = capture(warehouse, texts)
     fake.hold_s = 0.15

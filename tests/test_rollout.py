@@ -13,6 +13,7 @@ from tests.registry_fixtures import first_version, register_copy, registry_setti
 from tests.test_trainer import TEST
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.registry.lifecycle import history
 from tutorloop.registry.rollout import read_rollout, start_rollout
@@ -38,7 +39,7 @@ def _champion_with_short_windows(tmp_path: Path) -> tuple[Settings, Warehouse]:
     cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(
         update={"window_s": 1.0, "reload_poll_s": 0.1})})  # fmt: skip
     first_version(cfg)
-    return cfg, Warehouse.from_settings(cfg)
+    return cfg, open_warehouse(cfg)
 
 
 def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(tmp_path: Path) -> None:

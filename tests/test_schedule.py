@@ -12,6 +12,7 @@ from tests.conftest import CLI, wait_until
 from tests.test_trainer import _bootstrap, _promote, tiny_env, tiny_settings
 from tests.warehouse_cases import capture
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.loop.schedule import Scheduler, trainer_lock
 
@@ -28,7 +29,7 @@ def _with_human_labels(warehouse: Warehouse, n: int, offset: int = 0) -> None:
 
 def test_one_run_per_window_across_restarts_and_the_lock(tmp_path: Path) -> None:
     settings = tiny_settings(tmp_path / "d", teacher={"backend": "human"})
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     _promote(warehouse, _bootstrap(settings))
     _with_human_labels(warehouse, 40)
     now = [MONDAY]
@@ -58,7 +59,7 @@ def test_one_run_per_window_across_restarts_and_the_lock(tmp_path: Path) -> None
 
 def test_enough_new_labels_trigger_a_run(tmp_path: Path) -> None:
     settings = tiny_settings(tmp_path / "d", trainer={"trigger_new_labels": 5})
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     scheduler = Scheduler(settings, clock=lambda: MONDAY)
     scheduler.mark_installed()
     _with_human_labels(warehouse, 4)
@@ -70,7 +71,7 @@ def test_enough_new_labels_trigger_a_run(tmp_path: Path) -> None:
 
 def test_sigterm_stops_a_run_cleanly_and_its_window_runs_again(tmp_path: Path) -> None:
     settings = tiny_settings(tmp_path / "d", teacher={"backend": "human"})
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     _promote(warehouse, _bootstrap(settings))
     _with_human_labels(warehouse, 120)
     with warehouse.transaction() as con:  # not the first start: an earlier window exists

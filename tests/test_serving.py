@@ -22,7 +22,7 @@ from tests.registry_fixtures import first_version, next_version, registry_settin
 from tutorloop.infra.local_processes import free_port
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.topics import PREDICTIONS, ensure_topics
-from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.registry.lifecycle import promote, rollback
 from tutorloop.serving.fallback import Fallback
 from tutorloop.serving.server import serving
@@ -130,7 +130,7 @@ def test_hot_reload_on_promote_and_rollback_drops_no_request(
     cfg = _settings(tmp_path, settings)
     first_version(cfg)
     second = next_version(cfg)
-    warehouse = Warehouse.from_settings(cfg)
+    warehouse = open_warehouse(cfg)
     if second.gates and second.gates["promoted"]:
         rollback(warehouse, cfg, actor="test")  # start the scenario from v1
     with serving(cfg, port=0) as server:

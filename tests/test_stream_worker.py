@@ -27,6 +27,7 @@ from tutorloop.infra.settings import Settings
 from tutorloop.infra.settings_sections import CaptureSettings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.streams.events import PredictionEvent
 from tutorloop.streams.policy import CapturePolicy
 
@@ -176,7 +177,7 @@ def bad_input_run(
     tmp_path = tmp_path_factory.mktemp("bad-input")
     settings = make_settings(tmp_path / "data", broker_bootstrap)
     stream_env = make_stream_env(settings, f"g-{uuid.uuid4().hex[:10]}")
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     ensure_topics(settings, broker_bootstrap)
     goods: list[PredictionEvent] = []
     topic = settings.topic(PREDICTIONS)

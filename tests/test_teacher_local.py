@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.conftest import run_cli
 from tests.warehouse_cases import capture
 from tutorloop.infra.settings import load_settings
-from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.labeled_csv import LabeledRows, read_labeled_csv
 from tutorloop.labeling.relabel import relabel
 from tutorloop.labeling.teacher_local import LocalTeacher, fit_local_teacher
@@ -61,7 +61,7 @@ def test_refit_changes_the_version_and_relabel_uses_the_new_teacher(tmp_path: Pa
     folder = settings.teacher_path
     first = fit_local_teacher(rows, folder, encoder="all-minilm-l6-v2", models_dir=tmp_path)
     teacher = LocalTeacher(folder, tmp_path)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     tests = read_labeled_csv(TEST)
     capture(warehouse, tests.texts[:20])
     report = relabel(warehouse, teacher, batch_size=8)

@@ -13,6 +13,7 @@ from tests.conftest import run_cli
 from tests.warehouse_cases import capture
 from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.labeling.teacher_local import fit_local_teacher
 from tutorloop.loop.cycle import LabelSetMismatchError, bootstrap, run_cycle, sample_per_label
@@ -54,7 +55,7 @@ def tiny_env(data_dir: Path) -> dict[str, str]:
 
 
 def _bootstrap(settings: Settings) -> str:
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     seed = sample_per_label(read_labeled_csv(TRAIN), 10, 0)
     report = bootstrap(settings, warehouse, seed, source="seed", actor="test")
     assert report.version is not None
@@ -85,7 +86,7 @@ def test_bootstrap_through_the_cli_registers_a_reproducible_candidate(tmp_path: 
     assert 0 < report["metrics"]["temperature"] < 20
 
     settings = tiny_settings(tmp_path / "d")
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     [run] = warehouse.query_dicts("SELECT * FROM training_runs")
     assert run["status"] == "succeeded" and run["dataset_hash"] == report["dataset_hash"]
     assert run["quantization"] == "nf4" and run["seed"] == 0
@@ -105,7 +106,7 @@ def test_bootstrap_through_the_cli_registers_a_reproducible_candidate(tmp_path: 
 
 def test_a_cycle_relabels_builds_and_warm_starts_from_the_champion(tmp_path: Path) -> None:
     settings = tiny_settings(tmp_path / "d", teacher={"encoder": "all-minilm-l6-v2"})
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     fit_local_teacher(
         read_labeled_csv(TRAIN), settings.teacher_path, encoder="all-minilm-l6-v2",
         models_dir=settings.models_dir,
@@ -145,7 +146,7 @@ def test_bad_inputs_register_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert missing.returncode == 1 and "no-such-model not found" in missing.stderr
 
     settings = tiny_settings(data_dir)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     first = _bootstrap(settings)
     _promote(warehouse, first)
     capture(warehouse, ["where is my card"], human_labels={0: "card_arrival"})
@@ -187,7 +188,7 @@ def test_without_4bit_the_run_falls_back_and_says_so(
     monkeypatch.setattr(transformers, "BitsAndBytesConfig", no_4bit)
     settings = tiny_settings(tmp_path / "d")
     version = _bootstrap(settings)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     [run] = warehouse.query_dicts("SELECT quantization, fallback_reason FROM training_runs")
     assert run["quantization"] == "none"
     assert "bitsandbytes 4-bit is not available" in run["fallback_reason"]
@@ -199,7 +200,7 @@ def test_dp_spends_epsilon_on_private_rows_only_and_a_spent_budget_refuses_the_n
 ) -> None:
     dp = {"dp_epsilon": 2.0, "epsilon_budget": 3.0, "dp_batch_size": 16, "dp_epochs": 2}
     settings = tiny_settings(tmp_path / "d", privacy=dp, teacher={"backend": "human"})
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     # The seed set is imported (public): the first student trains without DP and spends none.
     first = _bootstrap(settings)
     assert warehouse.query("SELECT count(*) FROM privacy_ledger") == [(0,)]
@@ -229,7 +230,7 @@ def test_dp_spends_epsilon_on_private_rows_only_and_a_spent_budget_refuses_the_n
 def test_a_strict_dp_run_that_cannot_learn_is_refused_before_it_spends(tmp_path: Path) -> None:
     dp = {"dp_epsilon": 0.5, "dp_strict": True}
     settings = tiny_settings(tmp_path / "d", privacy=dp, teacher={"backend": "human"})
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     _promote(warehouse, _bootstrap(settings))
     test = read_labeled_csv(TEST)
     capture(warehouse, test.texts[:40], human_labels=dict(enumerate(test.labels[:40])))
@@ -242,4 +243,4 @@ def test_a_strict_dp_run_that_cannot_learn_is_refused_before_it_spends(tmp_path:
 def test_empty_dataset_error_type(tmp_path: Path) -> None:
     settings = tiny_settings(tmp_path / "d", teacher={"backend": "human", "labels": ["a", "b"]})
     with pytest.raises(EmptyDatasetError):
-        run_cycle(settings, Warehouse.from_settings(settings))
+        run_cycle(settings, open_warehouse(settings))

@@ -11,6 +11,7 @@ from tutorloop.infra.cli_common import (
     print_json,
     settings_of,
 )
+from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.cli import import_cmd
 
 dataset_app = typer.Typer(help="Training datasets: import labeled data, build, list.")
@@ -27,14 +28,13 @@ def build_cmd(
     json_out: bool = JSON_OUT,
 ) -> None:
     """Build a dataset version from the warehouse (caps, eval set, dedup, replay, split)."""
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.labeling.teachers import label_set
     from tutorloop.registry.store import champion
     from tutorloop.trainer.dataset import DatasetSpec
     from tutorloop.trainer.dataset_store import build_dataset
 
     settings = settings_of(ctx)
-    warehouse = Warehouse.from_settings(settings)
+    warehouse = open_warehouse(settings)
     current = champion(warehouse)
     champion_data = current.dataset_hash if current else None
     base = None if no_previous else (previous or champion_data)
@@ -61,10 +61,9 @@ def build_cmd(
 @dataset_app.command("list")
 def list_cmd(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
     """Dataset versions, newest first."""
-    from tutorloop.infra.warehouse import Warehouse
     from tutorloop.trainer.dataset_store import list_dataset_versions
 
-    rows = list_dataset_versions(Warehouse.from_settings(settings_of(ctx)))
+    rows = list_dataset_versions(open_warehouse(settings_of(ctx)))
     if json_out:
         print_json(rows)
         return
