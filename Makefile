@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test lint layers typecheck unit clean
+.PHONY: setup demo test lint layers typecheck unit postgres clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,15 @@ layers: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+# The tests start a real PostgreSQL server: Debian's package, installed when its binaries are
+# missing (the server runs from a temp folder; no system service is started or changed).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
+
+unit: setup postgres
 	$(BIN)/pytest
 
 test: lint layers typecheck unit

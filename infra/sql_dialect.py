@@ -3,9 +3,11 @@
 tutorloop's SQL is written once, in the dialect DuckDB and PostgreSQL share (DuckDB follows
 PostgreSQL closely), with DuckDB's ``?`` placeholders. :func:`to_postgres` turns a statement
 into what PostgreSQL accepts: ``%s`` placeholders (with parameters, every literal ``%`` doubled,
-inside string literals too, as psycopg requires), and the few type
-names DuckDB spells its own way. A function with no common spelling is not rewritten here by
-pattern: the statement that needs it asks :func:`dialect_of` and writes both forms.
+inside string literals too, as psycopg requires), the few type names DuckDB spells its own way,
+``INTERVAL 5 MINUTE`` quoted, ``unnest(?)`` typed (its parameter is always a list of strings:
+ids, labels, reasons; psycopg sends it untyped), and the DuckDB functions the loop uses that have an exact
+PostgreSQL equivalent: ``arg_max``/``arg_min`` (an ordered ``array_agg`` that, like DuckDB,
+skips rows whose ordering value is NULL), ``epoch`` and ``list_contains``.
 """
 
 from __future__ import annotations
@@ -26,14 +28,65 @@ _TYPES = (
 )
 
 
+_INTERVAL = re.compile(r"\bINTERVAL\s+(\d+)\s+([A-Za-z]+)\b", re.IGNORECASE)
+_FUNCTIONS = re.compile(r"\b(arg_max|arg_min|epoch|list_contains)\s*\(", re.IGNORECASE)
+
+
+def _arguments(sql: str, start: int) -> tuple[list[str], int]:
+    """The comma-separated arguments of the call whose "(" is at ``start``; the index after
+    its ")"."""
+    depth, args, begin, i = 0, [], start + 1, start
+    quote = ""
+    while i < len(sql):
+        ch = sql[i]
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                args.append(sql[begin:i].strip())
+                return args, i + 1
+        elif ch == "," and depth == 1:
+            args.append(sql[begin:i].strip())
+            begin = i + 1
+        i += 1
+    raise ValueError(f"unbalanced parentheses in SQL: {sql[start:start + 60]!r}")
+
+
+def _rewrite_functions(sql: str) -> str:
+    out, pos = [], 0
+    while (match := _FUNCTIONS.search(sql, pos)) is not None:
+        args, end = _arguments(sql, match.end() - 1)
+        args = [_rewrite_functions(a) for a in args]
+        name = match.group(1).lower()
+        if name in ("arg_max", "arg_min"):
+            order = "DESC" if name == "arg_max" else "ASC"
+            call = (f"(array_agg({args[0]} ORDER BY {args[1]} {order}) "
+                    f"FILTER (WHERE {args[1]} IS NOT NULL))[1]")  # fmt: skip
+        elif name == "epoch":
+            call = f"extract(epoch FROM {args[0]})"
+        else:
+            call = f"(({args[1]}) = ANY({args[0]}))"
+        out.append(sql[pos : match.start()] + call)
+        pos = end
+    out.append(sql[pos:])
+    return "".join(out)
+
+
 @functools.lru_cache(maxsize=2048)
 def to_postgres(sql: str, *, with_params: bool = True) -> str:
     """``sql`` (DuckDB spelling) as PostgreSQL (psycopg) accepts it."""
+    if _FUNCTIONS.search(sql):
+        sql = _rewrite_functions(sql)
     percent = "%%" if with_params else "%"
     out: list[str] = []
     for token in _TOKENS.findall(sql):
         if token == "?":
-            out.append("%s")
+            out.append("%s::text[]" if "".join(out).endswith("unnest(") else "%s")
         elif token == "%":
             out.append(percent)
         elif token.startswith(("'", '"')):
@@ -43,7 +96,7 @@ def to_postgres(sql: str, *, with_params: bool = True) -> str:
         else:
             for pattern, replacement in _TYPES:
                 token = pattern.sub(replacement, token)
-            out.append(token)
+            out.append(_INTERVAL.sub(r"INTERVAL '\1 \2'", token))
     return "".join(out)
 
 

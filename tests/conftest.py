@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tutorloop.infra.broker import EmbeddedBroker
+from tutorloop.infra.local_postgres import LocalPostgres
 from tutorloop.infra.local_processes import free_port
 from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.warehouse import Warehouse
@@ -78,8 +79,8 @@ def warehouse(settings: Settings) -> Warehouse:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL server for the session (the Debian package's binaries); its URL."""
+def postgres_cluster() -> Iterator[LocalPostgres]:
+    """A real PostgreSQL server for the session (the Debian package's binaries)."""
     from tutorloop.infra.local_postgres import start_local_postgres, stop_local_postgres
 
     # Not under pytest's temp folder: as root, the server runs as `postgres`, which cannot
@@ -87,10 +88,16 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="tutorloop-pg-"))
     server = start_local_postgres(root, fsync=False)
     try:
-        yield server.url
+        yield server
     finally:
         stop_local_postgres(server)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres_cluster: LocalPostgres) -> str:
+    """The session's PostgreSQL server URL."""
+    return postgres_cluster.url
 
 
 @pytest.fixture
@@ -104,17 +111,31 @@ def postgres_url(postgres_server: str) -> str:
     return postgres_server.rsplit("/", 1)[0] + f"/{name}"
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
-def any_warehouse(request: pytest.FixtureRequest, settings: Settings) -> Warehouse:
-    """The warehouse on each backend: the DuckDB file, then a PostgreSQL database."""
-    if request.param == "duckdb":
-        return open_warehouse(settings)
-    url = request.getfixturevalue("postgres_url")
-    return open_warehouse(
-        settings.model_copy(
-            update={"warehouse": settings.warehouse.model_copy(update={"url": url})}
-        )
+def on_postgres(settings: Settings, url: str | None) -> Settings:
+    """``settings`` with their warehouse in the PostgreSQL database ``url`` (None: unchanged)."""
+    if url is None:
+        return settings
+    return settings.model_copy(
+        update={"warehouse": settings.warehouse.model_copy(update={"url": url})}
     )
+
+
+def warehouse_env(settings: Settings) -> dict[str, str]:
+    """The env a CLI subprocess needs to reach the same warehouse as ``settings``."""
+    url = settings.warehouse.url
+    return {"TUTORLOOP_WAREHOUSE__URL": url} if url else {}
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def backend_url(request: pytest.FixtureRequest) -> str | None:
+    """Runs a test once per warehouse backend: None (the DuckDB file), then a PostgreSQL URL."""
+    return None if request.param == "duckdb" else str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def any_warehouse(backend_url: str | None, settings: Settings) -> Warehouse:
+    """The warehouse on each backend: the DuckDB file, then a PostgreSQL database."""
+    return open_warehouse(on_postgres(settings, backend_url))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from tests.conftest import run_cli
+from tests.conftest import on_postgres, run_cli
 from tests.openai_server import FakeOpenAI, serve
 from tests.warehouse_cases import capture
 from tutorloop.infra.settings import Settings
@@ -26,6 +26,12 @@ from tutorloop.trainer.dataset_store import build_dataset
 
 LABELS = ("card_arrival", "card_lost", "top_up_failed", "top_up_limits")
 DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def settings(settings: Settings, backend_url: str | None) -> Settings:
+    # Every dataset test that takes the settings runs on DuckDB and on a real PostgreSQL.
+    return on_postgres(settings, backend_url)
 
 
 @pytest.fixture

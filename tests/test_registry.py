@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, on_postgres, run_cli, warehouse_env
 from tests.registry_fixtures import LOOSE_GATES, first_version, next_version, registry_settings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.infra.warehouse_backends import open_warehouse
@@ -147,8 +147,9 @@ def test_candidate_lifecycle_through_the_cli(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(900)
-def test_lineage_of_a_prediction_and_a_user(tmp_path: Path) -> None:
-    settings = registry_settings(tmp_path / "d")
+def test_lineage_of_a_prediction_and_a_user(tmp_path: Path, backend_url: str | None) -> None:
+    # Training, registry, sink and the lineage CLI, on DuckDB and on PostgreSQL.
+    settings = on_postgres(registry_settings(tmp_path / "d"), backend_url)
     first_version(settings)
     second = next_version(settings)
     warehouse = open_warehouse(settings)
@@ -159,7 +160,7 @@ def test_lineage_of_a_prediction_and_a_user(tmp_path: Path) -> None:
     with warehouse.transaction() as con:
         con.execute("UPDATE predictions_audit SET model_version = ? WHERE event_id = ?",
                     [second.version, case_id])  # fmt: skip
-    env = _env(tmp_path / "d")
+    env = _env(tmp_path / "d") | warehouse_env(settings)
     lineage = json.loads(run_cli("lineage", "prediction", case_id, "--json", env=env).stdout)
     assert lineage["model_version"] == "v2" and lineage["consent_training"] is True
     assert lineage["case"]["case_id"] == case_id
