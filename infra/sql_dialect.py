@@ -5,9 +5,9 @@ PostgreSQL closely), with DuckDB's ``?`` placeholders. :func:`to_postgres` turns
 into what PostgreSQL accepts: ``%s`` placeholders (with parameters, every literal ``%`` doubled,
 inside string literals too, as psycopg requires), the few type names DuckDB spells its own way,
 ``INTERVAL 5 MINUTE`` quoted, ``unnest(?)`` typed (its parameter is always a list of strings:
-ids, labels, reasons; psycopg sends it untyped), and the DuckDB functions the loop uses that have an exact
-PostgreSQL equivalent: ``arg_max``/``arg_min`` (an ordered ``array_agg`` that, like DuckDB,
-skips rows whose ordering value is NULL), ``epoch`` and ``list_contains``.
+ids, labels, reasons; psycopg sends it untyped), and the DuckDB functions the loop uses that
+have an exact PostgreSQL equivalent: ``arg_max``/``arg_min`` (an ordered ``array_agg`` that,
+like DuckDB, skips rows whose ordering value is NULL) and ``epoch``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _TYPES = (
 
 
 _INTERVAL = re.compile(r"\bINTERVAL\s+(\d+)\s+([A-Za-z]+)\b", re.IGNORECASE)
-_FUNCTIONS = re.compile(r"\b(arg_max|arg_min|epoch|list_contains)\s*\(", re.IGNORECASE)
+_FUNCTIONS = re.compile(r"\b(arg_max|arg_min|epoch)\s*\(", re.IGNORECASE)
 
 
 def _arguments(sql: str, start: int) -> tuple[list[str], int]:
@@ -54,7 +54,7 @@ def _arguments(sql: str, start: int) -> tuple[list[str], int]:
             args.append(sql[begin:i].strip())
             begin = i + 1
         i += 1
-    raise ValueError(f"unbalanced parentheses in SQL: {sql[start:start + 60]!r}")
+    raise ValueError(f"unbalanced parentheses in SQL: {sql[start : start + 60]!r}")
 
 
 def _rewrite_functions(sql: str) -> str:
@@ -67,10 +67,8 @@ def _rewrite_functions(sql: str) -> str:
             order = "DESC" if name == "arg_max" else "ASC"
             call = (f"(array_agg({args[0]} ORDER BY {args[1]} {order}) "
                     f"FILTER (WHERE {args[1]} IS NOT NULL))[1]")  # fmt: skip
-        elif name == "epoch":
-            call = f"extract(epoch FROM {args[0]})"
         else:
-            call = f"(({args[1]}) = ANY({args[0]}))"
+            call = f"extract(epoch FROM {args[0]})"
         out.append(sql[pos : match.start()] + call)
         pos = end
     out.append(sql[pos:])

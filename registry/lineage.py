@@ -48,18 +48,19 @@ def model_lineage(warehouse: Warehouse, version: str) -> dict[str, Any]:
     dataset = model["dataset_hash"]
     model["dataset_sources"] = warehouse.query_dicts(
         "SELECT split, label_source, count(*) AS rows FROM dataset_members"
-        " WHERE dataset_hash = ? GROUP BY ALL ORDER BY ALL",
+        " WHERE dataset_hash = ? GROUP BY split, label_source ORDER BY split, label_source",
         [dataset],
     )
     model["teachers"] = warehouse.query_dicts(
         "SELECT l.teacher_id, l.teacher_version, count(*) AS labels FROM dataset_members m"
         " JOIN labels l ON l.case_id = m.case_id AND l.source = 'teacher'"
-        " WHERE m.dataset_hash = ? GROUP BY ALL ORDER BY ALL",
+        " WHERE m.dataset_hash = ? GROUP BY l.teacher_id, l.teacher_version"
+        " ORDER BY l.teacher_id, l.teacher_version",
         [dataset],
     )
     model["consent"] = warehouse.query_dicts(
         "SELECT c.consent_training, count(*) AS cases FROM dataset_members m"
-        " JOIN cases c USING (case_id) WHERE m.dataset_hash = ? GROUP BY ALL",
+        " JOIN cases c USING (case_id) WHERE m.dataset_hash = ? GROUP BY c.consent_training",
         [dataset],
     )
     model["gates"] = warehouse.query_dicts(
@@ -76,11 +77,13 @@ def model_lineage(warehouse: Warehouse, version: str) -> dict[str, Any]:
     )
     # Erasures of users whose data trained it: retrain without them (the erasure record's
     # model_versions).
-    model["retrain_required"] = warehouse.query_dicts(
-        "SELECT erasure_id, ts FROM erasures WHERE list_contains("
-        "from_json(model_versions, '[\"VARCHAR\"]'), ?) ORDER BY ts",
-        [version],
-    )
+    model["retrain_required"] = [
+        {"erasure_id": erasure_id, "ts": ts}
+        for erasure_id, ts, versions in warehouse.query(
+            "SELECT erasure_id, ts, model_versions FROM erasures ORDER BY ts"
+        )
+        if version in json.loads(versions or "[]")
+    ]
     card = warehouse.query("SELECT card FROM model_versions WHERE version = ?", [version])
     model["warm_start_from"] = json.loads(card[0][0]).get("warm_start_from") if card else None
     return model
@@ -117,9 +120,10 @@ def user_lineage(warehouse: Warehouse, user_id: str) -> dict[str, Any]:
         [user_id],
     )
     usage = warehouse.query_dicts(
-        "SELECT dataset_hash, split, count(*) AS cases, list(DISTINCT model_version)"
+        "SELECT dataset_hash, split, count(*) AS cases, array_agg(DISTINCT model_version)"
         " FILTER (WHERE model_version IS NOT NULL) AS models FROM lineage_user_data"
-        " WHERE user_id = ? AND dataset_hash IS NOT NULL GROUP BY ALL ORDER BY ALL",
+        " WHERE user_id = ? AND dataset_hash IS NOT NULL GROUP BY dataset_hash, split"
+        " ORDER BY dataset_hash, split",
         [user_id],
     )
     predictions = warehouse.query(
