@@ -5,6 +5,7 @@ the server's table files, and clear errors for bad settings or an unreachable se
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,64 @@ def test_an_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "cannot reach the PostgreSQL warehouse" in done.stderr
+
+
+@pytest.mark.slow
+def test_two_worker_hosts_share_one_warehouse_and_lose_nothing_to_a_kill_9(
+    settings: Settings, postgres_url: str, group_id: str, tmp_path: Path
+) -> None:
+    """Two stream workers as two hosts (their own data dirs, one consumer group, one broker)
+    write one PostgreSQL warehouse; one is killed with SIGKILL mid-stream and replaced. Every
+    event is stored exactly once."""
+    import signal
+
+    from kafka import KafkaProducer
+
+    from tests.conftest import WorkerProcess, make_stream_env, wait_until
+    from tutorloop.infra.topics import PREDICTIONS, ensure_topics
+
+    shared = on_postgres(settings, postgres_url)
+    wh = open_warehouse(shared)
+    ensure_topics(settings, settings.broker.bootstrap_servers)
+
+    def host_env(name: str) -> dict[str, str]:
+        host = settings.model_copy(update={"data_dir": tmp_path / name})
+        return make_stream_env(host, group_id) | {
+            "TUTORLOOP_WAREHOUSE__URL": postgres_url,
+            "TUTORLOOP_STREAMS__BATCH_MAX": "50",
+        }
+
+    def stored() -> int:
+        return int(wh.query("SELECT count(*) FROM predictions_audit")[0][0])
+
+    workers = [WorkerProcess(host_env(f"host{i}"), tmp_path / f"w{i}.log") for i in range(2)]
+    total = 3000
+    events = [prediction(confidence=0.3 if i % 7 == 0 else 0.97, user_id=f"u-{i}")
+              for i in range(total)]  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=settings.broker.bootstrap_servers, linger_ms=5)
+    try:
+        for w in workers:
+            w.wait_ready()
+        for e in events:
+            producer.send(settings.topic(PREDICTIONS), key=e.key, value=e.to_bytes())
+        producer.flush()
+        wait_until(lambda: stored() >= 300, interval=0.05, timeout=120)
+        workers[0].stop(signal.SIGKILL)
+        assert stored() < total, "the worker must die mid-stream"
+        workers[0] = WorkerProcess(host_env("host2"), tmp_path / "w2.log")
+        wait_until(lambda: stored() == total, timeout=180)
+        time.sleep(1.5)  # anything still in flight would show up as a duplicate by now
+    finally:
+        producer.close()
+        codes = [w.stop() for w in workers]
+    assert codes == [0, 0]
+    assert wh.query("SELECT count(*), count(DISTINCT event_id) FROM predictions_audit") == [
+        (total, total)
+    ]
+    # The workers' policy (make_stream_env: 5% audit sample) decides which became cases.
+    from tutorloop.infra.settings_sections import CaptureSettings
+    from tutorloop.streams.policy import CapturePolicy
+
+    policy = CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.05))
+    expected = sum(1 for e in events if e.consent.training and policy.reason(e) is not None)
+    assert wh.query("SELECT count(*) FROM cases") == [(expected,)]
