@@ -19,6 +19,7 @@ def show(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
     data["_resolved"] = {
         "config_file": str(config_path() or "(none: defaults)"),
         "warehouse_path": str(settings.warehouse_path),
+        "warehouse_url": settings.warehouse.url,
     }
     if json_out:
         print_json(data)

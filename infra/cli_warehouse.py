@@ -13,7 +13,9 @@ from tutorloop.infra.warehouse_backends import open_warehouse
 if TYPE_CHECKING:
     from tutorloop.infra.warehouse import Warehouse
 
-warehouse_app = typer.Typer(help="Inspect and migrate the DuckDB warehouse.")
+warehouse_app = typer.Typer(
+    help="Inspect and migrate the warehouse (the DuckDB file or the PostgreSQL database)."
+)
 
 
 def _warehouse(ctx: typer.Context) -> Warehouse:
@@ -30,7 +32,7 @@ def migrate_cmd(ctx: typer.Context) -> None:
 
     with wh.connect() as con:  # opening migrates
         version = current_version(con)
-    console.print(f"warehouse {wh.path}: schema version {version}")
+    console.print(f"warehouse {wh.location}: schema version {version}")
 
 
 @warehouse_app.command("status")
@@ -45,7 +47,7 @@ def status(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
             r[0]
             for r in con.execute(
                 "SELECT table_name FROM information_schema.tables "
-                "WHERE table_schema = 'main' AND table_type = 'BASE TABLE' ORDER BY 1"
+                "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1"
             ).fetchall()
         ]
         counts = {}
@@ -55,14 +57,14 @@ def status(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
     if json_out:
         print_json(
             {
-                "path": str(wh.path),
+                "location": wh.location,
                 "schema_version": version,
                 "latest_version": LATEST_VERSION,
                 "rows": counts,
             }
         )
         return
-    console.print(f"warehouse {wh.path} (schema version {version})")
+    console.print(f"warehouse {wh.location} (schema version {version})")
     table = Table("table", "rows")
     for name, count in counts.items():
         table.add_row(name, str(count))

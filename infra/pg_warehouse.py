@@ -131,6 +131,10 @@ class PostgresWarehouse(Warehouse):
         self._migrated = False
         self._migrate_lock = threading.Lock()
 
+    @property
+    def location(self) -> str:
+        return _redacted(self.url)
+
     def _open_pg(self, timeout_s: float) -> PgConnection:
         import psycopg
 

@@ -124,6 +124,11 @@ class Warehouse:
 
     # -- public API -------------------------------------------------------------------------
 
+    @property
+    def location(self) -> str:
+        """Where the warehouse is, for people: the file, or the database (no password)."""
+        return str(self.path)
+
     @contextlib.contextmanager
     def connect(self, *, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the file (migrating it on first use), yield a connection, close it.

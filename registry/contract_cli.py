@@ -52,7 +52,7 @@ def init_cmd(
     else:
         from tutorloop.registry.store import champion
 
-        if settings.warehouse_path.exists():
+        if settings.warehouse.url is not None or settings.warehouse_path.exists():
             current = champion(open_warehouse(settings))
             labels = list(current.label_set) if current else []
     try:

@@ -37,7 +37,7 @@ def doctor(
             [str(uuid.uuid4())],
         )
         con.execute("ROLLBACK")
-    checks.append(("warehouse", True, f"{wh.path} ({(time.perf_counter() - t0) * 1e3:.0f} ms)"))
+    checks.append(("warehouse", True, f"{wh.location} ({(time.perf_counter() - t0) * 1e3:.0f} ms)"))
 
     broker = EmbeddedBroker(settings)
     started_here = False

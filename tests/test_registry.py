@@ -29,13 +29,14 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.mark.timeout(900)
-def test_candidate_lifecycle_through_the_cli(tmp_path: Path) -> None:
+def test_candidate_lifecycle_through_the_cli(tmp_path: Path, backend_url: str | None) -> None:
+    # Gates, promotion, rollback, history and diff through the CLI, on DuckDB and PostgreSQL.
     data_dir = tmp_path / "d"
-    settings = registry_settings(data_dir)
+    settings = on_postgres(registry_settings(data_dir), backend_url)
     first = first_version(settings)
     assert first.gates is not None and first.gates["passed"], first.gates
     assert first.gates["promoted"]  # no champion yet: absolute gates only, then promoted
-    env = _env(data_dir)
+    env = _env(data_dir) | warehouse_env(settings)
     warehouse = open_warehouse(settings)
 
     gates = json.loads(run_cli("registry", "gates", "v1", "--json", env=env).stdout)

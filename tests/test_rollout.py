@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import run_cli, wait_until
+from tests.conftest import on_postgres, run_cli, wait_until, warehouse_env
 from tests.registry_fixtures import first_version, register_copy, registry_settings
 from tests.test_trainer import TEST
 from tutorloop.infra.settings import Settings
@@ -33,17 +33,22 @@ def _traffic(url: str, texts: list[str], users: int) -> dict[str, set[str]]:
     return seen
 
 
-def _champion_with_short_windows(tmp_path: Path) -> tuple[Settings, Warehouse]:
+def _champion_with_short_windows(
+    tmp_path: Path, backend_url: str | None = None
+) -> tuple[Settings, Warehouse]:
     """v1 trained and promoted; live windows of 1 s."""
-    cfg = registry_settings(tmp_path / "data")
+    cfg = on_postgres(registry_settings(tmp_path / "data"), backend_url)
     cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(
         update={"window_s": 1.0, "reload_poll_s": 0.1})})  # fmt: skip
     first_version(cfg)
     return cfg, open_warehouse(cfg)
 
 
-def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(tmp_path: Path) -> None:
-    cfg, warehouse = _champion_with_short_windows(tmp_path)
+def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(
+    tmp_path: Path, backend_url: str | None
+) -> None:
+    # Live windows, automatic rollback and promotion on DuckDB and on PostgreSQL.
+    cfg, warehouse = _champion_with_short_windows(tmp_path, backend_url)
     texts = read_labeled_csv(TEST).texts
     worse = register_copy(warehouse, cfg, "v1", shift=30.0)
     start_rollout(warehouse, cfg, worse, mode="canary", percent=50, actor="test",
@@ -65,7 +70,7 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(tmp_path: Path) -
     assert champion(warehouse).version == "v1"  # type: ignore[union-attr]
     [(outcome, agreement)] = warehouse.query(
         "SELECT r.outcome, min(w.agreement) FROM rollouts r JOIN rollout_windows w"
-        " USING (rollout_id) WHERE r.version = ? GROUP BY ALL", [worse]
+        " USING (rollout_id) WHERE r.version = ? GROUP BY r.outcome", [worse]
     )  # fmt: skip
     assert outcome == "rolled_back" and agreement < 0.8
 
@@ -80,7 +85,7 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(tmp_path: Path) -
     last = history(warehouse)[-1]
     assert (last.action, last.from_version, last.to_version) == ("promote", "v1", good)
     assert last.reason and "held its live thresholds" in last.reason
-    env = {"TUTORLOOP_DATA_DIR": str(cfg.data_dir)}
+    env = {"TUTORLOOP_DATA_DIR": str(cfg.data_dir)} | warehouse_env(cfg)
     shown = run_cli("registry", "history", env=env)
     assert shown.returncode == 0 and "rollout_rollback" in shown.stdout, shown.stderr
 

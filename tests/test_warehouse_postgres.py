@@ -180,3 +180,16 @@ def test_two_worker_hosts_share_one_warehouse_and_lose_nothing_to_a_kill_9(
     policy = CapturePolicy.from_settings(CaptureSettings(audit_sample_rate=0.05))
     expected = sum(1 for e in events if e.consent.training and policy.reason(e) is not None)
     assert wh.query("SELECT count(*) FROM cases") == [(expected,)]
+
+
+def test_warehouse_status_names_the_database_and_counts_its_rows(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    env = {"TUTORLOOP_DATA_DIR": str(tmp_path), "TUTORLOOP_WAREHOUSE__URL": postgres_url}
+    done = run_cli("warehouse", "status", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    status = json.loads(done.stdout)
+    assert status["location"] == postgres_url and status["schema_version"] == LATEST_VERSION
+    assert status["rows"]["predictions_audit"] == 0 and "schema_version" in status["rows"]
