@@ -13,7 +13,7 @@ import boto3
 import httpx
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import on_postgres, wait_until
 from tests.registry_fixtures import first_version, register_copy, registry_settings
 from tutorloop.infra.local_processes import free_port, stop_process
 from tutorloop.infra.local_s3 import KEY, SECRET, S3State, start_local_s3
@@ -37,9 +37,11 @@ def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3State]:
     stop_process(state.pid, "weed")
 
 
-def _host(data_dir: Path, s3: S3State) -> Settings:
+def _host(data_dir: Path, s3: S3State, warehouse_url: str | None = None) -> Settings:
+    """One host: its own data dir; the store (and the warehouse, when given) shared."""
     cfg = registry_settings(data_dir, artifact_store=f"s3://{BUCKET}/tutorloop",
                             s3_endpoint_url=s3.endpoint)  # fmt: skip
+    cfg = on_postgres(cfg, warehouse_url)
     return cfg.model_copy(update={"serving": cfg.serving.model_copy(
         update={"reload_poll_s": 0.2})})  # fmt: skip
 
@@ -50,9 +52,11 @@ def _blobs(s3: S3State) -> int:
 
 
 def test_replicas_follow_promotion_and_rollback_through_the_store(
-    tmp_path: Path, s3: S3State, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, s3: S3State, caplog: pytest.LogCaptureFixture, backend_url: str | None
 ) -> None:
-    registry = _host(tmp_path / "registry", s3)
+    """With PostgreSQL, three hosts share nothing but the warehouse server and the S3 store:
+    the trainer/registry host and two serving replicas, each with its own data dir."""
+    registry = _host(tmp_path / "registry", s3, backend_url)
     first_version(registry)  # trained, gated and promoted here: v1 goes to the store
     warehouse = open_warehouse(registry)
     store = ArtifactStore.from_settings(registry)
@@ -60,7 +64,7 @@ def test_replicas_follow_promotion_and_rollback_through_the_store(
     blobs = _blobs(s3)
     same = register_copy(warehouse, registry, "v1", shift=0.0)
     other = register_copy(warehouse, registry, "v1", shift=5.0)
-    replicas = [_host(tmp_path / name, s3) for name in ("replica-a", "replica-b")]
+    replicas = [_host(tmp_path / name, s3, backend_url) for name in ("replica-a", "replica-b")]
     with serving(replicas[0], port=0) as a, serving(replicas[1], port=0) as b:
 
         def versions() -> list[str | None]:
