@@ -160,17 +160,6 @@ class PostgresWarehouse(Warehouse):
             con.close()
 
     @contextlib.contextmanager
-    def transaction(self, *, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.connect(timeout_s=timeout_s) as con:
-            con.execute("BEGIN")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
-
-    @contextlib.contextmanager
     def urgent(self) -> Iterator[None]:
         # No single-writer lock to jump: urgent work needs no special path on PostgreSQL.
         yield

@@ -71,7 +71,21 @@ _GROUPS = ("Muslim", "Catholic", "Hindu", "Sikh", "Christian", "Buddhist", "Nige
            "Pakistani", "Ghanaian")  # fmt: skip
 
 
+# Slots every split fills the same way: straight from the locale's Faker provider.
+_FAKER_SLOTS = {"ORGANIZATION": "company", "STREET_ADDRESS": "street_address",
+                "POSTCODE": "postcode", "LOCATION": "city"}  # fmt: skip
+
+
+def faker_slot(fake: Any, entity: str) -> str | None:
+    """The locale's own value for a place or company slot; None for other slots."""
+    method = _FAKER_SLOTS.get(entity)
+    return None if method is None else str(getattr(fake, method)())
+
+
 def _value(fake: Any, us: Any, entity: str, rng: random.Random) -> str:
+    plain = faker_slot(fake, entity)
+    if plain is not None:
+        return plain
     if entity == "PERSON":
         name = str(fake.name())
         return rng.choice([name, name, name.lower(), name.upper()])
@@ -102,16 +116,8 @@ def _value(fake: Any, us: Any, entity: str, rng: random.Random) -> str:
         )
     if entity == "NRP":
         return rng.choice(_GROUPS)
-    if entity == "ORGANIZATION":
-        return str(fake.company())
     if entity == "TITLE":
         return rng.choice(["Mr", "Mrs", "Ms", "Dr.", "Prof."])
-    if entity == "STREET_ADDRESS":
-        return str(fake.street_address())
-    if entity == "POSTCODE":
-        return str(fake.postcode())
-    if entity == "LOCATION":
-        return str(fake.city())
     if entity == "AGE":
         return str(rng.randint(18, 95))
     raise ValueError(f"unknown slot {entity}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from tutorloop.privacy.eval_corpus import build_records
+from tutorloop.privacy.eval_corpus import build_records, faker_slot
 
 LOCALES = ("pt_BR", "pt_PT", "fi_FI", "no_NO", "hu_HU", "ro_RO", "de_AT", "sk_SK", "fr_CA",
            "es_MX")  # fmt: skip
@@ -91,6 +91,9 @@ def _person(fake: Any, rng: random.Random) -> str:
 
 
 def _value(fake: Any, us: Any, entity: str, rng: random.Random) -> str:
+    plain = faker_slot(fake, entity)
+    if plain is not None:
+        return plain
     if entity == "PERSON":
         return _person(fake, rng)
     if entity == "PHONE_NUMBER":
@@ -121,16 +124,8 @@ def _value(fake: Any, us: Any, entity: str, rng: random.Random) -> str:
         return str(rng.randint(10, 17) if rng.random() < 0.4 else rng.randint(18, 85))
     if entity == "NRP":
         return rng.choice(_GROUPS)
-    if entity == "ORGANIZATION":
-        return str(fake.company())
     if entity == "TITLE":
         return rng.choice(_TITLES)
-    if entity == "STREET_ADDRESS":
-        return str(fake.street_address())
-    if entity == "POSTCODE":
-        return str(fake.postcode())
-    if entity == "LOCATION":
-        return str(fake.city())
     raise ValueError(f"unknown slot {entity}")
 
 

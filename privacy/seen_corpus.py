@@ -16,7 +16,7 @@ import random
 import re
 from typing import Any
 
-from tutorloop.privacy.eval_corpus import build_records
+from tutorloop.privacy.eval_corpus import build_records, faker_slot
 
 LOCALES = ("en_AU", "en_CA", "en_NZ", "en_IN", "sv_SE", "da_DK", "pl_PL", "cs_CZ")
 
@@ -75,6 +75,9 @@ def _dob(fake: Any, rng: random.Random) -> str:
 
 
 def _value(fake: Any, us: Any, entity: str, rng: random.Random) -> str:
+    plain = faker_slot(fake, entity)
+    if plain is not None:
+        return plain
     if entity == "PERSON":
         first, last = str(fake.first_name()), str(fake.last_name())
         return rng.choice([f"{first} {last}", f"{last}, {first}", first.lower() + " " + last])
@@ -109,16 +112,8 @@ def _value(fake: Any, us: Any, entity: str, rng: random.Random) -> str:
         return str(rng.randint(11, 17) if rng.random() < 0.5 else rng.randint(18, 80))
     if entity == "NRP":
         return rng.choice(_GROUPS)
-    if entity == "ORGANIZATION":
-        return str(fake.company())
     if entity == "TITLE":
         return rng.choice(_TITLES)
-    if entity == "STREET_ADDRESS":
-        return str(fake.street_address())
-    if entity == "POSTCODE":
-        return str(fake.postcode())
-    if entity == "LOCATION":
-        return str(fake.city())
     raise ValueError(f"unknown slot {entity}")
 
 
