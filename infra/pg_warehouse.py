@@ -27,13 +27,14 @@ import pyarrow as pa
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.migrations import migrate
 from tutorloop.infra.sql_dialect import to_postgres
-from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.warehouse import Warehouse, WarehouseBusyError
 
 
 class PostgresUnavailableError(TutorloopError):
     """The PostgreSQL warehouse could not be reached; the message says where and why."""
 
 
+_PRIMARY_KEYS: dict[str, list[str]] = {}  # the schema is the same in every database we open
 _DML = re.compile(r"\s*(?:INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 
 
@@ -53,8 +54,16 @@ class PgConnection:
             raw.adapters.register_loader(name, TextLoader)
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> PgConnection:
+        import psycopg
+
         args = list(params) if params else None
-        self._cursor = self._raw.execute(to_postgres(sql, with_params=bool(args)), args)
+        try:
+            self._cursor = self._raw.execute(to_postgres(sql, with_params=bool(args)), args)
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
+                psycopg.errors.LockNotAvailable) as exc:  # fmt: skip
+            # Transient: the transaction rolls back and the caller retries it (the stream
+            # worker retries a busy warehouse forever, never dropping the batch).
+            raise WarehouseBusyError(f"PostgreSQL: {type(exc).__name__}; retry") from exc
         self._dml = _DML.match(sql) is not None
         return self
 
@@ -96,11 +105,26 @@ class PgConnection:
         with self._raw.cursor().copy(f"COPY _batch_{table} ({cols}) FROM STDIN") as copy:
             for row in rows.to_pylist():
                 copy.write_row([_copy_value(row[c]) for c in rows.column_names])
+        # Rows go in primary-key order: two writers inserting overlapping keys (a redelivered
+        # batch during a rebalance) then wait on each other in one order and cannot deadlock.
+        order = ", ".join(self._primary_key(table)) or cols
         cursor = self._raw.execute(
-            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch_{table} ON CONFLICT DO NOTHING"
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch_{table} ORDER BY {order} "
+            "ON CONFLICT DO NOTHING"
         )
         self._raw.execute(f"DROP TABLE IF EXISTS _batch_{table}")
         return int(cursor.rowcount)
+
+    def _primary_key(self, table: str) -> list[str]:
+        if table not in _PRIMARY_KEYS:
+            rows = self._raw.execute(
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+                " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary"
+                " ORDER BY array_position(i.indkey, a.attnum)",
+                [table],
+            ).fetchall()
+            _PRIMARY_KEYS[table] = [str(r[0]) for r in rows]
+        return _PRIMARY_KEYS[table]
 
     def close(self) -> None:
         self._raw.close()

@@ -50,10 +50,9 @@ def test_a_database_migrated_by_a_newer_tutorloop_is_refused(postgres_url: str) 
 
 
 def test_concurrent_sinks_store_each_event_once(settings: Settings, postgres_url: str) -> None:
-    """Two writers (as two workers after a rebalance) store overlapping batches at once."""
+    """Two writers (as two workers during a rebalance) store the same events at once, in
+    opposite orders, several times: each event once, and no deadlock between them."""
     wh = open_warehouse(on_postgres(settings, postgres_url))
-    events = [prediction(confidence=0.2, user_id=f"u{i}") for i in range(300)]
-    records = [RawRecord(e.to_bytes(), 0, i) for i, e in enumerate(events)]
     errors: list[BaseException] = []
 
     def write(batch: list[RawRecord]) -> None:
@@ -62,17 +61,21 @@ def test_concurrent_sinks_store_each_event_once(settings: Settings, postgres_url
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=write, args=(records[i:] + records[:i],))
-               for i in (0, 150)]  # fmt: skip
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    assert wh.query("SELECT count(*), count(DISTINCT event_id) FROM predictions_audit") == [
-        (300, 300)
-    ]
-    assert wh.query("SELECT count(*) FROM cases") == [(300,)]
+    for round_ in range(4):
+        events = [prediction(confidence=0.2, user_id=f"u{i}") for i in range(300)]
+        records = [RawRecord(e.to_bytes(), 0, i) for i, e in enumerate(events)]
+        threads = [threading.Thread(target=write, args=(batch,))
+                   for batch in (records, records[::-1])]  # fmt: skip
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        stored = (300 * (round_ + 1),) * 2
+        assert wh.query("SELECT count(*), count(DISTINCT event_id) FROM predictions_audit") == [
+            stored
+        ]
+    assert wh.query("SELECT count(*) FROM cases") == [(1200,)]
 
 
 def _files_holding(root: Path, needle: bytes) -> list[Path]:
