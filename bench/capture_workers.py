@@ -41,6 +41,7 @@ from tutorloop.infra.topics import PREDICTIONS, ensure_topics
 from tutorloop.infra.warehouse_backends import open_warehouse
 
 console = Console()
+_SINK_PROCESS = ["true"]  # streams.sink_process for the workers started here
 
 
 def _warehouse_env(backend: str, tmp: Path, pg: LocalPostgres | None) -> dict[str, str]:
@@ -74,6 +75,7 @@ def _start(
         TUTORLOOP_CAPTURE__AUDIT_SAMPLE_RATE="0",
         TUTORLOOP_PRIVACY__SCRUBBER="regex",
         TUTORLOOP_LOG_LEVEL="WARNING",
+        TUTORLOOP_STREAMS__SINK_PROCESS=_SINK_PROCESS[0],
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "tutorloop", "streams", "worker"],
@@ -153,7 +155,11 @@ def main() -> None:
     parser.add_argument("--backends", default="duckdb,postgres")
     parser.add_argument("--latency-events", type=int, default=1000)
     parser.add_argument("--latency-rate", type=float, default=200.0)
+    parser.add_argument(
+        "--sink-in-process", action="store_true", help="streams.sink_process = false"
+    )
     args = parser.parse_args()
+    _SINK_PROCESS[0] = "false" if args.sink_in_process else "true"
     backends = args.backends.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="tutorloop-bench-workers-"))
     settings = load_settings(data_dir=tmp, broker={"port": free_port(),

@@ -116,6 +116,10 @@ class StreamsSettings(_Section):
     metrics_port: int = Field(
         default=0, ge=0, le=65535, description="Prometheus text on 127.0.0.1:PORT; 0 = off"
     )
+    sink_process: bool = Field(
+        default=True,
+        description="run the sink in a child process, so consuming and storing overlap",
+    )
     log_every_s: float = Field(default=30.0, gt=0, description="periodic counters log line")
     emit_linger_ms: int = Field(default=20, ge=0, description="emitter batching delay")
     emit_max_block_ms: int = Field(

@@ -151,7 +151,7 @@ def dlq_replay(
     from tutorloop.infra.topics import PREDICTIONS_DLQ
     from tutorloop.streams.dead_letters import replay
     from tutorloop.streams.isolation import SystemicSinkError
-    from tutorloop.streams.worker import build_sink
+    from tutorloop.streams.sink_process import build_sink
 
     settings = settings_of(ctx)
     letters = _chosen_letters(ctx, reason, since, "open")

@@ -26,38 +26,14 @@ from tutorloop.infra.settings import Settings
 from tutorloop.infra.settings_sections import StreamsSettings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, PREDICTIONS_DLQ, ensure_topics
 from tutorloop.infra.warehouse import WarehouseBusyError
-from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.privacy.scrubber import Scrubber
-from tutorloop.privacy.scrubbing import configured_scrubber
 from tutorloop.streams.batch import BatchOutcome, RawRecord
-from tutorloop.streams.fetch import KafkaRecordFetcher
 from tutorloop.streams.isolation import Isolator
 from tutorloop.streams.metrics import StreamMetrics
-from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import CaptureSink
+from tutorloop.streams.sink_process import SinkProcess, build_sink
 
 log = logging.getLogger(__name__)
-
-
-def default_scrubber(settings: Settings) -> Scrubber:
-    """The scrubber configured in ``privacy.scrubber`` (loaded once per worker)."""
-    return configured_scrubber(settings.privacy)
-
-
-def build_sink(settings: Settings, bootstrap: str, scrubber: Scrubber | None = None) -> CaptureSink:
-    """The sink a worker (or a dead-letter replay) writes through, with its Kafka readers."""
-    predictions_name = settings.topic(PREDICTIONS)
-    return CaptureSink(
-        open_warehouse(settings),
-        CapturePolicy.from_settings(settings.capture),
-        scrubber or default_scrubber(settings),
-        predictions_topic=predictions_name,
-        escalations_topic=settings.topic(ESCALATIONS),
-        fetcher=KafkaRecordFetcher(bootstrap, predictions_name),
-        escalation_fetcher=KafkaRecordFetcher(bootstrap, settings.topic(ESCALATIONS)),
-        unknown_fields=settings.streams.unknown_fields,
-        retention_hours=settings.streams.retention_hours,
-    )
 
 
 def _faust_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -153,7 +129,11 @@ def build_app(
     bootstrap = bootstrap_servers(settings)
     ensure_topics(settings, bootstrap)
     metrics = metrics or StreamMetrics()
-    sink = build_sink(settings, bootstrap, scrubber)
+    sink: CaptureSink | SinkProcess = (
+        SinkProcess(settings, bootstrap)
+        if settings.streams.sink_process and scrubber is None
+        else build_sink(settings, bootstrap, scrubber)
+    )
     app = _faust_app(settings, bootstrap)
     app.tutorloop_metrics = metrics  # type: ignore[attr-defined]
     app.tutorloop_sink = sink  # type: ignore[attr-defined]

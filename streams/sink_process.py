@@ -1,0 +1,94 @@
+"""Where a worker's sink runs: in the worker's interpreter, or in a process of its own.
+
+The sink (pydantic validation, capture policy, scrubbing, Arrow rows, one transaction) costs
+~60 µs an event; in the worker's interpreter it shares the GIL with faust's event loop, so
+consuming and storing take turns. :class:`SinkProcess` runs the same sink in a child process
+fed the raw record bytes, so faust keeps fetching while a batch is stored
+(``streams.sink_process``; BENCHMARKS.md has the measurement). Delivery is unchanged: the agent
+acks a batch only after the child returns its outcome, and an exception in the child is
+raised in the worker, where the retry and isolation rules apply as before.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS
+from tutorloop.infra.warehouse_backends import open_warehouse
+from tutorloop.privacy.scrubber import Scrubber
+from tutorloop.privacy.scrubbing import configured_scrubber
+from tutorloop.streams.batch import BatchOutcome, RawRecord
+from tutorloop.streams.fetch import KafkaRecordFetcher
+from tutorloop.streams.policy import CapturePolicy
+from tutorloop.streams.sink import CaptureSink
+
+
+def default_scrubber(settings: Settings) -> Scrubber:
+    """The scrubber configured in ``privacy.scrubber`` (loaded once per worker)."""
+    return configured_scrubber(settings.privacy)
+
+
+def build_sink(settings: Settings, bootstrap: str, scrubber: Scrubber | None = None) -> CaptureSink:
+    """The sink a worker (or a dead-letter replay) writes through, with its Kafka readers."""
+    predictions_name = settings.topic(PREDICTIONS)
+    return CaptureSink(
+        open_warehouse(settings),
+        CapturePolicy.from_settings(settings.capture),
+        scrubber or default_scrubber(settings),
+        predictions_topic=predictions_name,
+        escalations_topic=settings.topic(ESCALATIONS),
+        fetcher=KafkaRecordFetcher(bootstrap, predictions_name),
+        escalation_fetcher=KafkaRecordFetcher(bootstrap, settings.topic(ESCALATIONS)),
+        unknown_fields=settings.streams.unknown_fields,
+        retention_hours=settings.streams.retention_hours,
+    )
+
+
+class SinkProcess:
+    """The sink of :func:`build_sink`, run in one child process (spawned, so that no thread
+    or socket of the worker is inherited); same three calls as :class:`CaptureSink`."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        self.predictions_topic = settings.topic(PREDICTIONS)
+        self.escalations_topic = settings.topic(ESCALATIONS)
+        self._pool = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_child,
+            initargs=(settings, bootstrap),
+        )
+        self._pool.submit(_call, "ready").result()  # fail at start-up, not on the first batch
+
+    def write_predictions(self, records: Sequence[RawRecord]) -> BatchOutcome:
+        return self._run("write_predictions", list(records))
+
+    def write_escalations(self, records: Sequence[RawRecord]) -> BatchOutcome:
+        return self._run("write_escalations", list(records))
+
+    def retry_parked(self) -> BatchOutcome:
+        return self._run("retry_parked")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, method: str, *args: Any) -> BatchOutcome:
+        outcome: BatchOutcome = self._pool.submit(_call, method, *args).result()
+        return outcome
+
+
+_CHILD_SINK: CaptureSink | None = None
+
+
+def _start_child(settings: Settings, bootstrap: str) -> None:
+    global _CHILD_SINK
+    _CHILD_SINK = build_sink(settings, bootstrap)
+
+
+def _call(method: str, *args: Any) -> Any:
+    if method == "ready":
+        return None
+    return getattr(_CHILD_SINK, method)(*args)
