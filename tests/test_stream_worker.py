@@ -88,19 +88,25 @@ def _expected_cases(events: list[PredictionEvent]) -> dict[str, str | None]:
     }
 
 
+@pytest.mark.parametrize("sink_process", ["true", "false"])
 def test_n_events_give_exactly_the_expected_rows(
     settings: Settings,
     producer: KafkaProducer,
     stream_env: dict[str, str],
     tmp_path: Path,
     warehouse: Warehouse,
+    sink_process: str,
 ) -> None:
+    # The sink in its own process (the default) and in the worker's.
     events = _mixed_events(400)
     expected_cases = _expected_cases(events)
     _send(producer, settings, events)
     port = free_port()
     worker = WorkerProcess(
-        stream_env, tmp_path / "w.log", TUTORLOOP_STREAMS__METRICS_PORT=str(port)
+        stream_env,
+        tmp_path / "w.log",
+        TUTORLOOP_STREAMS__METRICS_PORT=str(port),
+        TUTORLOOP_STREAMS__SINK_PROCESS=sink_process,
     )
     try:
         wait_until(lambda: _count(warehouse, "predictions_audit") == 400)
