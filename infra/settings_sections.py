@@ -56,9 +56,7 @@ class WarehouseSettings(_Section):
         description="postgresql://user@host:port/db[?sslmode=verify-full&sslrootcert=...]: "
         "the shared PostgreSQL warehouse instead of the DuckDB file",
     )
-    password_env: str | None = Field(
-        default=None, description="name of the env var holding the PostgreSQL password"
-    )
+    password_env: str | None = Field(default=None, description="env var with the DB password")
 
     @field_validator("url")
     @classmethod
@@ -117,8 +115,7 @@ class StreamsSettings(_Section):
         default=0, ge=0, le=65535, description="Prometheus text on 127.0.0.1:PORT; 0 = off"
     )
     sink_process: bool = Field(
-        default=True,
-        description="run the sink in a child process, so consuming and storing overlap",
+        default=True, description="run the sink in a child process: consuming and storing overlap"
     )
     log_every_s: float = Field(default=30.0, gt=0, description="periodic counters log line")
     emit_linger_ms: int = Field(default=20, ge=0, description="emitter batching delay")
