@@ -41,7 +41,6 @@ from tutorloop.infra.topics import PREDICTIONS, ensure_topics
 from tutorloop.infra.warehouse_backends import open_warehouse
 
 console = Console()
-_SINK_PROCESS = ["true"]  # streams.sink_process for the workers started here
 
 
 def _warehouse_env(backend: str, tmp: Path, pg: LocalPostgres | None) -> dict[str, str]:
@@ -58,7 +57,7 @@ def _warehouse_env(backend: str, tmp: Path, pg: LocalPostgres | None) -> dict[st
 
 
 def _start(
-    tmp: Path, bootstrap: str, group: str, warehouse: dict[str, str]
+    tmp: Path, bootstrap: str, group: str, warehouse: dict[str, str], sink_process: str = "true"
 ) -> tuple[int, subprocess.Popen[bytes]]:
     port = free_port()
     data_dir = tmp / f"host-{uuid.uuid4().hex[:6]}"
@@ -75,7 +74,7 @@ def _start(
         TUTORLOOP_CAPTURE__AUDIT_SAMPLE_RATE="0",
         TUTORLOOP_PRIVACY__SCRUBBER="regex",
         TUTORLOOP_LOG_LEVEL="WARNING",
-        TUTORLOOP_STREAMS__SINK_PROCESS=_SINK_PROCESS[0],
+        TUTORLOOP_STREAMS__SINK_PROCESS=sink_process,
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "tutorloop", "streams", "worker"],
@@ -122,14 +121,16 @@ def _latency_ms(
 
 
 def _measure(backend: str, tmp: Path, bootstrap: str, events: int, pg: LocalPostgres | None,
-             latency: tuple[int, float]) -> dict[str, float]:  # fmt: skip
+             latency: tuple[int, float], sink_process: str) -> dict[str, float]:  # fmt: skip
     result: dict[str, float] = {}
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for workers in (1, 2):
             warehouse = _warehouse_env(backend, tmp, pg)
             group = f"bench-{backend}-{workers}-{uuid.uuid4().hex[:6]}"
-            started = [_start(tmp, bootstrap, group, warehouse) for _ in range(workers)]
+            started = [
+                _start(tmp, bootstrap, group, warehouse, sink_process) for _ in range(workers)
+            ]
             procs = [p for _, p in started]
             result[f"{workers}w"] = _group_rate([port for port, _ in started], events)
             console.print(f"{backend}: {workers} worker(s) {result[f'{workers}w']:,.0f} events/s")
@@ -159,7 +160,7 @@ def main() -> None:
         "--sink-in-process", action="store_true", help="streams.sink_process = false"
     )
     args = parser.parse_args()
-    _SINK_PROCESS[0] = "false" if args.sink_in_process else "true"
+    sink_process = "false" if args.sink_in_process else "true"
     backends = args.backends.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="tutorloop-bench-workers-"))
     settings = load_settings(data_dir=tmp, broker={"port": free_port(),
@@ -176,7 +177,9 @@ def main() -> None:
         ceiling = _faust_ceiling(bootstrap, topic, args.events, tmp)
         console.print(f"plain aiokafka {base:,.0f} events/s; empty faust agent {ceiling:,.0f}")
         latency = (args.latency_events, args.latency_rate)
-        results = {b: _measure(b, tmp, bootstrap, args.events, pg, latency) for b in backends}
+        results = {
+            b: _measure(b, tmp, bootstrap, args.events, pg, latency, sink_process) for b in backends
+        }
     finally:
         if pg is not None:
             stop_local_postgres(pg)

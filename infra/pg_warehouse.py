@@ -16,6 +16,7 @@ vacuumed, and ``VACUUM FULL`` rewrites each table without them (:meth:`compact`)
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -52,17 +53,18 @@ class PgConnection:
 
         for name in ("json", "jsonb"):
             raw.adapters.register_loader(name, TextLoader)
-
-    def execute(self, sql: str, params: Sequence[Any] | None = None) -> PgConnection:
         import psycopg
 
+        # Transient: the transaction rolls back and the caller retries it (the stream worker
+        # retries a busy warehouse forever, never dropping the batch).
+        self._transient = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
+                           psycopg.errors.LockNotAvailable)  # fmt: skip
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> PgConnection:
         args = list(params) if params else None
         try:
             self._cursor = self._raw.execute(to_postgres(sql, with_params=bool(args)), args)
-        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
-                psycopg.errors.LockNotAvailable) as exc:  # fmt: skip
-            # Transient: the transaction rolls back and the caller retries it (the stream
-            # worker retries a busy warehouse forever, never dropping the batch).
+        except self._transient as exc:
             raise WarehouseBusyError(f"PostgreSQL: {type(exc).__name__}; retry") from exc
         self._dml = _DML.match(sql) is not None
         return self
@@ -133,8 +135,6 @@ class PgConnection:
 def _copy_value(value: Any) -> Any:
     # JSON columns arrive from Arrow as dicts or lists; COPY's text format wants JSON text.
     if isinstance(value, dict | list):
-        import json
-
         return json.dumps(value)
     return value
 

@@ -84,7 +84,7 @@ def to_postgres(sql: str, *, with_params: bool = True) -> str:
     out: list[str] = []
     for token in _TOKENS.findall(sql):
         if token == "?":
-            out.append("%s::text[]" if "".join(out).endswith("unnest(") else "%s")
+            out.append("%s::text[]" if out and out[-1].endswith("unnest(") else "%s")
         elif token == "%":
             out.append(percent)
         elif token.startswith(("'", '"')):

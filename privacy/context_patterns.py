@@ -22,7 +22,6 @@ _I = re.IGNORECASE
 _UP = r"A-ZÀ-ÖØ-ÝĀ-Ž"  # capital letters, Latin scripts
 _LOW = r"a-zß-öø-ÿā-ž"
 _NAME = rf"[A-Za-z{_UP}{_LOW}][A-Za-z{_UP}{_LOW}'\u2019-]+"
-_CAP = rf"[{_UP}][\w'\u2019.-]*"  # a capitalised word
 _INITIAL = rf"(?:[{_UP}]\.\s?)"
 _MONTH = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
