@@ -6,11 +6,14 @@ consuming and storing take turns. :class:`SinkProcess` runs the same sink in a c
 fed the raw record bytes, so faust keeps fetching while a batch is stored
 (``streams.sink_process``; BENCHMARKS.md has the measurement). Delivery is unchanged: the agent
 acks a batch only after the child returns its outcome, and an exception in the child is
-raised in the worker, where the retry and isolation rules apply as before.
+raised in the worker, where the retry rules apply as before. Poison isolation (bisecting a
+failing batch) runs in the child, next to the sink, so that a batch crosses the process
+boundary once; the records cross as three plain lists, which pickle in C.
 """
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +26,7 @@ from tutorloop.privacy.scrubber import Scrubber
 from tutorloop.privacy.scrubbing import configured_scrubber
 from tutorloop.streams.batch import BatchOutcome, RawRecord
 from tutorloop.streams.fetch import KafkaRecordFetcher
+from tutorloop.streams.isolation import Isolator
 from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.sink import CaptureSink
 
@@ -69,6 +73,20 @@ class SinkProcess:
     def write_escalations(self, records: Sequence[RawRecord]) -> BatchOutcome:
         return self._run("write_escalations", list(records))
 
+    async def write_isolated(
+        self, method: str, source_topic: str, records: Sequence[RawRecord]
+    ) -> BatchOutcome:
+        """``method``'s write through the child's :class:`Isolator` for ``source_topic``,
+        awaited without a thread of the worker's."""
+        columns = (
+            [r.value for r in records],
+            [r.partition for r in records],
+            [r.offset for r in records],
+        )
+        future = self._pool.submit(_write_isolated, method, source_topic, *columns)
+        outcome: BatchOutcome = await asyncio.wrap_future(future)
+        return outcome
+
     def retry_parked(self) -> BatchOutcome:
         return self._run("retry_parked")
 
@@ -81,6 +99,7 @@ class SinkProcess:
 
 
 _CHILD_SINK: CaptureSink | None = None
+_CHILD_ISOLATORS: dict[str, Isolator] = {}  # by source topic: each remembers its own failures
 
 
 def _start_child(settings: Settings, bootstrap: str) -> None:
@@ -92,3 +111,11 @@ def _call(method: str, *args: Any) -> Any:
     if method == "ready":
         return None
     return getattr(_CHILD_SINK, method)(*args)
+
+
+def _write_isolated(
+    method: str, source_topic: str, values: list[bytes], partitions: list[int], offsets: list[int]
+) -> BatchOutcome:
+    isolator = _CHILD_ISOLATORS.setdefault(source_topic, Isolator(source_topic))
+    records = [RawRecord(v, p, o) for v, p, o in zip(values, partitions, offsets, strict=True)]
+    return isolator.write(getattr(_CHILD_SINK, method), records)

@@ -13,6 +13,7 @@ Several workers with the same ``streams.group_id`` split the partitions.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -61,27 +62,36 @@ def _faust_app(settings: Settings, bootstrap: str) -> faust.App:
     )
 
 
-_Write = Callable[[Sequence[RawRecord]], BatchOutcome]
+#: Writes one batch with poison isolation; raises WarehouseBusyError or the sink's failure.
+_IsolatedWrite = Callable[[list[RawRecord]], Awaitable[BatchOutcome]]
+
+
+def _in_thread(write: Callable[[Sequence[RawRecord]], BatchOutcome], source_topic: str
+               ) -> _IsolatedWrite:  # fmt: skip
+    """An in-process sink's write, isolated and run in a thread (the event loop keeps going)."""
+    isolator = Isolator(source_topic)
+
+    async def write_isolated(records: list[RawRecord]) -> BatchOutcome:
+        return await asyncio.to_thread(isolator.write, write, records)
+
+    return write_isolated
 
 
 def _batch_runner(
     app: faust.App, cfg: StreamsSettings, metrics: StreamMetrics, dlq: Any
-) -> Callable[[str, Any, _Write, str], Awaitable[None]]:
-    """The agents' loop: take a batch, write it (dead letters to the DLQ), then ack it."""
+) -> Callable[[str, Any, _IsolatedWrite], Awaitable[None]]:
+    """The agents' loop: take a batch, write it (dead letters to the DLQ), then ack it.
 
-    async def run_batches(agent: str, stream: Any, write: _Write, source_topic: str) -> None:
-        isolator = Isolator(source_topic)
-        async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
-            started = time.perf_counter()
-            records = [
-                RawRecord(
-                    value=bytes(e.message.value or b""),
-                    partition=e.message.partition,
-                    offset=e.message.offset,
-                )
-                for e in events
-            ]
-            outcome = await _write_with_retry(agent, write, records, isolator, metrics)
+    Taking and writing overlap: while one batch is written (in a thread, or in the sink's own
+    process), the next is taken from the stream. Writes stay one at a time and in order, and
+    acks follow them, so the delivery rule is unchanged.
+    """
+
+    async def write_and_ack(agent: str, stream: Any, pending: asyncio.Queue[Any],
+                            write: _IsolatedWrite) -> None:  # fmt: skip
+        while True:
+            started, events, records = await pending.get()
+            outcome = await _write_with_retry(agent, write, records, metrics)
             written = time.perf_counter()
             for letter in outcome.dead_letters:
                 await app.producer.send_and_wait(
@@ -92,9 +102,31 @@ def _batch_runner(
             done = time.perf_counter()
             metrics.record(agent, outcome, done - started)
             log.debug(
-                "%s: %d records, sink %.0f ms, dlq+ack %.0f ms",
+                "%s: %d records, queued+sink %.0f ms, dlq+ack %.0f ms",
                 agent, len(records), (written - started) * 1e3, (done - written) * 1e3,
             )  # fmt: skip
+
+    async def run_batches(agent: str, stream: Any, write: _IsolatedWrite) -> None:
+        pending: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)  # one written, one waiting
+        writer = asyncio.create_task(write_and_ack(agent, stream, pending, write))
+        try:
+            async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
+                records = [
+                    RawRecord(
+                        value=bytes(e.message.value or b""),
+                        partition=e.message.partition,
+                        offset=e.message.offset,
+                    )
+                    for e in events
+                ]
+                queued = asyncio.ensure_future(pending.put((time.perf_counter(), events, records)))
+                await asyncio.wait({queued, writer}, return_when=asyncio.FIRST_COMPLETED)
+                if writer.done():  # the writer never ends by itself: surface its error
+                    queued.cancel()
+                    writer.result()
+                    raise RuntimeError(f"{agent}: the batch writer stopped")
+        finally:
+            writer.cancel()
 
     return run_batches
 
@@ -145,13 +177,20 @@ def build_app(
         app, settings.streams, metrics, topic(settings.topic(PREDICTIONS_DLQ))
     )
 
+    def isolated(method: str, source_topic: str) -> _IsolatedWrite:
+        if isinstance(sink, SinkProcess):
+            return functools.partial(sink.write_isolated, method, source_topic)
+        return _in_thread(getattr(sink, method), source_topic)
+
     @app.agent(topic(settings.topic(PREDICTIONS)), name="predictions")
     async def predictions(stream: Any) -> None:
-        await run_batches("predictions", stream, sink.write_predictions, sink.predictions_topic)
+        write = isolated("write_predictions", sink.predictions_topic)
+        await run_batches("predictions", stream, write)
 
     @app.agent(topic(settings.topic(ESCALATIONS)), name="escalations")
     async def escalations(stream: Any) -> None:
-        await run_batches("escalations", stream, sink.write_escalations, sink.escalations_topic)
+        write = isolated("write_escalations", sink.escalations_topic)
+        await run_batches("escalations", stream, write)
 
     _add_timers(app, settings.streams, metrics)
 
@@ -182,9 +221,8 @@ _TRANSIENT_LOG_EVERY_S = 60.0
 
 async def _write_with_retry(
     agent: str,
-    write: Callable[[Sequence[RawRecord]], BatchOutcome],
+    write: _IsolatedWrite,
     records: list[RawRecord],
-    isolator: Isolator,
     metrics: StreamMetrics,
 ) -> BatchOutcome:
     failures = 0
@@ -192,7 +230,7 @@ async def _write_with_retry(
     waiting_since = logged_at = None
     while True:
         try:
-            return await asyncio.to_thread(isolator.write, write, records)
+            return await write(records)
         except WarehouseBusyError as exc:
             # Another process holds the warehouse for long: wait, never drop the batch.
             # Transient: retried forever, counted, and logged once a minute at most.

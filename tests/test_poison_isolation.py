@@ -129,7 +129,7 @@ def test_a_busy_warehouse_is_retried_counted_and_logged_once_a_minute(
 
     from tutorloop.infra.warehouse import WarehouseBusyError
     from tutorloop.streams.metrics import StreamMetrics
-    from tutorloop.streams.worker import _write_with_retry
+    from tutorloop.streams.worker import _in_thread, _write_with_retry
 
     calls: list[int] = []
 
@@ -143,7 +143,7 @@ def test_a_busy_warehouse_is_retried_counted_and_logged_once_a_minute(
     with caplog.at_level("WARNING", logger="tutorloop.streams.worker"):
         outcome = asyncio.run(
             _write_with_retry(
-                "predictions", busy_twice, _records(["a", "b"]), Isolator("p"), metrics
+                "predictions", _in_thread(busy_twice, "p"), _records(["a", "b"]), metrics
             )
         )
     assert outcome.audited == 2 and calls == [2, 2, 2]  # never split, never dead-lettered
