@@ -12,7 +12,11 @@ counted from the moment every worker of the group has stored an event (the group
 rebalance are left out) until all N are stored, from the workers' Prometheus counters. With
 the two workers still running, events are emitted at a steady rate and their emit-to-row
 latency is read from the audit rows. The empty faust agent's rate on the same topic is the
-ceiling (issue #17: one worker >= 85% of it; two workers >= 1.5x one).
+ceiling (issue #17: one worker >= 85% of it; two workers >= 1.5x one); it varies by a quarter
+from run to run, so it is measured before and after the workers and both are printed.
+
+How busy the machine's cores were during each measurement (from /proc/stat) is printed with
+it: two workers on one machine can only add what the cores left idle allow.
 """
 
 from __future__ import annotations
@@ -85,21 +89,31 @@ def _start(
     return port, proc
 
 
-def _group_rate(ports: list[int], events: int) -> float:
-    """Events/s from the moment every worker has stored something until all are stored."""
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores since boot (Linux /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _group_rate(ports: list[int], events: int) -> tuple[float, float]:
+    """Events/s from the moment every worker has stored something until all are stored, and
+    the share of all cores busy meanwhile."""
     deadline = time.monotonic() + 900
-    start_at, start_count = None, 0
+    start_at, start_count, ticks = None, 0, (0, 0)
     while time.monotonic() < deadline:
         counts = [audited(p) for p in ports]
         now = time.perf_counter()
         if start_at is None and all(counts):
-            start_at, start_count = now, sum(counts)
+            start_at, start_count, ticks = now, sum(counts), _cpu_ticks()
         if sum(counts) >= events:
             break
         time.sleep(0.05)
     if start_at is None or sum(audited(p) for p in ports) < events:
         raise SystemExit(f"workers did not finish: {[audited(p) for p in ports]} of {events}")
-    return (events - start_count) / (time.perf_counter() - start_at)
+    rate = (events - start_count) / (time.perf_counter() - start_at)
+    busy, total = (end - begin for end, begin in zip(_cpu_ticks(), ticks, strict=True))
+    return rate, busy / total
 
 
 def _latency_ms(
@@ -132,8 +146,9 @@ def _measure(backend: str, tmp: Path, bootstrap: str, events: int, pg: LocalPost
                 _start(tmp, bootstrap, group, warehouse, sink_process) for _ in range(workers)
             ]
             procs = [p for _, p in started]
-            result[f"{workers}w"] = _group_rate([port for port, _ in started], events)
-            console.print(f"{backend}: {workers} worker(s) {result[f'{workers}w']:,.0f} events/s")
+            rate, busy = _group_rate([port for port, _ in started], events)
+            result[f"{workers}w"], result[f"{workers}w_busy"] = rate, busy
+            console.print(f"{backend}: {workers} worker(s) {rate:,.0f}/s, cores {busy:.0%} busy")
             if workers == 2:
                 lat = _latency_ms(tmp, bootstrap, warehouse, *latency)
                 result["p50_ms"] = statistics.median(lat)
@@ -174,22 +189,28 @@ def main() -> None:
         topic = settings.topic(PREDICTIONS)
         produce(bootstrap, topic, args.events)
         base = asyncio.run(aiokafka_rate(bootstrap, topic, args.events))
-        ceiling = _faust_ceiling(bootstrap, topic, args.events, tmp)
-        console.print(f"plain aiokafka {base:,.0f} events/s; empty faust agent {ceiling:,.0f}")
+        before = _faust_ceiling(bootstrap, topic, args.events, tmp)
+        console.print(f"plain aiokafka {base:,.0f} events/s; empty faust agent {before:,.0f}")
         latency = (args.latency_events, args.latency_rate)
         results = {
             b: _measure(b, tmp, bootstrap, args.events, pg, latency, sink_process) for b in backends
         }
+        after = _faust_ceiling(bootstrap, topic, args.events, tmp)
     finally:
         if pg is not None:
             stop_local_postgres(pg)
         broker.down()
-    console.print(f"\n{args.events:,} events, {args.partitions} partitions; "
-                  f"empty faust agent {ceiling:,.0f} events/s")  # fmt: skip
+    ceiling = (before + after) / 2
+    console.print(
+        f"\n{args.events:,} events, {args.partitions} partitions; empty faust agent "
+        f"{before:,.0f} before, {after:,.0f} after (mean {ceiling:,.0f}) events/s"
+    )
     for backend, r in results.items():
         console.print(
-            f"{backend:9s} one worker {r['1w']:,.0f}/s = {r['1w'] / ceiling:.0%} of faust; "
-            f"two workers {r['2w']:,.0f}/s = {r['2w'] / r['1w']:.2f}x one; "
+            f"{backend:9s} one worker {r['1w']:,.0f}/s = {r['1w'] / ceiling:.0%} of faust's mean "
+            f"({r['1w'] / max(before, after):.0%}-{r['1w'] / min(before, after):.0%}), cores "
+            f"{r['1w_busy']:.0%} busy; two workers {r['2w']:,.0f}/s = {r['2w'] / r['1w']:.2f}x "
+            f"one, cores {r['2w_busy']:.0%} busy; "
             f"emit->row p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms"
         )
 
