@@ -90,20 +90,31 @@ def predict_logits(
     model: Any, tokenizer: Any, ids: list[list[int]], batch: int = 64
 ) -> torch.Tensor:
     """Logits for tokenized texts, batched by length (little padding), in input order."""
-    out = torch.zeros(0)
+    return predict_logits_and_embeddings(model, tokenizer, ids, batch)[0]
+
+
+def predict_logits_and_embeddings(
+    model: Any, tokenizer: Any, ids: list[list[int]], batch: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and sentence embeddings (the last hidden layer mean-pooled over real tokens,
+    what the open-set scores read) for tokenized texts, in input order."""
     if not ids:
-        return out
-    chunks: dict[int, torch.Tensor] = {}
+        return torch.zeros(0), torch.zeros(0)
+    logits: dict[int, torch.Tensor] = {}
+    pooled: dict[int, torch.Tensor] = {}
     model.eval()
     # no_grad, not inference_mode: bitsandbytes 4-bit layers keep tensors created here, and
     # inference tensors then break the next training step.
     with torch.no_grad():
         for idx in length_sorted_batches(ids, batch):
             enc = pad(tokenizer, [ids[i] for i in idx])
-            logits = model(**enc).logits.float()
+            out = model(**enc, output_hidden_states=True)
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            mean = (out.hidden_states[-1].float() * mask).sum(1) / mask.sum(1)
             for row, i in enumerate(idx):
-                chunks[i] = logits[row]
-    return torch.stack([chunks[i] for i in range(len(ids))])
+                logits[i], pooled[i] = out.logits[row].float(), mean[row]
+    order = range(len(ids))
+    return torch.stack([logits[i] for i in order]), torch.stack([pooled[i] for i in order])
 
 
 def _loss_on(model: Any, tokenizer: Any, split: TokenizedSplit, cfg: TrainerSettings) -> float:

@@ -1,0 +1,193 @@
+"""Benchmark: open-intent detection — a quarter of the intents never seen in training.
+
+Usage: python bench/open_intent.py [--seeds 0,1,2] [--per-intent 20] [--holdout 0.25]
+                                  [--eval dev|test]
+
+The standard open-intent protocol on Banking77: for each seed, 25% of the intents are drawn
+as unknown and left out of training; the student (trainer defaults, the seed student's epochs)
+trains on ``--per-intent`` rows of each known intent, with 3 more per intent as its validation
+rows. Scored rows: ``--eval test`` — the test file, known intents in scope, unknown intents out
+of scope; ``--eval dev`` — 10 other train-file rows per intent, known and unknown (for choosing
+a method without looking at the test file).
+
+For each in-scope score (calibrated max-softmax, energy, nearest-neighbour cosine, relative
+Mahalanobis on the student's mean-pooled embedding): AUROC (in scope vs out of scope), and,
+with the threshold chosen on the validation rows alone so that they lose at most 2 points of
+accuracy (abstaining on an in-scope row counts as wrong), the scored rows' in-scope accuracy
+against no abstention and their out-of-scope recall (issue #16's targets: AUROC >= 0.90 and
+>= +0.03 over max-softmax; OOS recall >= 0.70 within 2 points of the no-abstention accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from tutorloop.evaluation.metrics import FloatArray
+from tutorloop.evaluation.open_set import (
+    RelativeMahalanobis,
+    auroc,
+    nearest_neighbour_similarity,
+    threshold_for_accuracy_drop,
+)
+from tutorloop.infra.settings import load_settings
+from tutorloop.labeling.labeled_csv import read_labeled_csv
+from tutorloop.labeling.models import resolve_model
+from tutorloop.trainer.dataset_store import dataset_features
+from tutorloop.trainer.student import load_student
+from tutorloop.trainer.train import predict_logits_and_embeddings, train_student
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "banking77"
+console = Console()
+_VALIDATION_PER_INTENT = 3
+_DEV_PER_INTENT = 10
+
+
+def _splits(seed: int, per_intent: int, holdout: float, evaluate: str) -> dict[str, Any]:
+    train = read_labeled_csv(DATA / "train.csv")
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for text, label in zip(train.texts, train.labels, strict=True):
+        by_label[label].append(text)
+    labels = sorted(by_label)
+    rng = random.Random(seed)
+    unknown = set(rng.sample(labels, round(holdout * len(labels))))
+    known = [label for label in labels if label not in unknown]
+    rows, dev_in, dev_out = [], [], []
+    for label in labels:
+        texts = rng.sample(by_label[label], len(by_label[label]))
+        if label in unknown:
+            dev_out += texts[:_DEV_PER_INTENT]
+            continue
+        end = per_intent + _VALIDATION_PER_INTENT
+        rows += [(t, label, "train") for t in texts[:per_intent]]
+        rows += [(t, label, "validation") for t in texts[per_intent:end]]
+        dev_in += [(t, label) for t in texts[end : end + _DEV_PER_INTENT]]
+    if evaluate == "test":
+        test = read_labeled_csv(DATA / "test.csv")
+        pairs = list(zip(test.texts, test.labels, strict=True))
+        dev_in = [(t, label) for t, label in pairs if label not in unknown]
+        dev_out = [t for t, label in pairs if label in unknown]
+    return {"known": known, "rows": rows, "in_scope": dev_in, "out_of_scope": dev_out}
+
+
+def _dataset(rows: list[tuple[str, str, str]], labels: list[str]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [{"case_id": f"{split}:{i}", "text": text, "label": labels.index(label),
+          "soft_targets": [float(x == label) for x in labels], "source": "human",
+          "split": split, "replay": False, "private": False}
+         for i, (text, label, split) in enumerate(rows)],
+        features=dataset_features(labels),
+    )  # fmt: skip
+
+
+def _softmax(z: FloatArray) -> FloatArray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+def _scores(
+    logits: FloatArray, emb: FloatArray, train_emb: FloatArray, mahalanobis: RelativeMahalanobis,
+    temperature: float,
+) -> dict[str, FloatArray]:  # fmt: skip
+    top = logits.max(axis=1, keepdims=True)
+    return {
+        "max-softmax": _softmax(logits / temperature).max(axis=1),
+        "energy": (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0],
+        "nearest neighbour": nearest_neighbour_similarity(train_emb, emb),
+        "relative Mahalanobis": mahalanobis.score(emb),
+    }
+
+
+def _run_seed(seed: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    data = _splits(seed, args.per_intent, args.holdout, args.eval)
+    known, rows = data["known"], data["rows"]
+    settings = load_settings()
+    cfg = settings.trainer
+    student = load_student(resolve_model(cfg.base_model, settings.models_dir), known, cfg)
+    started = time.perf_counter()
+    outcome = train_student(student, _dataset(rows, known), cfg, epochs=cfg.bootstrap_epochs)
+    console.print(
+        f"seed {seed}: trained on {len(rows)} rows in {time.perf_counter() - started:.0f}s"
+    )
+
+    def embed(texts: list[str]) -> tuple[FloatArray, FloatArray]:
+        ids = student.tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
+        logits, emb = predict_logits_and_embeddings(student.model, student.tokenizer, ids)
+        return logits.numpy(), emb.numpy()
+
+    index = {label: i for i, label in enumerate(known)}
+    train_rows = [(t, label) for t, label, split in rows if split == "train"]
+    val_rows = [(t, label) for t, label, split in rows if split == "validation"]
+    _, train_emb = embed([t for t, _ in train_rows])
+    mahalanobis = RelativeMahalanobis.fit(train_emb, np.array([index[x] for _, x in train_rows]))
+
+    def score(logits: FloatArray, emb: FloatArray) -> dict[str, FloatArray]:
+        return _scores(logits, emb, train_emb, mahalanobis, outcome.temperature)
+
+    val_logits, val_emb = embed([t for t, _ in val_rows])
+    in_logits, in_emb = embed([t for t, _ in data["in_scope"]])
+    out_logits, out_emb = embed(data["out_of_scope"])
+    val_correct = val_logits.argmax(1) == np.array([index[x] for _, x in val_rows])
+    in_correct = in_logits.argmax(1) == np.array([index[x] for _, x in data["in_scope"]])
+    val_s, in_s, out_s = (
+        score(val_logits, val_emb),
+        score(in_logits, in_emb),
+        score(out_logits, out_emb),
+    )
+    result = {}
+    for name in val_s:
+        threshold = threshold_for_accuracy_drop(val_s[name], val_correct, args.max_drop)
+        result[name] = {
+            "auroc": auroc(in_s[name], out_s[name]),
+            "accuracy": float(in_correct.mean()),
+            "accuracy_abstaining": float((in_correct & (in_s[name] >= threshold)).mean()),
+            "oos_recall": float((out_s[name] < threshold).mean()),
+        }
+    console.print(f"seed {seed}: {json.dumps(result, indent=None)}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--per-intent", type=int, default=20)
+    parser.add_argument("--holdout", type=float, default=0.25)
+    parser.add_argument("--eval", choices=("dev", "test"), default="dev")
+    parser.add_argument("--max-drop", type=float, default=0.02)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory():
+        runs = [_run_seed(int(s), args) for s in args.seeds.split(",")]
+    table = Table(title=f"open intent, {args.holdout:.0%} unknown, {args.per_intent} rows per "
+                        f"known intent, {args.eval} rows, median of {len(runs)} seeds")  # fmt: skip
+    for column in ("score", "AUROC", "in-scope acc (no abstention)", "in-scope acc abstaining",
+                   "OOS recall"):  # fmt: skip
+        table.add_column(column)
+    for name in runs[0]:
+        med = {k: statistics.median(r[name][k] for r in runs) for k in runs[0][name]}
+        spread = {k: (min(r[name][k] for r in runs), max(r[name][k] for r in runs))
+                  for k in runs[0][name]}  # fmt: skip
+        table.add_row(name, *(f"{med[k]:.3f} ({spread[k][0]:.3f}-{spread[k][1]:.3f})"
+                              for k in ("auroc", "accuracy", "accuracy_abstaining",
+                                        "oos_recall")))  # fmt: skip
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
