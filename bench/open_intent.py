@@ -150,6 +150,11 @@ def _run_seed(seed: int, args: argparse.Namespace) -> dict[str, dict[str, float]
         score(in_logits, in_emb),
         score(out_logits, out_emb),
     )
+    for scores in (val_s, in_s, out_s):  # each z-scored by the validation rows, then summed
+        scores["max-softmax + rel. Mahalanobis"] = sum(
+            (scores[k] - val_s[k].mean()) / val_s[k].std()
+            for k in ("max-softmax", "relative Mahalanobis")
+        )
     result = {}
     for name in val_s:
         threshold = threshold_for_accuracy_drop(val_s[name], val_correct, args.max_drop)

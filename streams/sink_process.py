@@ -54,7 +54,7 @@ def build_sink(settings: Settings, bootstrap: str, scrubber: Scrubber | None = N
 
 class SinkProcess:
     """The sink of :func:`build_sink`, run in one child process (spawned, so that no thread
-    or socket of the worker is inherited); same three calls as :class:`CaptureSink`."""
+    or socket of the worker is inherited): batches go through :meth:`write_isolated`."""
 
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         self.predictions_topic = settings.topic(PREDICTIONS)
@@ -66,12 +66,6 @@ class SinkProcess:
             initargs=(settings, bootstrap),
         )
         self._pool.submit(_call, "ready").result()  # fail at start-up, not on the first batch
-
-    def write_predictions(self, records: Sequence[RawRecord]) -> BatchOutcome:
-        return self._run("write_predictions", list(records))
-
-    def write_escalations(self, records: Sequence[RawRecord]) -> BatchOutcome:
-        return self._run("write_escalations", list(records))
 
     async def write_isolated(
         self, method: str, source_topic: str, records: Sequence[RawRecord]
