@@ -17,7 +17,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import faust
@@ -79,7 +79,7 @@ def _in_thread(write: Callable[[Sequence[RawRecord]], BatchOutcome], source_topi
 
 def _batch_runner(
     app: faust.App, cfg: StreamsSettings, metrics: StreamMetrics, dlq: Any
-) -> Callable[[str, Any, _IsolatedWrite], Awaitable[None]]:
+) -> Callable[[str, Any, _IsolatedWrite], Coroutine[Any, Any, None]]:
     """The agents' loop: take a batch, write it (dead letters to the DLQ), then ack it.
 
     Taking and writing overlap: while one batch is written (in a thread, or in the sink's own

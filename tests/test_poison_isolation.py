@@ -149,3 +149,45 @@ def test_a_busy_warehouse_is_retried_counted_and_logged_once_a_minute(
     assert outcome.audited == 2 and calls == [2, 2, 2]  # never split, never dead-lettered
     assert metrics.totals()["transient_retries"] == 2
     assert len([r for r in caplog.records if "retrying" in r.getMessage()]) == 1
+
+
+def test_the_next_batch_is_taken_while_one_is_written_and_acks_follow_each_write() -> None:
+    # The agents' loop on a stream of three batches and a slow sink: the stream is asked for
+    # the second batch before the first write ends, writes stay one at a time and in order,
+    # and no event is acked before its own batch is written.
+    import asyncio
+    from types import SimpleNamespace
+
+    from tutorloop.infra.settings_sections import StreamsSettings
+    from tutorloop.streams.metrics import StreamMetrics
+    from tutorloop.streams.worker import _batch_runner
+
+    log: list[str] = []
+
+    def event(offset: int) -> SimpleNamespace:
+        return SimpleNamespace(message=SimpleNamespace(value=b"{}", partition=0, offset=offset))
+
+    class Stream:
+        async def noack_take(self, n: int, within: float):  # type: ignore[no-untyped-def]
+            for first in (0, 2, 4):
+                log.append(f"take {first}")
+                yield [event(first), event(first + 1)]
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.3)  # the stream stays open: the writer drains meanwhile
+
+        async def ack(self, e: SimpleNamespace) -> None:
+            log.append(f"ack {e.message.offset}")
+
+    async def slow_write(records: list[RawRecord]) -> BatchOutcome:
+        log.append(f"write {records[0].offset} begins")
+        await asyncio.sleep(0.05)
+        log.append(f"write {records[0].offset} ends")
+        return BatchOutcome(consumed=len(records), audited=len(records))
+
+    run = _batch_runner(None, StreamsSettings(), StreamMetrics(), None)  # type: ignore[arg-type]
+    asyncio.run(run("predictions", Stream(), slow_write))
+    assert log.index("take 2") < log.index("write 0 ends")  # taking overlapped the write
+    writes = [line for line in log if line.startswith("write")]
+    assert writes == [f"write {o} {w}" for o in (0, 2, 4) for w in ("begins", "ends")]
+    for offset in range(6):
+        assert log.index(f"ack {offset}") > log.index(f"write {offset - offset % 2} ends")
