@@ -52,9 +52,11 @@ def test_fewer_rows_than_dimensions_still_give_finite_scores() -> None:
 
 
 def test_a_scorer_needs_two_classes_and_more_rows_than_classes() -> None:
-    train, targets, _, _ = _world()
+    train, *_ = _world()
     with pytest.raises(ValueError, match="two classes"):
         RelativeMahalanobis.fit(train[:5], np.zeros(5, dtype=int))
+    with pytest.raises(ValueError, match="more rows than classes"):
+        RelativeMahalanobis.fit(train[:3], np.arange(3))
 
 
 def test_nearest_neighbour_similarity_is_one_on_a_memorised_row() -> None:

@@ -4,6 +4,7 @@ good one is promoted after it held; both in `registry history` and the warehouse
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import httpx
@@ -36,7 +37,7 @@ def _traffic(url: str, texts: list[str], users: int) -> dict[str, list[str]]:
 def _sticky_until_rollback(answers: list[str], canary: str) -> bool:
     """A user's answers came from one version, except canary answers followed by the
     champion's once the canary was rolled back (the rollback may land mid-traffic)."""
-    switched = [a for a, b in zip(answers, answers[1:], strict=False) if a != b]
+    switched = [a for a, b in itertools.pairwise(answers) if a != b]
     return not switched or (switched == [canary] and answers[-1] != canary)
 
 
