@@ -24,7 +24,6 @@ import argparse
 import json
 import random
 import statistics
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -177,8 +176,7 @@ def main() -> None:
     parser.add_argument("--max-drop", type=float, default=0.02)
     args = parser.parse_args()
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory():
-        runs = [_run_seed(int(s), args) for s in args.seeds.split(",")]
+    runs = [_run_seed(int(s), args) for s in args.seeds.split(",")]
     table = Table(title=f"open intent, {args.holdout:.0%} unknown, {args.per_intent} rows per "
                         f"known intent, {args.eval} rows, median of {len(runs)} seeds")  # fmt: skip
     for column in ("score", "AUROC", "in-scope acc (no abstention)", "in-scope acc abstaining",
