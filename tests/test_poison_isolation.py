@@ -173,14 +173,18 @@ def test_the_next_batch_is_taken_while_one_is_written_and_acks_follow_each_write
                 log.append(f"take {first}")
                 yield [event(first), event(first + 1)]
                 await asyncio.sleep(0)
-            await asyncio.sleep(0.3)  # the stream stays open: the writer drains meanwhile
+            # The stream stays open while the writer drains (a slow machine only waits longer).
+            for _ in range(1000):
+                if sum(line.startswith("ack") for line in log) == 6:
+                    break
+                await asyncio.sleep(0.01)
 
         async def ack(self, e: SimpleNamespace) -> None:
             log.append(f"ack {e.message.offset}")
 
     async def slow_write(records: list[RawRecord]) -> BatchOutcome:
         log.append(f"write {records[0].offset} begins")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
         log.append(f"write {records[0].offset} ends")
         return BatchOutcome(consumed=len(records), audited=len(records))
 
