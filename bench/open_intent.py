@@ -24,6 +24,7 @@ import argparse
 import json
 import random
 import statistics
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
+from scipy.special import logsumexp
 
 from tutorloop.evaluation.metrics import FloatArray
 from tutorloop.evaluation.open_set import (
@@ -44,9 +46,12 @@ from tutorloop.evaluation.open_set import (
 from tutorloop.infra.settings import load_settings
 from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.labeling.models import resolve_model
-from tutorloop.trainer.dataset_store import dataset_features
+from tutorloop.registry.onnx_model import calibrated_proba
 from tutorloop.trainer.student import load_student
 from tutorloop.trainer.train import predict_logits_and_embeddings, train_student
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dp import _dataset, _row  # the same dataset rows as the DP bench
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "banking77"
@@ -82,32 +87,13 @@ def _splits(seed: int, per_intent: int, holdout: float, evaluate: str) -> dict[s
     return {"known": known, "rows": rows, "in_scope": dev_in, "out_of_scope": dev_out}
 
 
-def _dataset(rows: list[tuple[str, str, str]], labels: list[str]) -> Any:
-    from datasets import Dataset
-
-    return Dataset.from_list(
-        [{"case_id": f"{split}:{i}", "text": text, "label": labels.index(label),
-          "soft_targets": [float(x == label) for x in labels], "source": "human",
-          "split": split, "replay": False, "private": False}
-         for i, (text, label, split) in enumerate(rows)],
-        features=dataset_features(labels),
-    )  # fmt: skip
-
-
-def _softmax(z: FloatArray) -> FloatArray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return np.asarray(e / e.sum(axis=1, keepdims=True))
-
-
 def _scores(
     logits: FloatArray, emb: FloatArray, train_emb: FloatArray, mahalanobis: RelativeMahalanobis,
     temperature: float,
 ) -> dict[str, FloatArray]:  # fmt: skip
-    top = logits.max(axis=1, keepdims=True)
     return {
-        "max-softmax": _softmax(logits / temperature).max(axis=1),
-        "energy": (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0],
+        "max-softmax": calibrated_proba(logits, temperature).max(axis=1),
+        "energy": logsumexp(logits, axis=1),
         "nearest neighbour": nearest_neighbour_similarity(train_emb, emb),
         "relative Mahalanobis": mahalanobis.score(emb),
     }
@@ -120,7 +106,9 @@ def _run_seed(seed: int, args: argparse.Namespace) -> dict[str, dict[str, float]
     cfg = settings.trainer
     student = load_student(resolve_model(cfg.base_model, settings.models_dir), known, cfg)
     started = time.perf_counter()
-    outcome = train_student(student, _dataset(rows, known), cfg, epochs=cfg.bootstrap_epochs)
+    dataset = _dataset([_row(t, label, known, split, private=False) for t, label, split in rows],
+                       known)  # fmt: skip
+    outcome = train_student(student, dataset, cfg, epochs=cfg.bootstrap_epochs)
     console.print(
         f"seed {seed}: trained on {len(rows)} rows in {time.perf_counter() - started:.0f}s"
     )

@@ -90,7 +90,7 @@ def predict_logits(
     model: Any, tokenizer: Any, ids: list[list[int]], batch: int = 64
 ) -> torch.Tensor:
     """Logits for tokenized texts, batched by length (little padding), in input order."""
-    return predict_logits_and_embeddings(model, tokenizer, ids, batch)[0]
+    return _predict(model, tokenizer, ids, batch, pool=False)[0]
 
 
 def predict_logits_and_embeddings(
@@ -98,23 +98,32 @@ def predict_logits_and_embeddings(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and sentence embeddings (the last hidden layer mean-pooled over real tokens,
     what the open-set scores read) for tokenized texts, in input order."""
+    logits, pooled = _predict(model, tokenizer, ids, batch, pool=True)
+    return logits, pooled
+
+
+def _predict(
+    model: Any, tokenizer: Any, ids: list[list[int]], batch: int, *, pool: bool
+) -> list[torch.Tensor]:
+    """The logits and, with ``pool``, the mean-pooled embeddings, rows in input order; the
+    hidden states are kept only when pooled (training's validation passes do not need them)."""
     if not ids:
-        return torch.zeros(0), torch.zeros(0)
-    logits: dict[int, torch.Tensor] = {}
-    pooled: dict[int, torch.Tensor] = {}
+        return [torch.zeros(0)] * (2 if pool else 1)
+    rows: dict[int, list[torch.Tensor]] = {}
     model.eval()
     # no_grad, not inference_mode: bitsandbytes 4-bit layers keep tensors created here, and
     # inference tensors then break the next training step.
     with torch.no_grad():
         for idx in length_sorted_batches(ids, batch):
             enc = pad(tokenizer, [ids[i] for i in idx])
-            out = model(**enc, output_hidden_states=True)
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            mean = (out.hidden_states[-1].float() * mask).sum(1) / mask.sum(1)
+            out = model(**enc, output_hidden_states=pool)
+            outputs = [out.logits.float()]
+            if pool:
+                mask = enc["attention_mask"].unsqueeze(-1).float()
+                outputs.append((out.hidden_states[-1].float() * mask).sum(1) / mask.sum(1))
             for row, i in enumerate(idx):
-                logits[i], pooled[i] = out.logits[row].float(), mean[row]
-    order = range(len(ids))
-    return torch.stack([logits[i] for i in order]), torch.stack([pooled[i] for i in order])
+                rows[i] = [output[row] for output in outputs]
+    return [torch.stack([rows[i][k] for i in range(len(ids))]) for k in range(len(rows[0]))]
 
 
 def _loss_on(model: Any, tokenizer: Any, split: TokenizedSplit, cfg: TrainerSettings) -> float:
