@@ -41,6 +41,39 @@ def test_relative_mahalanobis_ranks_unknown_classes_below_known_ones(tmp_path: P
     assert np.allclose(loaded.score(test_out), scorer.score(test_out))
 
 
+def _anisotropic_world(separation: float) -> tuple[np.ndarray, ...]:
+    """384 dimensions, 8 classes of 27 rows, variance falling off across directions as in a
+    transformer's embeddings; off-domain inputs share the domain offset and stray from it
+    isotropically, i.e. mostly in directions no training row varies in."""
+    rng = np.random.default_rng(0)
+    dim, classes = 384, 8
+    scales = 1 / np.sqrt(np.arange(1, dim + 1))
+    basis = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
+    domain = rng.normal(0, 1, dim)
+    centres = domain + separation * rng.normal(0, 1, (classes, 8)) @ basis[:8]
+    targets = np.repeat(np.arange(classes), 27)
+
+    def noise(k: int) -> np.ndarray:
+        return np.asarray((rng.normal(size=(k, dim)) * scales) @ basis)
+
+    train = centres[targets] + noise(len(targets))
+    test_in = centres[targets] + noise(len(targets))
+    return train, targets, test_in, domain + rng.normal(0, 0.3, (60, dim))
+
+
+@pytest.mark.parametrize("separation", [1.0, 2.0])
+def test_off_domain_inputs_score_below_known_ones_with_fewer_rows_than_dimensions(
+    separation: float,
+) -> None:
+    # 216 rows in 384 dimensions, as a served student's training rows: the covariances are
+    # mostly shrinkage. A background covariance Ledoit-Wolf-shrunk on its own (less than the
+    # within-class one) ranked these off-domain inputs above the in-scope rows (AUROC 0.0 and
+    # 0.07 here; 0.0 on a served student with questions from other domains).
+    train, targets, test_in, off_domain = _anisotropic_world(separation)
+    scorer = RelativeMahalanobis.fit(train, targets)
+    assert auroc(scorer.score(test_in), scorer.score(off_domain)) > 0.9
+
+
 def test_fewer_rows_than_dimensions_still_give_finite_scores() -> None:
     # 2 rows per class in 32 dimensions: the sample covariance is singular, the shrunk one not.
     train, targets, test_in, test_out = _world()
@@ -79,10 +112,33 @@ def test_threshold_for_accuracy_drop_loses_at_most_the_allowed_accuracy() -> Non
     # Low scores are more often wrong, as with a useful score.
     correct = rng.random(200) < 1 / (1 + np.exp(-2 * scores - 1))
     for drop in (0.0, 0.02, 0.1):
-        threshold = threshold_for_accuracy_drop(scores, correct, drop)
+        threshold = threshold_for_accuracy_drop(scores, correct, drop, confidence=None)
         kept_correct = (correct & (scores >= threshold)).mean()
         assert correct.mean() - kept_correct <= drop + 1e-9
         # The highest such threshold: abstaining on one more row would exceed the drop.
         stricter = np.sort(scores[scores >= threshold])[1]
         assert correct.mean() - (correct & (scores >= stricter)).mean() > drop
-    assert threshold_for_accuracy_drop(scores, np.zeros(200, dtype=bool), 0.0) == np.inf
+    assert (
+        threshold_for_accuracy_drop(scores, np.zeros(200, dtype=bool), 0.0, confidence=None)
+        == np.inf
+    )
+
+
+def test_the_default_threshold_holds_the_budget_on_new_rows_not_just_these() -> None:
+    # Correct rows' scores ~ N(0, 1), accuracy 0.8: the accuracy lost on the population at a
+    # threshold t is 0.8 * Phi(t). Over many validation draws the in-sample rule breaks a
+    # 2-point budget about half the time; the default may break it at most 5% of the time.
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(4)
+    broken = {0.95: 0, None: 0}
+    for _ in range(300):
+        correct = rng.random(300) < 0.8
+        scores = np.where(correct, rng.normal(size=300), rng.normal(-2, 1, size=300))
+        for confidence in broken:
+            t = threshold_for_accuracy_drop(scores, correct, 0.02, confidence=confidence)
+            broken[confidence] += int(0.8 * norm.cdf(t) > 0.02)
+    assert broken[0.95] <= 0.05 * 300 * 1.5 and broken[None] > 0.3 * 300, broken
+    # Ten correct rows cannot place a 2-point threshold with confidence: never abstain.
+    few = threshold_for_accuracy_drop(np.arange(12.0), np.arange(12) >= 2, 0.02)
+    assert few == -np.inf
