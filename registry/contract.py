@@ -69,6 +69,13 @@ class PrivacyClause(_Clause):
 
 class FallbackClause(_Clause):
     abstain_below: float = Field(default=0.5, ge=0, le=1)
+    open_set: bool = Field(
+        default=False, description="also abstain on inputs the open-set scorer calls unknown"
+    )
+    open_set_max_accuracy_drop: float = Field(
+        default=0.02, ge=0, le=1,
+        description="its threshold: validation accuracy it may cost (abstentions count wrong)",
+    )  # fmt: skip
     route_to: Literal["teacher", "human", "none"] = "teacher"
 
 
@@ -171,7 +178,10 @@ def default_contract(
             max_artifact_mb=r.max_artifact_mb,
         ),
         privacy=PrivacyClause(max_user_epsilon=None),
-        fallback=FallbackClause(abstain_below=settings.serving.abstain_below),
+        fallback=FallbackClause(
+            abstain_below=settings.serving.abstain_below, open_set=settings.serving.open_set,
+            open_set_max_accuracy_drop=settings.serving.open_set_max_accuracy_drop,
+        ),
         champion=ChampionClause(
             max_accuracy_regression=r.regression_tolerance,
             max_macro_f1_regression=r.regression_tolerance,

@@ -13,7 +13,10 @@ _SECTIONS: dict[str, str] = {
     "quality": "Floors on the gold evaluation set, measured on the served int8 artifact.",
     "serving": "Hard constraints of the served artifact (always block when missed).",
     "privacy": "What training must respect. max_user_epsilon: the user-level DP guarantee.",
-    "fallback": "Below abstain_below the server abstains and the case is routed to route_to.",
+    "fallback": "Below abstain_below the server abstains and the case is routed to route_to; "
+    "with open_set, also when the model's open-set scorer calls the input unknown (its "
+    "threshold costs the validation rows at most open_set_max_accuracy_drop of accuracy), and "
+    "the OOS gates count those abstentions as out-of-scope answers.",
     "champion": "Largest regression allowed against the champion (paired non-inferiority).",
     "parity": "int8 vs the fp32 network: argmax agreement on decisive rows (top-2 margin >= "
     "tie_margin) and accuracy non-inferior by max_accuracy_drop.",

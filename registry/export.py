@@ -29,8 +29,9 @@ from tutorloop.evaluation.classifier import label_targets
 from tutorloop.evaluation.intervals import noninferiority_verdict, paired_difference
 from tutorloop.infra.hashing import eval_set_digest
 from tutorloop.infra.warehouse import Warehouse
-from tutorloop.registry.onnx_model import FP32, INT8, load_onnx_student
+from tutorloop.registry.onnx_model import EMBEDDING, FP32, INT8, load_onnx_student
 from tutorloop.registry.served_calibration import recalibrate_served
+from tutorloop.registry.served_open_set import fit_served_open_set
 from tutorloop.registry.store import ModelVersion, write_card
 from tutorloop.registry.torch_model import load_torch_student
 
@@ -108,10 +109,31 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
+class _LogitsAndEmbedding(torch.nn.Module):
+    """The classifier with its sentence embedding as a second output: the last hidden layer
+    mean-pooled over real tokens, as the trainer pools it for the open-set scores."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **extra
+        )
+        mask = attention_mask.unsqueeze(-1).to(out.hidden_states[-1].dtype)
+        return out.logits, (out.hidden_states[-1] * mask).sum(1) / mask.sum(1)
+
+
 def _export_onnx(model: torch.nn.Module, tokenizer: object, path: Path) -> None:
     sample = tokenizer(["an example query", "a second one"], return_tensors="pt", padding=True)  # type: ignore[operator]
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
-    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes |= {"logits": {0: "batch"}, EMBEDDING: {0: "batch"}}
     # The tracer warns about constants in transformers' masking code, and the exporter about
     # advanced indexing with negative indices (there are none: positions are 0..n); the parity
     # check compares the exported model's answers with torch's anyway.
@@ -119,11 +141,11 @@ def _export_onnx(model: torch.nn.Module, tokenizer: object, path: Path) -> None:
         warnings.simplefilter("ignore", TracerWarning)
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         torch.onnx.export(
-            model,
+            _LogitsAndEmbedding(model),
             tuple(sample[n] for n in names),
             str(path),
             input_names=names,
-            output_names=["logits"],
+            output_names=["logits", EMBEDDING],
             dynamic_axes=axes,
             opset_version=17,
             dynamo=False,
@@ -160,6 +182,8 @@ def export_version(
     min_parity: float = 0.995,
     tie_margin: float = 0.05,
     max_accuracy_drop: float = 0.005,
+    open_set_max_accuracy_drop: float = 0.02,
+    oos_label: str = "",
 ) -> ExportResult:
     """Write ``model_fp32.onnx`` and ``model_int8.onnx`` into the version's folder, re-card it,
     and measure int8/torch argmax agreement on the evaluation rows.
@@ -176,7 +200,8 @@ def export_version(
     more than ``max_accuracy_drop`` on the gold rows (flips among the near-ties can do that),
     groups of layers are kept in fp32 in turn (``_FP32_FALLBACKS``) and the first acceptable
     artifact is kept; the card names the layers left in fp32. If none is, the most agreeing
-    one is kept and the gates fail.
+    one is kept and the gates fail. The open-set scorer is then fitted on the kept artifact's
+    embeddings (:mod:`tutorloop.registry.served_open_set`).
     """
     folder = version.artifact_dir
     student = load_torch_student(folder)  # verifies the checksums
@@ -204,6 +229,11 @@ def export_version(
     card["served"] = recalibrate_served(
         folder, card, [(t, label) for _, t, label in validation],
         (rows.truth, logits, reference) if rows.gold else None,
+    )  # fmt: skip
+    train = split_rows(warehouse, version.dataset_hash, "train")
+    card["open_set"] = fit_served_open_set(
+        folder, [(t, label) for _, t, label in train], [(t, label) for _, t, label in validation],
+        max_accuracy_drop=open_set_max_accuracy_drop, oos_label=oos_label,
     )  # fmt: skip
     card["quantization_export"] = {
         "weights": "QInt8 per channel", "activations": "dynamic uint8",

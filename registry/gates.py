@@ -50,6 +50,7 @@ from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.tables import GateVerdict as Verdict
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.contract import Contract
+from tutorloop.registry.gate_artifact import label_set_gates, open_set_gates
 from tutorloop.registry.gate_rules import (
     GateResult,
     blocked,
@@ -150,15 +151,17 @@ def evaluate_gates(
     """Evaluate every gate of the contract on the candidate's int8 artifact; store them."""
     model = load_onnx_student(candidate.artifact_dir, threads=ctx.threads)
     c = ctx.contract
-    results = [*_label_set(c, model.labels), *_parity(ctx, export, model.labels)]
+    results = [*label_set_gates(c, model.labels), *_parity(ctx, export, model.labels)]
     results.append(
         constraint("artifact_mb", export.int8_mb, c.serving.max_artifact_mb, "<=",
                    "serving.max_artifact_mb")
     )  # fmt: skip
-    probs = model.predict_proba(ctx.rows.texts) if ctx.rows.gold else None
-    if probs is not None:
+    results += open_set_gates(c, model)
+    scope = c.fallback.open_set and model.open_set is not None
+    if ctx.rows.gold:
+        probs, unknown = model.predict_with_scope(ctx.rows.texts, scope=scope)
         targets = label_targets(model.labels, ctx.rows.truth)
-        results += _quality(ctx, probs, targets, model.labels)
+        results += _quality(ctx, probs, targets, model.labels, unknown)
         if champion is not None:
             results += _versus_champion(warehouse, ctx, candidate, champion, probs, targets)
     else:
@@ -171,19 +174,6 @@ def evaluate_gates(
     results += _privacy(ctx)
     _store(warehouse, candidate.version, results, c.digest, ctx.rows.digest)
     return results
-
-
-def _label_set(contract: Contract, labels: list[str]) -> list[GateResult]:
-    if not contract.task.labels:
-        return []
-    expected, got = set(contract.task.labels), set(labels)
-    detail = (
-        "matches the contract"
-        if expected == got
-        else f"missing {sorted(expected - got)[:5]}, extra {sorted(got - expected)[:5]}"
-    )
-    same = float(expected == got)
-    return [constraint("label_set", same, 1.0, ">=", "task.labels", detail)]
 
 
 def _parity(ctx: GateContext, export: ExportResult, labels: list[str]) -> list[GateResult]:
@@ -217,7 +207,7 @@ def _parity(ctx: GateContext, export: ExportResult, labels: list[str]) -> list[G
 
 def _quality(
     ctx: GateContext, probs: np.ndarray[Any, Any], targets: np.ndarray[Any, Any],
-    labels: list[str],
+    labels: list[str], unknown: np.ndarray[Any, Any],
 ) -> list[GateResult]:  # fmt: skip
     q, ev = ctx.contract.quality, ctx.contract.evaluation
     conf, n = ev.confidence, len(targets)
@@ -245,7 +235,8 @@ def _quality(
     if oos and oos in labels:
         k = labels.index(oos)
         predicted = probs.argmax(axis=1)
-        is_oos, said_oos = targets == k, predicted == k
+        # With fallback.open_set, an abstention on an unknown input is an out-of-scope answer.
+        is_oos, said_oos = targets == k, (predicted == k) | unknown
         oos_soft = _Soft(min_n=ev.min_oos_rows, on_insufficient=ctx.on_insufficient)
         out += [
             floor("oos_recall", wilson(int(np.sum(is_oos & said_oos)), int(is_oos.sum()),

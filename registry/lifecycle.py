@@ -339,6 +339,8 @@ def evaluate_candidate(
             warehouse, replace(candidate, artifact_dir=staging),
             min_parity=contract.parity.min_agreement, tie_margin=contract.parity.tie_margin,
             max_accuracy_drop=contract.parity.max_accuracy_drop,
+            open_set_max_accuracy_drop=contract.fallback.open_set_max_accuracy_drop,
+            oos_label=contract.task.oos_label,
         )  # fmt: skip
     candidate = get(warehouse, version)
     current = champion(warehouse)

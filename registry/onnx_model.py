@@ -3,6 +3,12 @@
 Loading verifies the version folder's checksums first: a tampered or missing file is refused.
 Serving needs neither torch nor transformers: the tokenizer is the ``tokenizers`` (Rust) one
 from ``tokenizer.json``, which keeps a serving process small (see the ``peak_rss_mb`` gate).
+
+Artifacts exported since the open-set scores carry a second output, ``embedding`` (the last
+hidden layer mean-pooled over real tokens), and the scorer fitted on the artifact's own
+embeddings (``open_set.npz``, its threshold in the card's ``open_set`` section): with it,
+:meth:`OnnxStudent.predict_with_scope` also says which inputs lie outside what the student
+was trained on. Older artifacts load and serve as before, without it.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ import numpy as np
 from tutorloop.evaluation.metrics import (
     FloatArray,  # numpy types only; sklearn loads on first metric
 )
+from tutorloop.evaluation.open_set import RelativeMahalanobis
 from tutorloop.infra.batching import length_sorted_batches
 from tutorloop.registry.store import ArtifactIntegrityError, verify
 
 INT8 = "model_int8.onnx"
 FP32 = "model_fp32.onnx"
+OPEN_SET = "open_set.npz"
+EMBEDDING = "embedding"  # the ONNX output the open-set scorer reads
 
 
 def _session(path: Path, threads: int) -> Any:
@@ -50,8 +59,13 @@ class OnnxStudent:
     labels: list[str]
     temperature: float
     max_length: int
+    open_set: OpenSetScorer | None = None
 
-    def logits(self, texts: list[str]) -> FloatArray:
+    @property
+    def has_embedding(self) -> bool:
+        return any(o.name == EMBEDDING for o in self.session.get_outputs())
+
+    def _run(self, texts: list[str], outputs: list[str]) -> list[FloatArray]:
         encodings = self.tokenizer.encode_batch(texts)
         columns = {
             "input_ids": [e.ids for e in encodings],
@@ -61,14 +75,55 @@ class OnnxStudent:
         feeds = {
             i.name: np.asarray(columns[i.name], dtype=np.int64) for i in self.session.get_inputs()
         }
-        return np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)
+        return [np.asarray(o, dtype=np.float32) for o in self.session.run(outputs, feeds)]
+
+    def logits(self, texts: list[str]) -> FloatArray:
+        return self._run(texts, ["logits"])[0]
+
+    def logits_and_embeddings(self, texts: list[str]) -> tuple[FloatArray, FloatArray]:
+        """Logits and sentence embeddings, one model call (artifacts with an embedding)."""
+        logits, embeddings = self._run(texts, ["logits", EMBEDDING])
+        return logits, embeddings
 
     def predict_proba(self, texts: list[str], *, batch: int = 64) -> FloatArray:
         """Calibrated probabilities in input order (batched by length: little padding)."""
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        return self.predict_with_scope(texts, batch=batch, scope=False)[0]
+
+    def predict_with_scope(
+        self, texts: list[str], *, batch: int = 64, scope: bool = True
+    ) -> tuple[FloatArray, np.ndarray[Any, np.dtype[np.bool_]]]:
+        """Calibrated probabilities and, per input, whether the open-set scorer calls it out
+        of scope (always False without a scorer, or with ``scope`` off); input order."""
+        probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        outside = np.zeros(len(texts), dtype=bool)
+        scorer = self.open_set if scope else None
         for idx in length_sorted_batches(texts, batch):
-            out[idx] = calibrated_proba(self.logits([texts[i] for i in idx]), self.temperature)
-        return out
+            chunk = [texts[i] for i in idx]
+            if scorer is None:
+                logits = self.logits(chunk)
+            else:
+                logits, embeddings = self.logits_and_embeddings(chunk)
+                outside[idx] = scorer.out_of_scope(embeddings)
+            probs[idx] = calibrated_proba(logits, self.temperature)
+        return probs, outside
+
+
+@dataclass(frozen=True)
+class OpenSetScorer:
+    """The artifact's open-set scorer and the in-scope score below which it abstains (None:
+    its validation rows could not place one, and it never abstains)."""
+
+    scorer: RelativeMahalanobis
+    threshold: float | None
+
+    @property
+    def abstains(self) -> bool:
+        return self.threshold is not None
+
+    def out_of_scope(self, embeddings: FloatArray) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        if self.threshold is None:
+            return np.zeros(len(embeddings), dtype=bool)
+        return np.asarray(self.scorer.score(embeddings) < self.threshold)
 
 
 def load_onnx_student(
@@ -97,6 +152,16 @@ def load_onnx_student(
         labels=labels,
         temperature=temperature,
         max_length=max_length,
+        open_set=_open_set(folder, card) if model_path is None else None,
+    )
+
+
+def _open_set(folder: Path, card: dict[str, Any]) -> OpenSetScorer | None:
+    if OPEN_SET not in card.get("files", {}):
+        return None  # exported before the open-set scores, or too few rows to fit one
+    threshold = (card.get("open_set") or {}).get("threshold")
+    return OpenSetScorer(
+        RelativeMahalanobis.load(folder / OPEN_SET), None if threshold is None else float(threshold)
     )
 
 

@@ -48,6 +48,9 @@ class PredictResponse(BaseModel):
     label: str | None = Field(description="null when abstaining and no fallback answered")
     confidence: float
     abstained: bool
+    abstain_reason: str | None = Field(
+        default=None, description="low_confidence or out_of_scope; null when not abstaining"
+    )
     answered_by: str = Field(description="student, fallback or nobody")
     top_k: list[tuple[str, float]]
 
@@ -62,6 +65,7 @@ class Prediction:
     abstained: bool
     top_k: list[tuple[str, float]]
     answered_by: str = "student"  # "student", "fallback" or "nobody"
+    abstain_reason: str | None = None  # "low_confidence" or "out_of_scope" when abstaining
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +75,7 @@ class Prediction:
             "label": self.label,
             "confidence": round(self.confidence, 6),
             "abstained": self.abstained,
+            "abstain_reason": self.abstain_reason,
             "answered_by": self.answered_by,
             "top_k": [[label, round(p, 6)] for label, p in self.top_k],
         }

@@ -1,7 +1,8 @@
 """The predictor: the champion's int8 ONNX model behind a thread-safe Python API.
 
 - :meth:`Predictor.score` answers a batch of requests with one model call: calibrated top-k,
-  abstention below ``serving.abstain_below``, one prediction event per request through the
+  abstention below ``serving.abstain_below`` (and, with ``serving.open_set``, on inputs the
+  model's open-set scorer calls unknown), one prediction event per request through the
   emitter (the stream workers capture, scrub and store it). The HTTP server batches the
   requests that arrive together (see ``serving.batcher``).
 - :meth:`Predictor.predict` is the one-request form, with the optional fallback applied.
@@ -84,6 +85,11 @@ class Predictor:
         if model is None:  # logged; not retried until the pointer changes
             self._failed = published.key
             return False
+        if self.cfg.open_set and (model.open_set is None or not model.open_set.abstains):
+            log.warning(
+                "serving.open_set is on but %s has no open-set threshold (see its card's "
+                "open_set): it abstains on low confidence only", model.version,
+            )  # fmt: skip
         with self._lock:
             previous, self._model = self._model, model
         log.info("serving %s (was %s)", model.version, previous.version if previous else None)
@@ -125,20 +131,23 @@ class Predictor:
             raise NoChampionError("no champion to serve: promote a model version first")
         texts = [r.text for r in requests]
         started = time.perf_counter()
-        probs = model.predict_proba(texts, batch=max(1, len(texts)))
+        probs, unknown = model.predict_with_scope(
+            texts, batch=max(1, len(texts)), scope=self.cfg.open_set
+        )
         rollout = self.rollout.current
         challenger = None
         if rollout is not None:
             rollout.champion_latency((time.perf_counter() - started) * 1000, len(texts))
-            challenger = rollout.score(texts)
+            challenger = rollout.score(texts, scope=self.cfg.open_set)
         out: list[Prediction] = []
         for i, request in enumerate(requests):
-            mine = self._prediction(model.version, model.labels, probs[i], request)
+            mine = self._prediction(model.version, model.labels, probs[i], unknown[i], request)
             answer = mine
             if challenger is not None and rollout is not None:
                 theirs = self._prediction(
-                    rollout.version, rollout.labels, challenger[i], request, mine.request_id
-                )
+                    rollout.version, rollout.labels, challenger[0][i], challenger[1][i],
+                    request, mine.request_id,
+                )  # fmt: skip
                 answer = rollout.choose(request.user_id, mine, theirs)
             out.append(answer)
             if emit:
@@ -146,13 +155,16 @@ class Predictor:
         return out
 
     def _prediction(
-        self, version: str, labels: Sequence[str], probs: Any, request: PredictRequest,
-        request_id: str | None = None,
+        self, version: str, labels: Sequence[str], probs: Any, unknown: bool,
+        request: PredictRequest, request_id: str | None = None,
     ) -> Prediction:  # fmt: skip
         order = probs.argsort()[::-1][: self.top_k]
         top = [(labels[i], float(probs[i])) for i in order]
         label, confidence = top[0]
-        abstained = confidence < self.cfg.abstain_below
+        reason = "low_confidence" if confidence < self.cfg.abstain_below else None
+        if unknown:  # the more specific reason: no known label fits, however confident
+            reason = "out_of_scope"
+        abstained = reason is not None
         return Prediction(
             request_id=request_id or request.request_id or uuid.uuid4().hex,
             event_id=str(uuid.uuid4()),
@@ -162,6 +174,7 @@ class Predictor:
             abstained=abstained,
             top_k=top,
             answered_by="nobody" if abstained else "student",
+            abstain_reason=reason,
         )
 
     def emit(self, request: PredictRequest, prediction: Prediction) -> None:

@@ -79,12 +79,15 @@ class Rollout:
         self._lock = threading.Lock()
         self.window = LiveWindow()
 
-    def score(self, texts: Sequence[str]) -> Any | None:
-        """The challenger's probabilities for ``texts`` (None when it failed: the champion
-        answers every request of the batch and the failure is counted)."""
+    def score(self, texts: Sequence[str], *, scope: bool = False) -> tuple[Any, Any] | None:
+        """The challenger's probabilities for ``texts`` and which it calls out of scope (with
+        ``scope``); None when it failed: the champion answers every request of the batch and
+        the failure is counted."""
         started = time.perf_counter()
         try:
-            probs = self.model.predict_proba(list(texts), batch=max(1, len(texts)))
+            scored = self.model.predict_with_scope(
+                list(texts), batch=max(1, len(texts)), scope=scope
+            )
         except Exception:
             log.exception("challenger %s failed to score a batch", self.version)
             with self._lock:
@@ -93,7 +96,7 @@ class Rollout:
         ms = (time.perf_counter() - started) * 1000
         with self._lock:  # recorded here: scorer threads score batches concurrently
             self.window.latency_ms[1].extend([ms] * len(texts))
-        return probs
+        return scored
 
     def choose(self, user_id: str, mine: Prediction, theirs: Prediction) -> Prediction:
         """Who answers this request; the comparison is recorded either way."""

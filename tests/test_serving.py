@@ -96,7 +96,7 @@ def test_abstains_below_the_threshold(tmp_path: Path, settings: Settings) -> Non
         url = server.url
         body = httpx.post(f"{url}/predict", json={"text": "card"}).json()
         assert body["abstained"] is True and body["label"] is None
-        assert body["answered_by"] == "nobody"
+        assert body["answered_by"] == "nobody" and body["abstain_reason"] == "low_confidence"
         assert body["confidence"] < 0.999 and body["top_k"]
     asked: list[str] = []
 

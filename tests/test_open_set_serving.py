@@ -1,0 +1,135 @@
+"""The open-set scorer end to end: fitted at export on the int8 artifact's own embeddings,
+checksummed with the version, gated when the contract asks for it, and used by serving to
+abstain on inputs unlike anything the student was trained on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.registry_fixtures import first_version, registry_settings
+from tests.test_trainer import TEST
+from tutorloop.infra.settings import Settings
+from tutorloop.infra.warehouse_backends import open_warehouse
+from tutorloop.labeling.labeled_csv import read_labeled_csv
+from tutorloop.registry.contract import load_contract
+from tutorloop.registry.export import split_rows
+from tutorloop.registry.gate_artifact import open_set_gates
+from tutorloop.registry.onnx_model import OPEN_SET, load_onnx_student
+from tutorloop.registry.served_open_set import fit_served_open_set
+from tutorloop.registry.store import get
+from tutorloop.registry.torch_model import load_torch_student
+from tutorloop.serving.prediction import PredictRequest
+from tutorloop.serving.predictor import Predictor
+from tutorloop.trainer.train import predict_logits_and_embeddings
+
+# Questions from other domains, written for this test (none is about banking).
+OFF_DOMAIN = [
+    "What will the weather be like in Lisbon tomorrow afternoon?",
+    "Recommend me a science fiction novel with a good twist",
+    "How many calories are there in a medium banana?",
+    "Set an alarm for seven tomorrow morning",
+    "Who won the football world cup in 2014?",
+    "Translate good morning into Italian please",
+    "How do I change a flat tyre on my bike?",
+    "Play some relaxing jazz in the living room",
+    "What is a good recipe for vegetarian lasagna?",
+    "How tall is Mount Everest in metres?",
+    "Book a table for four at an Italian restaurant tonight",
+    "What time does the pharmacy on Main Street close?",
+    "Can you tell me a joke about penguins",
+    "How long should I boil an egg for a runny yolk?",
+    "Which planet has the most moons?",
+    "Turn off the lights in the kitchen",
+    "What's the plot of the second Harry Potter book?",
+    "How do I get rid of aphids on my roses?",
+    "Remind me to water the plants on Saturday",
+    "How many players are on a volleyball team?",
+    "What is the capital city of Australia?",
+    "Find me a cheap flight to Oslo in March",
+    "Why is the sky blue during the day?",
+    "What's the best way to learn to play guitar as an adult?",
+]
+
+
+def _with_open_set(settings: Settings, on: bool) -> Settings:
+    # 24 validation rows (3 per intent) cannot hold a 2-point budget with 95% confidence (it
+    # takes ~150 correct rows); 15 points can be held with the lowest correct row's score.
+    serving = {"open_set": on, "open_set_max_accuracy_drop": 0.15}
+    return settings.model_copy(update={"serving": settings.serving.model_copy(update=serving)})
+
+
+def _reasons(predictor: Predictor, texts: list[str]) -> list[str | None]:
+    return [p.abstain_reason for p in predictor.score([PredictRequest(text=t) for t in texts])]
+
+
+@pytest.mark.timeout(900)
+def test_the_served_student_abstains_on_what_it_was_not_trained_for(tmp_path: Path) -> None:
+    settings = _with_open_set(registry_settings(tmp_path / "d"), True)
+    report = first_version(settings)
+    assert report.gates is not None and report.gates["passed"], report.gates
+    folder = get(open_warehouse(settings), "v1").artifact_dir
+    card = json.loads((folder / "card.json").read_text())
+    section = card["open_set"]
+    assert section["fitted"] and section["method"] == "relative_mahalanobis", section
+    assert OPEN_SET in card["files"]  # checksummed with the version: tampering is refused
+    # The threshold holds its budget on the rows it was chosen on.
+    lost = section["validation_accuracy"] - section["validation_accuracy_answered"]
+    assert lost <= section["max_accuracy_drop"] + 1e-9 and section["validation_rows"] > 0
+
+    # With the default 2-point budget the same 24 rows place no threshold, and say why.
+    warehouse = open_warehouse(settings)
+    version = get(warehouse, "v1")
+    shutil.copytree(folder, tmp_path / "copy")
+    rows = {split: [(t, y) for _, t, y in split_rows(warehouse, version.dataset_hash, split)]
+            for split in ("train", "validation")}  # fmt: skip
+    strict = fit_served_open_set(
+        tmp_path / "copy", rows["train"], rows["validation"], max_accuracy_drop=0.02
+    )
+    assert strict["threshold"] is None and "95% confidence" in strict["reason"], strict
+
+    # The served embedding is the trainer's pooled embedding, through int8.
+    model = load_onnx_student(folder)
+    assert model.has_embedding and model.open_set is not None and model.open_set.abstains
+    texts = read_labeled_csv(TEST).texts[:20]
+    torch_student = load_torch_student(folder)
+    ids = [torch_student.tokenizer(t, truncation=True, max_length=32)["input_ids"] for t in texts]
+    _, reference = predict_logits_and_embeddings(torch_student.model, torch_student.tokenizer, ids)
+    served = np.vstack([model.logits_and_embeddings([t])[1] for t in texts])
+    ref = reference.numpy()
+    cosine = np.sum(served * ref, 1) / np.linalg.norm(served, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cosine.min() > 0.95, cosine
+
+    # Serving: off-domain questions are called out of scope far more often than in-scope ones.
+    in_scope = read_labeled_csv(TEST).texts
+    predictor = Predictor(settings)
+    try:
+        on_known = _reasons(predictor, in_scope)
+        on_unknown = _reasons(predictor, OFF_DOMAIN)
+    finally:
+        predictor.close()
+    known_rate = on_known.count("out_of_scope") / len(on_known)
+    unknown_rate = on_unknown.count("out_of_scope") / len(on_unknown)
+    assert unknown_rate >= 0.6 and known_rate <= 0.2, (unknown_rate, known_rate)
+    assert set(on_known) <= {None, "low_confidence", "out_of_scope"}
+
+    off = Predictor(_with_open_set(settings, False))  # the setting, not the artifact, decides
+    try:
+        assert "out_of_scope" not in _reasons(off, OFF_DOMAIN)
+    finally:
+        off.close()
+    assert report.gates["values"]["open_set"] == 1.0  # the contract asked for it: gated
+    # An artifact without a scorer (exported before it, or too few rows) cannot serve such a
+    # contract: the gate is hard.
+    contract = load_contract(settings)
+    [unfit] = open_set_gates(contract, replace(model, open_set=None))
+    assert not unfit.passed and "no scorer" in unfit.detail
+    no_threshold = replace(model, open_set=replace(model.open_set, threshold=None))
+    [unplaced] = open_set_gates(contract, no_threshold)
+    assert not unplaced.passed and "no threshold" in unplaced.detail
+    assert not no_threshold.predict_with_scope(OFF_DOMAIN)[1].any()  # it never abstains
