@@ -25,6 +25,13 @@ def demo(
     min_parity: float | None = typer.Option(
         None, "--min-parity", hidden=True, help="ignored: the demo runs the contract's gates"
     ),
+    holdout_intents: float = typer.Option(
+        0.0,
+        "--holdout-intents",
+        min=0.0,
+        max=0.9,
+        help="share of intents left out of every stage and tested as out of scope (seeded)",
+    ),
     quick: bool = typer.Option(False, "--quick", help="small and fast (CI smoke test)"),
     out: Path = typer.Option(Path("tutorloop-demo"), "--out", help="report and data folder"),
 ) -> None:
@@ -37,6 +44,7 @@ def demo(
     options = DemoOptions(
         data=data, test=test, out=out, text_col=text_col, label_col=label_col, cycles=cycles,
         seed_per_label=seed_per_label, pool=pool, dp_epsilon=dp_epsilon, quick=quick,
+        holdout_intents=holdout_intents,
     )  # fmt: skip
     if min_parity is not None:
         console.print("--min-parity is ignored: the demo gates with the registry's defaults "

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from rich import box
 from rich.table import Table
 
@@ -17,6 +18,7 @@ from tutorloop.evaluation.metrics import reliability
 from tutorloop.infra.cli_common import console
 
 if TYPE_CHECKING:
+    from tutorloop.demo.holdout import OpenSetResult
     from tutorloop.demo.results import DemoOptions, DemoResult
 
 
@@ -48,6 +50,49 @@ def print_table(result: DemoResult) -> None:
     for r in result.rows:
         if r.note:
             console.print(f"cycle {r.cycle}: {r.note}")
+    for r in result.rows:
+        if r.open_set is not None:
+            console.print(f"cycle {r.cycle} open intent: {_open_set_line(r.open_set)}")
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _open_set_line(o: OpenSetResult) -> str:
+    return (
+        f"AUROC {_num(o.auroc)} (max-softmax {o.auroc_msp:.3f}); at the served thresholds: "
+        f"open-set scorer OOS recall {_num(o.oos_recall)} with in-scope accuracy "
+        f"{_num(o.accuracy_abstaining)}, max-softmax {o.oos_recall_msp:.3f} / "
+        f"{o.accuracy_abstaining_msp:.3f}"
+    )
+
+
+def _open_set_section(result: DemoResult) -> str:
+    rows = [r for r in result.rows if r.open_set is not None]
+    if not rows:
+        return ""
+    cells = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            r.cycle, r.champion, _num(o.auroc), f"{o.auroc_msp:.3f}", _num(o.oos_recall),
+            _num(o.accuracy_abstaining), f"{o.oos_recall_msp:.3f}",
+            f"{o.accuracy_abstaining_msp:.3f}", f"{r.accuracy:.3f}",
+        )) + "</tr>"
+        for r in rows
+        for o in [r.open_set]
+        if o is not None
+    )  # fmt: skip
+    unknown = ", ".join(result.unknown_intents)
+    return (
+        f"<h2>Open-intent detection</h2><p>{len(result.unknown_intents)} intents left out of "
+        f"every stage and tested as out of scope: {html.escape(unknown)}. The open-set scorer "
+        "is each champion's own (relative Mahalanobis, threshold fitted at export on its "
+        "validation rows); max-softmax uses serving.abstain_below. In-scope accuracy counts an "
+        "abstention as wrong.</p><table><tr><th>cycle</th><th>champion</th><th>AUROC open-set"
+        "</th><th>AUROC max-softmax</th><th>OOS recall (open-set)</th><th>in-scope acc. "
+        "(open-set)</th><th>OOS recall (max-softmax)</th><th>in-scope acc. (max-softmax)</th>"
+        f"<th>in-scope acc. (no abstention)</th></tr>{cells}</table>"
+    )
 
 
 def _png(fig: Any) -> str:
@@ -95,6 +140,25 @@ def _plots(result: DemoResult, out: Path) -> dict[str, str]:
         ax.legend(loc="upper left")
         images["reliability"] = _png(fig)
         fig.savefig(out / "reliability.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+
+    final = result.rows[-1].open_set if result.rows else None
+    if final is not None and final.in_scope_scores:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        both = final.in_scope_scores + final.out_of_scope_scores
+        bins = np.linspace(np.percentile(both, 1), np.percentile(both, 99), 40).tolist()
+        ax.hist(np.clip(final.in_scope_scores, bins[0], bins[-1]), bins=bins, alpha=0.6,
+                density=True, label="in scope (known intents)")  # fmt: skip
+        ax.hist(np.clip(final.out_of_scope_scores, bins[0], bins[-1]), bins=bins, alpha=0.6,
+                density=True, label="out of scope (held-out intents)")  # fmt: skip
+        if final.threshold is not None:
+            ax.axvline(final.threshold, color="black", linestyle="--", label="served threshold")
+        ax.set_xlabel("open-set score of the final champion (higher: more in scope)")
+        ax.set_ylabel("density")
+        ax.legend(loc="upper left", fontsize=8)
+        ax.set_title(f"open-set scores, AUROC {_num(final.auroc)}")
+        images["open_set"] = _png(fig)
+        fig.savefig(out / "open_set_scores.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 2.5))
@@ -154,6 +218,7 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         "seed_accuracy": result.seed_accuracy,
         "gap_closed": result.gap_closed,
         "seconds": result.seconds,
+        "unknown_intents": result.unknown_intents,
         "history": result.history,
         "options": {k: str(v) for k, v in vars(options).items()},
     }
@@ -187,7 +252,7 @@ figure{{display:inline-block}}</style>
 <th>ECE</th><th>AURC</th><th>selective acc.</th><th>p95 ms</th><th>human rows trained</th>
 <th>teacher rows trained</th><th>labels acquired (cumulative)</th>
 <th>teacher calls (cumulative)</th><th>epsilon</th><th>note</th></tr>{rows}</table>
-{figures}{drift}</body></html>"""
+{figures}{_open_set_section(result)}{drift}</body></html>"""
     path = out / "report.html"
     path.write_text(page)
     return path

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tutorloop.demo.holdout import OpenSetResult
 
 
 @dataclass
@@ -23,6 +26,7 @@ class DemoOptions:
     dp_epsilon: float | None = None
     quick: bool = False
     seed: int = 0
+    holdout_intents: float = 0.0  # share of intents left out of every stage, OOS in the test
 
 
 @dataclass
@@ -46,6 +50,7 @@ class CycleRow:
     captured: int
     served: int
     note: str = ""
+    open_set: OpenSetResult | None = None  # with --holdout-intents
 
 
 @dataclass
@@ -60,3 +65,4 @@ class DemoResult:
     targets: Any = None
     history: list[dict[str, Any]] = field(default_factory=list)
     drift: list[dict[str, Any]] = field(default_factory=list)  # serving's drift windows
+    unknown_intents: list[str] = field(default_factory=list)  # with --holdout-intents

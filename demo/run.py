@@ -7,7 +7,8 @@
    Kafka, captured/scrubbed by the worker; a fraction is escalated with its true label;
 5. each week of a simulated clock, the scheduler runs a cycle: relabel → dataset → QLoRA
    retrain → export → gates → promote (or reject);
-6. every champion is evaluated on the held-out test file.
+6. every champion is evaluated on the held-out test file (with ``--holdout-intents``, also on
+   the intents left out of every stage, as out of scope: :mod:`tutorloop.demo.holdout`).
 
 Everything started is stopped at the end, also on Ctrl-C.
 """
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tutorloop.demo.holdout import OpenSetResult, score_open_set, unknown_intents, without
 from tutorloop.demo.report import write_report
 from tutorloop.demo.results import CycleRow, DemoOptions, DemoResult
 from tutorloop.demo.traffic import serve_traffic, wait_for_warehouse
@@ -56,7 +58,7 @@ from tutorloop.registry.contract import load_contract
 from tutorloop.registry.gates import stored_gates
 from tutorloop.registry.lifecycle import history, promote
 from tutorloop.registry.onnx_model import load_onnx_student
-from tutorloop.registry.store import champion
+from tutorloop.registry.store import champion, get
 
 START = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)  # a Monday, an hour after the weekly window
 
@@ -284,6 +286,13 @@ def run_demo(options: DemoOptions) -> DemoResult:
     _interrupt_on_signals()
     rows = read_labeled_csv(options.data, options.text_col, options.label_col)
     test = read_labeled_csv(options.test, options.text_col, options.label_col)
+    unknown = unknown_intents(rows.labels, options.holdout_intents, options.seed)
+    result.unknown_intents = sorted(unknown)
+    rows, out_of_scope = (
+        without(rows, unknown),
+        [t for t, label in zip(test.texts, test.labels, strict=True) if label in unknown],
+    )
+    test = without(test, unknown)
     parts = _split(rows, options)
     if len(parts["traffic"]) < options.cycles:
         raise TutorloopError("not enough rows left for traffic: lower --seed-per-label or the pool")
@@ -294,6 +303,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
         gap = result.teacher_accuracy - result.seed_accuracy
         if gap > 0:
             result.gap_closed = (result.rows[-1].accuracy - result.seed_accuracy) / gap
+        if out_of_scope:
+            _score_open_set(run, result, test, out_of_scope)
         result.history = [c.to_dict() for c in history(run.warehouse)]
         result.drift = run.warehouse.query_dicts(
             "SELECT window_end, model_version, requests, mean_confidence, abstention_rate,"
@@ -303,6 +314,18 @@ def run_demo(options: DemoOptions) -> DemoResult:
     result.seconds = round(time.monotonic() - started, 1)
     result.report = write_report(result, options)
     return result
+
+
+def _score_open_set(run: _Services, result: DemoResult, known: Any, oos: list[str]) -> None:
+    """Each week's champion on the in-scope and the held-out (out-of-scope) test rows."""
+    scored: dict[str, OpenSetResult] = {}
+    for row in result.rows:
+        if row.champion not in scored:
+            model = load_onnx_student(get(run.warehouse, row.champion).artifact_dir)
+            scored[row.champion] = score_open_set(
+                model, known, oos, run.settings.serving.abstain_below
+            )
+        row.open_set = scored[row.champion]
 
 
 def _row(

@@ -1,4 +1,5 @@
-"""`tutorloop demo --quick` end to end on the shipped Banking77 slice: the CI smoke test."""
+"""`tutorloop demo --quick` end to end on the shipped Banking77 slice: the CI smoke test, with
+a quarter of its 8 intents held out as unknown (the open-intent protocol)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,20 @@ DATA = Path(__file__).parent / "data"
 def test_quick_demo_runs_the_loop_and_writes_a_sane_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     done = run_cli(
-        "demo", "--quick", "--out", str(out),
+        "demo", "--quick", "--out", str(out), "--holdout-intents", "0.25",
         "--data", str(DATA / "banking77_train_slice.csv"),
         "--test", str(DATA / "banking77_test_slice.csv"),
         env={"TUTORLOOP_DATA_DIR": str(tmp_path / "unused")}, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "report.html").is_file()
-    for png in ("accuracy_vs_labels.png", "reliability.png", "timeline.png"):
+    for png in ("accuracy_vs_labels.png", "reliability.png", "timeline.png",
+                "open_set_scores.png"):  # fmt: skip
         assert (out / png).stat().st_size > 1000
     results = json.loads((out / "results.json").read_text())
+    unknown = results["unknown_intents"]
+    assert len(unknown) == 2  # a quarter of 8, left out of every stage
+    assert "Open-intent detection" in (out / "report.html").read_text()
     seed, week = results["rows"]
     assert seed["cycle"] == 0 and week["cycle"] == 1
     for row in results["rows"]:
@@ -34,10 +39,16 @@ def test_quick_demo_runs_the_loop_and_writes_a_sane_report(tmp_path: Path) -> No
     assert results["teacher_accuracy"] > 0.6  # 8 intents: chance is 0.125
     assert week["labels_teacher"] > 0 and week["teacher_calls"] > 0
     assert week["served"] > 0 and week["captured"] > 0
-    assert seed["labels_human"] == 40  # 5 seed examples x 8 labels
-    assert seed["labels_acquired"] == 40
+    assert seed["labels_human"] == 30  # 5 seed examples x the 6 known labels
+    assert seed["labels_acquired"] == 30
     # The week's teacher labels are new cases, on top of the seed.
-    assert week["labels_acquired"] >= 40 + week["teacher_calls"]
+    assert week["labels_acquired"] >= 30 + week["teacher_calls"]
+    for row in results["rows"]:  # each champion's served scorer on the held-out intents
+        scored = row["open_set"]
+        assert scored["auroc"] > 0.5, scored  # better than chance at telling them apart
+        # A few validation rows cannot hold the 2-point budget: then no threshold, no recall.
+        assert (scored["threshold"] is None) == (scored["oos_recall"] is None), scored
+        assert len(scored["out_of_scope_scores"]) == 2 * 20  # the test slice: 20 per intent
     # Everything the demo started is stopped: the broker's state file is gone.
     assert not (out / "data" / "broker" / "broker.json").exists()
     assert "report:" in done.stdout
