@@ -8,7 +8,8 @@ test queries:
 - batch throughput (batch 32, all cores),
 - accuracy of each on the same rows,
 - rollback: time of one `registry rollback` (API call) while another process writes to the
-  warehouse, and of the whole CLI command.
+  warehouse, and of the whole CLI command;
+- the int8 model with its open-set scorer (``serving.open_set``) against without, single query.
 
 Targets (issue #7): p95 <= 5 ms, >= 3x faster than torch fp32, accuracy within 0.5 point,
 rollback < 2 s.
@@ -121,9 +122,30 @@ def main() -> None:
         acc = accuracy(model.predict_proba(texts), label_targets(model.labels, truth))
         results[name] = {"p50_ms": p50, "p95_ms": p95, "batch_per_s": rate, "accuracy": acc}
 
+    open_set = _open_set_latency(current.artifact_dir, texts[: args.queries])
     rollback_ms, cli_s = _rollback_timings(warehouse, settings, current.version)
     _print(results, current.version, len(texts), args.queries, rollback_ms, cli_s)
+    if open_set is not None:
+        (p50, p95), (p50_scope, p95_scope) = open_set
+        print(f"open-set scoring (serving.open_set): single-query p50/p95 {p50_scope:.2f} / "
+              f"{p95_scope:.2f} ms against {p50:.2f} / {p95:.2f} ms without it in the same run "
+              f"(p95 ratio {p95_scope / p95:.2f}x)")  # fmt: skip
     tmp.cleanup()
+
+
+def _open_set_latency(
+    folder: Path, texts: list[str]
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Single-query latency of the int8 model as served without and with its open-set scorer
+    (one thread, one after the other on the same queries); None without a scorer."""
+    from tutorloop.registry.onnx_model import load_onnx_student
+
+    model = load_onnx_student(folder, threads=1)
+    if model.open_set is None:
+        return None
+    plain = _latency_ms(lambda t: model.predict_with_scope(t, batch=1, scope=False), texts)
+    scoped = _latency_ms(lambda t: model.predict_with_scope(t, batch=1, scope=True), texts)
+    return plain, scoped
 
 
 def _rollback_timings(warehouse: Any, settings: Any, current: str) -> tuple[float, float]:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import pytest
 
 from tests.conftest import run_cli
@@ -182,3 +183,24 @@ def test_a_rewrite_happens_in_a_copy_that_replaces_the_folder_in_one_step(tmp_pa
     assert (folder / "model_int8.onnx").read_bytes() == b"new model"
     assert (folder / "card.json").read_text() == "new card"
     assert not list((tmp_path / "models" / ".staging").iterdir())
+
+
+def test_open_set_abstentions_count_as_out_of_scope_answers_in_the_oos_gates() -> None:
+    # 40 out-of-scope rows the student answers with a known label, 30 of which its open-set
+    # scorer abstains on; 40 in-scope rows answered right. Counted (fallback.open_set), those
+    # 30 are out-of-scope answers: recall 0.75, precision 1; not counted, the recall is 0.
+    from tutorloop.registry.gates import _quality
+
+    labels = ["card_arrival", "lost_or_stolen_card", "oos"]
+    contract = default_contract(load_settings(), labels, oos_label="oos")
+    targets = np.array([0] * 40 + [2] * 40)
+    probs = np.zeros((80, 3))
+    probs[:40, 0] = 1.0
+    probs[40:, 1] = 1.0  # every unknown input answered as a known intent
+    unknown = np.r_[np.zeros(40, dtype=bool), np.ones(30, dtype=bool), np.zeros(10, dtype=bool)]
+    rows = EvaluationSet(["t"] * 80, [labels[t] for t in targets], "eval", "digest")
+    ctx = GateContext(contract, rows)
+    counted = {g.gate: g.value for g in _quality(ctx, probs, targets, labels, unknown)}
+    assert (counted["oos_recall"], counted["oos_precision"]) == (0.75, 1.0)
+    ignored = {g.gate: g.value for g in _quality(ctx, probs, targets, labels, ~np.ones(80, bool))}
+    assert ignored["oos_recall"] == 0.0
