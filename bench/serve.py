@@ -138,11 +138,15 @@ def _open_set_latency(
 ) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """Single-query latency of the int8 model as served without and with its open-set scorer
     (one thread, one after the other on the same queries); None without a scorer."""
+    from dataclasses import replace
+
     from tutorloop.registry.onnx_model import load_onnx_student
 
     model = load_onnx_student(folder, threads=1)
     if model.open_set is None:
         return None
+    if model.open_set.threshold is None:  # none placed: score anyway, to time the scoring
+        model = replace(model, open_set=replace(model.open_set, threshold=0.0))
     plain = _latency_ms(lambda t: model.predict_with_scope(t, batch=1, scope=False), texts)
     scoped = _latency_ms(lambda t: model.predict_with_scope(t, batch=1, scope=True), texts)
     return plain, scoped
