@@ -29,6 +29,11 @@ class ServingSettings(_Section):
         default=0.02, ge=0, le=1,
         description="the open-set threshold: validation accuracy abstaining may cost",
     )  # fmt: skip
+    retrieval: bool = Field(
+        default=True,
+        description="mix the model's retrieval memory into its predictions, where its export "
+        "found that it helps the validation rows (the card's retrieval section)",
+    )
     reload_poll_s: float = Field(default=1.0, gt=0, description="champion pointer check period")
     max_text_chars: int = Field(default=8192, ge=1)
     batch_max: int = Field(

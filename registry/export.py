@@ -31,6 +31,8 @@ from tutorloop.infra.hashing import eval_set_digest
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.onnx_model import EMBEDDING, FP32, INT8, load_onnx_student
 from tutorloop.registry.served_calibration import recalibrate_served
+from tutorloop.registry.served_embeddings import served_rows
+from tutorloop.registry.served_memory import fit_served_memory
 from tutorloop.registry.served_open_set import fit_served_open_set
 from tutorloop.registry.store import ModelVersion, write_card
 from tutorloop.registry.torch_model import load_torch_student
@@ -200,8 +202,9 @@ def export_version(
     more than ``max_accuracy_drop`` on the gold rows (flips among the near-ties can do that),
     groups of layers are kept in fp32 in turn (``_FP32_FALLBACKS``) and the first acceptable
     artifact is kept; the card names the layers left in fp32. If none is, the most agreeing
-    one is kept and the gates fail. The open-set scorer is then fitted on the kept artifact's
-    embeddings (:mod:`tutorloop.registry.served_open_set`).
+    one is kept and the gates fail. The open-set scorer and the retrieval memory are then
+    fitted on the kept artifact's embeddings (:mod:`tutorloop.registry.served_open_set`,
+    :mod:`tutorloop.registry.served_memory`).
     """
     folder = version.artifact_dir
     student = load_torch_student(folder)  # verifies the checksums
@@ -231,9 +234,9 @@ def export_version(
         (rows.truth, logits, reference) if rows.gold else None,
     )  # fmt: skip
     train = split_rows(warehouse, version.dataset_hash, "train")
-    card["open_set"] = fit_served_open_set(
-        folder, [(t, label) for _, t, label in train], [(t, label) for _, t, label in validation],
-        max_accuracy_drop=open_set_max_accuracy_drop, oos_label=oos_label,
+    card |= _fit_on_embeddings(
+        folder, card, [(t, label) for _, t, label in train],
+        [(t, label) for _, t, label in validation], open_set_max_accuracy_drop, oos_label,
     )  # fmt: skip
     card["quantization_export"] = {
         "weights": "QInt8 per channel", "activations": "dynamic uint8",
@@ -253,6 +256,19 @@ def export_version(
         torch_argmax=tuple(int(i) for i in (reference if reference is not None else ())),
         int8_argmax=tuple(int(i) for i in served),
     )
+
+
+def _fit_on_embeddings(
+    folder: Path, card: dict[str, Any], train: list[tuple[str, str]],
+    validation: list[tuple[str, str]], open_set_max_drop: float, oos_label: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The card's ``open_set`` and ``retrieval`` sections, fitted on the kept artifact's
+    embeddings of the version's rows (after its temperature: the memory mixes with it)."""
+    embedded = served_rows(folder, train, validation, oos_label=oos_label)
+    return {
+        "open_set": fit_served_open_set(folder, embedded, max_accuracy_drop=open_set_max_drop),
+        "retrieval": fit_served_memory(folder, embedded, dp=bool(card.get("privacy"))),
+    }
 
 
 @dataclass(frozen=True)

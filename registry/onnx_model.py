@@ -8,7 +8,9 @@ Artifacts exported since the open-set scores carry a second output, ``embedding`
 hidden layer mean-pooled over real tokens), and the scorer fitted on the artifact's own
 embeddings (``open_set.npz``, its threshold in the card's ``open_set`` section): with it,
 :meth:`OnnxStudent.predict_with_scope` also says which inputs lie outside what the student
-was trained on. Older artifacts load and serve as before, without it.
+was trained on. Older artifacts load and serve as before, without it. Where it helped its
+validation rows, the artifact also carries a retrieval memory (``memory.npz``, the card's
+``retrieval`` section) whose neighbours' vote is mixed into every prediction.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from tutorloop.evaluation.metrics import (
     FloatArray,  # numpy types only; sklearn loads on first metric
 )
 from tutorloop.evaluation.open_set import RelativeMahalanobis
+from tutorloop.evaluation.retrieval import RetrievalMemory, interpolate
 from tutorloop.infra.batching import length_sorted_batches
 from tutorloop.registry.store import ArtifactIntegrityError, verify
 
 INT8 = "model_int8.onnx"
 FP32 = "model_fp32.onnx"
 OPEN_SET = "open_set.npz"
+MEMORY = "memory.npz"
 EMBEDDING = "embedding"  # the ONNX output the open-set scorer reads
 
 
@@ -60,6 +64,7 @@ class OnnxStudent:
     temperature: float
     max_length: int
     open_set: OpenSetScorer | None = None
+    memory: ServedMemory | None = None
 
     @property
     def has_embedding(self) -> bool:
@@ -99,12 +104,15 @@ class OnnxStudent:
         scorer = self.open_set if scope else None
         for idx in length_sorted_batches(texts, batch):
             chunk = [texts[i] for i in idx]
-            if scorer is None:
-                logits = self.logits(chunk)
-            else:
-                logits, embeddings = self.logits_and_embeddings(chunk)
-                outside[idx] = scorer.out_of_scope(embeddings)
+            if scorer is None and self.memory is None:
+                probs[idx] = calibrated_proba(self.logits(chunk), self.temperature)
+                continue
+            logits, embeddings = self.logits_and_embeddings(chunk)
             probs[idx] = calibrated_proba(logits, self.temperature)
+            if self.memory is not None:
+                probs[idx] = self.memory.mix(probs[idx], embeddings)
+            if scorer is not None:
+                outside[idx] = scorer.out_of_scope(embeddings)
         return probs, outside
 
 
@@ -126,6 +134,20 @@ class OpenSetScorer:
         return np.asarray(self.scorer.score(embeddings) < self.threshold)
 
 
+@dataclass(frozen=True)
+class ServedMemory:
+    """The artifact's retrieval memory and how its vote is mixed into the student's."""
+
+    memory: RetrievalMemory
+    k: int
+    tau: float
+    weight: float
+
+    def mix(self, probs: FloatArray, embeddings: FloatArray) -> FloatArray:
+        retrieved = self.memory.label_distribution(embeddings, k=self.k, tau=self.tau)
+        return interpolate(probs, retrieved, self.weight)
+
+
 def load_onnx_student(
     folder: Path,
     *,
@@ -133,11 +155,13 @@ def load_onnx_student(
     threads: int = 0,
     verified: bool = False,
     model_path: Path | None = None,
+    retrieval: bool = True,
 ) -> OnnxStudent:
     """Load ``model_file`` of a version folder (checksums verified unless ``verified``).
 
     ``model_path`` loads another ONNX file with the folder's tokenizer and calibration (the
-    exporter's candidates, before one is kept).
+    exporter's candidates, before one is kept), without the extras fitted after export.
+    ``retrieval=False`` leaves the retrieval memory out (``serving.retrieval``).
     """
     card = json.loads((folder / "card.json").read_text()) if verified else verify(folder)
     if model_path is None and model_file not in card.get("files", {}):
@@ -153,7 +177,18 @@ def load_onnx_student(
         temperature=temperature,
         max_length=max_length,
         open_set=_open_set(folder, card) if model_path is None else None,
+        memory=_memory(folder, card) if model_path is None and retrieval else None,
     )
+
+
+def _memory(folder: Path, card: dict[str, Any]) -> ServedMemory | None:
+    section = card.get("retrieval") or {}
+    if MEMORY not in card.get("files", {}) or not section.get("used"):
+        return None
+    return ServedMemory(
+        RetrievalMemory.load(folder / MEMORY), int(section["k"]), float(section["tau"]),
+        float(section["weight"]),
+    )  # fmt: skip
 
 
 def _open_set(folder: Path, card: dict[str, Any]) -> OpenSetScorer | None:

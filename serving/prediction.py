@@ -85,14 +85,14 @@ class Prediction:
 
 
 def load_model(
-    folder: Path | Callable[[], Path], version: str | None, threads: int
+    folder: Path | Callable[[], Path], version: str | None, threads: int, *, retrieval: bool = True
 ) -> OnnxStudent | None:
     """The int8 model of a version folder (or of the folder a callable fetches), warmed up;
     None (logged) when its files fail their checksums or it cannot load. A failure to reach
     the artifact store raises: the caller retries at its next poll."""
     try:
         path = folder() if callable(folder) else folder
-        model = load_onnx_student(path, threads=threads)
+        model = load_onnx_student(path, threads=threads, retrieval=retrieval)
     except ArtifactIntegrityError as exc:
         log.error("refusing model %s: %s", version, exc)
         return None

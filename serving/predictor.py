@@ -81,7 +81,9 @@ class Predictor:
             return False
         if self._model is not None and published.version == self._model.version:
             return False
-        model = load_model(published.folder, published.version, self.cfg.threads)
+        model = load_model(
+            published.folder, published.version, self.cfg.threads, retrieval=self.cfg.retrieval
+        )
         if model is None:  # logged; not retried until the pointer changes
             self._failed = published.key
             return False

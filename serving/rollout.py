@@ -142,7 +142,8 @@ class RolloutRouter:
             return
         if published.key == self._failed:
             return
-        model = load_model(published.folder, state.version, threads)
+        retrieval = self.settings.serving.retrieval
+        model = load_model(published.folder, state.version, threads, retrieval=retrieval)
         if model is None:
             self._failed = published.key
             return

@@ -14,13 +14,16 @@ import pytest
 
 from tests.registry_fixtures import first_version, registry_settings
 from tests.test_trainer import TEST
+from tutorloop.evaluation.retrieval import RetrievalMemory
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.registry.contract import load_contract
 from tutorloop.registry.export import split_rows
 from tutorloop.registry.gate_artifact import open_set_gates
-from tutorloop.registry.onnx_model import OPEN_SET, load_onnx_student
+from tutorloop.registry.onnx_model import OPEN_SET, ServedMemory, load_onnx_student
+from tutorloop.registry.served_embeddings import served_rows
+from tutorloop.registry.served_memory import fit_served_memory
 from tutorloop.registry.served_open_set import fit_served_open_set
 from tutorloop.registry.store import get
 from tutorloop.registry.torch_model import load_torch_student
@@ -88,10 +91,26 @@ def test_the_served_student_abstains_on_what_it_was_not_trained_for(tmp_path: Pa
     shutil.copytree(folder, tmp_path / "copy")
     rows = {split: [(t, y) for _, t, y in split_rows(warehouse, version.dataset_hash, split)]
             for split in ("train", "validation")}  # fmt: skip
-    strict = fit_served_open_set(
-        tmp_path / "copy", rows["train"], rows["validation"], max_accuracy_drop=0.02
-    )
+    embedded = served_rows(tmp_path / "copy", rows["train"], rows["validation"])
+    strict = fit_served_open_set(tmp_path / "copy", embedded, max_accuracy_drop=0.02)
     assert strict["threshold"] is None and "95% confidence" in strict["reason"], strict
+
+    # The retrieval memory: shipped only where it lowered the validation rows' log loss, never
+    # for a DP-trained version; loaded unless serving.retrieval is off.
+    retrieval = card["retrieval"]
+    assert retrieval["used"] == (retrieval["weight"] > 0) and retrieval["memory_rows"] == 216
+    with_memory = load_onnx_student(folder)
+    assert (with_memory.memory is not None) == retrieval["used"]
+    assert load_onnx_student(folder, retrieval=False).memory is None
+    dp = fit_served_memory(tmp_path / "copy", embedded, dp=True)
+    assert not dp["used"] and "DP" in dp["reason"]
+    # The memory's vote on rows it holds is their own label: mixing it in moves answers.
+    assert not isinstance(embedded, str)
+    memory = ServedMemory(RetrievalMemory.build(embedded.train_embeddings, embedded.train_targets,
+                                                8), k=5, tau=0.05, weight=0.9)  # fmt: skip
+    train_texts = [t for t, _ in rows["train"]]
+    voted = replace(with_memory, memory=memory).predict_proba(train_texts).argmax(axis=1)
+    assert np.mean(voted == embedded.train_targets) > 0.95
 
     # The served embedding is the trainer's pooled embedding, through int8.
     model = load_onnx_student(folder)
