@@ -51,6 +51,9 @@ def print_table(result: DemoResult) -> None:
         if r.note:
             console.print(f"cycle {r.cycle}: {r.note}")
     for r in result.rows:
+        if r.accuracy_without_memory is not None:
+            console.print(f"cycle {r.cycle}: accuracy {r.accuracy:.4f} with its retrieval "
+                          f"memory, {r.accuracy_without_memory:.4f} without")  # fmt: skip
         if r.open_set is not None:
             console.print(f"cycle {r.cycle} open intent: {_open_set_line(r.open_set)}")
 
@@ -226,7 +229,9 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
     images = _plots(result, out)
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-            r.cycle, r.champion, "yes" if r.promoted else "no", f"{r.accuracy:.4f}",
+            r.cycle, r.champion, "yes" if r.promoted else "no",
+            f"{r.accuracy:.4f}" + ("" if r.accuracy_without_memory is None
+                                   else f" ({r.accuracy_without_memory:.4f})"),
             f"{r.macro_f1:.4f}", f"{r.ece:.4f}", f"{r.aurc:.4f}", f"{r.selective_accuracy:.4f}",
             "" if r.p95_ms is None else f"{r.p95_ms:.2f}", r.labels_human, r.labels_teacher,
             r.labels_acquired, r.teacher_calls, f"{r.epsilon:g}", r.note,
@@ -248,7 +253,8 @@ figure{{display:inline-block}}</style>
 {len(result.rows) - 1} weekly cycle(s); {result.seconds:.0f} s.</p>
 <p>Teacher test accuracy <b>{result.teacher_accuracy:.4f}</b>; seed student
 <b>{result.seed_accuracy:.4f}</b>; share of the seed-to-teacher gap closed: <b>{gap}</b>.</p>
-<table><tr><th>cycle</th><th>champion</th><th>promoted</th><th>accuracy</th><th>macro-F1</th>
+<table><tr><th>cycle</th><th>champion</th><th>promoted</th><th>accuracy (without its
+retrieval memory)</th><th>macro-F1</th>
 <th>ECE</th><th>AURC</th><th>selective acc.</th><th>p95 ms</th><th>human rows trained</th>
 <th>teacher rows trained</th><th>labels acquired (cumulative)</th>
 <th>teacher calls (cumulative)</th><th>epsilon</th><th>note</th></tr>{rows}</table>

@@ -51,6 +51,7 @@ class CycleRow:
     served: int
     note: str = ""
     open_set: OpenSetResult | None = None  # with --holdout-intents
+    accuracy_without_memory: float | None = None  # the champion without its retrieval memory
 
 
 @dataclass

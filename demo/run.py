@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -123,12 +123,17 @@ def _split(rows: Any, options: DemoOptions) -> dict[str, Any]:
             "traffic": take(traffic_idx)}  # fmt: skip
 
 
-def _evaluate(settings: Settings, test: Any) -> tuple[Any, Any, Any]:
+def _evaluate(settings: Settings, test: Any) -> tuple[Any, Any, Any, float | None]:
 
     current = champion(open_warehouse(settings))
     assert current is not None
-    q, probs, targets = evaluate(load_onnx_student(current.artifact_dir), test.texts, test.labels)
-    return current, q, (probs, targets)
+    model = load_onnx_student(current.artifact_dir, retrieval=settings.serving.retrieval)
+    q, probs, targets = evaluate(model, test.texts, test.labels)
+    without = None
+    if model.memory is not None:  # the same champion without its retrieval memory: ablation
+        plain = replace(model, memory=None).predict_proba(test.texts)
+        without = float(np.mean(plain.argmax(axis=1) == targets))
+    return current, q, (probs, targets), without
 
 
 def _interrupt_on_signals() -> None:
@@ -203,9 +208,10 @@ def _seed_student(run: _Services, parts: dict[str, Any], test: Any, result: Demo
         promote(warehouse, settings, first.version, actor="demo", force=True,
                 reason="demo: the seed student serves even if it misses a gate")  # fmt: skip
         note = "seed forced: failed " + ", ".join(first.gates["failed"])
-    current, q, _ = _evaluate(settings, test)
+    current, q, _, without = _evaluate(settings, test)
     result.seed_accuracy = q.accuracy
     result.rows.append(_row(0, current.version, first, True, q, warehouse, 0, 0, note))
+    result.rows[-1].accuracy_without_memory = without
 
 
 def _reference_teacher(settings: Settings, pool: Any, test: Any, result: DemoResult) -> None:
@@ -273,9 +279,10 @@ def _weekly_cycles(
             (report.gates or {}).get("rejected_reason") or
             ", ".join((report.gates or {}).get("failed", []))
         )  # fmt: skip
-        current, q, (result.probs, result.targets) = _evaluate(settings, test)
+        current, q, (result.probs, result.targets), without = _evaluate(settings, test)
         result.rows.append(_row(cycle, current.version, report, promoted, q, warehouse,
                                 served, escalated, note))  # fmt: skip
+        result.rows[-1].accuracy_without_memory = without
 
 
 def run_demo(options: DemoOptions) -> DemoResult:
@@ -321,7 +328,10 @@ def _score_open_set(run: _Services, result: DemoResult, known: Any, oos: list[st
     scored: dict[str, OpenSetResult] = {}
     for row in result.rows:
         if row.champion not in scored:
-            model = load_onnx_student(get(run.warehouse, row.champion).artifact_dir)
+            model = load_onnx_student(
+                get(run.warehouse, row.champion).artifact_dir,
+                retrieval=run.settings.serving.retrieval,
+            )
             scored[row.champion] = score_open_set(
                 model, known, oos, run.settings.serving.abstain_below
             )

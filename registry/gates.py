@@ -83,7 +83,8 @@ _RSS_PROBE = """
 import json, resource, sys
 from pathlib import Path
 from tutorloop.registry.onnx_model import load_onnx_student
-model = load_onnx_student(Path(sys.argv[1]), threads=int(sys.argv[2]), verified=True)
+model = load_onnx_student(Path(sys.argv[1]), threads=int(sys.argv[2]), verified=True,
+                          retrieval=sys.argv[4] == "1")
 texts = json.loads(sys.argv[3]) or ["how do I reset my card pin?"]
 for i in range(100):
     model.predict_proba([texts[i % len(texts)]])
@@ -98,11 +99,11 @@ else:
 """
 
 
-def _serving_rss_mb(version: ModelVersion, texts: list[str], threads: int) -> float:
+def _serving_rss_mb(version: ModelVersion, texts: list[str], ctx: GateContext) -> float:
     """Peak RSS of a fresh process that loads the int8 model and answers 100 queries."""
     out = subprocess.run(
-        [sys.executable, "-c", _RSS_PROBE, str(version.artifact_dir), str(threads),
-         json.dumps(texts[:50])],
+        [sys.executable, "-c", _RSS_PROBE, str(version.artifact_dir), str(ctx.threads),
+         json.dumps(texts[:50]), "1" if ctx.retrieval else "0"],
         capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     return float(out.stdout.strip().splitlines()[-1])
@@ -135,6 +136,7 @@ class GateContext:
     rows: EvaluationSet
     threads: int = 1
     user_epsilon: float | None = None  # the run's user-level DP epsilon, if it trained with DP
+    retrieval: bool = False  # judge it as served with its retrieval memory (serving.retrieval)
 
     @property
     def on_insufficient(self) -> str:
@@ -149,7 +151,7 @@ def evaluate_gates(
     champion: ModelVersion | None,
 ) -> list[GateResult]:
     """Evaluate every gate of the contract on the candidate's int8 artifact; store them."""
-    model = load_onnx_student(candidate.artifact_dir, threads=ctx.threads)
+    model = load_onnx_student(candidate.artifact_dir, threads=ctx.threads, retrieval=ctx.retrieval)
     c = ctx.contract
     results = [*label_set_gates(c, model.labels), *_parity(ctx, export, model.labels)]
     results.append(
@@ -261,7 +263,7 @@ def _serving(ctx: GateContext, candidate: ModelVersion, model: OnnxStudent) -> l
     return [
         constraint("p95_latency_ms", p95, s.max_p95_latency_ms, "<=",
                    "serving.max_p95_latency_ms", threads),
-        constraint("peak_rss_mb", _serving_rss_mb(candidate, ctx.rows.texts, ctx.threads),
+        constraint("peak_rss_mb", _serving_rss_mb(candidate, ctx.rows.texts, ctx),
                    s.max_rss_mb, "<=", "serving.max_rss_mb"),
         constraint("cost_per_1k_usd", cost, s.max_cost_per_1k_requests, "<=",
                    "serving.max_cost_per_1k_requests",
@@ -294,7 +296,9 @@ def _versus_champion(
 ) -> list[GateResult]:
     ch, ev = ctx.contract.champion, ctx.contract.evaluation
     try:
-        champ_model = load_onnx_student(champion.artifact_dir, threads=ctx.threads)
+        champ_model = load_onnx_student(
+            champion.artifact_dir, threads=ctx.threads, retrieval=ctx.retrieval
+        )
         champ_probs = champ_model.predict_proba(ctx.rows.texts)
         champ_targets = label_targets(champ_model.labels, ctx.rows.truth)
     except Exception as exc:

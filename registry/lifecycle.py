@@ -348,6 +348,7 @@ def evaluate_candidate(
         contract, evaluation_set(warehouse, candidate.dataset_hash),
         threads=settings.serving.threads,
         user_epsilon=_user_epsilon(warehouse, candidate, settings.privacy.max_cases_per_user),
+        retrieval=settings.serving.retrieval,
     )  # fmt: skip
     gates = evaluate_gates(
         warehouse, ctx, candidate, exported,

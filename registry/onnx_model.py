@@ -10,7 +10,7 @@ embeddings (``open_set.npz``, its threshold in the card's ``open_set`` section):
 :meth:`OnnxStudent.predict_with_scope` also says which inputs lie outside what the student
 was trained on. Older artifacts load and serve as before, without it. Where it helped its
 validation rows, the artifact also carries a retrieval memory (``memory.npz``, the card's
-``retrieval`` section) whose neighbours' vote is mixed into every prediction.
+``retrieval`` section) whose neighbours' vote is mixed into every prediction when asked.
 """
 
 from __future__ import annotations
@@ -155,13 +155,13 @@ def load_onnx_student(
     threads: int = 0,
     verified: bool = False,
     model_path: Path | None = None,
-    retrieval: bool = True,
+    retrieval: bool = False,
 ) -> OnnxStudent:
     """Load ``model_file`` of a version folder (checksums verified unless ``verified``).
 
     ``model_path`` loads another ONNX file with the folder's tokenizer and calibration (the
     exporter's candidates, before one is kept), without the extras fitted after export.
-    ``retrieval=False`` leaves the retrieval memory out (``serving.retrieval``).
+    ``retrieval`` mixes in the version's retrieval memory, if it has one (``serving.retrieval``).
     """
     card = json.loads((folder / "card.json").read_text()) if verified else verify(folder)
     if model_path is None and model_file not in card.get("files", {}):

@@ -85,7 +85,7 @@ class Prediction:
 
 
 def load_model(
-    folder: Path | Callable[[], Path], version: str | None, threads: int, *, retrieval: bool = True
+    folder: Path | Callable[[], Path], version: str | None, threads: int, *, retrieval: bool = False
 ) -> OnnxStudent | None:
     """The int8 model of a version folder (or of the folder a callable fetches), warmed up;
     None (logged) when its files fail their checksums or it cannot load. A failure to reach

@@ -20,7 +20,9 @@ def test_quick_demo_runs_the_loop_and_writes_a_sane_report(tmp_path: Path) -> No
         "demo", "--quick", "--out", str(out), "--holdout-intents", "0.25",
         "--data", str(DATA / "banking77_train_slice.csv"),
         "--test", str(DATA / "banking77_test_slice.csv"),
-        env={"TUTORLOOP_DATA_DIR": str(tmp_path / "unused")}, timeout=600,
+        # The retrieval memory on (off by default): its path and its ablation run too.
+        env={"TUTORLOOP_DATA_DIR": str(tmp_path / "unused"),
+             "TUTORLOOP_SERVING__RETRIEVAL": "true"}, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "report.html").is_file()
@@ -58,6 +60,10 @@ def test_quick_demo_runs_the_loop_and_writes_a_sane_report(tmp_path: Path) -> No
         json.loads(p.read_text()) for p in (out / "data").glob("artifacts/models/v*/card.json")
     ]
     assert cards and all(card["quantization"] == "nf4" for card in cards)
+    # A champion with a retrieval memory is also scored without it (the ablation, same run).
+    used = {card["version"]: card["retrieval"]["used"] for card in cards}
+    for row in results["rows"]:
+        assert (row["accuracy_without_memory"] is not None) == used[row["champion"]], row
     for card in cards:
         served = card["served"]
         # 24 gold rows here (one row is 4 points) and a barely trained student whose

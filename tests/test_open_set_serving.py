@@ -99,9 +99,9 @@ def test_the_served_student_abstains_on_what_it_was_not_trained_for(tmp_path: Pa
     # for a DP-trained version; loaded unless serving.retrieval is off.
     retrieval = card["retrieval"]
     assert retrieval["used"] == (retrieval["weight"] > 0) and retrieval["memory_rows"] == 216
-    with_memory = load_onnx_student(folder)
+    with_memory = load_onnx_student(folder, retrieval=True)
     assert (with_memory.memory is not None) == retrieval["used"]
-    assert load_onnx_student(folder, retrieval=False).memory is None
+    assert load_onnx_student(folder).memory is None  # serving.retrieval is off by default
     dp = fit_served_memory(tmp_path / "copy", embedded, dp=True)
     assert not dp["used"] and "DP" in dp["reason"]
     # The memory's vote on rows it holds is their own label: mixing it in moves answers.
