@@ -82,7 +82,8 @@ def register_copy(warehouse: Warehouse, settings: Settings, source: str, shift: 
     (staged / "card.json").unlink()
     if shift:
         model = onnx.load(staged / INT8)
-        [bias] = [i for i in model.graph.initializer if i.name == "classifier.bias"]
+        # "model.classifier.bias" since export wraps the classifier to add its embedding.
+        [bias] = [i for i in model.graph.initializer if i.name.endswith("classifier.bias")]
         values = numpy_helper.to_array(bias).copy()
         values[0] += shift
         bias.CopyFrom(numpy_helper.from_array(values.astype(np.float32), bias.name))
