@@ -7,7 +7,7 @@ abstaining costs at most ``max_accuracy_drop`` of accuracy (the contract's
 ``fallback.open_set_max_accuracy_drop``; an abstention on an in-scope row counts as an error)
 with 95% confidence on the rows to come, not only on these
 (:func:`~tutorloop.evaluation.open_set.threshold_for_accuracy_drop`). Too few validation rows
-place no threshold: the section says so, and the version has no scorer to serve.
+place no threshold: the section says so, and the scorer ships but never abstains.
 No labelled out-of-scope rows are needed; rows of the task's out-of-scope label, if it has
 one, are left out of both. Whether serving and the gates use it is the contract's
 ``fallback.open_set``; the scorer is fitted either way, so turning it on needs no re-export.
