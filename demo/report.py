@@ -50,6 +50,10 @@ def print_table(result: DemoResult) -> None:
     for r in result.rows:
         if r.note:
             console.print(f"cycle {r.cycle}: {r.note}")
+    for check in result.spot_checks:
+        if check["label"] is None:
+            agreed = f"{check['agreed']}/{check['checked']} ({check['rate']:.3f})"
+            console.print(f"spot checks of {check['teacher_id']}: reviewers agreed on {agreed}")
     for r in result.rows:
         if r.accuracy_without_memory is not None:
             console.print(f"cycle {r.cycle}: accuracy {r.accuracy:.4f} with its retrieval "
@@ -183,6 +187,33 @@ def _plots(result: DemoResult, out: Path) -> dict[str, str]:
     return images
 
 
+def _spot_check_section(result: DemoResult, worst: int = 10) -> str:
+    """Teacher-vs-reviewer agreement on the resolved spot checks: per teacher, then the labels
+    (as the teacher gave them, at least 3 checks) reviewers agreed with least."""
+    if not result.spot_checks:
+        return ""
+
+    def cells(r: dict[str, Any]) -> str:
+        ci = "" if r["lower"] is None else f"{r['lower']:.3f} - {r['upper']:.3f}"
+        values = (r["teacher_id"], r["label"] or "(all)", r["checked"], r["agreed"],
+                  f"{r['rate']:.3f}", ci)  # fmt: skip
+        return "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in values) + "</tr>"
+
+    overall = [r for r in result.spot_checks if r["label"] is None]
+    labels = [r for r in result.spot_checks if r["label"] is not None and r["checked"] >= 3]
+    return (
+        f"<h2>Spot checks</h2><p>{result.spot_checks_resolved} spot checks resolved by the "
+        "demo's reviewers (the traffic's true labels): a case-hash sample of "
+        "teacher.spot_check_fraction of the captured cases each teacher labeled, whatever its "
+        "confidence. Captured cases are the ones the student was unsure of, so agreement here "
+        f"is expected below the teacher's test accuracy ({result.teacher_accuracy:.3f}). "
+        f"Per teacher, then the {worst} labels the teacher gave that reviewers agreed with "
+        "least (at least 3 checks); intervals are Wilson 95%.</p><table><tr><th>teacher</th>"
+        "<th>label given</th><th>checked</th><th>agreed</th><th>agreement</th><th>interval</th>"
+        f"</tr>{''.join(cells(r) for r in overall + labels[:worst])}</table>"
+    )
+
+
 def _drift_table(windows: list[dict[str, Any]]) -> str:
     """Serving's drift windows (``tutorloop monitor``): each week's traffic against the
     reference window of the champion that served it."""
@@ -222,6 +253,7 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         "gap_closed": result.gap_closed,
         "seconds": result.seconds,
         "unknown_intents": result.unknown_intents,
+        "spot_checks": result.spot_checks,
         "history": result.history,
         "options": {k: str(v) for k, v in vars(options).items()},
     }
@@ -258,7 +290,7 @@ retrieval memory)</th><th>macro-F1</th>
 <th>ECE</th><th>AURC</th><th>selective acc.</th><th>p95 ms</th><th>human rows trained</th>
 <th>teacher rows trained</th><th>labels acquired (cumulative)</th>
 <th>teacher calls (cumulative)</th><th>epsilon</th><th>note</th></tr>{rows}</table>
-{figures}{_open_set_section(result)}{drift}</body></html>"""
+{figures}{_spot_check_section(result)}{_open_set_section(result)}{drift}</body></html>"""
     path = out / "report.html"
     path.write_text(page)
     return path

@@ -67,3 +67,5 @@ class DemoResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     drift: list[dict[str, Any]] = field(default_factory=list)  # serving's drift windows
     unknown_intents: list[str] = field(default_factory=list)  # with --holdout-intents
+    spot_checks: list[dict[str, Any]] = field(default_factory=list)  # agreement rows
+    spot_checks_resolved: int = 0

@@ -35,6 +35,7 @@ import numpy as np
 from tutorloop.demo.holdout import OpenSetResult, score_open_set, unknown_intents, without
 from tutorloop.demo.report import write_report
 from tutorloop.demo.results import CycleRow, DemoOptions, DemoResult
+from tutorloop.demo.reviewer import agreement_rows, review_spot_checks
 from tutorloop.demo.traffic import serve_traffic, wait_for_warehouse
 from tutorloop.evaluation.classifier import evaluate
 from tutorloop.infra.broker import EmbeddedBroker
@@ -238,6 +239,7 @@ def _weekly_cycles(
     chunks = np.array_split(np.arange(len(traffic_rows)), options.cycles)
     rng = random.Random(options.seed + 1)
     served = 0
+    truth: dict[str, str] = {}
     reports: list[CycleReport] = []
 
     def cycle_fn(check_stop: Any) -> CycleReport:
@@ -259,6 +261,7 @@ def _weekly_cycles(
                               [traffic_rows.labels[i] for i in chunk])  # fmt: skip
         week = serve_traffic(settings, traffic, options.escalate, rng)
         escalated = week.escalated
+        truth.update(week.truth)
         served += len(chunk)
         wait_for_warehouse(settings, served)
         console.print(f"served {len(chunk)}, escalated {escalated}; stored by the worker; "
@@ -279,6 +282,9 @@ def _weekly_cycles(
             (report.gates or {}).get("rejected_reason") or
             ", ".join((report.gates or {}).get("failed", []))
         )  # fmt: skip
+        reviewed = review_spot_checks(warehouse, truth)
+        result.spot_checks_resolved += reviewed
+        console.print(f"reviewers resolved {reviewed} spot checks (they train from next week)")
         current, q, (result.probs, result.targets), without = _evaluate(settings, test)
         result.rows.append(_row(cycle, current.version, report, promoted, q, warehouse,
                                 served, escalated, note))  # fmt: skip
@@ -313,6 +319,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         if out_of_scope:
             _score_open_set(run, result, test, out_of_scope)
         result.history = [c.to_dict() for c in history(run.warehouse)]
+        result.spot_checks = agreement_rows(run.warehouse)
         result.drift = run.warehouse.query_dicts(
             "SELECT window_end, model_version, requests, mean_confidence, abstention_rate,"
             " confidence_psi, confidence_psi_null, label_psi, label_psi_null, confidence_ks_p,"

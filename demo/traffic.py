@@ -26,6 +26,7 @@ class Traffic:
     served: int
     escalated: int
     with_text: int  # prediction events that carried their text to Kafka
+    truth: dict[str, str]  # request id -> true label: what the demo's reviewers know
 
 
 def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Random) -> Traffic:
@@ -42,6 +43,7 @@ def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Ra
     ):
         url = f"{server.url}/predict"
         escalated = 0
+        truth: dict[str, str] = {}
         lock = threading.Lock()
         stop = threading.Event()
         work = list(enumerate(zip(rows.texts, rows.labels, strict=True)))
@@ -56,6 +58,8 @@ def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Ra
                             "consent": {"training": True}}  # fmt: skip
                     reply = http.post(url, json=body)
                     reply.raise_for_status()
+                    with lock:
+                        truth[reply.json()["request_id"]] = label
                     if rng.random() < escalate:
                         emitter.escalate(
                             EscalationEvent(
@@ -87,7 +91,7 @@ def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Ra
                     t.join(timeout=10)
             advance(max(0, emitter.stats.sent - done))
         emitter.flush(30)
-    return Traffic(len(work), escalated, emitter.stats.with_text)
+    return Traffic(len(work), escalated, emitter.stats.with_text, truth)
 
 
 def wait_for_warehouse(settings: Settings, expected: int, timeout: float = 600) -> int:

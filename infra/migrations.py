@@ -306,6 +306,11 @@ CREATE TABLE drift_windows (
 );
 """
 
+# Review items name the teacher whose answer they are about: spot-check agreement is per teacher.
+_V14_REVIEW_TEACHER = """
+ALTER TABLE review_queue ADD COLUMN teacher_id VARCHAR;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lineage tables", LINEAGE_V1),
     Migration(2, "escalations and review queue", _V2_REVIEW),
@@ -320,6 +325,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "escalated predictions waiting to be read back", _V11_PARKED),
     Migration(12, "public and private row counts of DP runs", _V12_DP_ROWS),
     Migration(13, "shadow and canary rollouts; live rollout and drift windows", _V13_ROLLOUTS),
+    Migration(14, "review items name their teacher (spot-check agreement)", _V14_REVIEW_TEACHER),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

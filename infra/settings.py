@@ -30,11 +30,11 @@ from tutorloop.infra.settings_sections import (
     PrivacySettings,
     RegistrySettings,
     StreamsSettings,
-    TeacherSettings,
     TrainerSettings,
     WarehouseSettings,
 )
 from tutorloop.infra.settings_serving import MOVED_TO_SERVING, ServingSettings
+from tutorloop.infra.settings_teacher import TeacherSettings
 
 _log = logging.getLogger(__name__)
 

@@ -204,55 +204,6 @@ class PrivacySettings(_Section):
     )
 
 
-class OpenAITeacherSettings(_Section):
-    """An OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp, Ollama, hosted APIs)."""
-
-    base_url: str = Field(
-        default="http://127.0.0.1:8000/v1", min_length=1, description="up to and including /v1"
-    )
-    model: str = Field(default="gpt-4o-mini", min_length=1)
-    api_key_env: str = Field(
-        default="OPENAI_API_KEY",
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="name of the environment variable holding the API key (never the key)",
-    )
-    timeout_s: float = Field(default=30.0, gt=0)
-    max_retries: int = Field(default=4, ge=0, le=20, description="on 429, 5xx and timeouts")
-    backoff_initial_s: float = Field(default=0.5, gt=0)
-    backoff_max_s: float = Field(default=20.0, gt=0)
-    concurrency: int = Field(default=8, ge=1, le=256, description="requests in flight")
-    logprobs: bool = Field(default=True, description="ask for logprobs to build soft targets")
-    top_logprobs: int = Field(default=20, ge=0, le=20)
-    input_usd_per_mtok: float = Field(default=0.0, ge=0, description="price per 1M input tokens")
-    output_usd_per_mtok: float = Field(default=0.0, ge=0, description="price per 1M output tokens")
-
-
-class TeacherSettings(_Section):
-    """Who relabels captured cases, and when a teacher's answer goes to human review."""
-
-    backend: Literal["local", "openai", "human"] = Field(
-        default="local",
-        description="local: embeddings + logistic head; openai: chat endpoint; human: review only",
-    )
-    local_path: Path | None = Field(
-        default=None, description="fitted local teacher folder; default: <data_dir>/teacher"
-    )
-    encoder: str = Field(
-        default="all-mpnet-base-v2",
-        min_length=1,
-        description="local teacher backbone: all-mpnet-base-v2, all-minilm-l6-v2 or a folder",
-    )
-    labels: list[str] = Field(
-        default_factory=list,
-        description="label set; empty: the champion's, else every label seen in the warehouse",
-    )
-    batch_size: int = Field(default=64, ge=1, le=4096, description="cases per relabel batch")
-    review_below: float = Field(
-        default=0.5, ge=0, le=1, description="teacher confidence below this goes to review"
-    )
-    openai: OpenAITeacherSettings = Field(default_factory=OpenAITeacherSettings)
-
-
 class DatasetSettings(_Section):
     """How a training dataset is assembled from the warehouse."""
 

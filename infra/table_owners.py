@@ -263,6 +263,7 @@ TABLES: tuple[Table, ...] = (
             "resolved_by",
             "created_at",
             "resolved_at",
+            "teacher_id",
         ),
         "cases waiting for a person",
     ),

@@ -96,3 +96,6 @@ class ReviewReason(StrEnum):
     DISAGREEMENT = "disagreement"
     LOW_CONFIDENCE = "low_confidence"
     NEEDS_LABEL = "needs_label"
+    # A seeded sample of teacher labels, drawn regardless of confidence: what people decide
+    # on these (and only these) estimates each teacher's agreement without bias.
+    SPOT_CHECK = "spot_check"

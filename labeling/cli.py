@@ -19,6 +19,7 @@ from tutorloop.infra.cli_common import (
     print_json,
     settings_of,
 )
+from tutorloop.infra.tables import ReviewReason
 from tutorloop.infra.warehouse_backends import open_warehouse
 
 teacher_app = typer.Typer(help="Teachers: fit and evaluate the local one, relabel, review.")
@@ -130,6 +131,7 @@ def relabel_cmd(
             teacher,
             batch_size=settings.teacher.batch_size,
             review_below=settings.teacher.review_below,
+            spot_check=settings.teacher.spot_check_fraction,
             limit=limit,
             on_batch=advance,
         )
@@ -140,7 +142,8 @@ def relabel_cmd(
         console.print(
             f"{report.teacher_id}: {report.labeled}/{report.pending} labeled "
             f"({report.from_cache} from cache, {report.calls} calls), failed: {failures}; "
-            f"{report.review_items} new review items; {report.tokens} tokens, "
+            f"{report.review_items} new review items ({report.spot_checks} spot checks); "
+            f"{report.tokens} tokens, "
             f"${report.cost_usd:.4f}"
         )
     if report.pending and not report.labeled:
@@ -154,7 +157,12 @@ def review_cmd(
     limit: int = typer.Option(50, "--limit", min=1),
     json_out: bool = JSON_OUT,
 ) -> None:
-    """The review queue: teacher/human disagreements, low-confidence answers, unlabeled cases."""
+    """The review queue: teacher/human disagreements, low-confidence answers, unlabeled cases,
+    spot checks.
+
+    An open spot check does not show the teacher's answer: the reviewer decides unanchored,
+    so that agreement (`teacher agreement`) measures the teacher, not the reviewer's trust.
+    """
 
     if status not in ("open", "resolved", "all"):
         fail(f"--status must be open, resolved or all, got {status!r}", 2)
@@ -167,6 +175,9 @@ def review_cmd(
         " ORDER BY r.created_at, r.item_id LIMIT ?",
         [*params, limit],
     )
+    for row in rows:
+        if row["reason"] == ReviewReason.SPOT_CHECK and row["status"] == "open":
+            row["teacher_label"] = row["teacher_confidence"] = None
     if json_out:
         print_json(rows)
         return
@@ -184,6 +195,46 @@ def review_cmd(
         )
     console.print(table)
     console.print(f"{len(rows)} items ({status})")
+
+
+@teacher_app.command("agreement")
+def agreement_cmd(
+    ctx: typer.Context,
+    by_label: bool = typer.Option(False, "--by-label", help="also per label the teacher gave"),
+    json_out: bool = JSON_OUT,
+) -> None:
+    """How often reviewers agree with each teacher on resolved spot checks (Wilson 95%)."""
+    from tutorloop.labeling.agreement import spot_check_agreement
+
+    rows = [
+        a
+        for a in spot_check_agreement(open_warehouse(settings_of(ctx)))
+        if by_label or a.label is None
+    ]
+    if json_out:
+        print_json(
+            [
+                {"teacher_id": a.teacher_id, "label": a.label, "checked": a.checked,
+                 "agreed": a.agreed, "rate": a.interval().value, "lower": a.interval().lower,
+                 "upper": a.interval().upper, "weight": a.weight}
+                for a in rows
+            ]
+        )  # fmt: skip
+        return
+    if not rows:
+        console.print(
+            "no resolved spot checks yet (teacher.spot_check_fraction sends a sample of "
+            "teacher labels to `teacher review`)"
+        )
+        return
+    table = Table("teacher", "label", "checked", "agreed", "rate", "95% interval")
+    for a in rows:
+        ci = a.interval()
+        table.add_row(
+            a.teacher_id, a.label or "(all)", str(a.checked), str(a.agreed),
+            f"{ci.value:.3f}", f"{ci.lower:.3f} - {ci.upper:.3f}",
+        )  # fmt: skip
+    console.print(table)
 
 
 @teacher_app.command("resolve")

@@ -4,8 +4,10 @@ Per batch: look answers up in ``teacher_cache`` by (teacher id, text hash); call
 only for texts it has never answered; then, in one warehouse transaction, store the new
 answers in the cache, a ``labels`` row per labeled case (with provenance: teacher id and
 version, cost, tokens, confidence, rationale), a ``teacher_errors`` row per failure, and the
-review items (teacher/human disagreement, confidence below the floor). A rerun after an
-interruption skips cases already labeled by this teacher and finds earlier answers in the
+review items (teacher/human disagreement, confidence below the floor, and a seeded spot-check
+sample of ``spot_check`` of the labels drawn whatever their confidence, so that what reviewers
+decide on it measures the teacher without bias: :mod:`tutorloop.labeling.agreement`). A rerun
+after an interruption skips cases already labeled by this teacher and finds earlier answers in the
 cache; at most the calls of the batch in flight when a process was killed are made again.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from tutorloop.infra.hashing import fingerprint
+from tutorloop.infra.hashing import fingerprint, stable_unit
 from tutorloop.infra.tables import IMPORTED_REASONS, LabelSource, ReviewReason
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.labeling.teacher import Teacher, TeacherAnswer, TeacherFailure, TeacherResult
@@ -43,7 +45,7 @@ _ERROR_SCHEMA = pa.schema(
 )  # fmt: skip
 _REVIEW_SCHEMA = pa.schema(
     [("item_id", _STR), ("case_id", _STR), ("reason", _STR), ("teacher_label", _STR),
-     ("teacher_confidence", _F64), ("human_label", _STR)]
+     ("teacher_confidence", _F64), ("human_label", _STR), ("teacher_id", _STR)]
 )  # fmt: skip
 
 
@@ -57,6 +59,7 @@ class RelabelReport:
     failed: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     review_items: int = 0
+    spot_checks: int = 0
     cost_usd: float = 0.0
     tokens: int = 0
 
@@ -136,6 +139,7 @@ def relabel(
     *,
     batch_size: int = 64,
     review_below: float = 0.5,
+    spot_check: float = 0.0,
     limit: int | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_pending: Callable[[int], None] | None = None,
@@ -164,9 +168,12 @@ def relabel(
         results = dict(zip(unanswered, _call(teacher, list(unanswered.values())), strict=True))
         report.calls += len(unanswered)
         with warehouse.transaction() as con:
-            report.review_items += _store(
-                con, info.teacher_id, info.version, batch, cached, results, review_below
-            )
+            items, spot_checks = _store(
+                con, info.teacher_id, info.version, batch, cached, results,
+                review_below, spot_check,
+            )  # fmt: skip
+        report.review_items += items
+        report.spot_checks += spot_checks
         for case in batch:
             result = cached.get(case.text_hash) or results[case.text_hash]
             if isinstance(result, TeacherAnswer):
@@ -196,7 +203,9 @@ def _store(
     cached: dict[str, TeacherAnswer],
     results: dict[str, TeacherResult],
     review_below: float,
-) -> int:
+    spot_check: float,
+) -> tuple[int, int]:
+    """Store one batch; return (review items added, of which spot checks)."""
     cache_rows = [
         {
             "teacher_id": teacher_id, "text_hash": text_hash, "teacher_version": teacher_version,
@@ -246,13 +255,26 @@ def _store(
             reviews.append(
                 _review(case.case_id, ReviewReason.DISAGREEMENT, teacher_id, result, human)
             )
+        elif human is None and spot_checked(case.case_id, spot_check):
+            reviews.append(_review(case.case_id, ReviewReason.SPOT_CHECK, teacher_id, result, None))
         elif human is None and result.confidence < review_below:
             reviews.append(
                 _review(case.case_id, ReviewReason.LOW_CONFIDENCE, teacher_id, result, None)
             )
     insert_arrow(con, "labels", pa.Table.from_pylist(label_rows, _LABEL_SCHEMA))
     insert_arrow(con, "teacher_errors", pa.Table.from_pylist(error_rows, _ERROR_SCHEMA))
-    return insert_arrow(con, "review_queue", pa.Table.from_pylist(reviews, _REVIEW_SCHEMA))
+    added = insert_arrow(con, "review_queue", pa.Table.from_pylist(reviews, _REVIEW_SCHEMA))
+    return added, sum(1 for r in reviews if r["reason"] == ReviewReason.SPOT_CHECK)
+
+
+def spot_checked(case_id: str, fraction: float) -> bool:
+    """Whether a case is in the spot-check sample.
+
+    A hash of the case id, not of any answer: the sample cannot lean towards confident (or
+    doubtful) answers, a rerun draws the same cases, and every teacher is checked on the same
+    cases, so one person's label measures them all.
+    """
+    return fraction > 0 and stable_unit(f"spot-check\0{case_id}") < fraction
 
 
 def _review(
@@ -265,6 +287,7 @@ def _review(
         "teacher_label": answer.label if answer else None,
         "teacher_confidence": answer.confidence if answer else None,
         "human_label": human,
+        "teacher_id": teacher_id if answer else None,
     }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from tutorloop.infra.hashing import fingerprint
-from tutorloop.infra.settings_sections import OpenAITeacherSettings
+from tutorloop.infra.settings_teacher import OpenAITeacherSettings
 from tutorloop.labeling.teacher import (
     ErrorKind,
     TeacherAnswer,

@@ -352,7 +352,8 @@ def run_cycle(
         with progress("relabeling", None) as advance:
             done: RelabelReport = relabel(
                 warehouse, teacher, batch_size=settings.teacher.batch_size,
-                review_below=settings.teacher.review_below, on_batch=advance,
+                review_below=settings.teacher.review_below,
+                spot_check=settings.teacher.spot_check_fraction, on_batch=advance,
             )  # fmt: skip
         report.relabel = done.to_dict()
     labels = label_set(settings, warehouse)  # teacher.labels, else the champion's

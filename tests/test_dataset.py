@@ -14,7 +14,7 @@ from tests.conftest import on_postgres, run_cli
 from tests.openai_server import FakeOpenAI, serve
 from tests.warehouse_cases import capture
 from tutorloop.infra.settings import Settings
-from tutorloop.infra.settings_sections import OpenAITeacherSettings
+from tutorloop.infra.settings_teacher import OpenAITeacherSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.case_store import insert_labels
 from tutorloop.labeling.relabel import relabel

@@ -33,6 +33,12 @@ def test_quick_demo_runs_the_loop_and_writes_a_sane_report(tmp_path: Path) -> No
     unknown = results["unknown_intents"]
     assert len(unknown) == 2  # a quarter of 8, left out of every stage
     assert "Open-intent detection" in (out / "report.html").read_text()
+    # Reviewers resolved the week's spot checks: agreement per teacher adds up per label.
+    assert "Spot checks" in (out / "report.html").read_text()
+    checks = results["spot_checks"]
+    (overall,) = [c for c in checks if c["label"] is None]
+    assert overall["checked"] > 0 and 0 <= overall["agreed"] <= overall["checked"]
+    assert sum(c["checked"] for c in checks if c["label"] is not None) == overall["checked"]
     seed, week = results["rows"]
     assert seed["cycle"] == 0 and week["cycle"] == 1
     for row in results["rows"]:

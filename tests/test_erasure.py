@@ -19,7 +19,7 @@ from tests.streams_events import escalation, prediction
 from tests.warehouse_cases import capture, regex_sink
 from tutorloop.infra.hashing import subject_hash
 from tutorloop.infra.settings import Settings
-from tutorloop.infra.settings_sections import OpenAITeacherSettings
+from tutorloop.infra.settings_teacher import OpenAITeacherSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.relabel import relabel
 from tutorloop.labeling.teacher_openai import OpenAITeacher

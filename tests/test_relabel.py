@@ -17,7 +17,7 @@ from tests.conftest import CLI, run_cli, wait_until
 from tests.openai_server import FakeOpenAI, serve
 from tests.warehouse_cases import capture
 from tutorloop.infra.settings import Settings
-from tutorloop.infra.settings_sections import OpenAITeacherSettings
+from tutorloop.infra.settings_teacher import OpenAITeacherSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.relabel import relabel

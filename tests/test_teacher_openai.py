@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.openai_server import FakeOpenAI, serve
-from tutorloop.infra.settings_sections import OpenAITeacherSettings
+from tutorloop.infra.settings_teacher import OpenAITeacherSettings
 from tutorloop.labeling.teacher import TeacherAnswer, TeacherFailure
 from tutorloop.labeling.teacher_openai import OpenAITeacher
 

@@ -12,7 +12,8 @@ What goes in, in order:
    never joins it. Gold imported for training (a seed set) is never held out.
 3. **Targets**: a human label alone is one-hot; a teacher label alone is the teacher's soft
    distribution; where both exist the hard label is the human's and the soft target is
-   ``human_weight`` x one-hot(human) + (1 - ``human_weight``) x teacher distribution.
+   ``human_weight`` x one-hot(human) + (1 - ``human_weight``) x teacher distribution. Where
+   several teachers labeled a case, the one people agree with most on spot checks answers.
 4. **Dedup** on ``cases.text_hash`` (lowercased, whitespace-collapsed text): one row per
    normalized text, human-labeled first; texts that are in the evaluation set are dropped.
 5. **Replay** against forgetting: "new" rows are those not in the ``previous`` version (by
@@ -43,6 +44,7 @@ from tutorloop.infra.tables import (
     Split,
 )
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.agreement import teacher_weights
 from tutorloop.privacy.caps import ContributionCaps, eligible_case_ids
 from tutorloop.trainer.dataset_spec import (
     SPLITS,
@@ -62,29 +64,51 @@ __all__ = ["SPLITS", "DatasetSpec", "DatasetVersion", "EmptyDatasetError", "Row"
 
 
 def _load(warehouse: Warehouse, case_ids: Sequence[str], teacher_id: str | None) -> list[Candidate]:
-    teacher_filter = "AND teacher_id = ?" if teacher_id else ""
-    params: list[Any] = [teacher_id] if teacher_id else []
-    rows = warehouse.query(
+    humans = warehouse.query(
         "WITH h AS (SELECT case_id, arg_max(label, created_at) AS label FROM labels"
-        "   WHERE source = 'human' GROUP BY case_id),"
-        " t AS (SELECT case_id, arg_max(label, created_at) AS label,"
-        "   arg_max(soft_targets, created_at) AS soft, arg_max(confidence, created_at) AS conf"
-        f"   FROM labels WHERE source = 'teacher' {teacher_filter} GROUP BY case_id)"
-        " SELECT c.case_id, c.text, c.text_hash, h.label, t.label, t.soft, t.conf,"
-        " c.capture_reason"
-        " FROM cases c LEFT JOIN h USING (case_id) LEFT JOIN t USING (case_id)"
-        " WHERE c.case_id IN (SELECT unnest(?)) AND (h.label IS NOT NULL OR t.label IS NOT NULL)"
-        " ORDER BY c.case_id",
-        [*params, list(case_ids)],
+        "   WHERE source = 'human' GROUP BY case_id)"
+        " SELECT c.case_id, c.text, c.text_hash, h.label, c.capture_reason"
+        " FROM cases c LEFT JOIN h USING (case_id)"
+        " WHERE c.case_id IN (SELECT unnest(?)) ORDER BY c.case_id",
+        [list(case_ids)],
     )
-    return [
-        Candidate(
-            case_id, text, text_hash, human, teacher,
-            json.loads(soft) if soft is not None else None,
-            float(conf) if conf is not None else None, reason,
-        )
-        for case_id, text, text_hash, human, teacher, soft, conf, reason in rows
-    ]  # fmt: skip
+    teachers = _teacher_labels(warehouse, case_ids, teacher_id)
+    out: list[Candidate] = []
+    for case_id, text, text_hash, human, reason in humans:
+        teacher = teachers.get(case_id)
+        if human is None and teacher is None:
+            continue
+        label, soft, conf = teacher or (None, None, None)
+        out.append(Candidate(case_id, text, text_hash, human, label, soft, conf, reason))
+    return out
+
+
+def _teacher_labels(
+    warehouse: Warehouse, case_ids: Sequence[str], teacher_id: str | None
+) -> dict[str, tuple[str, dict[str, float], float | None]]:
+    """Per case, one teacher's (label, soft targets, confidence).
+
+    With ``teacher_id`` that teacher's; otherwise, where several teachers labeled a case, the
+    one people agree with most on spot checks (:mod:`tutorloop.labeling.agreement`; an
+    unchecked teacher counts as 0.5), the latest answer among equals.
+    """
+    teacher_filter = "AND teacher_id = ?" if teacher_id else ""
+    rows = warehouse.query(
+        "SELECT case_id, teacher_id, label, soft_targets, confidence, created_at FROM labels"
+        f" WHERE source = 'teacher' {teacher_filter} AND case_id IN (SELECT unnest(?))"
+        " ORDER BY case_id, created_at",
+        [*([teacher_id] if teacher_id else []), list(case_ids)],
+    )
+    weights = {} if teacher_id else teacher_weights(warehouse)
+    best: dict[str, tuple[float, Any]] = {}
+    for row in rows:  # ordered by time: a later answer wins ties
+        weight = weights.get(row[1], 0.5)
+        if row[0] not in best or weight >= best[row[0]][0]:
+            best[row[0]] = (weight, row)
+    return {
+        case_id: (label, json.loads(soft), float(conf) if conf is not None else None)
+        for case_id, (_, (_, _, label, soft, conf, _)) in best.items()
+    }
 
 
 def _members(warehouse: Warehouse, dataset_hash: str | None) -> set[str]:
