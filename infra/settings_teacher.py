@@ -64,4 +64,15 @@ class TeacherSettings(_Section):
         description="seeded share of teacher labels sent to human review whatever their "
         "confidence, to measure each teacher's agreement with people; 0: none",
     )
+    label_budget: int = Field(
+        default=0,
+        ge=0,
+        description="teacher labels per cycle; 0: every captured case. Cases not chosen wait "
+        "for a later cycle",
+    )
+    acquisition: Literal["oldest", "margin", "margin_diverse"] = Field(
+        default="oldest",
+        description="which captured cases the budget buys: oldest first; smallest champion "
+        "margin; smallest margins spread out by k-center on the champion's embeddings",
+    )
     openai: OpenAITeacherSettings = Field(default_factory=OpenAITeacherSettings)

@@ -68,30 +68,33 @@ class RelabelReport:
 
 
 @dataclass(frozen=True)
-class _Case:
+class PendingCase:
+    """A captured case a teacher has not labeled yet (its text is the scrubbed one)."""
+
     case_id: str
     text: str
     text_hash: str
+    capture_reason: str
 
 
 def _id(*parts: str) -> str:
     return fingerprint(*parts, length=32)
 
 
-def pending_cases(warehouse: Warehouse, teacher_id: str) -> list[_Case]:
+def pending_cases(warehouse: Warehouse, teacher_id: str) -> list[PendingCase]:
     """Captured cases that have no label from this teacher yet, oldest first.
 
     Imported gold (seed and evaluation sets) is not sent: it is labeled already, and a
     teacher's opinion of it would be paid for and never used.
     """
     rows = warehouse.query(
-        "SELECT case_id, text, text_hash FROM cases c"
+        "SELECT case_id, text, text_hash, capture_reason FROM cases c"
         " WHERE capture_reason NOT IN (SELECT unnest(?::VARCHAR[]))"
         " AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.case_id = c.case_id"
         " AND l.source = 'teacher' AND l.teacher_id = ?) ORDER BY ts, case_id",
         [list(IMPORTED_REASONS), teacher_id],
     )
-    return [_Case(*row) for row in rows]
+    return [PendingCase(*row) for row in rows]
 
 
 def _cached(
@@ -141,13 +144,15 @@ def relabel(
     review_below: float = 0.5,
     spot_check: float = 0.0,
     limit: int | None = None,
+    cases: Sequence[PendingCase] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_pending: Callable[[int], None] | None = None,
 ) -> RelabelReport:
-    """Label every pending case (or the first ``limit``); see the module docstring."""
+    """Label every pending case (or the first ``limit``, or ``cases`` that an acquisition
+    policy chose among them); see the module docstring."""
     info = teacher.info
     report = RelabelReport(teacher_id=info.teacher_id)
-    cases = pending_cases(warehouse, info.teacher_id)
+    cases = list(cases) if cases is not None else pending_cases(warehouse, info.teacher_id)
     if limit is not None:
         cases = cases[:limit]
     report.pending = len(cases)
@@ -199,7 +204,7 @@ def _store(
     con: duckdb.DuckDBPyConnection,
     teacher_id: str,
     teacher_version: str,
-    batch: Sequence[_Case],
+    batch: Sequence[PendingCase],
     cached: dict[str, TeacherAnswer],
     results: dict[str, TeacherResult],
     review_below: float,

@@ -30,8 +30,14 @@ from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.gold import import_gold
 from tutorloop.labeling.labeled_csv import LabeledRows
 from tutorloop.labeling.models import resolve_model
-from tutorloop.labeling.relabel import RelabelReport, queue_unlabeled_for_humans, relabel
+from tutorloop.labeling.relabel import (
+    RelabelReport,
+    pending_cases,
+    queue_unlabeled_for_humans,
+    relabel,
+)
 from tutorloop.labeling.teachers import build_teacher, label_set
+from tutorloop.loop.acquire import cases_to_label
 from tutorloop.privacy.dp import at_user_level, check_budget, record_entry
 from tutorloop.privacy.dp_plan import dp_card, dp_plan_of, private_rows
 from tutorloop.privacy.scrubbing import configured_scrubber
@@ -350,12 +356,15 @@ def run_cycle(
         report.relabel = {"teacher_id": "human", "queued": queue_unlabeled_for_humans(warehouse)}
     else:
         with progress("relabeling", None) as advance:
+            chosen = cases_to_label(settings, warehouse, teacher.info.teacher_id)
             done: RelabelReport = relabel(
-                warehouse, teacher, batch_size=settings.teacher.batch_size,
+                warehouse, teacher, batch_size=settings.teacher.batch_size, cases=chosen,
                 review_below=settings.teacher.review_below,
                 spot_check=settings.teacher.spot_check_fraction, on_batch=advance,
             )  # fmt: skip
         report.relabel = done.to_dict()
+        if chosen is not None:  # a budget: what it did not buy waits for a later cycle
+            report.relabel["waiting"] = len(pending_cases(warehouse, teacher.info.teacher_id))
     labels = label_set(settings, warehouse)  # teacher.labels, else the champion's
     if current is not None and sorted(labels) != sorted(current.label_set):
         raise LabelSetMismatchError(

@@ -85,10 +85,16 @@ class OnnxStudent:
     def logits(self, texts: list[str]) -> FloatArray:
         return self._run(texts, ["logits"])[0]
 
-    def logits_and_embeddings(self, texts: list[str]) -> tuple[FloatArray, FloatArray]:
-        """Logits and sentence embeddings, one model call (artifacts with an embedding)."""
-        logits, embeddings = self._run(texts, ["logits", EMBEDDING])
-        return logits, embeddings
+    def logits_and_embeddings(
+        self, texts: list[str], *, batch: int = 32
+    ) -> tuple[FloatArray, FloatArray]:
+        """Logits and sentence embeddings (artifacts with an embedding), in input order,
+        ``batch`` texts per model call."""
+        parts = [self._run(texts[i : i + batch], ["logits", EMBEDDING])
+                 for i in range(0, len(texts), batch)]  # fmt: skip
+        if not parts:
+            return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, 0), np.float32)
+        return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
 
     def predict_proba(self, texts: list[str], *, batch: int = 64) -> FloatArray:
         """Calibrated probabilities in input order (batched by length: little padding)."""

@@ -48,8 +48,7 @@ def served_rows(
     # Means and neighbours average out batching's small shifts; what is chosen on the
     # validation rows sees them exactly as serving does, one query at a time.
     texts = [t for t, _ in train]
-    embedded = np.vstack([model.logits_and_embeddings(texts[i : i + 32])[1]
-                          for i in range(0, len(texts), 32)])  # fmt: skip
+    embedded = model.logits_and_embeddings(texts, batch=32)[1]
     one_by_one = [model.logits_and_embeddings([text]) for text, _ in validation]
     return ServedRows(
         model=model,
