@@ -1,6 +1,7 @@
-"""The open-set scorer end to end: fitted at export on the int8 artifact's own embeddings,
-checksummed with the version, gated when the contract asks for it, and used by serving to
-abstain on inputs unlike anything the student was trained on."""
+"""The served embeddings end to end. The open-set scorer: fitted at export on the int8
+artifact's own embeddings, checksummed with the version, gated when the contract asks for it,
+and used by serving to abstain on inputs unlike anything the student was trained on. The
+cycle's labeling budget: the champion's view of the captured cases decides what is bought."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ import numpy as np
 import pytest
 
 from tests.registry_fixtures import first_version, registry_settings
-from tests.test_trainer import TEST
+from tests.test_trainer import TEST, TRAIN
+from tests.warehouse_cases import capture
 from tutorloop.evaluation.retrieval import RetrievalMemory
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse_backends import open_warehouse
+from tutorloop.labeling.acquisition import margins
 from tutorloop.labeling.labeled_csv import read_labeled_csv
+from tutorloop.labeling.relabel import pending_cases
+from tutorloop.loop.acquire import cases_to_label
+from tutorloop.loop.cycle import CycleReport
 from tutorloop.registry.contract import load_contract
 from tutorloop.registry.export import split_rows
 from tutorloop.registry.gate_artifact import open_set_gates
@@ -71,10 +77,19 @@ def _reasons(predictor: Predictor, texts: list[str]) -> list[str | None]:
     return [p.abstain_reason for p in predictor.score([PredictRequest(text=t) for t in texts])]
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, CycleReport]:
+    """v1, trained, exported and gated once for the tests here, which only read it (its
+    warehouse gains captured cases in the acquisition test, which runs last)."""
+    settings = _with_open_set(registry_settings(tmp_path_factory.mktemp("v1") / "d"), True)
+    return settings, first_version(settings)
+
+
 @pytest.mark.timeout(900)
-def test_the_served_student_abstains_on_what_it_was_not_trained_for(tmp_path: Path) -> None:
-    settings = _with_open_set(registry_settings(tmp_path / "d"), True)
-    report = first_version(settings)
+def test_the_served_student_abstains_on_what_it_was_not_trained_for(
+    tmp_path: Path, exported: tuple[Settings, CycleReport]
+) -> None:
+    settings, report = exported
     assert report.gates is not None and report.gates["passed"], report.gates
     folder = get(open_warehouse(settings), "v1").artifact_dir
     card = json.loads((folder / "card.json").read_text())
@@ -152,3 +167,42 @@ def test_the_served_student_abstains_on_what_it_was_not_trained_for(tmp_path: Pa
     [unplaced] = open_set_gates(contract, no_threshold)
     assert not unplaced.passed and "no threshold" in unplaced.detail
     assert not no_threshold.predict_with_scope(OFF_DOMAIN)[1].any()  # it never abstains
+
+
+def test_the_cycle_buys_the_cases_the_champion_is_least_sure_of_audit_first(
+    exported: tuple[Settings, CycleReport],
+) -> None:
+    settings, _ = exported  # the exported champion's view of the cases ranks them
+    warehouse = open_warehouse(settings)
+    texts = read_labeled_csv(TRAIN).texts[-80:]
+    case_ids = capture(warehouse, texts)
+    with warehouse.transaction() as con:  # two of them came from the audit sample
+        con.execute(
+            "UPDATE cases SET capture_reason = 'audit_sample' WHERE case_id IN (?, ?)",
+            [case_ids[50], case_ids[70]],
+        )
+    pending = pending_cases(warehouse, "t")
+    assert len(pending) == 80
+    model = load_onnx_student(get(warehouse, "v1").artifact_dir)
+    margin = dict(zip([c.case_id for c in pending], margins(model.predict_proba(
+        [c.text for c in pending])), strict=True))  # fmt: skip
+
+    def chosen(policy: str, budget: int) -> list[str]:
+        teacher = settings.teacher.model_copy(
+            update={"label_budget": budget, "acquisition": policy}
+        )
+        picked = cases_to_label(settings.model_copy(update={"teacher": teacher}), warehouse, "t")
+        assert picked is not None
+        return [c.case_id for c in picked]
+
+    assert cases_to_label(settings, warehouse, "t") is None  # no budget: every case
+    assert len(chosen("oldest", 500)) == 80  # a budget above the backlog takes it all
+    oldest = chosen("oldest", 12)
+    assert set(oldest) == {*[c.case_id for c in pending][:10], case_ids[50], case_ids[70]}
+    for policy in ("margin", "margin_diverse"):
+        picked = chosen(policy, 12)
+        assert len(picked) == 12 and {case_ids[50], case_ids[70]} <= set(picked)
+        bought = [margin[c] for c in picked if c not in (case_ids[50], case_ids[70])]
+        rest = [m for c, m in margin.items() if c not in picked]
+        # The champion's least sure cases: far below what is left (margins run 0 to 1).
+        assert np.mean(bought) < np.mean(rest) - 0.1, (policy, bought)
