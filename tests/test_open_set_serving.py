@@ -164,8 +164,16 @@ def test_the_served_student_abstains_on_what_it_was_not_trained_for(
     [unfit] = open_set_gates(contract, replace(model, open_set=None))
     assert not unfit.passed and "no scorer" in unfit.detail
     no_threshold = replace(model, open_set=replace(model.open_set, threshold=None))
+    # Too few validation rows to place a threshold is too little evidence, not a defect: it
+    # warns by default (else a small task could never promote) and blocks where asked to.
     [unplaced] = open_set_gates(contract, no_threshold)
-    assert not unplaced.passed and "no threshold" in unplaced.detail
+    assert unplaced.passed and unplaced.verdict == "insufficient"
+    assert "no threshold" in unplaced.detail
+    blocking = contract.model_copy(
+        update={"evaluation": contract.evaluation.model_copy(update={"on_insufficient": "block"})}
+    )
+    [blocked] = open_set_gates(blocking, no_threshold)
+    assert not blocked.passed and blocked.verdict == "insufficient"
     assert not no_threshold.predict_with_scope(OFF_DOMAIN)[1].any()  # it never abstains
 
 
