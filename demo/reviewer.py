@@ -29,11 +29,4 @@ def review_spot_checks(warehouse: Warehouse, truth: dict[str, str]) -> int:
 
 def agreement_rows(warehouse: Warehouse) -> list[dict[str, Any]]:
     """Spot-check agreement per teacher and per label it gave, as plain rows for the report."""
-    out: list[dict[str, Any]] = []
-    for a in spot_check_agreement(warehouse):
-        ci = a.interval()
-        out.append(
-            {"teacher_id": a.teacher_id, "label": a.label, "checked": a.checked,
-             "agreed": a.agreed, "rate": ci.value, "lower": ci.lower, "upper": ci.upper}
-        )  # fmt: skip
-    return out
+    return [a.to_dict() for a in spot_check_agreement(warehouse)]

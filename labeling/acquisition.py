@@ -81,7 +81,9 @@ def select(
     forced = [int(i) for i in np.flatnonzero(always)] if always is not None else []
     forced = forced[:budget]
     left = budget - len(forced)
-    rest = np.array([i for i in range(n) if i not in set(forced)], dtype=np.intp)
+    taken = np.zeros(n, dtype=bool)
+    taken[forced] = True
+    rest = np.flatnonzero(~taken)
     if left <= 0 or not len(rest):
         return forced
     if policy == "oldest":
@@ -92,10 +94,8 @@ def select(
     if embeddings is None:
         raise ValueError("margin_diverse needs the cases' embeddings")
     pool = order[: pool_factor * left]
-    seen = np.asarray(embeddings)[forced] if forced else None
-    if covered is not None and seen is not None:
-        seen = np.vstack([covered, seen])
-    elif covered is not None:
-        seen = covered
+    # Already chosen or labeled: k-center spreads the rest away from both.
+    parts = [np.asarray(x) for x in (covered, np.asarray(embeddings)[forced]) if x is not None]
+    seen = np.vstack(parts) if parts else None
     picked = k_center_greedy(np.asarray(embeddings)[pool], left, seen)
     return forced + [int(pool[i]) for i in picked]

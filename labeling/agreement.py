@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from tutorloop.evaluation.intervals import Interval, wilson
 from tutorloop.infra.tables import ReviewReason
@@ -35,6 +36,13 @@ class Agreement:
     def interval(self, confidence: float = 0.95) -> Interval:
         """The agreement rate with its Wilson interval."""
         return wilson(self.agreed, self.checked, confidence=confidence)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The counts, the rate with its interval and the weight, as plain values."""
+        ci = self.interval()
+        return {"teacher_id": self.teacher_id, "label": self.label, "checked": self.checked,
+                "agreed": self.agreed, "rate": ci.value, "lower": ci.lower, "upper": ci.upper,
+                "weight": self.weight}  # fmt: skip
 
     @property
     def weight(self) -> float:

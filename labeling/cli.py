@@ -212,14 +212,7 @@ def agreement_cmd(
         if by_label or a.label is None
     ]
     if json_out:
-        print_json(
-            [
-                {"teacher_id": a.teacher_id, "label": a.label, "checked": a.checked,
-                 "agreed": a.agreed, "rate": a.interval().value, "lower": a.interval().lower,
-                 "upper": a.interval().upper, "weight": a.weight}
-                for a in rows
-            ]
-        )  # fmt: skip
+        print_json([a.to_dict() for a in rows])
         return
     if not rows:
         console.print(

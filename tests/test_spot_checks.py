@@ -32,22 +32,21 @@ def _truth(text: str) -> str:
     return "card_arrival" if text.startswith("my card") else "top_up_failed"
 
 
+def _endpoint(card_label: str) -> Iterator[FakeOpenAI]:
+    """A teacher that calls every card question ``card_label`` and is right on top-ups."""
+    with serve(FakeOpenAI(rules=[("card", card_label)], fallback="top_up_failed", slow_s=0)) as s:
+        yield s
+
+
 @pytest.fixture
 def right() -> Iterator[FakeOpenAI]:
     """A teacher that is right on both kinds of text."""
-    with serve(
-        FakeOpenAI(rules=[("card", "card_arrival")], fallback="top_up_failed", slow_s=0)
-    ) as running:
-        yield running
+    yield from _endpoint("card_arrival")
 
 
 @pytest.fixture
 def wrong_on_cards() -> Iterator[FakeOpenAI]:
-    """A teacher that calls every card question card_lost, and is right on top-ups."""
-    with serve(
-        FakeOpenAI(rules=[("card", "card_lost")], fallback="top_up_failed", slow_s=0)
-    ) as running:
-        yield running
+    yield from _endpoint("card_lost")
 
 
 def _teacher(fake: FakeOpenAI, model: str) -> OpenAITeacher:
