@@ -11,6 +11,8 @@ changed through its ``TUTORLOOP_*`` variable:
 - ``no-spot-checks``: ``teacher.spot_check_fraction = 0``;
 - ``open-set``: ``serving.open_set = true`` (abstain on inputs the scorer calls unknown);
 - ``retrieval``: ``serving.retrieval = true`` (the kNN memory mixed into the prediction);
+- ``representation``: ``trainer.representation_weight = --representation-weight`` (the
+  student's embedding pulled toward the teacher's);
 - ``budget-oldest`` / ``budget-margin-diverse``: ``teacher.label_budget`` = ``--budget`` per
   week, bought oldest first or by margin then k-center.
 
@@ -39,13 +41,14 @@ REPO = Path(__file__).resolve().parent.parent
 console = Console()
 
 
-def _variants(budget: int) -> dict[str, dict[str, str]]:
+def _variants(budget: int, representation: float = 1.0) -> dict[str, dict[str, str]]:
     env = "TUTORLOOP_"
     return {
         "defaults": {},
         "no-spot-checks": {f"{env}TEACHER__SPOT_CHECK_FRACTION": "0"},
         "open-set": {f"{env}SERVING__OPEN_SET": "true"},
         "retrieval": {f"{env}SERVING__RETRIEVAL": "true"},
+        "representation": {f"{env}TRAINER__REPRESENTATION_WEIGHT": str(representation)},
         "budget-oldest": {f"{env}TEACHER__LABEL_BUDGET": str(budget),
                           f"{env}TEACHER__ACQUISITION": "oldest"},
         "budget-margin-diverse": {f"{env}TEACHER__LABEL_BUDGET": str(budget),
@@ -95,10 +98,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join(_variants(0)))
     parser.add_argument("--budget", type=int, default=400, help="labels per week")
+    parser.add_argument("--representation-weight", type=float, default=1.0)
     parser.add_argument("--quick", action="store_true", help="the quick demo (a smoke run)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "ablation")
     args = parser.parse_args()
-    known = _variants(args.budget)
+    known = _variants(args.budget, args.representation_weight)
     rows = []
     for name in args.variants.split(","):
         if name not in known:

@@ -41,8 +41,9 @@ from rich.table import Table
 from tutorloop.infra.settings import load_settings
 from tutorloop.labeling.acquisition import margins, select
 from tutorloop.labeling.models import resolve_model
+from tutorloop.trainer.inference import predict_logits_and_embeddings
 from tutorloop.trainer.student import load_student
-from tutorloop.trainer.train import predict_logits_and_embeddings, train_student
+from tutorloop.trainer.train import train_student
 
 console = Console()
 

@@ -43,8 +43,9 @@ from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.labeling.models import resolve_model
 from tutorloop.trainer.dataset_store import dataset_features
+from tutorloop.trainer.inference import predict_logits
 from tutorloop.trainer.student import load_student, save_student
-from tutorloop.trainer.train import DPRequest, predict_logits, train_student
+from tutorloop.trainer.train import DPRequest, train_student
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "banking77"

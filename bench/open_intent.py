@@ -49,8 +49,9 @@ from tutorloop.infra.settings import load_settings
 from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.labeling.models import resolve_model
 from tutorloop.registry.onnx_model import calibrated_proba
+from tutorloop.trainer.inference import predict_logits_and_embeddings
 from tutorloop.trainer.student import load_student
-from tutorloop.trainer.train import predict_logits_and_embeddings, train_student
+from tutorloop.trainer.train import train_student
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dp import _dataset, _row  # the same dataset rows as the DP bench

@@ -96,6 +96,20 @@ class Settings(BaseSettings):
             )  # fmt: skip
         return {**data, "registry": registry, "serving": serving}
 
+    @model_validator(mode="after")
+    def _representation_has_a_source(self) -> Settings:
+        """Representation distillation needs teacher embeddings: a fitted local teacher's
+        encoder, or an endpoint's embeddings model."""
+        if self.trainer.representation_weight == 0:
+            return self
+        backend = self.teacher.backend
+        if backend == "human" or (backend == "openai" and not self.teacher.openai.embeddings_model):
+            raise ValueError(
+                "trainer.representation_weight > 0 needs teacher embeddings: use "
+                "teacher.backend = 'local', or set teacher.openai.embeddings_model"
+            )
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
@@ -176,6 +190,8 @@ def _describe(error: Any, file_keys: set[str]) -> str:
     env_name = ENV_PREFIX + "__".join(part.upper() for part in loc)
     where = "config file" if key in file_keys else f"config file or {env_name}"
     message = error["msg"]
+    if not loc:  # a rule across sections: its message names the settings involved
+        return f"invalid settings: {message.removeprefix('Value error, ')}"
     if error["type"] == "extra_forbidden":
         return f"unknown setting {key!r} ({where}): not a tutorloop setting"
     got = error.get("input")

@@ -32,6 +32,11 @@ class OpenAITeacherSettings(_Section):
     top_logprobs: int = Field(default=20, ge=0, le=20)
     input_usd_per_mtok: float = Field(default=0.0, ge=0, description="price per 1M input tokens")
     output_usd_per_mtok: float = Field(default=0.0, ge=0, description="price per 1M output tokens")
+    embeddings_model: str = Field(
+        default="",
+        description="model of the endpoint's /embeddings API, for representation distillation "
+        "(trainer.representation_weight); empty: the endpoint gives no embeddings",
+    )
 
 
 class TeacherSettings(_Section):

@@ -81,6 +81,15 @@ class LocalTeacher:
     def info(self) -> TeacherInfo:
         return self._info
 
+    @property
+    def embedding_source(self) -> str:
+        return f"local:{self._encoder_name}"
+
+    def embed(self, texts: Sequence[str]) -> FloatArray:
+        """The teacher encoder's L2-normalized embeddings: what its head reads, and what
+        representation distillation pulls the student toward."""
+        return self._encoder.encode(texts)
+
     def predict_proba(
         self, texts: Sequence[str], *, on_batch: Callable[[int], None] | None = None
     ) -> FloatArray:

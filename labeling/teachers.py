@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 
+from tutorloop.evaluation.metrics import FloatArray
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse
+from tutorloop.labeling.embeddings_openai import OpenAIEmbeddings
 from tutorloop.labeling.teacher import Teacher
 from tutorloop.labeling.teacher_local import LocalTeacher
 from tutorloop.labeling.teacher_openai import OpenAITeacher
@@ -47,3 +50,16 @@ def build_teacher(settings: Settings, warehouse: Warehouse) -> Teacher | None:
         )
 
     return OpenAITeacher(settings.teacher.openai, label_set(settings, warehouse))
+
+
+def teacher_embedder(settings: Settings) -> tuple[Callable[[Sequence[str]], FloatArray], str]:
+    """Texts -> the configured teacher's embeddings, and what produces them (for the model
+    card): the local teacher's encoder, or the endpoint's ``embeddings_model``. Settings
+    refuse a representation weight without a source, so ``human`` never gets here."""
+    if settings.teacher.backend == "local":
+        teacher = LocalTeacher(
+            settings.teacher_path, settings.models_dir, batch_size=settings.teacher.batch_size
+        )
+        return teacher.embed, teacher.embedding_source
+    embeddings = OpenAIEmbeddings(settings.teacher.openai)
+    return embeddings, embeddings.source

@@ -45,6 +45,7 @@ from tutorloop.registry.lifecycle import evaluate_candidate
 from tutorloop.registry.store import ModelVersion, champion, register_candidate, verify
 from tutorloop.trainer.dataset import DatasetSpec, DatasetVersion
 from tutorloop.trainer.dataset_store import build_dataset, data_window, rows_per_user
+from tutorloop.trainer.representation import representation_targets
 from tutorloop.trainer.runs import finish_run, package_versions, start_run
 from tutorloop.trainer.student import load_student, save_student
 from tutorloop.trainer.train import DPRequest, train_student
@@ -203,8 +204,10 @@ def _train_and_stage(
         rows = _reorder_labels(rows, labels)
     dp = DPRequest(settings.privacy, run_id) if settings.privacy.dp_epsilon is not None else None
     n_train = sum(1 for s in rows["split"] if s == Split.TRAIN)
+    representation = representation_targets(settings)
     with progress("training", -(-n_train // cfg.batch_size) * epochs) as advance:
-        outcome = train_student(student, rows, cfg, dp=dp, on_step=advance, epochs=epochs)
+        outcome = train_student(student, rows, cfg, dp=dp, on_step=advance, epochs=epochs,
+                                representation=representation)  # fmt: skip
     if outcome.privacy is not None:
         public, replayed = _row_counts(rows)
         entry = replace(
@@ -219,6 +222,7 @@ def _train_and_stage(
         **outcome.metrics, "steps": outcome.steps, "epochs_run": outcome.epochs_run,
         "stopped_early": outcome.stopped_early, "history": outcome.history,
         "epsilon": outcome.epsilon,
+        "representation": representation.card() if representation is not None else None,
     }  # fmt: skip
     return student, outcome, metrics
 

@@ -5,10 +5,17 @@ It answers by keyword and misbehaves on purpose when the user text carries a mar
 (a refusal), ``[slow]`` (answers after ``slow_s``), ``[429]`` (one 429 with Retry-After, then
 an answer), ``[500]`` (two 500s, then an answer), ``[nologprobs]`` (no logprobs). Every
 request is recorded (headers and body) with the highest number in flight at once.
+
+``POST /v1/embeddings`` answers with a keyword embedding: per input, the rule index of its
+first matching keyword (the fallback's after the rules) as a scaled one-hot over
+``embedding_dim`` dimensions plus a little deterministic per-text noise; rows are returned in
+reverse order, each with its ``index``, as real servers may. ``embeddings_failures`` makes the
+next that many embeddings requests answer 503; ``embeddings_status`` answers every one with it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -31,6 +38,9 @@ class FakeOpenAI:
     # label -> {token of that label: [(alternative token, probability)]}; the chosen token's
     # probability is 1 minus the alternatives'.
     alternatives: dict[str, dict[str, list[tuple[str, float]]]] = field(default_factory=dict)
+    embedding_dim: int = 16
+    embeddings_failures: int = 0
+    embeddings_status: int = 0
     slow_s: float = 2.0
     hold_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -71,6 +81,23 @@ class FakeOpenAI:
         logprobs = None if "[nologprobs]" in text else self._logprobs(content, label)
         return 200, {}, _completion(message, logprobs, usage)
 
+    def embeddings(self, texts: list[str]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            if self.embeddings_failures:
+                self.embeddings_failures -= 1
+                return 503, {"error": {"message": "overloaded"}}
+        if self.embeddings_status:
+            return self.embeddings_status, {"error": {"message": "refused"}}
+        rows = []
+        for index, text in enumerate(texts):
+            hit = next((i for i, (key, _) in enumerate(self.rules) if key in text.lower()), None)
+            vector = [0.0] * self.embedding_dim
+            vector[(len(self.rules) if hit is None else hit) % self.embedding_dim] = 3.0
+            noise = hashlib.sha256(text.encode()).digest()
+            vector = [v + (noise[i % len(noise)] / 255 - 0.5) * 0.2 for i, v in enumerate(vector)]
+            rows.append({"object": "embedding", "index": index, "embedding": vector})
+        return 200, {"object": "list", "data": rows[::-1], "model": "test-embed"}
+
     def _logprobs(self, content: str, label: str) -> dict[str, Any]:
         alts = self.alternatives.get(label, {})
         out = []
@@ -100,8 +127,26 @@ def serve(fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
+        def _send(
+            self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+        ) -> None:
+            raw = json.dumps(payload).encode()
+            self.send_response(status)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/v1/embeddings":
+                with fake._lock:
+                    fake.requests.append({"headers": dict(self.headers), "body": body,
+                                          "text": "\n".join(body["input"])})  # fmt: skip
+                self._send(*fake.embeddings(list(body["input"])))
+                return
             text = body["messages"][-1]["content"]
             with fake._lock:
                 fake.requests.append({"headers": dict(self.headers), "body": body, "text": text})
@@ -113,14 +158,7 @@ def serve(fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
                     status, headers, payload = 404, {}, {"error": {"message": "no such route"}}
                 else:
                     status, headers, payload = fake.answer(text)
-                raw = json.dumps(payload).encode()
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                self._send(status, payload, headers)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test)
             finally:

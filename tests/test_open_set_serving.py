@@ -35,7 +35,7 @@ from tutorloop.registry.store import get
 from tutorloop.registry.torch_model import load_torch_student
 from tutorloop.serving.prediction import PredictRequest
 from tutorloop.serving.predictor import Predictor
-from tutorloop.trainer.train import predict_logits_and_embeddings
+from tutorloop.trainer.inference import predict_logits_and_embeddings
 
 # Questions from other domains, written for this test (none is about banking).
 OFF_DOMAIN = [

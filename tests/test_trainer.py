@@ -105,7 +105,11 @@ def test_bootstrap_through_the_cli_registers_a_reproducible_candidate(tmp_path: 
 
 
 def test_a_cycle_relabels_builds_and_warm_starts_from_the_champion(tmp_path: Path) -> None:
-    settings = tiny_settings(tmp_path / "d", teacher={"encoder": "all-minilm-l6-v2"})
+    # With representation distillation on: the teacher's encoder embeds the training rows.
+    settings = tiny_settings(
+        tmp_path / "d", teacher={"encoder": "all-minilm-l6-v2"},
+        trainer={"representation_weight": 1.0},
+    )  # fmt: skip
     warehouse = open_warehouse(settings)
     fit_local_teacher(
         read_labeled_csv(TRAIN), settings.teacher_path, encoder="all-minilm-l6-v2",
@@ -120,6 +124,9 @@ def test_a_cycle_relabels_builds_and_warm_starts_from_the_champion(tmp_path: Pat
     assert report.dataset_counts["new"] == 64 and report.dataset_counts["replay"] > 0
     card = get(warehouse, "v2").card
     assert card["warm_start_from"] == first
+    assert card["metrics"]["representation"] == {
+        "weight": 1.0, "loss": "cosine", "source": "local:all-minilm-l6-v2", "off_reason": None,
+    }  # fmt: skip
     champion_dataset = get(warehouse, first).dataset_hash
     spec = warehouse.query(
         "SELECT spec FROM dataset_versions WHERE dataset_hash = ?", [report.dataset_hash]

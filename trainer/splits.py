@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from tutorloop.infra.settings_sections import TrainerSettings
@@ -20,6 +22,8 @@ class TokenizedSplit:
     soft: torch.Tensor
     weights: torch.Tensor
     has_soft: torch.Tensor  # 1.0 where a teacher distribution exists
+    # The teacher's embedding of each row's text, where representation distillation is on.
+    teacher_embeddings: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -35,6 +39,9 @@ class TokenizedSplit:
             torch.cat([self.soft, other.soft]),
             torch.cat([self.weights, other.weights]),
             torch.cat([self.has_soft, other.has_soft]),
+            None
+            if self.teacher_embeddings is None or other.teacher_embeddings is None
+            else torch.cat([self.teacher_embeddings, other.teacher_embeddings]),
         )
 
 
@@ -45,11 +52,13 @@ def tokenized_split(
     cfg: TrainerSettings,
     *,
     private: bool | None = None,
+    embed: Callable[[Sequence[str]], Any] | None = None,
 ) -> TokenizedSplit:
     """The rows of split ``name`` (with ``private``, only the private or the public ones).
 
     A dataset saved before rows carried a ``private`` flag counts every row as private: the
-    conservative reading for differential privacy."""
+    conservative reading for differential privacy. ``embed`` (texts -> teacher embeddings, or
+    None when there are none) fills ``teacher_embeddings``."""
     has_flag = "private" in dataset.column_names
 
     def keep(row: dict[str, Any]) -> bool:
@@ -62,6 +71,9 @@ def tokenized_split(
         empty = torch.zeros(0)
         return TokenizedSplit([], empty.long(), empty.reshape(0, 0), empty, empty)
     encoded = tokenizer(list(part["text"]), truncation=True, max_length=cfg.max_length)
+    targets = None if embed is None else embed(list(part["text"]))
+    if targets is not None:
+        targets = np.asarray(targets, dtype=np.float32)
     weights = [cfg.human_weight if s in HUMAN_SOURCES else 1.0 for s in part["source"]]
     return TokenizedSplit(
         input_ids=encoded["input_ids"],
@@ -69,6 +81,7 @@ def tokenized_split(
         soft=torch.tensor(list(part["soft_targets"]), dtype=torch.float32).reshape(len(part), -1),
         weights=torch.tensor(weights, dtype=torch.float32),
         has_soft=torch.tensor([s != "human" for s in part["source"]], dtype=torch.float32),
+        teacher_embeddings=None if targets is None else torch.as_tensor(targets),
     )
 
 

@@ -30,7 +30,6 @@ from transformers import get_cosine_schedule_with_warmup
 
 from tutorloop.evaluation.calibration import fit_temperature
 from tutorloop.evaluation.metrics import quality
-from tutorloop.infra.batching import length_sorted_batches
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.infra.tables import Split
@@ -42,6 +41,13 @@ from tutorloop.trainer.dp_phase import (
     physical_batches,
     private_training,
     stepped,
+)
+from tutorloop.trainer.inference import predict_logits
+from tutorloop.trainer.representation import (
+    Hint,
+    RepresentationTargets,
+    forward_with_embedding,
+    hint_for,
 )
 from tutorloop.trainer.splits import TokenizedSplit, pad, tokenized_split
 from tutorloop.trainer.student import Student, param_groups
@@ -84,46 +90,6 @@ def _batches(split: TokenizedSplit, size: int, generator: torch.Generator) -> It
     order = torch.randperm(len(split), generator=generator).tolist()
     for start in range(0, len(order), size):
         yield order[start : start + size]
-
-
-def predict_logits(
-    model: Any, tokenizer: Any, ids: list[list[int]], batch: int = 64
-) -> torch.Tensor:
-    """Logits for tokenized texts, batched by length (little padding), in input order."""
-    return _predict(model, tokenizer, ids, batch, pool=False)[0]
-
-
-def predict_logits_and_embeddings(
-    model: Any, tokenizer: Any, ids: list[list[int]], batch: int = 64
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and sentence embeddings (the last hidden layer mean-pooled over real tokens,
-    what the open-set scores read) for tokenized texts, in input order."""
-    logits, pooled = _predict(model, tokenizer, ids, batch, pool=True)
-    return logits, pooled
-
-
-def _predict(
-    model: Any, tokenizer: Any, ids: list[list[int]], batch: int, *, pool: bool
-) -> list[torch.Tensor]:
-    """The logits and, with ``pool``, the mean-pooled embeddings, rows in input order; the
-    hidden states are kept only when pooled (training's validation passes do not need them)."""
-    if not ids:
-        return [torch.zeros(0)] * (2 if pool else 1)
-    rows: dict[int, list[torch.Tensor]] = {}
-    model.eval()
-    # no_grad, not inference_mode: bitsandbytes 4-bit layers keep tensors created here, and
-    # inference tensors then break the next training step.
-    with torch.no_grad():
-        for idx in length_sorted_batches(ids, batch):
-            enc = pad(tokenizer, [ids[i] for i in idx])
-            out = model(**enc, output_hidden_states=pool)
-            outputs = [out.logits.float()]
-            if pool:
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                outputs.append((out.hidden_states[-1].float() * mask).sum(1) / mask.sum(1))
-            for row, i in enumerate(idx):
-                rows[i] = [output[row] for output in outputs]
-    return [torch.stack([rows[i][k] for i in range(len(ids))]) for k in range(len(rows[0]))]
 
 
 def _loss_on(model: Any, tokenizer: Any, split: TokenizedSplit, cfg: TrainerSettings) -> float:
@@ -190,28 +156,35 @@ class _Run:
     total: int
     stopping: _EarlyStopping
     private: PrivateTraining | None = None  # the DP phase: opacus' objects
+    hint: Hint | None = None  # representation distillation, when on
     step: int = 0
     stopped: bool = False  # early stopping ended the phase
 
-    def batches(self, generator: torch.Generator) -> Iterator[Batch]:
+    def batches(self, generator: torch.Generator) -> Iterator[tuple[Batch, list[int]]]:
+        """Batches with the training rows they hold (unknown, [], in a DP phase)."""
         if self.private is not None:
-            return physical_batches(self.private, self.cfg.batch_size)
+            return ((batch, []) for batch in physical_batches(self.private, self.cfg.batch_size))
         return (
-            _dynamic_batch(self.train, idx, self.tokenizer)
+            (_dynamic_batch(self.train, idx, self.tokenizer), idx)
             for idx in _batches(self.train, self.cfg.batch_size, generator)
         )
 
     def epoch(self, generator: torch.Generator, on_step: Callable[[int], None] | None) -> bool:
         """One pass over the training rows; True when early stopping ended the phase."""
         params = [p for p in self.model.parameters() if p.requires_grad]
-        for enc, labels, soft, weights, has_soft in self.batches(generator):
+        for (enc, labels, soft, weights, has_soft), rows in self.batches(generator):
             self.model.train()
             self.optimizer.zero_grad()
-            logits = self.model(**enc).logits.float()
+            if self.hint is not None:
+                logits, pooled = forward_with_embedding(self.model, enc)
+            else:
+                logits = self.model(**enc).logits.float()
             loss = distillation_loss(
                 logits, labels, soft, weights, has_soft,
                 temperature=self.cfg.distill_temperature, alpha=self.cfg.distill_alpha,
             )  # fmt: skip
+            if self.hint is not None:
+                loss = loss + self.hint.loss(pooled, rows)
             loss.backward()  # type: ignore[no-untyped-call]
             if self.private is None:  # DP-SGD clips per example itself
                 torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
@@ -248,13 +221,18 @@ class _Phase:
 
 
 def _phases(
-    dataset: Any, tokenizer: Any, cfg: TrainerSettings, epochs: int, dp: DPRequest | None
-) -> tuple[list[_Phase], TokenizedSplit]:
-    """What to train on, in order, and the validation rows that may choose between weights."""
+    dataset: Any, tokenizer: Any, cfg: TrainerSettings, epochs: int, dp: DPRequest | None,
+    representation: RepresentationTargets | None,
+) -> tuple[list[_Phase], TokenizedSplit]:  # fmt: skip
+    """What to train on, in order, and the validation rows that may choose between weights.
+
+    Teacher embeddings are fetched for the noise-free phase only: the DP phase does not
+    train the projection (opacus would need per-example gradients for it too)."""
+    embed = representation.teacher_embeddings if representation is not None else None
     if dp is None:
-        train = tokenized_split(dataset, Split.TRAIN, tokenizer, cfg)
+        train = tokenized_split(dataset, Split.TRAIN, tokenizer, cfg, embed=embed)
         return [_Phase(train, epochs)], tokenized_split(dataset, Split.VALIDATION, tokenizer, cfg)
-    public = tokenized_split(dataset, Split.TRAIN, tokenizer, cfg, private=False)
+    public = tokenized_split(dataset, Split.TRAIN, tokenizer, cfg, private=False, embed=embed)
     private = tokenized_split(dataset, Split.TRAIN, tokenizer, cfg, private=True)
     private += tokenized_split(dataset, Split.VALIDATION, tokenizer, cfg, private=True)
     validation = tokenized_split(dataset, Split.VALIDATION, tokenizer, cfg, private=False)
@@ -267,6 +245,7 @@ def _phases(
 def _run_phase(
     model: Any, tokenizer: Any, cfg: TrainerSettings, phase: _Phase,
     validation: TokenizedSplit, on_step: Callable[[int], None] | None,
+    representation: RepresentationTargets | None = None,
 ) -> _Run:  # fmt: skip
     if phase.dp is not None:
         # Wrapped only now: opacus' hooks on the model would break the noise-free phase.
@@ -275,6 +254,11 @@ def _run_phase(
     per_epoch = phase.steps_per_epoch(cfg)
     total = per_epoch * phase.epochs
     optimizer = phase.private.optimizer if phase.private else _optimizer(model, cfg)
+    hint = hint_for(model, tokenizer, phase.train, representation) if phase.dp is None else None
+    if hint is not None:  # trained with the head, from its least-squares start
+        optimizer.add_param_group(
+            {"params": list(hint.projection.parameters()), "lr": cfg.head_learning_rate}
+        )
     stopping = _EarlyStopping(cfg.patience, max(1, per_epoch // cfg.evals_per_epoch),
                               best_state=_trainable(model))  # fmt: skip
     if phase.private is not None:
@@ -287,7 +271,7 @@ def _run_phase(
     run = _Run(
         model, tokenizer, cfg, phase.train, validation, optimizer,
         get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total),
-        total, stopping, phase.private,
+        total, stopping, phase.private, hint,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(cfg.seed)
     # ``any`` stops at the first epoch that early-stopped.
@@ -304,18 +288,21 @@ def train_student(
     on_step: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     epochs: int | None = None,
+    representation: RepresentationTargets | None = None,
 ) -> TrainOutcome:
     """Train ``student`` in place on ``dataset`` (a saved dataset version) and calibrate it.
 
     With ``dp``, the private rows are trained with DP-SGD and the outcome carries the run's
     privacy accounting (None when the dataset has no private rows: nothing was spent);
-    writing it to the ledger is the caller's job (the cycle), not training's.
+    writing it to the ledger is the caller's job (the cycle), not training's. With
+    ``representation`` (and a weight above 0) the noise-free phase also distils the teacher's
+    embeddings (:mod:`representation`).
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
     model, tokenizer = student.model, student.tokenizer
-    phases, validation = _phases(dataset, tokenizer, cfg, epochs or cfg.epochs, dp)
+    phases, validation = _phases(dataset, tokenizer, cfg, epochs or cfg.epochs, dp, representation)
     if not any(len(phase.train) for phase in phases):
         raise TrainingError("the dataset has no training rows")
     if on_total is not None:
@@ -326,9 +313,10 @@ def train_student(
     history: list[dict[str, float]] = []
     spend = None
     best = math.inf
+    representation_losses: dict[str, float] | None = None
     for phase in phases:
         snapshot = _trainable(model) if phase.dp is not None else None
-        run = _run_phase(model, tokenizer, cfg, phase, validation, on_step)
+        run = _run_phase(model, tokenizer, cfg, phase, validation, on_step, representation)
         if snapshot is not None and phase.private is not None and dp is not None:
             # Before choosing weights by validation; the head, when DP trained nothing else.
             assert_adapters_changed(
@@ -341,10 +329,14 @@ def train_student(
         epochs_run += run.step / max(1, phase.steps_per_epoch(cfg))
         stopped = stopped or run.stopped
         history += run.stopping.history
+        if run.hint is not None:
+            representation_losses = run.hint.measured(model, tokenizer, phase.train.input_ids)
         best = min(best, run.stopping.best_loss)
     gold = tokenized_split(dataset, Split.EVAL, tokenizer, cfg)
     temperature, metrics = _calibrate_and_measure(model, tokenizer, validation, gold)
     metrics["best_val_loss"] = best if math.isfinite(best) else None
+    if representation_losses is not None:
+        metrics["representation_loss"] = representation_losses
     return TrainOutcome(
         temperature=temperature, metrics=metrics, steps=steps, epochs_run=round(epochs_run, 2),
         stopped_early=stopped, privacy=spend, history=history,
