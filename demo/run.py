@@ -75,7 +75,8 @@ def _overrides(options: DemoOptions, bootstrap: str) -> dict[str, Any]:
                     # guarantee at the run's example-level epsilon (k = 1), within budget.
                     **({"max_cases_per_user": 1} if options.dp_epsilon else {})},
         "teacher": {"backend": "local", "encoder": encoder},
-        "trainer": {"epochs": 1 if quick else 2, "bootstrap_epochs": 4 if quick else 8},
+        # The full demo trains with the trainer's defaults; the quick one with fewer epochs.
+        "trainer": {"epochs": 1, "bootstrap_epochs": 4} if quick else {},
         "streams": {"batch_within_s": 0.3, "session_timeout_s": 6, "heartbeat_interval_s": 1},
     }  # fmt: skip
 

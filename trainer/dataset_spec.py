@@ -26,7 +26,7 @@ class DatasetSpec:
 
     labels: tuple[str, ...]
     human_weight: float = 0.3
-    replay_fraction: float = 0.2
+    replay_fraction: float = 10.0
     validation_fraction: float = 0.1
     eval_fraction: float = 0.2
     min_teacher_confidence: float = 0.0
