@@ -34,13 +34,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from dp import DATA, REPO, _dataset, _row, _rows, _score, _seed  # the same seed split
+from dp import _dataset, _row, _score, _seed, bench_parser, bench_setup  # the same split
 from rich.console import Console
 from rich.table import Table
 
-from tutorloop.infra.settings import load_settings
 from tutorloop.labeling.acquisition import margins, select
-from tutorloop.labeling.models import resolve_model
 from tutorloop.trainer.inference import predict_logits_and_embeddings
 from tutorloop.trainer.student import load_student
 from tutorloop.trainer.train import train_student
@@ -86,23 +84,14 @@ def _point(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=Path, default=DATA / "train.csv")
-    parser.add_argument("--test", type=Path, default=DATA / "test.csv")
+    parser = bench_parser(__doc__)
     parser.add_argument("--pool", type=int, default=3000)
     parser.add_argument("--budgets", default="200,400,800")
     parser.add_argument("--policies", default="oldest,random,margin,margin_diverse")
     parser.add_argument("--no-full", action="store_true", help="skip the every-captured point")
-    parser.add_argument("--test-every", type=int, default=2)
-    parser.add_argument("--seed-cache", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
     args.private = args.pool  # dp.py's split: the seed rows, then --private (here: pool) rows
-    labels, rows, test = _rows(args)
-    settings = load_settings()
-    cfg = settings.trainer.model_copy(update={"quantization": "none"})
-    base = resolve_model(cfg.base_model, settings.models_dir)
+    labels, rows, test, _, cfg, base = bench_setup(args)
     tmp = Path(tempfile.mkdtemp(prefix="tutorloop-acq-"))
     try:
         seed_dir, seed_score = _seed(args, rows, labels, test, cfg, base, tmp)

@@ -147,32 +147,43 @@ def _plot(results: list[dict[str, Any]], out: Path) -> None:
     fig.savefig(out / "dp_curve.png", dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of every bench on this split: data files, test subsample, seed cache, output."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--train", type=Path, default=DATA / "train.csv")
     parser.add_argument("--test", type=Path, default=DATA / "test.csv")
-    parser.add_argument("--private", type=int, default=1500)
-    parser.add_argument("--epsilons", default="8,4,2,1")
     parser.add_argument("--test-every", type=int, default=2)
-    parser.add_argument("--sweep", action="store_true", help="the DP settings sweep instead")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the no-DP variant")
-    parser.add_argument("--sweep-epsilon", type=float, default=8.0)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     parser.add_argument(
         "--seed-cache", type=Path, default=None,
         help="keep the seed student here and reuse it on the next run (same data split)",
     )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    return parser
+
+
+def bench_setup(args: argparse.Namespace) -> tuple[Any, ...]:
+    """The split (labels, rows, test), the settings, the trainer config (LoRA in fp32, as
+    every bench here trains) and the student's base model folder."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    labels, rows, test = _rows(args)
+    settings = load_settings()
+    cfg = settings.trainer.model_copy(update={"quantization": "none"})
+    return labels, rows, test, settings, cfg, resolve_model(cfg.base_model, settings.models_dir)
+
+
+def main() -> None:
+    parser = bench_parser(__doc__)
+    parser.add_argument("--private", type=int, default=1500)
+    parser.add_argument("--epsilons", default="8,4,2,1")
+    parser.add_argument("--sweep", action="store_true", help="the DP settings sweep instead")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the no-DP variant")
+    parser.add_argument("--sweep-epsilon", type=float, default=8.0)
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a [privacy] DP setting for every variant, e.g. --set dp_learning_rate=5e-4",
     )  # fmt: skip
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    labels, rows, test = _rows(args)
-    settings = load_settings()
-    cfg = settings.trainer.model_copy(update={"quantization": "none"})
-    base = resolve_model(cfg.base_model, settings.models_dir)
+    labels, rows, test, settings, cfg, base = bench_setup(args)
     tmp = Path(tempfile.mkdtemp(prefix="tutorloop-dp-"))
     try:
         seed_dir, seed_score = _seed(args, rows, labels, test, cfg, base, tmp)

@@ -37,12 +37,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from dp import DATA, REPO, _dataset, _rows, _score, _seed  # the same seed split
+from dp import _dataset, _score, _seed, bench_parser, bench_setup  # the same split
 from rich.console import Console
 from rich.table import Table
 from sklearn.linear_model import LogisticRegression
 
-from tutorloop.infra.settings import load_settings
 from tutorloop.labeling.acquisition import margins
 from tutorloop.labeling.embeddings import Encoder
 from tutorloop.labeling.labeled_csv import read_labeled_csv
@@ -106,23 +105,14 @@ def _teacher_rows(texts: list[str], probs: np.ndarray) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=Path, default=DATA / "train.csv")
-    parser.add_argument("--test", type=Path, default=DATA / "test.csv")
+    parser = bench_parser(__doc__)
     parser.add_argument("--pool", type=int, default=3000)
     parser.add_argument("--teacher-per-label", type=int, default=39)
     parser.add_argument("--variants", default="0,cosine:1,contrastive:1")
     parser.add_argument("--seeds", default="0,1,2", help="trainer seeds (same data)")
-    parser.add_argument("--test-every", type=int, default=2)
-    parser.add_argument("--seed-cache", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
     args.private = args.pool  # dp.py's split: the seed rows, then --private (here: pool) rows
-    labels, rows, test = _rows(args)
-    settings = load_settings()
-    cfg = settings.trainer.model_copy(update={"quantization": "none"})
-    base = resolve_model(cfg.base_model, settings.models_dir)
+    labels, rows, test, settings, cfg, base = bench_setup(args)
     embed = _CachedEncoder(Encoder(resolve_model("all-mpnet-base-v2", settings.models_dir)))
     tmp = Path(tempfile.mkdtemp(prefix="tutorloop-rep-"))
     try:
