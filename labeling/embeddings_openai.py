@@ -7,7 +7,6 @@ the same texts the chat teacher was sent. The key travels only in the Authorizat
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -18,8 +17,8 @@ import numpy as np
 from tutorloop.evaluation.metrics import FloatArray
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings_teacher import OpenAITeacherSettings
+from tutorloop.labeling.teacher_openai import RETRY_STATUS, request_headers
 
-_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 _BATCH = 64  # inputs per request: well under every provider's per-request cap
 
 
@@ -40,10 +39,7 @@ class OpenAIEmbeddings:
         return f"openai:{self.cfg.embeddings_model}"
 
     def __call__(self, texts: Sequence[str]) -> FloatArray:
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.cfg.api_key_env, "")
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        headers = request_headers(self.cfg)
         rows: list[list[float]] = []
         with httpx.Client(
             base_url=self.cfg.base_url.rstrip("/") + "/", headers=headers,
@@ -68,7 +64,7 @@ class OpenAIEmbeddings:
             except httpx.HTTPError as exc:
                 problem = f"connection failed: {type(exc).__name__}"
                 continue
-            if response.status_code in _RETRY_STATUS:
+            if response.status_code in RETRY_STATUS:
                 problem = f"HTTP {response.status_code}"
                 continue
             if response.status_code >= 400:

@@ -48,7 +48,17 @@ If no label fits well, choose the closest one and give a low confidence."""
 
 _LABEL_VALUE = re.compile(r'"label"\s*:\s*"')
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
-_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+#: Statuses worth another attempt (the chat teacher and the embeddings client).
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+def request_headers(cfg: OpenAITeacherSettings) -> dict[str, str]:
+    """JSON, and the key (from the variable the settings name) in the Authorization header."""
+    headers = {"Content-Type": "application/json"}
+    key = os.environ.get(cfg.api_key_env, "")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return headers
 
 
 @dataclass(frozen=True)
@@ -92,10 +102,7 @@ class OpenAITeacher:
         return asyncio.run(self._label_all(texts))
 
     async def _label_all(self, texts: Sequence[str]) -> list[TeacherResult]:
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.cfg.api_key_env, "")
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        headers = request_headers(self.cfg)
         limit = asyncio.Semaphore(self.cfg.concurrency)
         async with httpx.AsyncClient(
             base_url=self.cfg.base_url.rstrip("/") + "/",
@@ -152,7 +159,7 @@ class OpenAITeacher:
             raise _RetryableError("timeout", f"no answer within {self.cfg.timeout_s:g} s") from None
         except httpx.TransportError as exc:
             raise _RetryableError("http", f"connection failed: {type(exc).__name__}") from None
-        if response.status_code in _RETRY_STATUS:
+        if response.status_code in RETRY_STATUS:
             raise _RetryableError(
                 "http", f"HTTP {response.status_code}", _retry_after(response.headers)
             )
