@@ -12,7 +12,8 @@ One run, same data and same seed split for every variant:
 3. each variant warm-starts from the seed student and retrains on public + private rows the
    way the cycle does: without DP (the baseline, trainer defaults), then with DP-SGD at each
    example-level epsilon (public rows without noise, private rows under DP, the
-   ``[privacy]`` DP defaults unless the sweep overrides them);
+   ``[privacy]`` DP defaults unless the sweep overrides them: head-only DP; ``--set
+   dp_adapters=true`` for DP-SGD over the adapters);
 4. each is scored on the test file (every ``--test-every``-th row): accuracy, macro-F1, ECE
    (after its calibration), with wall time, the noise multiplier and the epsilon spent.
 
@@ -120,6 +121,7 @@ def _variant(
         "dp_settings": {k: v for k, v in privacy.items() if k.startswith("dp_") and dp},
         # Public-validation loss at each check, both phases: did DP move it, and which way?
         "val_losses": [round(h["val_loss"], 3) for h in outcome.history],
+        "dp_head": outcome.metrics.get("dp_head"),  # head-only DP: its steps and scale
     }  # fmt: skip
     console.print(result)
     return result
@@ -135,7 +137,7 @@ def _plot(results: list[dict[str, Any]], out: Path) -> None:
     dp = sorted((r for r in results if r["epsilon_target"]), key=lambda r: r["epsilon_target"])
     fig, ax = plt.subplots(figsize=(6, 4))
     eps = [r["epsilon_target"] for r in dp]
-    ax.plot(eps, [r["accuracy"] for r in dp], "o-", label="DP-SGD (private rows)")
+    ax.plot(eps, [r["accuracy"] for r in dp], "o-", label="DP (private rows)")
     ax.axhline(base["accuracy"], color="gray", ls="--", label="no DP, same rows")
     ax.axhline(base["accuracy"] - 0.05, color="green", ls=":", label="target at eps 8 (-5 pts)")
     ax.set_xscale("log", base=2)
@@ -241,11 +243,18 @@ def _seed(
 def _sweep(
     args: argparse.Namespace, privacy: dict[str, Any], ctx: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    grid = [
-        {"dp_learning_rate": lr, "dp_head_learning_rate": head, "dp_max_grad_norm": clip}
-        for lr, head in ((5e-4, 5e-3), (2e-3, 2e-2))
-        for clip in (0.1, 1.0)
-    ] + [{"dp_batch_size": 64, "dp_epochs": 3}, {"dp_batch_size": 512, "dp_epochs": 20}]
+    if privacy["dp_adapters"]:  # DP-SGD over the adapters
+        grid: list[dict[str, Any]] = [
+            {"dp_learning_rate": lr, "dp_head_learning_rate": head, "dp_max_grad_norm": clip}
+            for lr, head in ((5e-4, 5e-3), (2e-3, 2e-2))
+            for clip in (0.1, 1.0)
+        ] + [{"dp_batch_size": 64, "dp_epochs": 3}, {"dp_batch_size": 512, "dp_epochs": 20}]
+    else:  # head-only DP: step size and clip norm around the defaults, steps from the plan
+        grid = [
+            {"dp_head_step_size": step, "dp_head_max_grad_norm": clip}
+            for step in (0.5, 1.0, 2.0)
+            for clip in (2.0, 5.0, 10.0)
+        ]
     results = [] if args.no_baseline else [_variant("no-dp", None, privacy, ctx)]
     for point in grid:
         name = ",".join(f"{k.removeprefix('dp_')}={v:g}" for k, v in point.items())

@@ -358,10 +358,15 @@ def _row(
     p95 = [g.value for g in stored_gates(warehouse, champion) if g.gate == "p95_latency_ms"]
     if report.dp_plan:  # the point of the utility-privacy curve this retrain ran at
         plan = report.dp_plan
+        if plan.get("method") == "head":
+            learns = "" if plan["noise"] <= plan["max_head_noise"] else " (too noisy)"
+            what = f"head-only, noise {plan['noise']:.4f}{learns}"
+        else:
+            learns = "" if plan["signal"] >= plan["min_signal"] else " (low)"
+            what = f"signal {plan['signal']:.0f}{learns}"
         note += (
             f"{'; ' if note else ''}DP: eps {plan['epsilon']:g} over {plan['rows']} private "
-            f"rows, sigma {plan['noise_multiplier']:.2f}, {plan['steps']} steps, signal "
-            f"{plan['signal']:.0f}{'' if plan['signal'] >= plan['min_signal'] else ' (low)'}"
+            f"rows, sigma {plan['noise_multiplier']:.2f}, {plan['steps']} steps, {what}"
         )
     return CycleRow(
         cycle=cycle, champion=champion, candidate=report.version, promoted=promoted,

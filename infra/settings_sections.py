@@ -170,8 +170,28 @@ class PrivacySettings(_Section):
     dp_max_grad_norm: float = Field(
         default=1.0, gt=0, description="per-example gradient clip norm of DP-SGD"
     )
-    # DP-SGD's own training settings: noise shrinks with the expected batch, so batches are
-    # large (Poisson-sampled, split into trainer.batch_size physical batches) and steps few.
+    dp_adapters: bool = Field(
+        default=False,
+        description="true: DP-SGD (opacus) over the LoRA adapters and the head; false: "
+        "full-batch DP gradient descent over the head alone, on the frozen student's "
+        "features whitened by the public rows (trainer.dp_head; it learns where DP-SGD over "
+        "the adapters measured no gain, BENCHMARKS.md)",
+    )
+    # Head-only DP (dp_adapters = false): every step sees every private row, in a basis where
+    # the features have unit variance, so one step size and clip norm fit any encoder.
+    dp_head_steps: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="steps of head-only DP; unset: the most (up to 160) that keep the noise "
+        "on the mean gradient at or below privacy.dp_plan.MAX_HEAD_NOISE",
+    )  # fmt: skip
+    dp_head_step_size: float = Field(
+        default=1.0, gt=0, lt=100, description="gradient step of head-only DP"
+    )
+    dp_head_max_grad_norm: float = Field(
+        default=5.0, gt=0, description="per-example gradient clip norm of head-only DP"
+    )
+    # DP-SGD over the adapters (dp_adapters = true): noise shrinks with the expected batch,
+    # so batches are large (Poisson-sampled, split into trainer.batch_size physical batches).
     dp_batch_size: int = Field(
         default=256, ge=8, le=65536, description="expected (logical) batch size of DP-SGD"
     )
@@ -179,17 +199,12 @@ class PrivacySettings(_Section):
     # SGD under DP takes steps far larger than Adam's: no upper bound below 100.
     dp_learning_rate: float = Field(default=2e-3, gt=0, lt=100, description="LoRA, under DP")
     dp_head_learning_rate: float = Field(
-        default=2e-2, gt=0, lt=100, description="classification head, under DP"
+        default=2e-2, gt=0, lt=100, description="classification head, under DP-SGD"
     )
     dp_optimizer: Literal["adamw", "sgd"] = Field(
         default="adamw",
-        description="optimizer of the DP phase; sgd uses momentum 0.9 (Adam's per-coordinate "
+        description="optimizer of DP-SGD; sgd uses momentum 0.9 (Adam's per-coordinate "
         "scaling turns noise-dominated coordinates into full-size steps)",
-    )
-    dp_adapters: bool = Field(
-        default=True,
-        description="DP-SGD trains the LoRA adapters and the head; false: the head only "
-        "(far fewer noised parameters)",
     )
     dp_strict: bool = Field(
         default=False,

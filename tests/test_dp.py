@@ -176,28 +176,35 @@ def test_the_plan_warns_for_a_tiny_private_set_and_not_for_the_demo_sized_one() 
     assert check(1500, PrivacySettings(dp_epsilon=8.0), strict=True) == demo
 
 
-def test_dp_over_the_head_only_freezes_the_adapters_and_trains_the_head() -> None:
-    """``privacy.dp_adapters = false``: the noised parameters are the head's alone, and the
-    self-check looks at the head (adapters cannot move)."""
+def _split(tokenizer: Any, texts: list[str], labels: list[int]) -> Any:
+    from tutorloop.trainer.splits import TokenizedSplit
+
+    y = torch.tensor(labels)
+    return TokenizedSplit(
+        tokenizer(texts)["input_ids"], y, torch.nn.functional.one_hot(y, 3).float(),
+        torch.ones(len(y)), torch.zeros(len(y)),
+    )  # fmt: skip
+
+
+def _card_texts(start: int, n: int) -> tuple[list[str], list[int]]:
+    kinds = ["lost", "stolen", "declined"]
+    return [f"my card number {i} was {kinds[i % 3]}" for i in range(start, start + n)], [
+        i % 3 for i in range(start, start + n)
+    ]
+
+
+def test_dp_sgd_over_the_adapters_steps_per_logical_batch() -> None:
+    """``privacy.dp_adapters = true``: DP-SGD over LoRA and the head, in physical batches of
+    the trainer's size and one optimizer step per logical (Poisson) batch."""
     from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
     from tutorloop.trainer.dp_phase import physical_batches, private_training, stepped
-    from tutorloop.trainer.splits import TokenizedSplit
 
     torch.manual_seed(0)
     model, tokenizer = _lora_model()
-    texts = [f"my card number {i} was {['lost', 'stolen', 'declined'][i % 3]}" for i in range(48)]
-    labels = torch.tensor([i % 3 for i in range(48)])
-    split = TokenizedSplit(
-        tokenizer(texts)["input_ids"], labels, torch.nn.functional.one_hot(labels, 3).float(),
-        torch.ones(48), torch.zeros(48),
-    )  # fmt: skip
-    privacy = PrivacySettings(
-        dp_epsilon=8.0, dp_adapters=False, dp_batch_size=24, dp_epochs=1,
-        dp_head_learning_rate=0.05,
-    )  # fmt: skip
+    split = _split(tokenizer, *_card_texts(0, 48))
+    privacy = PrivacySettings(dp_epsilon=8.0, dp_adapters=True, dp_batch_size=24, dp_epochs=1)
     before = trainable_snapshot(model)
     private = private_training(model, split, tokenizer, TrainerSettings(batch_size=8), privacy)
-    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
     steps = 0
     model.train()
     for enc, y, *_ in physical_batches(private, 8):
@@ -207,6 +214,73 @@ def test_dp_over_the_head_only_freezes_the_adapters_and_trains_the_head() -> Non
         private.optimizer.step()
         steps += stepped(private.optimizer)
     assert 1 <= steps <= 4  # logical steps only: about 48 / 24 per epoch
-    assert assert_adapters_changed(before, model, "classifier") > 0
-    with pytest.raises(AdapterUnchangedError):
-        assert_adapters_changed(before, model)  # the adapters were frozen
+    assert assert_adapters_changed(before, model) > 0
+
+
+def test_head_only_dp_trains_the_head_on_private_rows_and_folds_it_in() -> None:
+    """The default DP: the adapters stay put, the accountant's sample is the private rows
+    alone, the head gains exactly the chosen scale of the residual, and the ledger entry is
+    what an independent accountant gives for full-batch steps."""
+    from opacus.accountants import RDPAccountant
+
+    from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
+    from tutorloop.privacy.dp import account
+    from tutorloop.privacy.dp_plan import plan
+    from tutorloop.trainer.distillation import distillation_loss
+    from tutorloop.trainer.dp_head import classifier_head, head_inputs, train_dp_head
+
+    torch.manual_seed(0)
+    model, tokenizer = _lora_model()
+    # Enough private rows for the plan to expect learning (noise on the mean gradient <= 0.009).
+    public, private, validation = (
+        _split(tokenizer, *_card_texts(0, 60)), _split(tokenizer, *_card_texts(100, 1200)),
+        _split(tokenizer, *_card_texts(2000, 30)),
+    )  # fmt: skip
+    privacy = PrivacySettings(dp_epsilon=8.0)
+    found = plan(len(private.labels), privacy)
+    assert found.method == "head" and found.can_learn and found.sample_rate == 1.0
+    before = trainable_snapshot(model)
+    head = classifier_head(model)
+    old_weight = head.weight.detach().clone()
+    _, old_logits = head_inputs(model, tokenizer, validation.input_ids)
+    cfg = TrainerSettings(distill_temperature=2.0, distill_alpha=0.5)
+    run = train_dp_head(model, tokenizer, (public, private, validation), cfg, privacy, found)
+    assert len(run.private.data_loader.dataset) == 1200  # public rows never enter the sample
+    after = dict(model.named_parameters())
+    assert all(torch.equal(old, after[name]) for name, old in before.items() if "lora_" in name)
+    assert set(run.validation_loss) == {0.0, 0.25, 0.5, 1.0}
+    assert run.scale == min(run.validation_loss, key=lambda s: (run.validation_loss[s], -s))
+    assert run.scale > 0  # three well-separated labels: the residual helps on validation
+    assert not torch.equal(old_weight, head.weight)
+    # Folding is exact: the served head's validation loss is the one the chosen scale had
+    # on the old logits plus the scaled residual (and the unscaled start's is the old one's).
+    _, new_logits = head_inputs(model, tokenizer, validation.input_ids)
+    loss = distillation_loss(new_logits, validation.labels, validation.soft, validation.weights,
+                             validation.has_soft, temperature=2.0, alpha=0.5)  # fmt: skip
+    assert float(loss) == pytest.approx(run.validation_loss[run.scale], abs=1e-4)
+    old = distillation_loss(old_logits, validation.labels, validation.soft, validation.weights,
+                            validation.has_soft, temperature=2.0, alpha=0.5)  # fmt: skip
+    assert float(old) == pytest.approx(run.validation_loss[0.0], abs=1e-4)
+    assert run.validation_loss[run.scale] < run.validation_loss[0.0]
+    entry = account(run.private, "head-run")
+    assert entry.private_rows == 1200 and entry.sample_rate == 1.0
+    assert entry.steps == found.steps == run.steps
+    assert entry.epsilon == pytest.approx(8.0, abs=0.05)
+    reference = RDPAccountant()
+    reference.history = [(entry.noise_multiplier, 1.0, found.steps)]
+    assert entry.epsilon == pytest.approx(reference.get_epsilon(entry.delta), rel=1e-6)
+
+
+def test_the_head_plan_takes_the_most_steps_its_noise_allows() -> None:
+    from tutorloop.infra.settings_sections import PrivacySettings
+    from tutorloop.privacy.dp_plan import HEAD_STEPS, MAX_HEAD_NOISE, plan
+
+    small, large = plan(1500, PrivacySettings(dp_epsilon=8.0)), plan(6000, PrivacySettings(
+        dp_epsilon=8.0))  # fmt: skip
+    assert small.noise <= MAX_HEAD_NOISE and large.noise <= MAX_HEAD_NOISE
+    assert small.steps < large.steps  # more rows average more noise away: more steps
+    if small.steps != HEAD_STEPS[-1]:  # one more step count would have been too noisy
+        more = plan(1500, PrivacySettings(dp_epsilon=8.0, dp_head_steps=2 * small.steps))
+        assert more.noise > MAX_HEAD_NOISE and not more.can_learn
+    adapters = plan(1500, PrivacySettings(dp_epsilon=8.0, dp_adapters=True))
+    assert adapters.method == "adapters" and adapters.batch_size == 256

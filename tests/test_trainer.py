@@ -205,7 +205,7 @@ def test_without_4bit_the_run_falls_back_and_says_so(
 def test_dp_spends_epsilon_on_private_rows_only_and_a_spent_budget_refuses_the_next(
     tmp_path: Path,
 ) -> None:
-    dp = {"dp_epsilon": 2.0, "epsilon_budget": 3.0, "dp_batch_size": 16, "dp_epochs": 2}
+    dp = {"dp_epsilon": 2.0, "epsilon_budget": 3.0}  # head-only DP, the default
     settings = tiny_settings(tmp_path / "d", privacy=dp, teacher={"backend": "human"})
     warehouse = open_warehouse(settings)
     # The seed set is imported (public): the first student trains without DP and spends none.
@@ -224,8 +224,11 @@ def test_dp_spends_epsilon_on_private_rows_only_and_a_spent_budget_refuses_the_n
     private = report.dataset_counts["private_train"]
     assert entry["private_rows"] == private and 0 < private <= 96
     assert entry["public_rows"] > 0 and entry["replayed_private_rows"] == 0
-    assert entry["sample_rate"] == pytest.approx(16 / private, rel=0.25)
     card = get(warehouse, "v2").card
+    # Full-batch steps, as many as the plan chose; the card says which scale was kept.
+    assert entry["sample_rate"] == 1.0 and entry["steps"] == card["privacy"]["plan"]["steps"]
+    assert card["metrics"]["dp_head"]["steps"] == entry["steps"]
+    assert card["metrics"]["dp_head"]["scale"] in (0.0, 0.25, 0.5, 1.0)
     assert card["privacy"]["spent"]["private_rows"] == private
     assert card["privacy"]["plan"]["rows"] == private
     capture(warehouse, test.texts[96:], human_labels=dict(enumerate(test.labels[96:])))
@@ -241,7 +244,7 @@ def test_a_strict_dp_run_that_cannot_learn_is_refused_before_it_spends(tmp_path:
     _promote(warehouse, _bootstrap(settings))
     test = read_labeled_csv(TEST)
     capture(warehouse, test.texts[:40], human_labels=dict(enumerate(test.labels[:40])))
-    with pytest.raises(DPWontLearnError, match=r"signal \d+, below"):
+    with pytest.raises(DPWontLearnError, match=r"noise \d+\.\d+ on the mean gradient, above"):
         run_cycle(settings, warehouse)
     assert warehouse.query("SELECT count(*) FROM privacy_ledger") == [(0,)]
     assert warehouse.query("SELECT count(*) FROM training_runs") == [(1,)]  # the seed only

@@ -24,8 +24,8 @@ Batch = tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, torch.Te
 
 
 def dp_optimizer(model: Any, privacy: PrivacySettings) -> torch.optim.Optimizer:
-    """AdamW over what DP trains (the adapters unless frozen, the head), at DP-SGD's own
-    learning rates."""
+    """AdamW over what DP-SGD trains (the adapters and the head), at its own learning
+    rates."""
     groups = param_groups(
         model, adapter_lr=privacy.dp_learning_rate, head_lr=privacy.dp_head_learning_rate
     )
@@ -43,10 +43,6 @@ def private_training(
 ) -> PrivateTraining:
     """Wrap ``model`` for DP-SGD over ``train`` (the private rows) to ``privacy.dp_epsilon``."""
     assert privacy.dp_epsilon is not None
-    if not privacy.dp_adapters:
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                param.requires_grad_(False)
     # Opacus samples rows independently (Poisson), so rows are padded to one length.
     enc = pad(tokenizer, train.input_ids, cfg.max_length)
     data = TensorDataset(

@@ -34,8 +34,9 @@ from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.infra.tables import Split
 from tutorloop.privacy.dp import LedgerEntry, PrivateTraining, account, assert_adapters_changed
-from tutorloop.privacy.dp_plan import logical_batch
+from tutorloop.privacy.dp_plan import logical_batch, plan
 from tutorloop.trainer.distillation import distillation_loss
+from tutorloop.trainer.dp_head import HeadRun, train_dp_head
 from tutorloop.trainer.dp_phase import (
     Batch,
     physical_batches,
@@ -215,6 +216,8 @@ class _Phase:
     def steps_per_epoch(self, cfg: TrainerSettings) -> int:
         if self.private is not None:
             return len(self.private.data_loader)  # logical batches per epoch
+        if self.dp is not None and not self.dp.dp_adapters:
+            return 1  # head-only DP: every step is a pass over every private row
         if self.dp is not None:
             return math.ceil(len(self.train) / logical_batch(self.dp, len(self.train)))
         return math.ceil(len(self.train) / cfg.batch_size)
@@ -238,7 +241,10 @@ def _phases(
     validation = tokenized_split(dataset, Split.VALIDATION, tokenizer, cfg, private=False)
     phases = [_Phase(public, epochs)] if len(public) else []
     if len(private):
-        phases.append(_Phase(private, dp.settings.dp_epochs, dp.settings))
+        steps = dp.settings.dp_epochs
+        if not dp.settings.dp_adapters:
+            steps = plan(len(private), dp.settings).steps
+        phases.append(_Phase(private, steps, dp.settings))
     return phases, validation
 
 
@@ -314,14 +320,17 @@ def train_student(
     spend = None
     best = math.inf
     representation_losses: dict[str, float] | None = None
+    head_card: dict[str, Any] | None = None
     for phase in phases:
+        if phase.dp is not None and dp is not None and not phase.dp.dp_adapters:
+            head = _head_phase(model, tokenizer, cfg, phases, phase, validation, dp, on_step)
+            spend, head_card = account(head.private, dp.run_id), head.card()
+            steps += head.steps
+            continue
         snapshot = _trainable(model) if phase.dp is not None else None
         run = _run_phase(model, tokenizer, cfg, phase, validation, on_step, representation)
         if snapshot is not None and phase.private is not None and dp is not None:
-            # Before choosing weights by validation; the head, when DP trained nothing else.
-            assert_adapters_changed(
-                snapshot, model, "lora_" if dp.settings.dp_adapters else "classifier"
-            )
+            assert_adapters_changed(snapshot, model)  # before choosing weights by validation
             spend = account(phase.private, dp.run_id)
         if len(validation):
             _restore(model, run.stopping.best_state)
@@ -337,10 +346,25 @@ def train_student(
     metrics["best_val_loss"] = best if math.isfinite(best) else None
     if representation_losses is not None:
         metrics["representation_loss"] = representation_losses
+    if head_card is not None:
+        metrics["dp_head"] = head_card
     return TrainOutcome(
         temperature=temperature, metrics=metrics, steps=steps, epochs_run=round(epochs_run, 2),
         stopped_early=stopped, privacy=spend, history=history,
     )  # fmt: skip
+
+
+def _head_phase(
+    model: Any, tokenizer: Any, cfg: TrainerSettings, phases: list[_Phase], private: _Phase,
+    validation: TokenizedSplit, dp: DPRequest, on_step: Callable[[int], None] | None,
+) -> HeadRun:  # fmt: skip
+    """Head-only DP over the private phase's rows, whitened by the public ones (training and
+    validation rows: both are public)."""
+    public = [phase.train for phase in phases if phase.dp is None]
+    whiten_on = public[0] + validation if public else validation
+    found = plan(len(private.train), dp.settings)
+    splits = (whiten_on, private.train, validation)
+    return train_dp_head(model, tokenizer, splits, cfg, dp.settings, found, on_step)
 
 
 def _dynamic_batch(split: TokenizedSplit, idx: list[int], tokenizer: Any) -> Batch:
