@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import onnx
+import torch
+from datasets.fingerprint import Hasher
 from onnx import numpy_helper
 
 from tests.test_trainer import TEST, TRAIN, tiny_settings
@@ -21,6 +25,7 @@ from tutorloop.loop.cycle import CycleReport, bootstrap, run_cycle, sample_per_l
 from tutorloop.privacy.scrubber import RegexScrubber
 from tutorloop.registry.onnx_model import INT8
 from tutorloop.registry.store import get, register_candidate
+from tutorloop.trainer.train import TrainOutcome, train_student
 
 # Loose enough that a 6-epoch student of 8 labels passes; the tests tighten them on purpose.
 LOOSE_GATES: dict[str, Any] = {
@@ -51,11 +56,16 @@ def registry_settings(data_dir: Path, **registry: Any) -> Settings:
 
 
 def first_version(settings: Settings) -> CycleReport:
-    """Import the gold eval slice, bootstrap v1 (gated, auto-promoted when it passes)."""
+    """Import the gold eval slice, bootstrap v1 (gated, auto-promoted when it passes).
+
+    The student's training is shared between the tests that ask for the same v1 (the same
+    rows and trainer settings): it is real training, run once per test session, and the
+    export, gates, registry and serving still run in every test."""
     warehouse = open_warehouse(settings)
     test = read_labeled_csv(TEST)
     import_gold(warehouse, test, RegexScrubber(), source="eval", actor="t", for_eval=True)
-    return bootstrap(settings, warehouse, _seed(), source="seed", actor="test")
+    with mock.patch("tutorloop.loop.cycle.train_student", _train_once):
+        return bootstrap(settings, warehouse, _seed(), source="seed", actor="test")
 
 
 def _seed() -> LabeledRows:
@@ -93,3 +103,30 @@ def register_copy(warehouse: Warehouse, settings: Settings, source: str, shift: 
         warehouse, settings, staged, run_id=src.run_id or "test", label_set=src.label_set,
         card=card,
     ).version  # fmt: skip
+
+
+_TRAINED: dict[str, tuple[dict[str, torch.Tensor], TrainOutcome]] = {}
+
+
+def _train_once(student: Any, rows: Any, cfg: Any, **kwargs: Any) -> TrainOutcome:
+    """``train_student``, memoized on the rows (their texts and labels), the trainer settings
+    and the options. Which rows are held for validation follows each warehouse's case ids, so
+    a later test's v1 carries the first test's weights with its own split: the same rows and
+    settings, trained once."""
+    trained = [split != "eval" for split in rows["split"]]
+    content = sorted(zip(rows["text"], rows["label"], trained, strict=True))
+    options = {k: v for k, v in kwargs.items() if k != "on_step"}
+    key = Hasher.hash([content, rows.features["label"].names, cfg.model_dump(mode="json"),
+                       repr(sorted(options.items()))])  # fmt: skip
+    if key not in _TRAINED:
+        outcome = train_student(student, rows, cfg, **kwargs)
+        state = {n: p.detach().clone() for n, p in student.model.named_parameters()
+                 if p.requires_grad}  # fmt: skip
+        _TRAINED[key] = (state, outcome)
+        return copy.deepcopy(outcome)
+    state, outcome = _TRAINED[key]
+    with torch.no_grad():
+        for name, param in student.model.named_parameters():
+            if name in state:
+                param.copy_(state[name])
+    return copy.deepcopy(outcome)
