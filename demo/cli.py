@@ -21,7 +21,13 @@ def demo(
     cycles: int = typer.Option(2, "--cycles", min=1, max=20, help="weekly retrain cycles"),
     seed_per_label: int = typer.Option(10, "--seed-per-label", min=1),
     pool: int = typer.Option(3000, "--pool", min=10, help="labeled rows the teacher is fit on"),
-    dp_epsilon: float | None = typer.Option(None, "--dp-epsilon", min=0.01, help="DP-SGD"),
+    dp_epsilon: float | None = typer.Option(
+        None,
+        "--dp-epsilon",
+        min=0.01,
+        help="train on captured (private) rows with DP; the epsilon the whole demo may spend, "
+        "split evenly over its weekly retrains",
+    ),
     min_parity: float | None = typer.Option(
         None, "--min-parity", hidden=True, help="ignored: the demo runs the contract's gates"
     ),

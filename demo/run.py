@@ -70,15 +70,23 @@ def _overrides(options: DemoOptions, bootstrap: str) -> dict[str, Any]:
     return {
         "data_dir": str(options.out / "data"),
         "broker": {"bootstrap_servers": bootstrap},
-        "privacy": {"scrubber": "regex" if quick else "presidio", "dp_epsilon": options.dp_epsilon,
-                    # User-level DP: one captured case per user and week keeps a user's
-                    # guarantee at the run's example-level epsilon (k = 1), within budget.
-                    **({"max_cases_per_user": 1} if options.dp_epsilon else {})},
+        "privacy": {"scrubber": "regex" if quick else "presidio", **_dp(options)},
         "teacher": {"backend": "local", "encoder": encoder},
         # The full demo trains with the trainer's defaults; the quick one with fewer epochs.
         "trainer": {"epochs": 1, "bootstrap_epochs": 4} if quick else {},
         "streams": {"batch_within_s": 0.3, "session_timeout_s": 6, "heartbeat_interval_s": 1},
     }  # fmt: skip
+
+
+def _dp(options: DemoOptions) -> dict[str, Any]:
+    """``--dp-epsilon`` is what the whole demo may spend: the privacy budget, split evenly
+    over its weekly retrains (the seed student trains on public rows and spends nothing).
+    One captured case per user and week keeps a user's guarantee at the run's example-level
+    epsilon (k = 1)."""
+    if not options.dp_epsilon:
+        return {}
+    return {"dp_epsilon": options.dp_epsilon / options.cycles, "max_cases_per_user": 1,
+            "epsilon_budget": options.dp_epsilon}  # fmt: skip
 
 
 def _env(overrides: dict[str, Any]) -> dict[str, str]:
@@ -359,7 +367,8 @@ def _row(
     if report.dp_plan:  # the point of the utility-privacy curve this retrain ran at
         plan = report.dp_plan
         if plan.get("method") == "head":
-            learns = "" if plan["noise"] <= plan["max_head_noise"] else " (too noisy)"
+            limit = plan.get("min_learning_head_noise", plan["max_head_noise"])
+            learns = "" if plan["noise"] <= limit else " (too noisy)"
             what = f"head-only, noise {plan['noise']:.4f}{learns}"
         else:
             learns = "" if plan["signal"] >= plan["min_signal"] else " (low)"

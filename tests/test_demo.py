@@ -78,3 +78,21 @@ def test_quick_demo_runs_the_loop_and_writes_a_sane_report(tmp_path: Path) -> No
         gap_rows = abs(served["train_serve_gap"]) * served["gold_rows"]
         assert abs(served["train_serve_gap"]) <= 0.05 or gap_rows <= 2 + 1e-9, served
         assert served["temperature"] > 0 and served["validation_rows"] > 0
+
+
+def test_dp_epsilon_is_the_demos_budget_split_over_its_weekly_retrains(tmp_path: Path) -> None:
+    """``--dp-epsilon 8`` with two cycles: each retrain runs at 4 and the budget is 8, so both
+    fit; one case per user and week keeps user-level epsilon at the run's."""
+    from tutorloop.demo.results import DemoOptions
+    from tutorloop.demo.run import _overrides
+    from tutorloop.infra.settings import load_settings
+
+    options = DemoOptions(tmp_path, tmp_path, tmp_path, cycles=2, dp_epsilon=8.0)
+    privacy = _overrides(options, "127.0.0.1:1")["privacy"]
+    assert (privacy["dp_epsilon"], privacy["epsilon_budget"]) == (4.0, 8.0)
+    assert privacy["max_cases_per_user"] == 1
+    settings = load_settings(privacy=privacy)  # the overrides are valid settings
+    per_run = settings.privacy.dp_epsilon
+    assert per_run is not None and per_run * options.cycles <= settings.privacy.epsilon_budget
+    plain = DemoOptions(tmp_path, tmp_path, tmp_path)
+    assert "dp_epsilon" not in _overrides(plain, "127.0.0.1:1")["privacy"]

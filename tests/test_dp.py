@@ -273,7 +273,7 @@ def test_head_only_dp_trains_the_head_on_private_rows_and_folds_it_in() -> None:
 
 def test_the_head_plan_takes_the_most_steps_its_noise_allows() -> None:
     from tutorloop.infra.settings_sections import PrivacySettings
-    from tutorloop.privacy.dp_plan import HEAD_STEPS, MAX_HEAD_NOISE, plan
+    from tutorloop.privacy.dp_plan import HEAD_STEPS, MAX_HEAD_NOISE, MIN_LEARNING_HEAD_NOISE, plan
 
     small, large = plan(1500, PrivacySettings(dp_epsilon=8.0)), plan(6000, PrivacySettings(
         dp_epsilon=8.0))  # fmt: skip
@@ -281,6 +281,9 @@ def test_the_head_plan_takes_the_most_steps_its_noise_allows() -> None:
     assert small.steps < large.steps  # more rows average more noise away: more steps
     if small.steps != HEAD_STEPS[-1]:  # one more step count would have been too noisy
         more = plan(1500, PrivacySettings(dp_epsilon=8.0, dp_head_steps=2 * small.steps))
-        assert more.noise > MAX_HEAD_NOISE and not more.can_learn
+        assert more.noise > MAX_HEAD_NOISE
+    tiny = plan(100, PrivacySettings(dp_epsilon=1.0))
+    assert tiny.steps == HEAD_STEPS[0] and tiny.noise > MIN_LEARNING_HEAD_NOISE
+    assert not tiny.can_learn
     adapters = plan(1500, PrivacySettings(dp_epsilon=8.0, dp_adapters=True))
     assert adapters.method == "adapters" and adapters.batch_size == 256
