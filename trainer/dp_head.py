@@ -30,12 +30,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from tutorloop.infra.batching import length_sorted_batches
 from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.privacy.dp import AdapterUnchangedError, PrivateTraining, make_private
 from tutorloop.privacy.dp_plan import DPPlan
 from tutorloop.trainer.distillation import distillation_loss
-from tutorloop.trainer.splits import TokenizedSplit, pad
+from tutorloop.trainer.inference import predict_logits_and_inputs_of
+from tutorloop.trainer.splits import TokenizedSplit
 
 #: The residual's scales compared on the public validation rows.
 SCALES = (0.0, 0.25, 0.5, 1.0)
@@ -82,23 +82,8 @@ def classifier_head(model: Any) -> torch.nn.Linear:
 
 def head_inputs(model: Any, tokenizer: Any, ids: list[list[int]]) -> tuple[torch.Tensor, ...]:
     """The head's input features and the logits for tokenized texts, in input order."""
-    head = classifier_head(model)
-    seen: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].detach()))
-    features: dict[int, torch.Tensor] = {}
-    logits: dict[int, torch.Tensor] = {}
-    model.eval()
-    try:
-        with torch.no_grad():
-            for idx in length_sorted_batches(ids, 64):
-                seen.clear()
-                out = model(**pad(tokenizer, [ids[i] for i in idx])).logits.float()
-                for row, i in enumerate(idx):
-                    features[i], logits[i] = seen[-1][row].float(), out[row]
-    finally:
-        hook.remove()
-    order = range(len(ids))
-    return torch.stack([features[i] for i in order]), torch.stack([logits[i] for i in order])
+    logits, features = predict_logits_and_inputs_of(model, tokenizer, ids, classifier_head(model))
+    return features, logits
 
 
 def whitening(public: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,15 +119,23 @@ class _Residual(torch.nn.Module):
 
 
 def train_dp_head(
-    model: Any, tokenizer: Any, splits: tuple[TokenizedSplit, TokenizedSplit, TokenizedSplit],
+    model: Any, tokenizer: Any,
+    splits: tuple[TokenizedSplit | None, TokenizedSplit, TokenizedSplit],
     cfg: TrainerSettings, privacy: PrivacySettings, dp_plan: DPPlan,
     on_step: Callable[[int], None] | None = None,
 ) -> HeadRun:  # fmt: skip
     """Train the head of ``model`` in place on the private split under DP (see the module);
-    ``splits`` are (public training rows, private rows, public validation rows)."""
+    ``splits`` are (public training rows or None, private rows, public validation rows);
+    the whitening is estimated on both kinds of public rows."""
     public, private, validation = splits
-    mean, matrix = whitening(head_inputs(model, tokenizer, public.input_ids)[0])
     features, logits = head_inputs(model, tokenizer, private.input_ids)
+    checked = head_inputs(model, tokenizer, validation.input_ids)
+    whiten_on = [features[:0]]  # empty rows of the right width, when nothing is public
+    if public is not None and len(public):
+        whiten_on.append(head_inputs(model, tokenizer, public.input_ids)[0])
+    if len(validation):
+        whiten_on.append(checked[0])
+    mean, matrix = whitening(torch.cat(whiten_on))
     residual = _Residual(features.shape[1], logits.shape[1])
     data = TensorDataset(
         (features - mean) @ matrix, logits, private.labels, private.soft, private.weights,
@@ -166,25 +159,25 @@ def train_dp_head(
     bias = residual.linear.bias.detach()
     if not torch.any(weight != 0):  # the opacus self-check, as for the adapters
         raise AdapterUnchangedError("head-only DP left the residual head at zero")
-    scale, losses, accuracy = _choose_scale(
-        model, tokenizer, validation, cfg, (mean, matrix), residual
-    )
+    scale, losses, accuracy = _choose_scale(validation, checked, cfg, (mean, matrix), residual)
     head = classifier_head(model)
     with torch.no_grad():  # logits + s (W_r ((h - m) M) + b_r), folded into the head
         head.weight.add_(scale * weight @ matrix.T)
         head.bias.add_(scale * (bias - (mean @ matrix) @ weight.T))
-    return HeadRun(wrapped, dp_plan.steps, scale, losses, accuracy, len(public))
+    public_rows = sum(len(rows) for rows in (public, validation) if rows is not None)
+    return HeadRun(wrapped, dp_plan.steps, scale, losses, accuracy, public_rows)
 
 
 def _choose_scale(
-    model: Any, tokenizer: Any, validation: TokenizedSplit, cfg: TrainerSettings,
+    validation: TokenizedSplit, checked: tuple[torch.Tensor, ...], cfg: TrainerSettings,
     white: tuple[torch.Tensor, torch.Tensor], residual: _Residual,
 ) -> tuple[float, dict[float, float], tuple[float, float] | None]:  # fmt: skip
-    """The scale of the residual with the lowest loss on the public validation rows (the
-    whole residual when there are none), the losses, and the accuracy before and after."""
+    """The scale of the residual with the lowest loss on the public validation rows (their
+    head inputs and logits: ``checked``; the whole residual when there are none), the
+    losses, and the accuracy before and after."""
     if not len(validation):
         return 1.0, {}, None
-    features, logits = head_inputs(model, tokenizer, validation.input_ids)
+    features, logits = checked
     with torch.no_grad():
         extra = residual.linear((features - white[0]) @ white[1])
         losses = {scale: float(_loss(logits + scale * extra, validation, cfg)) for scale in SCALES}

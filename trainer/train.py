@@ -34,7 +34,7 @@ from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings_sections import PrivacySettings, TrainerSettings
 from tutorloop.infra.tables import Split
 from tutorloop.privacy.dp import LedgerEntry, PrivateTraining, account, assert_adapters_changed
-from tutorloop.privacy.dp_plan import logical_batch, plan
+from tutorloop.privacy.dp_plan import DPPlan, logical_batch, plan
 from tutorloop.trainer.distillation import distillation_loss
 from tutorloop.trainer.dp_head import HeadRun, train_dp_head
 from tutorloop.trainer.dp_phase import (
@@ -212,11 +212,12 @@ class _Phase:
     epochs: int
     dp: PrivacySettings | None = None  # the DP phase: wrapped for DP-SGD when it starts
     private: PrivateTraining | None = None
+    head_plan: DPPlan | None = None  # head-only DP: its plan (the steps are its epochs)
 
     def steps_per_epoch(self, cfg: TrainerSettings) -> int:
         if self.private is not None:
             return len(self.private.data_loader)  # logical batches per epoch
-        if self.dp is not None and not self.dp.dp_adapters:
+        if self.head_plan is not None:
             return 1  # head-only DP: every step is a pass over every private row
         if self.dp is not None:
             return math.ceil(len(self.train) / logical_batch(self.dp, len(self.train)))
@@ -241,10 +242,11 @@ def _phases(
     validation = tokenized_split(dataset, Split.VALIDATION, tokenizer, cfg, private=False)
     phases = [_Phase(public, epochs)] if len(public) else []
     if len(private):
-        steps = dp.settings.dp_epochs
-        if not dp.settings.dp_adapters:
-            steps = plan(len(private), dp.settings).steps
-        phases.append(_Phase(private, steps, dp.settings))
+        if dp.settings.dp_adapters:
+            phases.append(_Phase(private, dp.settings.dp_epochs, dp.settings))
+        else:
+            found = plan(len(private), dp.settings)
+            phases.append(_Phase(private, found.steps, dp.settings, head_plan=found))
     return phases, validation
 
 
@@ -322,7 +324,7 @@ def train_student(
     representation_losses: dict[str, float] | None = None
     head_card: dict[str, Any] | None = None
     for phase in phases:
-        if phase.dp is not None and dp is not None and not phase.dp.dp_adapters:
+        if phase.head_plan is not None and dp is not None:
             head = _head_phase(model, tokenizer, cfg, phases, phase, validation, dp, on_step)
             spend, head_card = account(head.private, dp.run_id), head.card()
             steps += head.steps
@@ -358,13 +360,11 @@ def _head_phase(
     model: Any, tokenizer: Any, cfg: TrainerSettings, phases: list[_Phase], private: _Phase,
     validation: TokenizedSplit, dp: DPRequest, on_step: Callable[[int], None] | None,
 ) -> HeadRun:  # fmt: skip
-    """Head-only DP over the private phase's rows, whitened by the public ones (training and
-    validation rows: both are public)."""
+    """Head-only DP over the private phase's rows, whitened by the public ones."""
+    assert private.head_plan is not None
     public = [phase.train for phase in phases if phase.dp is None]
-    whiten_on = public[0] + validation if public else validation
-    found = plan(len(private.train), dp.settings)
-    splits = (whiten_on, private.train, validation)
-    return train_dp_head(model, tokenizer, splits, cfg, dp.settings, found, on_step)
+    splits = (public[0] if public else None, private.train, validation)
+    return train_dp_head(model, tokenizer, splits, cfg, dp.settings, private.head_plan, on_step)
 
 
 def _dynamic_batch(split: TokenizedSplit, idx: list[int], tokenizer: Any) -> Batch:
