@@ -2,6 +2,7 @@
 
 Usage:
     python bench/dp.py [--private 1500] [--epsilons 8,4,2,1] [--test-every 2] [--out DIR]
+    python bench/dp.py --trainer-seeds 0,1,2   # each point once per seed, with the spread
     python bench/dp.py --sweep            # the settings sweep at one epsilon (--sweep-epsilon)
 
 One run, same data and same seed split for every variant:
@@ -133,13 +134,22 @@ def _plot(results: list[dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    base = next(r for r in results if r["epsilon_target"] is None)
-    dp = sorted((r for r in results if r["epsilon_target"]), key=lambda r: r["epsilon_target"])
+    def by_epsilon(eps: float | None) -> list[float]:
+        return [r["accuracy"] for r in results if r["epsilon_target"] == eps]
+
+    base = float(np.median(by_epsilon(None)))
+    eps = sorted({r["epsilon_target"] for r in results if r["epsilon_target"]})
+    points = [by_epsilon(e) for e in eps]
+    middle = [float(np.median(p)) for p in points]
     fig, ax = plt.subplots(figsize=(6, 4))
-    eps = [r["epsilon_target"] for r in dp]
-    ax.plot(eps, [r["accuracy"] for r in dp], "o-", label="DP (private rows)")
-    ax.axhline(base["accuracy"], color="gray", ls="--", label="no DP, same rows")
-    ax.axhline(base["accuracy"] - 0.05, color="green", ls=":", label="target at eps 8 (-5 pts)")
+    ax.errorbar(
+        eps, middle, fmt="o-", capsize=3,
+        label=f"DP (private rows), median of {len(points[0])}, bars min-max",
+        yerr=[[m - min(p) for m, p in zip(middle, points, strict=True)],
+              [max(p) - m for m, p in zip(middle, points, strict=True)]],
+    )  # fmt: skip
+    ax.axhline(base, color="gray", ls="--", label="no DP, same rows")
+    ax.axhline(base - 0.05, color="green", ls=":", label="target at eps 8 (-5 pts)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("example-level epsilon")
     ax.set_ylabel("test accuracy")
@@ -181,6 +191,11 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the no-DP variant")
     parser.add_argument("--sweep-epsilon", type=float, default=8.0)
     parser.add_argument(
+        "--trainer-seeds", default="0",
+        help="comma-separated trainer seeds: the curve once per seed, with the median and "
+        "the spread per epsilon",
+    )  # fmt: skip
+    parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a [privacy] DP setting for every variant, e.g. --set dp_learning_rate=5e-4",
     )  # fmt: skip
@@ -200,14 +215,27 @@ def main() -> None:
         if args.sweep:
             results = _sweep(args, privacy, ctx)
         else:
-            results = [] if args.no_baseline else [_variant("no-dp", None, privacy, ctx)]
-            for eps in (float(e) for e in args.epsilons.split(",")):
-                results.append(_variant(f"eps{eps:g}", eps, privacy, ctx))
+            results = _curve(args, privacy, ctx)
             if not args.no_baseline:
                 _plot(results, args.out)
         _report(results, seed_score, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _curve(
+    args: argparse.Namespace, privacy: dict[str, Any], ctx: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The no-DP baseline and each epsilon, once per trainer seed (the public phase's
+    shuffling and the DP noise draw); the seed student and the data split stay fixed."""
+    results = []
+    for seed in (int(s) for s in args.trainer_seeds.split(",")):
+        run = {**ctx, "cfg": ctx["cfg"].model_copy(update={"seed": seed})}
+        points = [] if args.no_baseline else [_variant("no-dp", None, privacy, run)]
+        for eps in (float(e) for e in args.epsilons.split(",")):
+            points.append(_variant(f"eps{eps:g}", eps, privacy, run))
+        results += [{**point, "trainer_seed": seed} for point in points]
+    return results
 
 
 def _setting(value: str) -> bool | int | float | str:
@@ -263,14 +291,21 @@ def _sweep(
     return results
 
 
+def _baseline(results: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
+    """The no-DP row of the same trainer seed as ``row``."""
+    return next((r for r in results if r["epsilon_target"] is None
+                 and r.get("trainer_seed") == row.get("trainer_seed")), None)  # fmt: skip
+
+
 def _report(results: list[dict[str, Any]], seed: dict[str, Any], args: argparse.Namespace) -> None:
-    base = next((r for r in results if r["epsilon_target"] is None), None)
-    table = Table("variant", "epsilon", "accuracy", "vs no-DP (pts)", "macro-F1", "ECE",
+    table = Table("variant", "seed", "epsilon", "accuracy", "vs no-DP (pts)", "macro-F1", "ECE",
                   "sigma", "steps", "wall s")  # fmt: skip
     for r in results:
+        base = _baseline(results, r)
         gap = 100 * (r["accuracy"] - base["accuracy"]) if base else float("nan")
         table.add_row(
-            r["variant"], f"{r['epsilon_spent']:.2f}" if r["epsilon_spent"] else "-",
+            r["variant"], str(r.get("trainer_seed", "-")),
+            f"{r['epsilon_spent']:.2f}" if r["epsilon_spent"] else "-",
             f"{r['accuracy']:.3f}", f"{gap:+.1f}" if r is not base else "baseline",
             f"{r['macro_f1']:.3f}", f"{r['ece']:.3f}",
             f"{r['noise_multiplier']:.2f}" if r["noise_multiplier"] else "-",
@@ -278,9 +313,28 @@ def _report(results: list[dict[str, Any]], seed: dict[str, Any], args: argparse.
         )  # fmt: skip
     console.print(f"seed student (public rows, no DP): accuracy {seed['accuracy']:.3f}")
     console.print(table)
+    if len({r.get("trainer_seed") for r in results}) > 1:
+        console.print(_spread(results))
     name = "dp_sweep.json" if args.sweep else "dp_curve.json"
     (args.out / name).write_text(json.dumps({"seed": seed, "results": results}, indent=2))
     console.print(f"wrote {args.out / name}")
+
+
+def _spread(results: list[dict[str, Any]]) -> Table:
+    """Per epsilon over the trainer seeds: the median accuracy and gap, and their range."""
+    table = Table("epsilon", "seeds", "accuracy median", "range", "vs no-DP median (pts)",
+                  "range (pts)")  # fmt: skip
+    for eps in dict.fromkeys(r["epsilon_target"] for r in results):
+        rows = [r for r in results if r["epsilon_target"] == eps]
+        acc = [r["accuracy"] for r in rows]
+        gaps = [100 * (r["accuracy"] - b["accuracy"]) for r in rows
+                if (b := _baseline(results, r)) is not None and eps is not None]  # fmt: skip
+        table.add_row(
+            "no DP" if eps is None else f"{eps:g}", str(len(rows)), f"{np.median(acc):.3f}",
+            f"{min(acc):.3f}-{max(acc):.3f}", f"{np.median(gaps):+.1f}" if gaps else "-",
+            f"{min(gaps):+.1f} to {max(gaps):+.1f}" if gaps else "-",
+        )  # fmt: skip
+    return table
 
 
 if __name__ == "__main__":

@@ -190,6 +190,11 @@ class PrivacySettings(_Section):
     dp_head_max_grad_norm: float = Field(
         default=5.0, gt=0, description="per-example gradient clip norm of head-only DP"
     )
+    dp_head_public_weight: float = Field(
+        default=1.0, ge=0, le=100,
+        description="weight of the public training rows' mean loss beside the private rows' "
+        "noised mean in each head-only DP step (exact, no privacy cost; 0: private rows only)",
+    )  # fmt: skip
     # DP-SGD over the adapters (dp_adapters = true): noise shrinks with the expected batch,
     # so batches are large (Poisson-sampled, split into trainer.batch_size physical batches).
     dp_batch_size: int = Field(

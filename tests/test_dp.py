@@ -246,6 +246,8 @@ def test_head_only_dp_trains_the_head_on_private_rows_and_folds_it_in() -> None:
     cfg = TrainerSettings(distill_temperature=2.0, distill_alpha=0.5)
     run = train_dp_head(model, tokenizer, (public, private, validation), cfg, privacy, found)
     assert len(run.private.data_loader.dataset) == 1200  # public rows never enter the sample
+    assert run.card()["public_rows_in_steps"] == 60  # ... but their exact gradient joins it
+    assert all(p.grad_sample.shape[0] == 1200 for p in run.private.model.parameters())
     after = dict(model.named_parameters())
     assert all(torch.equal(old, after[name]) for name, old in before.items() if "lora_" in name)
     assert set(run.validation_loss) == {0.0, 0.25, 0.5, 1.0}
@@ -269,6 +271,52 @@ def test_head_only_dp_trains_the_head_on_private_rows_and_folds_it_in() -> None:
     reference = RDPAccountant()
     reference.history = [(entry.noise_multiplier, 1.0, found.steps)]
     assert entry.epsilon == pytest.approx(reference.get_epsilon(entry.delta), rel=1e-6)
+
+
+def test_the_public_rows_gradient_joins_a_dp_step_after_the_noise() -> None:
+    """The public term of head-only DP adds exactly its weighted mean-loss gradient to the
+    noised private mean, and leaves opacus' per-sample gradients to the private rows."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from tutorloop.infra.settings_sections import TrainerSettings
+    from tutorloop.privacy.dp import make_private
+    from tutorloop.trainer.dp_head import _loss, _PublicTerm, _Residual
+    from tutorloop.trainer.splits import TokenizedSplit
+
+    torch.manual_seed(0)
+    cfg = TrainerSettings(distill_temperature=2.0, distill_alpha=0.5)
+
+    def rows(n: int) -> tuple[Any, Any, TokenizedSplit]:
+        y = torch.randint(0, 3, (n,))
+        split = TokenizedSplit([[0]] * n, y, torch.nn.functional.one_hot(y, 3).float(),
+                               torch.ones(n), torch.zeros(n))  # fmt: skip
+        return torch.randn(n, 8), torch.randn(n, 3), split
+
+    x, base, private = rows(50)
+    public_x, public_logits, public = rows(20)
+    residual = _Residual(8, 3)
+    with torch.no_grad():  # away from zero, so the public loss's gradient is not trivial
+        residual.linear.weight.normal_()
+    data = TensorDataset(x, base, private.labels, private.soft, private.weights, private.has_soft)
+    wrapped = make_private(
+        residual, torch.optim.SGD(residual.parameters(), lr=1.0),
+        DataLoader(data, batch_size=50), epsilon=8.0, delta=1e-5, epochs=1, max_grad_norm=1.0,
+    )  # fmt: skip
+    for batch in wrapped.data_loader:
+        split = TokenizedSplit([], *batch[2:])
+        _loss(wrapped.model(batch[0], batch[1]), split, cfg).backward()  # type: ignore[no-untyped-call]
+    assert wrapped.optimizer.pre_step()
+    linear: Any = residual.linear  # opacus adds grad_sample to its parameters
+    noised = linear.weight.grad.clone()
+    _PublicTerm(public_x, public_logits, public, cfg, weight=2.5).add_gradient(residual.linear)
+    weight = residual.linear.weight.detach().clone().requires_grad_()
+    expected = torch.autograd.grad(
+        2.5 * _loss(public_logits + public_x @ weight.T + residual.linear.bias.detach(),
+                    public, cfg), weight,
+    )[0]  # fmt: skip
+    assert torch.allclose(linear.weight.grad - noised, expected, atol=1e-6)
+    assert expected.abs().max() > 1e-3
+    assert linear.weight.grad_sample.shape[0] == 50  # the private rows alone
 
 
 def test_the_head_plan_takes_the_most_steps_its_noise_allows() -> None:
