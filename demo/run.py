@@ -367,11 +367,10 @@ def _row(
     if report.dp_plan:  # the point of the utility-privacy curve this retrain ran at
         plan = report.dp_plan
         if plan.get("method") == "head":
-            limit = plan.get("min_learning_head_noise", plan["max_head_noise"])
-            learns = "" if plan["noise"] <= limit else " (too noisy)"
+            learns = "" if plan["can_learn"] else " (too noisy)"
             what = f"head-only, noise {plan['noise']:.4f}{learns}"
         else:
-            learns = "" if plan["signal"] >= plan["min_signal"] else " (low)"
+            learns = "" if plan["can_learn"] else " (low)"
             what = f"signal {plan['signal']:.0f}{learns}"
         note += (
             f"{'; ' if note else ''}DP: eps {plan['epsilon']:g} over {plan['rows']} private "

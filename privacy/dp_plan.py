@@ -90,7 +90,8 @@ class DPPlan:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "signal": round(self.signal, 1), "min_signal": MIN_SIGNAL,
                 "noise": round(self.noise, 5), "max_head_noise": MAX_HEAD_NOISE,
-                "min_learning_head_noise": MIN_LEARNING_HEAD_NOISE}  # fmt: skip
+                "min_learning_head_noise": MIN_LEARNING_HEAD_NOISE,
+                "can_learn": self.can_learn}  # fmt: skip
 
     def advice(self) -> str:
         """One paragraph: the numbers, and what to change."""
@@ -101,9 +102,8 @@ class DPPlan:
                 f"for {self.steps} full-batch steps: noise {self.noise:.4f} on the mean "
                 f"gradient, above {MIN_LEARNING_HEAD_NOISE} (privacy.dp_plan; bench/dp.py "
                 "measured runs above it barely beating their start). The model will barely "
-                "move while the "
-                "epsilon is spent. Capture more rows before the next retrain or raise "
-                "privacy.dp_epsilon."
+                "move while the epsilon is spent. Capture more rows before the next retrain "
+                "or raise privacy.dp_epsilon."
             )
         return (
             f"DP-SGD over {self.rows} private rows at epsilon {self.epsilon:g} "
@@ -111,9 +111,8 @@ class DPPlan:
             f"expected batches of {self.batch_size} for {self.steps} steps: signal "
             f"{self.signal:.0f}, below {MIN_SIGNAL:.0f} (privacy.dp_plan; bench/dp.py measured "
             "DP runs far above it learning little). The model will barely move while the "
-            "epsilon is spent. Capture "
-            "more rows before the next retrain, raise privacy.dp_epsilon, or lower "
-            "privacy.dp_epochs."
+            "epsilon is spent. Capture more rows before the next retrain, raise "
+            "privacy.dp_epsilon, or lower privacy.dp_epochs."
         )
 
 
