@@ -13,6 +13,8 @@ changed through its ``TUTORLOOP_*`` variable:
 - ``retrieval``: ``serving.retrieval = true`` (the kNN memory mixed into the prediction);
 - ``representation``: ``trainer.representation_weight = --representation-weight`` (the
   student's embedding pulled toward the teacher's);
+- ``label-filter``: ``trainer.label_filter = "confident_learning"`` (label QA before each
+  retrain);
 - ``budget-oldest`` / ``budget-margin-diverse``: ``teacher.label_budget`` = ``--budget`` per
   week, bought oldest first or by margin then k-center.
 
@@ -49,6 +51,7 @@ def _variants(budget: int, representation: float = 1.0) -> dict[str, dict[str, s
         "open-set": {f"{env}SERVING__OPEN_SET": "true"},
         "retrieval": {f"{env}SERVING__RETRIEVAL": "true"},
         "representation": {f"{env}TRAINER__REPRESENTATION_WEIGHT": str(representation)},
+        "label-filter": {f"{env}TRAINER__LABEL_FILTER": "confident_learning"},
         "budget-oldest": {f"{env}TEACHER__LABEL_BUDGET": str(budget),
                           f"{env}TEACHER__ACQUISITION": "oldest"},
         "budget-margin-diverse": {f"{env}TEACHER__LABEL_BUDGET": str(budget),

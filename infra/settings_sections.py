@@ -303,6 +303,11 @@ class TrainerSettings(_Section):
         description="cosine: 1 - cos to the teacher's embedding; contrastive: InfoNCE over "
         "the batch (find the own text's teacher embedding among the batch's)",
     )
+    label_filter: Literal["off", "confident_learning"] = Field(
+        default="off",
+        description="label QA before a retrain: confident_learning drops the teacher-labeled "
+        "rows that out-of-fold predictions on the student's embeddings confidently contradict",
+    )
     warm_start: bool = Field(
         default=True, description="start from the champion's adapter (replay fights forgetting)"
     )

@@ -45,6 +45,7 @@ from tutorloop.registry.lifecycle import evaluate_candidate
 from tutorloop.registry.store import ModelVersion, champion, register_candidate, verify
 from tutorloop.trainer.dataset import DatasetSpec, DatasetVersion
 from tutorloop.trainer.dataset_store import build_dataset, data_window, rows_per_user
+from tutorloop.trainer.label_filter import filter_teacher_labels
 from tutorloop.trainer.representation import representation_targets
 from tutorloop.trainer.runs import finish_run, package_versions, start_run
 from tutorloop.trainer.student import load_student, save_student
@@ -203,6 +204,9 @@ def _train_and_stage(
         # Re-index the dataset's labels to the champion's head order.
         rows = _reorder_labels(rows, labels)
     dp = DPRequest(settings.privacy, run_id) if settings.privacy.dp_epsilon is not None else None
+    rows, label_filter = filter_teacher_labels(
+        student, rows, cfg.label_filter, seed=cfg.seed, dp=dp is not None, max_length=cfg.max_length
+    )
     n_train = sum(1 for s in rows["split"] if s == Split.TRAIN)
     representation = representation_targets(settings)
     with progress("training", -(-n_train // cfg.batch_size) * epochs) as advance:
@@ -223,6 +227,7 @@ def _train_and_stage(
         "stopped_early": outcome.stopped_early, "history": outcome.history,
         "epsilon": outcome.epsilon,
         "representation": representation.card() if representation is not None else None,
+        "label_filter": label_filter.card() if label_filter is not None else None,
     }  # fmt: skip
     return student, outcome, metrics
 

@@ -105,10 +105,11 @@ def test_bootstrap_through_the_cli_registers_a_reproducible_candidate(tmp_path: 
 
 
 def test_a_cycle_relabels_builds_and_warm_starts_from_the_champion(tmp_path: Path) -> None:
-    # With representation distillation on: the teacher's encoder embeds the training rows.
+    # With representation distillation on (the teacher's encoder embeds the training rows) and
+    # the label filter on (it checks every training and validation row before the retrain).
     settings = tiny_settings(
         tmp_path / "d", teacher={"encoder": "all-minilm-l6-v2"},
-        trainer={"representation_weight": 1.0},
+        trainer={"representation_weight": 1.0, "label_filter": "confident_learning"},
     )  # fmt: skip
     warehouse = open_warehouse(settings)
     fit_local_teacher(
@@ -127,6 +128,17 @@ def test_a_cycle_relabels_builds_and_warm_starts_from_the_champion(tmp_path: Pat
     assert card["metrics"]["representation"] == {
         "weight": 1.0, "loss": "cosine", "source": "local:all-minilm-l6-v2", "off_reason": None,
     }  # fmt: skip
+    checked = card["metrics"]["label_filter"]
+    assert checked["method"] == "confident_learning" and checked["off_reason"] is None
+    assert checked["checked"] == report.dataset_counts["by_split"]["train"] + (
+        report.dataset_counts["by_split"].get("validation", 0)
+    )
+    # Only teacher labels can go: the seed rows are human-labeled.
+    teacher_cases = {
+        c for (c,) in warehouse.query("SELECT case_id FROM labels WHERE source = 'teacher'")
+    }
+    assert set(checked["dropped_case_ids"]) <= teacher_cases
+    assert checked["dropped"] == len(checked["dropped_case_ids"]) <= checked["flagged"]
     champion_dataset = get(warehouse, first).dataset_hash
     spec = warehouse.query(
         "SELECT spec FROM dataset_versions WHERE dataset_hash = ?", [report.dataset_hash]
