@@ -229,7 +229,8 @@ def _reference_teacher(settings: Settings, pool: Any, test: Any, result: DemoRes
     console.rule(f"3. reference teacher ({settings.teacher.encoder}, {len(pool)} pool)")
     with progress_bar("embedding teacher pool", len(pool)) as advance:
         fit_local_teacher(pool, settings.teacher_path, encoder=settings.teacher.encoder,
-                          models_dir=settings.models_dir, on_batch=advance)  # fmt: skip
+                          models_dir=settings.models_dir, knn_weight=settings.teacher.knn_weight,
+                          on_batch=advance)  # fmt: skip
     teacher = LocalTeacher(settings.teacher_path, settings.models_dir)
     with progress_bar("teacher on the test file", len(test)) as advance:
         tq, _ = teacher.evaluate(test, on_batch=advance)

@@ -54,6 +54,13 @@ class TeacherSettings(_Section):
         min_length=1,
         description="local teacher backbone: all-mpnet-base-v2, all-minilm-l6-v2 or a folder",
     )
+    knn_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="local teacher: weight of its pool's 10 nearest rows' vote, mixed into the "
+        "head's answer (fixed when the teacher is fitted); 0: the head alone",
+    )
     labels: list[str] = Field(
         default_factory=list,
         description="label set; empty: the champion's, else every label seen in the warehouse",

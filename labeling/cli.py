@@ -51,6 +51,7 @@ def fit_cmd(
             settings.teacher_path,
             encoder=encoder or settings.teacher.encoder,
             models_dir=settings.models_dir,
+            knn_weight=settings.teacher.knn_weight,
             on_batch=advance,
         )
     result = {

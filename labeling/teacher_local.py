@@ -19,6 +19,7 @@ import numpy as np
 
 from tutorloop.evaluation.classifier import label_targets
 from tutorloop.evaluation.metrics import FloatArray, Quality, quality
+from tutorloop.evaluation.retrieval import RetrievalMemory, interpolate
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.hashing import JsonDigest
 from tutorloop.labeling.embeddings import Encoder
@@ -28,6 +29,11 @@ from tutorloop.labeling.teacher import TeacherAnswer, TeacherInfo, TeacherResult
 
 _META = "teacher.json"
 _HEAD = "head.npz"
+_MEMORY = "memory.npz"
+# The pool's nearest rows vote with these (the serving memory's middle grid values); only the
+# mixture weight is a setting (teacher.knn_weight).
+_KNN_K = 10
+_KNN_TAU = 0.05
 
 
 class TeacherNotFittedError(TutorloopError):
@@ -51,7 +57,9 @@ def _softmax(logits: FloatArray) -> FloatArray:
 
 def _version(folder: Path) -> str:
     digest = JsonDigest()
-    for name in (_META, _HEAD):
+    for name in (_META, _HEAD, _MEMORY):
+        if name == _MEMORY and not (folder / name).is_file():
+            continue  # a teacher without the kNN vote keeps the version it always had
         digest.add_bytes((folder / name).read_bytes())
     return digest.hexdigest(16)
 
@@ -70,6 +78,9 @@ class LocalTeacher:
             self._coef = head["coef"]
             self._intercept = head["intercept"]
         self.labels: tuple[str, ...] = tuple(self.meta["labels"])
+        knn = self.meta["head"].get("knn")
+        self._knn_weight = float(knn["weight"]) if knn else 0.0
+        self._memory = RetrievalMemory.load(folder / _MEMORY) if knn else None
         self._encoder_name: str = self.meta["encoder"]
         self._encoder = Encoder(
             resolve_model(self._encoder_name, models_dir), batch_size=batch_size
@@ -94,7 +105,11 @@ class LocalTeacher:
         self, texts: Sequence[str], *, on_batch: Callable[[int], None] | None = None
     ) -> FloatArray:
         emb = self._encoder.encode(texts, on_batch=on_batch)
-        return _softmax(emb @ self._coef.T + self._intercept)
+        probs = _softmax(emb @ self._coef.T + self._intercept)
+        if self._memory is None:
+            return probs
+        votes = self._memory.label_distribution(emb, k=_KNN_K, tau=_KNN_TAU)
+        return interpolate(probs, votes, self._knn_weight)
 
     def label_batch(self, texts: Sequence[str]) -> list[TeacherResult]:
         probs = self.predict_proba(texts)
@@ -124,9 +139,15 @@ def fit_local_teacher(
     encoder: str,
     models_dir: Path,
     c: float = 50.0,
+    knn_weight: float = 0.0,
     on_batch: Callable[[int], None] | None = None,
 ) -> FitReport:
-    """Embed ``rows``, fit a multinomial logistic-regression head, save atomically to ``folder``."""
+    """Embed ``rows``, fit a multinomial logistic-regression head, save atomically to ``folder``.
+
+    With ``knn_weight`` > 0 the pool's embeddings are kept too, and the teacher's answer is
+    ``(1 - knn_weight)`` x the head's distribution + ``knn_weight`` x the vote of the pool's 10
+    most similar rows (a kNN-LM-style mixture, as the serving memory does for the student).
+    """
     from sklearn.linear_model import LogisticRegression
 
     labels = rows.label_set
@@ -148,11 +169,19 @@ def fit_local_teacher(
             coef=head.coef_.astype(np.float32),
             intercept=head.intercept_.astype(np.float32),
         )
+        if knn_weight > 0:
+            RetrievalMemory.build(emb, targets, len(labels)).save(staged / _MEMORY)
         meta = {
             "format": 1,
             "labels": labels,
             "encoder": encoder,
-            "head": {"kind": "logistic_regression", "C": c},
+            "head": {
+                "kind": "logistic_regression",
+                "C": c,
+                "knn": {"weight": knn_weight, "k": _KNN_K, "tau": _KNN_TAU}
+                if knn_weight > 0
+                else None,
+            },
             "n_examples": len(rows),
             "train_accuracy": train_acc,
         }

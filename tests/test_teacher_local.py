@@ -16,6 +16,7 @@ from tutorloop.labeling.teacher_local import LocalTeacher, fit_local_teacher
 DATA = Path(__file__).parent / "data"
 TRAIN = DATA / "banking77_train_slice.csv"
 TEST = DATA / "banking77_test_slice.csv"
+MINILM = "all-minilm-l6-v2"
 
 
 def test_fit_and_eval_through_the_cli(tmp_path: Path) -> None:
@@ -91,3 +92,36 @@ def test_reference_teacher_is_mpnet_from_the_pypi_wheels(tmp_path: Path) -> None
     quality, unknown = teacher.evaluate(read_labeled_csv(TEST))
     assert unknown == 0 and report.n_labels == 8
     assert quality.accuracy > 0.85, quality
+
+
+def test_the_pools_nearest_rows_vote_in_the_teachers_answer(tmp_path: Path) -> None:
+    """teacher.knn_weight: the answer is (1 - w) x the head's + w x the pool's kNN vote."""
+    import numpy as np
+
+    from tutorloop.evaluation.retrieval import RetrievalMemory
+    from tutorloop.labeling.embeddings import Encoder
+    from tutorloop.labeling.models import resolve_model
+
+    settings = load_settings(data_dir=tmp_path / "data", teacher={"knn_weight": 0.5})
+    pool = read_labeled_csv(TRAIN)
+    models = settings.models_dir
+    plain = fit_local_teacher(pool, tmp_path / "plain", encoder=MINILM, models_dir=models)
+    mixed = fit_local_teacher(pool, tmp_path / "mixed", encoder=MINILM, models_dir=models,
+                              knn_weight=settings.teacher.knn_weight)  # fmt: skip
+    assert plain.version != mixed.version  # the kept pool is part of the teacher's version
+    assert not (tmp_path / "plain" / "memory.npz").exists()
+    head, both = (LocalTeacher(tmp_path / n, settings.models_dir) for n in ("plain", "mixed"))
+    test = read_labeled_csv(TEST)
+    encoder = Encoder(resolve_model(MINILM, models))
+    memory = RetrievalMemory.build(
+        encoder.encode(pool.texts), np.array([pool.label_set.index(x) for x in pool.labels]), 8
+    )
+    votes = memory.label_distribution(encoder.encode(test.texts), k=10, tau=0.05)
+    expected = 0.5 * head.predict_proba(test.texts) + 0.5 * votes
+    got = both.predict_proba(test.texts)
+    # float16 keys in the saved memory: close, not bit-equal
+    assert np.abs(got - expected).max() < 2e-3 and np.allclose(got.sum(axis=1), 1)
+    assert np.abs(got - head.predict_proba(test.texts)).max() > 0.05  # the vote moves answers
+    assert json.loads((tmp_path / "mixed" / "teacher.json").read_text())["head"]["knn"] == {
+        "weight": 0.5, "k": 10, "tau": 0.05,
+    }  # fmt: skip
