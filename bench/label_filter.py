@@ -28,14 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from dp import _dataset, _score, _seed, bench_parser, bench_setup  # the same split
-from representation import _CachedEncoder, _captured, _teacher, _teacher_rows
+from dp import _dataset, _score, bench_parser, bench_setup  # the same split
+from representation import labeled_week
 from rich.console import Console
 from rich.table import Table
 
-from tutorloop.labeling.embeddings import Encoder
-from tutorloop.labeling.models import resolve_model
 from tutorloop.trainer.label_filter import filter_teacher_labels
 from tutorloop.trainer.student import load_student
 from tutorloop.trainer.train import train_student
@@ -64,19 +61,12 @@ def main() -> None:
     args = parser.parse_args()
     args.private = args.pool  # dp.py's split: the seed rows, then --private (here: pool) rows
     labels, rows, test, settings, cfg, base = bench_setup(args)
-    embed = _CachedEncoder(Encoder(resolve_model("all-mpnet-base-v2", settings.models_dir)))
     tmp = Path(tempfile.mkdtemp(prefix="tutorloop-labelqa-"))
     try:
-        seed_dir, seed_score = _seed(args, rows, labels, test, cfg, base, tmp)
-        head = _teacher(args, {r["text"] for r in rows}, labels, embed)
-        truth = np.array([labels.index(label) for label in test[1]])
-        teacher_acc = float((head.predict(embed(test[0])) == truth).mean())
-        temperature = json.loads((seed_dir / "calibration.json").read_text())["temperature"]
-        seed = load_student(base, labels, cfg, init_adapter=seed_dir / "adapter")
-        private = [r for r in rows if r["private"]]
-        captured = _captured(seed, temperature, private)
-        labeled = _teacher_rows(captured, head.predict_proba(embed(captured)))
-        true_label = {r["text"]: r["label"] for r in private}
+        week = labeled_week(args, (labels, rows, test, settings, cfg, base), tmp)
+        seed_dir, seed_score, teacher_acc = week.seed_dir, week.seed_score, week.teacher_accuracy
+        captured, labeled = week.captured, week.labeled
+        true_label = {r["text"]: r["label"] for r in rows if r["private"]}
         wrong = {r["case_id"] for r in labeled if r["label"] != true_label[r["text"]]}
         data = _dataset([r for r in rows if not r["private"]] + labeled, labels)
         console.print(f"seed {seed_score['accuracy']:.3f}, teacher {teacher_acc:.3f}, "

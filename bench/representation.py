@@ -32,6 +32,7 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,33 @@ def _teacher_rows(texts: list[str], probs: np.ndarray) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+@dataclass
+class Week:
+    """The seed student, the reference teacher, and a week of captured traffic it labeled."""
+
+    seed_dir: Path
+    seed_score: dict[str, Any]
+    embed: _CachedEncoder
+    teacher_accuracy: float
+    captured: list[str]
+    labeled: list[dict[str, Any]]
+
+
+def labeled_week(args: argparse.Namespace, setup: tuple[Any, ...], tmp: Path) -> Week:
+    """Steps 1-4 of this bench (``setup`` is :func:`bench_setup`'s answer)."""
+    labels, rows, test, settings, cfg, base = setup
+    embed = _CachedEncoder(Encoder(resolve_model("all-mpnet-base-v2", settings.models_dir)))
+    seed_dir, seed_score = _seed(args, rows, labels, test, cfg, base, tmp)
+    head = _teacher(args, {r["text"] for r in rows}, labels, embed)
+    truth = np.array([labels.index(label) for label in test[1]])
+    teacher_acc = float((head.predict(embed(test[0])) == truth).mean())
+    temperature = json.loads((seed_dir / "calibration.json").read_text())["temperature"]
+    seed = load_student(base, labels, cfg, init_adapter=seed_dir / "adapter")
+    captured = _captured(seed, temperature, [r for r in rows if r["private"]])
+    labeled = _teacher_rows(captured, head.predict_proba(embed(captured)))
+    return Week(seed_dir, seed_score, embed, teacher_acc, captured, labeled)
+
+
 def main() -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--pool", type=int, default=3000)
@@ -113,17 +141,11 @@ def main() -> None:
     args = parser.parse_args()
     args.private = args.pool  # dp.py's split: the seed rows, then --private (here: pool) rows
     labels, rows, test, settings, cfg, base = bench_setup(args)
-    embed = _CachedEncoder(Encoder(resolve_model("all-mpnet-base-v2", settings.models_dir)))
     tmp = Path(tempfile.mkdtemp(prefix="tutorloop-rep-"))
     try:
-        seed_dir, seed_score = _seed(args, rows, labels, test, cfg, base, tmp)
-        head = _teacher(args, {r["text"] for r in rows}, labels, embed)
-        truth = np.array([labels.index(label) for label in test[1]])
-        teacher_acc = float((head.predict(embed(test[0])) == truth).mean())
-        temperature = json.loads((seed_dir / "calibration.json").read_text())["temperature"]
-        seed = load_student(base, labels, cfg, init_adapter=seed_dir / "adapter")
-        captured = _captured(seed, temperature, [r for r in rows if r["private"]])
-        labeled = _teacher_rows(captured, head.predict_proba(embed(captured)))
+        week = labeled_week(args, (labels, rows, test, settings, cfg, base), tmp)
+        seed_dir, seed_score, teacher_acc = week.seed_dir, week.seed_score, week.teacher_accuracy
+        embed, captured, labeled = week.embed, week.captured, week.labeled
         data = _dataset([r for r in rows if not r["private"]] + labeled, labels)
         console.print(f"seed {seed_score['accuracy']:.3f}, teacher {teacher_acc:.3f}, "
                       f"{len(captured)} captured")  # fmt: skip
