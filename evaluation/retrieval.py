@@ -19,7 +19,8 @@ import numpy as np
 from tutorloop.evaluation.metrics import FloatArray, IntArray
 
 
-def _unit(x: FloatArray) -> FloatArray:
+def unit_rows(x: FloatArray) -> FloatArray:
+    """Each row scaled to unit length (float32): what cosine similarity compares."""
     x = np.asarray(x, dtype=np.float32)
     return np.asarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
 
@@ -34,12 +35,12 @@ class RetrievalMemory:
     def build(cls, embeddings: FloatArray, targets: IntArray, n_labels: int) -> RetrievalMemory:
         if len(embeddings) != len(targets) or len(targets) == 0:
             raise ValueError("need one label per embedding, and at least one row")
-        return cls(_unit(embeddings), np.asarray(targets, dtype=np.int64), n_labels)
+        return cls(unit_rows(embeddings), np.asarray(targets, dtype=np.int64), n_labels)
 
     def label_distribution(self, embeddings: FloatArray, *, k: int, tau: float) -> FloatArray:
         """Per row, the labels of its ``k`` nearest memory rows as a distribution."""
         k = min(k, len(self.keys))
-        similarity = _unit(embeddings) @ self.keys.T
+        similarity = unit_rows(embeddings) @ self.keys.T
         nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
         sims = np.take_along_axis(similarity, nearest, axis=1)
         votes = np.exp((sims - sims.max(axis=1, keepdims=True)) / tau)

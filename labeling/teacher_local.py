@@ -57,9 +57,8 @@ def _softmax(logits: FloatArray) -> FloatArray:
 
 def _version(folder: Path) -> str:
     digest = JsonDigest()
-    for name in (_META, _HEAD, _MEMORY):
-        if name == _MEMORY and not (folder / name).is_file():
-            continue  # a teacher without the kNN vote keeps the version it always had
+    # A teacher without the kNN vote has no memory file and keeps the version it always had.
+    for name in (_META, _HEAD, *([_MEMORY] if (folder / _MEMORY).is_file() else [])):
         digest.add_bytes((folder / name).read_bytes())
     return digest.hexdigest(16)
 

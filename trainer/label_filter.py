@@ -7,19 +7,21 @@ each fold's model never sees the rows it scores). A row is flagged when its labe
 confidently contradicted, ``prune_by_noise_rate`` deciding how many per class. Only rows the
 teacher alone labeled are dropped: a person's label is the ground truth the filter serves.
 
-Off by default (``trainer.label_filter``): on Banking77 it found wrong teacher labels at ~70%
-precision but the retrained student did not gain (BENCHMARKS.md). Never in a DP run: which
+Off by default (``trainer.label_filter``): on Banking77 55-58% of the rows it dropped had a
+wrong teacher label (20% of the captured rows did), but the retrained student did not gain
+(BENCHMARKS.md, "Label QA"). Never in a DP run: which
 private rows are dropped would depend on the other private rows' labels, a release the privacy
 accountant does not count.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from tutorloop.evaluation.retrieval import unit_rows
 from tutorloop.infra.tables import LabelSource, Split
 from tutorloop.trainer.inference import predict_logits_and_embeddings
 
@@ -40,14 +42,7 @@ class LabelFilterReport:
     off_reason: str | None = None
 
     def card(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "checked": self.checked,
-            "flagged": self.flagged,
-            "dropped": len(self.dropped_case_ids),
-            "dropped_case_ids": self.dropped_case_ids,
-            "off_reason": self.off_reason,
-        }
+        return {**asdict(self), "dropped": len(self.dropped_case_ids)}
 
 
 def label_issues(embeddings: np.ndarray, labels: np.ndarray, n_labels: int, seed: int) -> Any:
@@ -56,7 +51,7 @@ def label_issues(embeddings: np.ndarray, labels: np.ndarray, n_labels: int, seed
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import KFold
 
-    x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(min=1e-12)
+    x = unit_rows(embeddings)
     probs = np.zeros((len(labels), n_labels))
     for fit, held in KFold(_FOLDS, shuffle=True, random_state=seed).split(x):
         model = LogisticRegression(C=_C, max_iter=3000).fit(x[fit], labels[fit])
