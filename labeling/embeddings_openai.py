@@ -17,7 +17,7 @@ import numpy as np
 from tutorloop.evaluation.metrics import FloatArray
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.settings_teacher import OpenAITeacherSettings
-from tutorloop.labeling.teacher_openai import RETRY_STATUS, request_headers
+from tutorloop.labeling.openai_chat import RETRY_STATUS, request_headers
 
 _BATCH = 64  # inputs per request: well under every provider's per-request cap
 

@@ -14,19 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
-import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from tutorloop.infra.hashing import fingerprint
 from tutorloop.infra.settings_teacher import OpenAITeacherSettings
+from tutorloop.labeling.openai_chat import ChatReply, chat_client, complete
 from tutorloop.labeling.teacher import (
-    ErrorKind,
     TeacherAnswer,
     TeacherFailure,
     TeacherInfo,
@@ -48,30 +43,6 @@ If no label fits well, choose the closest one and give a low confidence."""
 
 _LABEL_VALUE = re.compile(r'"label"\s*:\s*"')
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
-#: Statuses worth another attempt (the chat teacher and the embeddings client).
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-
-
-def request_headers(cfg: OpenAITeacherSettings) -> dict[str, str]:
-    """JSON, and the key (from the variable the settings name) in the Authorization header."""
-    headers = {"Content-Type": "application/json"}
-    key = os.environ.get(cfg.api_key_env, "")
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    return headers
-
-
-@dataclass(frozen=True)
-class _Usage:
-    tokens: int
-    cost_usd: float
-
-
-class _RetryableError(Exception):
-    def __init__(self, kind: ErrorKind, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.kind: ErrorKind = kind
-        self.retry_after = retry_after
 
 
 class OpenAITeacher:
@@ -102,18 +73,15 @@ class OpenAITeacher:
         return asyncio.run(self._label_all(texts))
 
     async def _label_all(self, texts: Sequence[str]) -> list[TeacherResult]:
-        headers = request_headers(self.cfg)
         limit = asyncio.Semaphore(self.cfg.concurrency)
-        async with httpx.AsyncClient(
-            base_url=self.cfg.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=self.cfg.timeout_s,
-            limits=httpx.Limits(max_connections=self.cfg.concurrency),
-        ) as client:
+        async with chat_client(self.cfg) as client:
 
             async def one(text: str) -> TeacherResult:
                 async with limit:
-                    return await self._label_one(client, text)
+                    reply = await complete(client, self.cfg, self._body(text))
+                if isinstance(reply, TeacherFailure):
+                    return reply
+                return self._parse(reply)
 
             return list(await asyncio.gather(*(one(text) for text in texts)))
 
@@ -134,70 +102,15 @@ class OpenAITeacher:
                 body["top_logprobs"] = self.cfg.top_logprobs
         return body
 
-    async def _label_one(self, client: httpx.AsyncClient, text: str) -> TeacherResult:
-        body = self._body(text)
-        delay = self.cfg.backoff_initial_s
-        last: _RetryableError | None = None
-        for attempt in range(self.cfg.max_retries + 1):
-            if attempt:
-                wait = last.retry_after if last and last.retry_after is not None else delay
-                await asyncio.sleep(min(wait, self.cfg.backoff_max_s) * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self.cfg.backoff_max_s)
-            try:
-                return await self._attempt(client, body)
-            except _RetryableError as exc:
-                last = exc
-        assert last is not None
-        return TeacherFailure(
-            last.kind, f"{last} (gave up after {self.cfg.max_retries + 1} attempts)"
-        )
-
-    async def _attempt(self, client: httpx.AsyncClient, body: dict[str, Any]) -> TeacherResult:
-        try:
-            response = await client.post("chat/completions", json=body)
-        except httpx.TimeoutException:
-            raise _RetryableError("timeout", f"no answer within {self.cfg.timeout_s:g} s") from None
-        except httpx.TransportError as exc:
-            raise _RetryableError("http", f"connection failed: {type(exc).__name__}") from None
-        if response.status_code in RETRY_STATUS:
-            raise _RetryableError(
-                "http", f"HTTP {response.status_code}", _retry_after(response.headers)
-            )
-        if response.status_code >= 400:
-            return TeacherFailure("http", f"HTTP {response.status_code}: {_error_of(response)}")
-        try:
-            payload = response.json()
-            choice = payload["choices"][0]
-            message = choice["message"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            return TeacherFailure("malformed", "response is not a chat completion")
-        usage = self._usage(payload.get("usage"))
-        refusal = message.get("refusal")
-        if refusal or choice.get("finish_reason") == "content_filter":
-            return TeacherFailure(
-                "refusal", "the model refused to label", usage.cost_usd, usage.tokens
-            )
-        content = message.get("content") or ""
-        return self._parse(content, choice.get("logprobs"), usage)
-
-    def _usage(self, usage: Any) -> _Usage:
-        if not isinstance(usage, dict):
-            return _Usage(0, 0.0)
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
-        cost = (
-            prompt * self.cfg.input_usd_per_mtok + completion * self.cfg.output_usd_per_mtok
-        ) / 1e6
-        return _Usage(prompt + completion, cost)
-
-    def _parse(self, content: str, logprobs: Any, usage: _Usage) -> TeacherResult:
+    def _parse(self, reply: ChatReply) -> TeacherResult:
+        content = reply.content
         try:
             answer = json.loads(_FENCE.sub("", content.strip()))
         except ValueError:
-            return TeacherFailure("malformed", "answer is not JSON", usage.cost_usd, usage.tokens)
+            return TeacherFailure("malformed", "answer is not JSON", reply.cost_usd, reply.tokens)
         if not isinstance(answer, dict) or not isinstance(answer.get("label"), str):
             return TeacherFailure(
-                "malformed", "answer has no string 'label'", usage.cost_usd, usage.tokens
+                "malformed", "answer has no string 'label'", reply.cost_usd, reply.tokens
             )
         label = self._lookup.get(answer["label"].strip().lower())
         if label is None:
@@ -205,10 +118,10 @@ class OpenAITeacher:
             return TeacherFailure(
                 "unknown_label",
                 "answer names a label outside the label set",
-                usage.cost_usd,
-                usage.tokens,
+                reply.cost_usd,
+                reply.tokens,
             )
-        soft = _soft_from_logprobs(content, logprobs, label, self.labels) or one_hot(label)
+        soft = _soft_from_logprobs(content, reply.logprobs, label, self.labels) or one_hot(label)
         stated = answer.get("confidence")
         if isinstance(stated, int | float) and 0 <= stated <= 1 and math.isfinite(stated):
             confidence = float(stated)
@@ -220,25 +133,9 @@ class OpenAITeacher:
             soft_targets=normalized(soft, self.labels),
             confidence=confidence,
             rationale=str(rationale)[:500] if rationale else None,
-            cost_usd=usage.cost_usd,
-            tokens=usage.tokens,
+            cost_usd=reply.cost_usd,
+            tokens=reply.tokens,
         )
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _error_of(response: httpx.Response) -> str:
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.reason_phrase
-    return str(message)[:200]
 
 
 def _soft_from_logprobs(
