@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tutorloop.infra.settings_sections import _Section
 
@@ -37,6 +37,33 @@ class OpenAITeacherSettings(_Section):
         description="model of the endpoint's /embeddings API, for representation distillation "
         "(trainer.representation_weight); empty: the endpoint gives no embeddings",
     )
+
+
+class SynthesisSettings(_Section):
+    """Paraphrases and contrast edits an LLM teacher writes from captured cases' scrubbed text."""
+
+    enabled: bool = Field(
+        default=False,
+        description="each cycle, ask the LLM teacher (teacher.backend = 'openai') for "
+        "paraphrases and label-flipping minimal edits of its knife-edge captured cases",
+    )
+    max_sources: int = Field(
+        default=100, ge=1, description="captured cases written from per cycle, least sure first"
+    )
+    paraphrases: int = Field(default=1, ge=0, le=5, description="asked per source case")
+    contrasts: int = Field(
+        default=1, ge=0, le=5, description="minimal edits towards the runner-up label, per source"
+    )
+    max_per_source: int = Field(
+        default=4, ge=1, le=20, description="synthetic cases one source case may ever give"
+    )
+    max_source_confidence: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="only cases the teacher labeled with at most this confidence are sources",
+    )
+    temperature: float = Field(default=0.7, ge=0, le=2)
 
 
 class TeacherSettings(_Section):
@@ -88,3 +115,14 @@ class TeacherSettings(_Section):
         "margin; smallest margins spread out by k-center on the champion's embeddings",
     )
     openai: OpenAITeacherSettings = Field(default_factory=OpenAITeacherSettings)
+    synthesis: SynthesisSettings = Field(default_factory=SynthesisSettings)
+
+    @model_validator(mode="after")
+    def _synthesis_needs_an_llm(self) -> TeacherSettings:
+        if self.synthesis.enabled and self.backend != "openai":
+            raise ValueError(
+                "teacher.synthesis.enabled needs an LLM teacher: set teacher.backend = 'openai'"
+            )
+        if self.synthesis.enabled and self.synthesis.paraphrases + self.synthesis.contrasts == 0:
+            raise ValueError("teacher.synthesis asks for nothing: paraphrases and contrasts are 0")
+        return self

@@ -20,6 +20,9 @@ class Table:
     holds: str
 
 
+_SYNTHETIC_CASES = ("case_id", "source_case_id", "kind", "intended_label", "generator_id",
+                    "prompt_hash", "cost_usd", "tokens", "created_at")  # fmt: skip
+
 TABLES: tuple[Table, ...] = (
     Table(
         "cases",
@@ -331,6 +334,12 @@ TABLES: tuple[Table, ...] = (
         "infra",
         ("version", "description", "applied_at"),
         "applied migrations",
+    ),
+    Table(
+        "synthetic_cases",
+        "labeling",
+        _SYNTHETIC_CASES,
+        "which captured case each synthetic case was written from, how, by which generator",
     ),
     Table(
         "teacher_cache",

@@ -22,6 +22,9 @@ class CaptureReason(StrEnum):
     GOLD_IMPORT = "gold_import"  # labeled rows an operator imported (seed, reviewed data)
     PRIVATE_IMPORT = "private_import"  # imported, but derived from users: private under DP
     GOLD_EVAL = "gold_eval"  # the fixed gold evaluation set: never trained on
+    # Written by an LLM teacher from a captured case's scrubbed text (a paraphrase or a
+    # contrast edit; lineage in ``synthetic_cases``): trained on, never evaluated on.
+    SYNTHETIC = "synthetic"
 
 
 # Imported rows are labeled already: never sent to a teacher, never counted as captured.
@@ -30,9 +33,18 @@ IMPORTED_REASONS = (
 )  # fmt: skip
 # Imported for training (never held out for evaluation).
 TRAINING_IMPORTS = (CaptureReason.GOLD_IMPORT, CaptureReason.PRIVATE_IMPORT)
+# Never held out for evaluation, whatever label they get: imported for training, or synthetic.
+TRAIN_ONLY = (*TRAINING_IMPORTS, CaptureReason.SYNTHETIC)
 # Public for differential privacy: what the operator imported (a seed or evaluation set) and
 # did not mark private. DP-SGD spends epsilon on every other row only.
 PUBLIC_REASONS = (CaptureReason.GOLD_IMPORT, CaptureReason.GOLD_EVAL)
+
+
+class SyntheticKind(StrEnum):
+    """``synthetic_cases.kind``."""
+
+    PARAPHRASE = "paraphrase"  # the source's meaning (and label), other words
+    CONTRAST = "contrast"  # a minimal edit of the source that flips its label
 
 
 class LabelSource(StrEnum):

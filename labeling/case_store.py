@@ -85,9 +85,9 @@ def labeling_counts(warehouse: Warehouse) -> dict[str, Any]:
     """What the case store holds, cumulative: for reports and ``streams stats``.
 
     ``cases`` and ``cases_by_reason``: every case; ``captured``: cases from production (imports
-    excluded); ``labeled``: cases with any label except the fixed gold evaluation set;
-    ``human_labels``: human label rows; ``teacher_calls``: answers in the teacher cache (what
-    was paid for).
+    and synthetic cases excluded); ``labeled``: cases with any label except the fixed gold
+    evaluation set; ``human_labels``: human label rows; ``teacher_calls``: answers in the
+    teacher cache (what was paid for).
     """
     with warehouse.connect() as con:
 
@@ -103,7 +103,7 @@ def labeling_counts(warehouse: Warehouse) -> dict[str, Any]:
             "cases_by_reason": {str(k): int(v) for k, v in by_reason},
             "captured": one(
                 "SELECT count(*) FROM cases WHERE capture_reason NOT IN (SELECT unnest(?))",
-                [list(IMPORTED_REASONS)],
+                [[*IMPORTED_REASONS, CaptureReason.SYNTHETIC]],
             ),
             "labeled": one(
                 "SELECT count(DISTINCT l.case_id) FROM labels l JOIN cases c USING (case_id)"

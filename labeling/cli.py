@@ -151,6 +151,34 @@ def relabel_cmd(
         fail(f"no case could be labeled ({report.failed} failures; see teacher_errors)")
 
 
+@teacher_app.command("synthesize")
+def synthesize_cmd(ctx: typer.Context, json_out: bool = JSON_OUT) -> None:
+    """Ask the LLM teacher for paraphrases and contrast edits of its least sure captured cases
+    (``teacher.synthesis``), then label them. The cycle does this when synthesis is enabled."""
+    from tutorloop.infra.progress import progress_bar
+    from tutorloop.labeling.synthesis import write_and_label
+    from tutorloop.labeling.teachers import build_teacher
+
+    settings = settings_of(ctx)
+    if settings.teacher.backend != "openai":
+        fail("synthetic cases need an LLM teacher: set teacher.backend = 'openai'")
+    warehouse = open_warehouse(settings)
+    teacher = build_teacher(settings, warehouse)
+    assert teacher is not None
+    with progress_bar("writing and labeling synthetic cases", None) as advance:
+        report = write_and_label(settings, warehouse, teacher, advance)
+    if json_out:
+        print_json(report)
+        return
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(report["rejected"].items())) or "none"
+    console.print(
+        f"{report['generator_id']}: {report['written']} synthetic cases from "
+        f"{report['sources']} sources ({report['failed_calls']} failed calls; rejected: "
+        f"{rejected}); {report['relabel']['labeled']} labeled by the teacher; "
+        f"{report['tokens']} tokens, ${report['cost_usd']:.4f}"
+    )
+
+
 @teacher_app.command("review")
 def review_cmd(
     ctx: typer.Context,

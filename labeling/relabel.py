@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from tutorloop.infra.hashing import fingerprint, stable_unit
-from tutorloop.infra.tables import IMPORTED_REASONS, LabelSource, ReviewReason
+from tutorloop.infra.tables import IMPORTED_REASONS, CaptureReason, LabelSource, ReviewReason
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.labeling.teacher import Teacher, TeacherAnswer, TeacherFailure, TeacherResult
 
@@ -255,6 +255,8 @@ def _store(
                 "cost_usd": cost, "tokens": tokens,
             }
         )  # fmt: skip
+        if case.capture_reason == CaptureReason.SYNTHETIC:
+            continue  # people's time goes to real traffic; assembly checks these labels
         human = humans.get(case.case_id)
         if human is not None and human != result.label:
             reviews.append(

@@ -2,8 +2,9 @@
 
 The policies are :mod:`tutorloop.labeling.acquisition`'s; this module gives them the
 champion's view of the pending cases (calibrated probabilities and sentence embeddings from
-its served int8 artifact). Audit-sample and escalated cases are always taken first: the
-unbiased slice and the cases people flagged. Cases left out wait for a later cycle.
+its served int8 artifact). Audit-sample, escalated and synthetic cases are always taken
+first: the unbiased slice, the cases people flagged, and what the synthesis step chose.
+Cases left out wait for a later cycle.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from tutorloop.labeling.relabel import PendingCase, pending_cases
 from tutorloop.registry.onnx_model import INT8, calibrated_proba, load_onnx_student
 from tutorloop.registry.store import champion
 
-_ALWAYS = (CaptureReason.AUDIT_SAMPLE, CaptureReason.ESCALATED)
+# Synthetic cases were chosen when they were written (``teacher.synthesis.max_sources``).
+_ALWAYS = (CaptureReason.AUDIT_SAMPLE, CaptureReason.ESCALATED, CaptureReason.SYNTHETIC)
 
 
 def cases_to_label(

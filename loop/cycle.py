@@ -14,8 +14,6 @@ import random
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -30,14 +28,9 @@ from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.gold import import_gold
 from tutorloop.labeling.labeled_csv import LabeledRows
 from tutorloop.labeling.models import resolve_model
-from tutorloop.labeling.relabel import (
-    RelabelReport,
-    pending_cases,
-    queue_unlabeled_for_humans,
-    relabel,
-)
-from tutorloop.labeling.teachers import build_teacher, label_set
-from tutorloop.loop.acquire import cases_to_label
+from tutorloop.labeling.teachers import label_set
+from tutorloop.loop.progress import ProgressFactory, no_progress
+from tutorloop.loop.teach import teach
 from tutorloop.privacy.dp import at_user_level, check_budget, record_entry
 from tutorloop.privacy.dp_plan import dp_card, dp_plan_of, private_rows
 from tutorloop.privacy.scrubbing import configured_scrubber
@@ -52,9 +45,6 @@ from tutorloop.trainer.student import load_student, save_student
 from tutorloop.trainer.train import DPRequest, train_student
 
 log = logging.getLogger(__name__)
-
-# progress(description, total) -> context manager yielding advance(n)
-ProgressFactory = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
 
 
 class LabelSetMismatchError(TutorloopError):
@@ -78,13 +68,6 @@ class CycleReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
-
-
-def _no_progress(
-    description: str, total: int | None
-) -> AbstractContextManager[Callable[[int], None]]:
-
-    return nullcontext(lambda n: None)
 
 
 def sample_per_label(rows: LabeledRows, per_label: int, seed: int) -> LabeledRows:
@@ -269,7 +252,7 @@ def train_and_register(
     dataset: DatasetVersion,
     *,
     warm_from: ModelVersion | None,
-    progress: ProgressFactory = _no_progress,
+    progress: ProgressFactory = no_progress,
     report: CycleReport | None = None,
     epochs: int | None = None,
     evaluate: bool = True,
@@ -335,7 +318,7 @@ def bootstrap(
     *,
     source: str,
     actor: str,
-    progress: ProgressFactory = _no_progress,
+    progress: ProgressFactory = no_progress,
 ) -> CycleReport:
     """The first student: import a gold seed set, build its dataset, train from the base."""
 
@@ -354,26 +337,13 @@ def run_cycle(
     settings: Settings,
     warehouse: Warehouse,
     *,
-    progress: ProgressFactory = _no_progress,
+    progress: ProgressFactory = no_progress,
 ) -> CycleReport:
     """relabel → dataset → train → register, with the configured teacher."""
 
     report = CycleReport()
     current = champion(warehouse)
-    teacher = build_teacher(settings, warehouse)
-    if teacher is None:
-        report.relabel = {"teacher_id": "human", "queued": queue_unlabeled_for_humans(warehouse)}
-    else:
-        with progress("relabeling", None) as advance:
-            chosen = cases_to_label(settings, warehouse, teacher.info.teacher_id)
-            done: RelabelReport = relabel(
-                warehouse, teacher, batch_size=settings.teacher.batch_size, cases=chosen,
-                review_below=settings.teacher.review_below,
-                spot_check=settings.teacher.spot_check_fraction, on_batch=advance,
-            )  # fmt: skip
-        report.relabel = done.to_dict()
-        if chosen is not None:  # a budget: what it did not buy waits for a later cycle
-            report.relabel["waiting"] = len(pending_cases(warehouse, teacher.info.teacher_id))
+    report.relabel = teach(settings, warehouse, progress)
     labels = label_set(settings, warehouse)  # teacher.labels, else the champion's
     if current is not None and sorted(labels) != sorted(current.label_set):
         raise LabelSetMismatchError(

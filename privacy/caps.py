@@ -2,6 +2,8 @@
 
 No single user (or tenant) may dominate what a model learns: at most ``per_user`` of a user's
 cases, and at most ``per_tenant`` of a tenant's, enter a training dataset per time window.
+Synthetic cases written from a user's case are that user's (and tenant's), ranked after
+their own cases.
 Which cases are kept is a deterministic function of the data (a hash of each case id), so the
 same warehouse gives the same dataset, and adding unrelated cases never reshuffles a user's
 selection. Cases without training consent never pass.
@@ -16,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from tutorloop.infra.hashing import stable_rank
 from tutorloop.infra.settings_sections import PrivacySettings
+from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.warehouse import Warehouse
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -30,6 +33,8 @@ class CaseRef:
     tenant_id: str
     ts: datetime
     consent_training: bool
+    # Written by an LLM from one of the user's cases: it counts as the user's, after their own.
+    synthetic: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def _keep_top(cases: Iterable[CaseRef], key: str, limit: int, window: timedelta)
         groups[(getattr(case, key), _window(case.ts, window))].append(case)
     kept: list[CaseRef] = []
     for members in groups.values():
-        kept.extend(sorted(members, key=lambda c: stable_rank(c.case_id))[:limit])
+        kept.extend(sorted(members, key=lambda c: (c.synthetic, stable_rank(c.case_id)))[:limit])
     return kept
 
 
@@ -83,7 +88,9 @@ def apply_caps(cases: Sequence[CaseRef], caps: ContributionCaps) -> list[CaseRef
 def eligible_case_ids(warehouse: Warehouse, caps: ContributionCaps) -> list[str]:
     """Case ids in the warehouse that may enter a training dataset under ``caps``."""
     rows = warehouse.query(
-        "SELECT case_id, user_id, tenant_id, ts, consent_training FROM cases ORDER BY case_id"
+        "SELECT case_id, user_id, tenant_id, ts, consent_training, capture_reason = ?"
+        " FROM cases ORDER BY case_id",
+        [CaptureReason.SYNTHETIC],
     )
     refs = [CaseRef(*row) for row in rows]
     return [c.case_id for c in apply_caps(refs, caps)]

@@ -187,6 +187,8 @@ def forget(
             [case_ids],
         )
         con.execute(f"DELETE FROM teacher_errors WHERE case_id IN ({in_cases})", [case_ids])
+        # Synthetic cases inherit their source's user: they are among ``case_ids``.
+        con.execute(f"DELETE FROM synthetic_cases WHERE case_id IN ({in_cases})", [case_ids])
         labels = _count(con, f"DELETE FROM labels WHERE case_id IN ({in_cases})", [case_ids])
         review = _count(con, f"DELETE FROM review_queue WHERE case_id IN ({in_cases})", [case_ids])
         escalations = _count(
@@ -243,6 +245,8 @@ class PurgeReport:
 _PURGE = (
     ("labels", "case_id IN (SELECT case_id FROM cases WHERE captured_at < $cutoff)"),
     ("review_queue", "case_id IN (SELECT case_id FROM cases WHERE captured_at < $cutoff)"),
+    # Synthetic cases carry their source's captured_at: they go with it.
+    ("synthetic_cases", "case_id IN (SELECT case_id FROM cases WHERE captured_at < $cutoff)"),
     ("cases", "captured_at < $cutoff"),
     ("escalations", "ingested_at < $cutoff"),
     ("predictions_audit", "ingested_at < $cutoff"),

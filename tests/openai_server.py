@@ -6,6 +6,14 @@ It answers by keyword and misbehaves on purpose when the user text carries a mar
 an answer), ``[500]`` (two 500s, then an answer), ``[nologprobs]`` (no logprobs). Every
 request is recorded (headers and body) with the highest number in flight at once.
 
+A request whose system prompt asks for training examples (:mod:`tutorloop.labeling.synthesis`)
+gets examples built from the message: paraphrases ``"<message>, once more (<n>)"`` keep its
+label; a contrast is ``"<keyword of the target> trouble: <n> <hash of the message>"`` (the
+fallback's: no keyword), which the rules label as the target. Markers: ``[synth-pii]`` (a
+paraphrase carries an e-mail address), ``[synth-bad]`` (invalid examples besides the valid
+ones), ``[synth-junk]`` (not JSON), ``[synth-disputed]`` (a paraphrase the rules label
+otherwise).
+
 ``POST /v1/embeddings`` answers with a keyword embedding: per input, the rule index of its
 first matching keyword (the fallback's after the rules) as a scaled one-hot over
 ``embedding_dim`` dimensions plus a little deterministic per-text noise; rows are returned in
@@ -81,6 +89,47 @@ class FakeOpenAI:
         logprobs = None if "[nologprobs]" in text else self._logprobs(content, label)
         return 200, {}, _completion(message, logprobs, usage)
 
+    def write_examples(self, prompt: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+        fields = dict(re.findall(r"^(Message|Label): (.*)$", prompt, re.M))
+        message, label = fields["Message"], fields["Label"]
+        paraphrases = re.search(r"Write (\d+) paraphrase", prompt)
+        contrast = re.search(r"Write (\d+) contrast\(s\) with target label: (.*)$", prompt, re.M)
+        examples: list[dict[str, str]] = []
+        for n in range(int(paraphrases.group(1)) if paraphrases else 0):
+            text = f"{message}, once more ({n})"
+            if "[synth-pii]" in message:
+                text += " write to bob.canary@example.com"
+            if "[synth-disputed]" in message:
+                text = f"top up trouble, really ({n})"
+            examples.append({"kind": "paraphrase", "text": text, "label": label})
+        for n in range(int(contrast.group(1)) if contrast else 0):
+            target = contrast.group(2).strip() if contrast else ""
+            if target not in {lab for _, lab in self.rules} | {self.fallback}:
+                target = next(lab for _, lab in self.rules if lab != label)
+            keyword = next((key for key, lab in self.rules if lab == target), "something else")
+            examples.append(
+                {
+                    "kind": "contrast",
+                    "text": f"{keyword} trouble: {n} {_digest(message)}",
+                    "label": target,
+                }
+            )
+        if "[synth-bad]" in message:
+            examples += [
+                {"kind": "paraphrase", "text": "a label of its own", "label": "not_a_label"},
+                {"kind": "paraphrase", "text": "changed its label", "label": self.fallback},
+                {"kind": "paraphrase", "text": message, "label": label},
+                {"kind": "summary", "text": "an unknown kind", "label": label},
+                {"kind": "paraphrase", "text": "one more than asked", "label": label},
+                {"kind": "paraphrase", "text": "x" * 600, "label": label},
+            ]
+        content = json.dumps({"examples": examples})
+        if "[synth-junk]" in message:
+            content = "Here are some examples: ..."
+        usage = {"prompt_tokens": 200 + len(prompt), "completion_tokens": 10 * len(examples)}
+        message_out = {"role": "assistant", "content": content}
+        return 200, {}, _completion(message_out, None, usage)
+
     def embeddings(self, texts: list[str]) -> tuple[int, dict[str, Any]]:
         with self._lock:
             if self.embeddings_failures:
@@ -108,6 +157,10 @@ class FakeOpenAI:
             top += [{"token": t, "logprob": math.log(p)} for t, p in options]
             out.append({"token": token, "logprob": math.log(chosen), "top_logprobs": top})
         return {"content": out}
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
 def _completion(message: dict[str, Any], logprobs: Any, usage: dict[str, int]) -> dict[str, Any]:
@@ -156,6 +209,8 @@ def serve(fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
             try:
                 if self.path != "/v1/chat/completions":
                     status, headers, payload = 404, {}, {"error": {"message": "no such route"}}
+                elif "training examples" in body["messages"][0]["content"]:
+                    status, headers, payload = fake.write_examples(text)
                 else:
                     status, headers, payload = fake.answer(text)
                 self._send(status, payload, headers)

@@ -14,12 +14,15 @@ What goes in, in order:
    distribution; where both exist the hard label is the human's and the soft target is
    ``human_weight`` x one-hot(human) + (1 - ``human_weight``) x teacher distribution. Where
    several teachers labeled a case, the one people agree with most on spot checks answers.
+   **Synthetic cases** (an LLM teacher's paraphrases and contrast edits) are never
+   evaluation rows, and train only while their source case is a training row and their
+   label is the one they were written for.
 4. **Dedup** on ``cases.text_hash`` (lowercased, whitespace-collapsed text): one row per
    normalized text, human-labeled first; texts that are in the evaluation set are dropped.
 5. **Replay** against forgetting: "new" rows are those not in the ``previous`` version (by
    default the dataset the current champion was trained on, which the trainer warm-starts
    from); of the rest, ``replay_fraction`` per new row is sampled back in.
-6. **Stratified split** into train and validation, per label.
+6. **Stratified split** into train and validation, per label (synthetic rows: train only).
 
 Every choice is a deterministic function of case ids and the spec, and the version's hash
 covers the spec, the label set and every row: the same inputs give the same hash, and
@@ -38,7 +41,7 @@ from typing import Any
 
 from tutorloop.infra.tables import (
     PUBLIC_REASONS,
-    TRAINING_IMPORTS,
+    TRAIN_ONLY,
     CaptureReason,
     LabelSource,
     Split,
@@ -67,19 +70,22 @@ def _load(warehouse: Warehouse, case_ids: Sequence[str], teacher_id: str | None)
     humans = warehouse.query(
         "WITH h AS (SELECT case_id, arg_max(label, created_at) AS label FROM labels"
         "   WHERE source = 'human' GROUP BY case_id)"
-        " SELECT c.case_id, c.text, c.text_hash, h.label, c.capture_reason"
-        " FROM cases c LEFT JOIN h USING (case_id)"
+        " SELECT c.case_id, c.text, c.text_hash, h.label, c.capture_reason, s.source_case_id,"
+        " s.intended_label FROM cases c LEFT JOIN h USING (case_id)"
+        " LEFT JOIN synthetic_cases s USING (case_id)"
         " WHERE c.case_id IN (SELECT unnest(?)) ORDER BY c.case_id",
         [list(case_ids)],
     )
     teachers = _teacher_labels(warehouse, case_ids, teacher_id)
     out: list[Candidate] = []
-    for case_id, text, text_hash, human, reason in humans:
+    for case_id, text, text_hash, human, reason, source, intended in humans:
         teacher = teachers.get(case_id)
         if human is None and teacher is None:
             continue
         label, soft, conf = teacher or (None, None, None)
-        out.append(Candidate(case_id, text, text_hash, human, label, soft, conf, reason))
+        out.append(
+            Candidate(case_id, text, text_hash, human, label, soft, conf, reason, source, intended)
+        )
     return out
 
 
@@ -152,8 +158,10 @@ def _target(c: Candidate, spec: DatasetSpec) -> tuple[str, tuple[float, ...], st
     return c.teacher, tuple(round(p, 6) for p in teacher), LabelSource.TEACHER
 
 
-def _split(rows: list[Row], spec: DatasetSpec) -> list[Row]:
+def _split(rows: list[Row], spec: DatasetSpec, train_only: set[str]) -> list[Row]:
     """Stratified: each label gives its share of ``round(n x validation_fraction)`` rows.
+
+    Rows in ``train_only`` (synthetic cases) are never validation rows, nor counted in it.
 
     Shares are floor(n_label x fraction), and the rows left over go to the labels with the
     largest remainders (largest-remainder apportionment), so that small labels of a few-shot
@@ -161,6 +169,8 @@ def _split(rows: list[Row], spec: DatasetSpec) -> list[Row]:
     lowest seeded hash go first.
     """
     by_label: dict[str, list[Row]] = defaultdict(list)
+    always_train = [_with_split(row, Split.TRAIN) for row in rows if row.case_id in train_only]
+    rows = [row for row in rows if row.case_id not in train_only]
     for row in rows:
         by_label[row.label].append(row)
     labels = sorted(by_label)
@@ -180,7 +190,7 @@ def _split(rows: list[Row], spec: DatasetSpec) -> list[Row]:
         members = sorted(by_label[label], key=lambda r: _unit(spec.seed + 1, r.case_id))
         for i, row in enumerate(members):
             out.append(_with_split(row, Split.VALIDATION if i < take[label] else Split.TRAIN))
-    return out
+    return out + always_train
 
 
 def _with_split(row: Row, split: str) -> Row:
@@ -206,7 +216,7 @@ def _partition(
             continue  # an evaluation row without its label (it was erased): unusable
         if c.capture_reason == CaptureReason.GOLD_EVAL or (
             c.human is not None
-            and c.capture_reason not in TRAINING_IMPORTS
+            and c.capture_reason not in TRAIN_ONLY
             and (_unit(spec.seed, c.case_id) < spec.eval_fraction or c.case_id in history.evaluated)
             and c.case_id not in trained
         ):
@@ -234,6 +244,32 @@ def _partition(
         pool.append((c, target))
 
     return eval_rows, pool, eval_hashes
+
+
+def _keep_synthetic(
+    pool: list[tuple[Candidate, tuple[str, tuple[float, ...], str]]],
+    eval_hashes: set[str],
+    dropped: Counter[str],
+) -> list[tuple[Candidate, tuple[str, tuple[float, ...], str]]]:
+    """Synthetic cases train only beside their source, and only where the teacher agrees.
+
+    A paraphrase of an evaluation row would score the model on what it trained on, so a
+    synthetic case whose source is not in the training pool (held out, its text in the
+    evaluation set, erased, capped, not consented, unlabeled) goes; so does one whose label
+    (the teacher's, or a person's) is not the label it was written for.
+    """
+    sources = {
+        c.case_id for c, _ in pool if c.source_case_id is None and c.text_hash not in eval_hashes
+    }
+    kept = []
+    for c, target in pool:
+        if c.source_case_id is not None and c.source_case_id not in sources:
+            dropped["synthetic_source_not_training"] += 1
+        elif c.source_case_id is not None and target[0] != c.intended_label:
+            dropped["synthetic_label_disputed"] += 1
+        else:
+            kept.append((c, target))
+    return kept
 
 
 def _dedup(
@@ -283,13 +319,15 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
     history = history_of(warehouse)
     eval_rows, pool, eval_hashes = _partition(candidates, spec, dropped, history)
     shortfall = top_up_eval(eval_rows, pool, eval_hashes, spec, history)
+    pool = _keep_synthetic(pool, eval_hashes, dropped)
+    synthetic = {c.case_id for c, _ in pool if c.source_case_id is not None}
     previous = _members(warehouse, spec.previous)
     new_rows, old_rows = _dedup(pool, eval_hashes, previous, dropped, spec.seed)
     n_replay = min(len(old_rows), round(spec.replay_fraction * len(new_rows)))
     old_rows.sort(key=lambda r: _unit(spec.seed + 2, r.case_id))
     replay = [replace(r, split=Split.TRAIN, replay=True) for r in old_rows[:n_replay]]
     dropped["not_replayed"] = len(old_rows) - n_replay
-    rows = _split(new_rows + replay, spec) + sorted(eval_rows, key=lambda r: r.case_id)
+    rows = _split(new_rows + replay, spec, synthetic) + sorted(eval_rows, key=lambda r: r.case_id)
     if not any(r.split == "train" for r in rows):
         raise EmptyDatasetError(
             f"no training rows: {total_cases} cases in the warehouse, {len(eligible)} consented "
@@ -301,6 +339,7 @@ def assemble(warehouse: Warehouse, spec: DatasetSpec) -> tuple[list[Row], dict[s
         "replay": len(replay),
         "private_train": sum(1 for r in rows if r.split != "eval" and r.private),
         "new": len(new_rows),
+        "synthetic": sum(1 for r in rows if r.case_id in synthetic),
         "dropped": {k: v for k, v in dropped.items() if v},
         "labels_in_train": len({r.label for r in rows if r.split == "train"}),
         "eval_hash": eval_set_hash(eval_rows),

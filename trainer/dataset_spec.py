@@ -127,3 +127,6 @@ class Candidate:
     teacher_soft: dict[str, float] | None
     teacher_confidence: float | None
     capture_reason: str
+    # Synthetic cases: the captured case they were written from, and the label asked for.
+    source_case_id: str | None = None
+    intended_label: str | None = None

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tutorloop.infra.hashing import eval_set_digest
-from tutorloop.infra.tables import IMPORTED_REASONS, Split
+from tutorloop.infra.tables import IMPORTED_REASONS, TRAIN_ONLY, Split
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.trainer.dataset_spec import Candidate, DatasetSpec, Row, unit
 
@@ -21,7 +21,14 @@ class History:
 
 
 def history(warehouse: Warehouse) -> History:
-    rows = warehouse.query("SELECT DISTINCT case_id, split = ? FROM dataset_members", [Split.EVAL])
+    """Cases trained on include the sources of the synthetic cases trained on: a paraphrase
+    trained on would score the model on its own training data were its source evaluated."""
+    rows = warehouse.query(
+        "SELECT DISTINCT case_id, split = ? FROM dataset_members UNION"
+        " SELECT DISTINCT s.source_case_id, false FROM dataset_members d"
+        " JOIN synthetic_cases s USING (case_id) WHERE d.split <> ?",
+        [Split.EVAL, Split.EVAL],
+    )
     return History({str(c) for c, ev in rows if not ev}, {str(c) for c, ev in rows if ev})
 
 
@@ -46,6 +53,7 @@ def top_up_eval(
         if (
             c.human is not None
             and c.capture_reason not in IMPORTED_REASONS
+            and c.capture_reason not in TRAIN_ONLY
             and c.case_id not in history.trained
             and c.text_hash not in eval_hashes
         ):
