@@ -185,7 +185,8 @@ class SyntheticWriter:
                 continue
             wanted[kind] -= 1
             seen.add(case_text_hash(item["text"]))
-            out.append(Example(kind, item["text"].strip(), self._lookup[item["label"].lower()]))
+            label = self._lookup[item["label"].strip().lower()]
+            out.append(Example(kind, item["text"].strip(), label))
         return out
 
     def _invalid(self, item: Any, source: Source, seen: set[str]) -> str | None:
