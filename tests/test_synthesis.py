@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import on_postgres, run_cli
 from tests.openai_server import FakeOpenAI, serve
+from tests.test_dataset import _spec  # the same spec defaults as the dataset tests
 from tests.warehouse_cases import capture
 from tutorloop.infra.settings import ConfigError, Settings, load_settings
 from tutorloop.infra.settings_teacher import OpenAITeacherSettings, SynthesisSettings
@@ -26,7 +27,7 @@ from tutorloop.loop.progress import no_progress
 from tutorloop.loop.teach import teach
 from tutorloop.privacy.erasure import forget, purge
 from tutorloop.privacy.scrubber import RegexScrubber
-from tutorloop.trainer.dataset import DatasetSpec, assemble
+from tutorloop.trainer.dataset import assemble
 
 LABELS = ("card_arrival", "card_lost", "top_up_failed", "top_up_limits")
 EMAIL = "jane.canary@example.com"
@@ -58,18 +59,10 @@ def _writer(fake: FakeOpenAI, **synthesis: object) -> SyntheticWriter:
     return SyntheticWriter(_cfg(fake), cfg, LABELS)
 
 
-def _spec(**overrides: object) -> DatasetSpec:
-    values: dict[str, object] = {
-        "labels": LABELS, "eval_fraction": 0.0, "seed": 3, "eval_min_per_label": 0,
-        "eval_min_oos": 0,
-    }  # fmt: skip
-    return DatasetSpec(**(values | overrides))  # type: ignore[arg-type]
-
-
 def _synthetic(warehouse: Warehouse) -> list[dict[str, object]]:
     return warehouse.query_dicts(
         "SELECT c.*, s.source_case_id, s.kind, s.intended_label, s.generator_id,"
-        " s.prompt_hash, s.cost_usd AS link_cost FROM cases c JOIN synthetic_cases s"
+        " s.prompt_hash FROM cases c JOIN synthetic_cases s"
         " USING (case_id) ORDER BY c.case_id"
     )
 
@@ -130,10 +123,12 @@ def test_written_from_scrubbed_text_stored_scrubbed_with_lineage_and_kept_out_of
         assert PLANTED not in str(row["text"])  # scrubbed again before it was stored
     planted = [r for r in rows if "once more" in str(r["text"]) and "pii" in str(r["text"])]
     assert planted and json.loads(str(planted[0]["scrub_findings"])).get("EMAIL_ADDRESS") == 1
-    paid = sum(float(r["link_cost"]) for r in rows) + float(
-        warehouse.query("SELECT sum(cost_usd) FROM teacher_errors")[0][0]
+    # Every paid call is booked once: on its first synthetic case, or as an error.
+    [(paid,)] = warehouse.query(
+        "SELECT (SELECT sum(cost_usd) FROM synthetic_cases)"
+        " + (SELECT sum(cost_usd) FROM teacher_errors)"
     )
-    assert paid == pytest.approx(report.cost_usd) and report.cost_usd > 0
+    assert float(paid) == pytest.approx(report.cost_usd) and report.cost_usd > 0
 
     # Asked once per generator: a second run finds no source and calls nothing.
     fake.requests.clear()
