@@ -31,6 +31,7 @@ from sklearn.linear_model import LogisticRegression
 
 from tutorloop.evaluation.metrics import FloatArray
 from tutorloop.evaluation.open_set import RelativeMahalanobis, auroc
+from tutorloop.evaluation.retrieval import unit_rows
 from tutorloop.infra.settings import load_settings
 from tutorloop.labeling.embeddings import Encoder
 from tutorloop.labeling.models import resolve_model
@@ -47,13 +48,9 @@ console = Console()
 _TEACHER = "all-mpnet-base-v2"
 
 
-def _unit(x: FloatArray) -> FloatArray:
-    return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True))
-
-
 def _probe(train: FloatArray, y: np.ndarray, rows: FloatArray) -> FloatArray:
-    head = LogisticRegression(C=50.0, max_iter=3000).fit(_unit(train), y)
-    return np.asarray(head.predict_proba(_unit(rows)))
+    head = LogisticRegression(C=50.0, max_iter=3000).fit(unit_rows(train), y)
+    return np.asarray(head.predict_proba(unit_rows(rows)))
 
 
 def _run_seed(seed: int, args: argparse.Namespace, teacher: Encoder) -> dict[str, float]:

@@ -11,8 +11,10 @@ settings name and sent only in the Authorization header.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +36,15 @@ def request_headers(cfg: OpenAITeacherSettings) -> dict[str, str]:
     if key:
         headers["Authorization"] = f"Bearer {key}"
     return headers
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+
+
+def json_answer(content: str) -> Any:
+    """The JSON a model answered with, a Markdown code fence around it allowed (ValueError
+    when it is not JSON)."""
+    return json.loads(_FENCE.sub("", content.strip()))
 
 
 @dataclass(frozen=True)

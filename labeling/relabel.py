@@ -237,13 +237,7 @@ def _store(
         cost = result.cost_usd if pays else 0.0
         tokens = result.tokens if pays else 0
         if isinstance(result, TeacherFailure):
-            error_rows.append(
-                {
-                    "error_id": uuid.uuid4().hex, "case_id": case.case_id,
-                    "teacher_id": teacher_id, "kind": result.kind, "message": result.message,
-                    "cost_usd": cost, "tokens": tokens,
-                }
-            )  # fmt: skip
+            error_rows.append(failure_row(case.case_id, teacher_id, result, cost, tokens))
             continue
         label_rows.append(
             {
@@ -269,9 +263,24 @@ def _store(
                 _review(case.case_id, ReviewReason.LOW_CONFIDENCE, teacher_id, result, None)
             )
     insert_arrow(con, "labels", pa.Table.from_pylist(label_rows, _LABEL_SCHEMA))
-    insert_arrow(con, "teacher_errors", pa.Table.from_pylist(error_rows, _ERROR_SCHEMA))
+    insert_failures(con, error_rows)
     added = insert_arrow(con, "review_queue", pa.Table.from_pylist(reviews, _REVIEW_SCHEMA))
     return added, sum(1 for r in reviews if r["reason"] == ReviewReason.SPOT_CHECK)
+
+
+def failure_row(
+    case_id: str, teacher_id: str, failure: TeacherFailure, cost_usd: float, tokens: int
+) -> dict[str, Any]:
+    """A ``teacher_errors`` row: one failed answer about a case (the cost booked on it)."""
+    return {
+        "error_id": uuid.uuid4().hex, "case_id": case_id, "teacher_id": teacher_id,
+        "kind": failure.kind, "message": failure.message, "cost_usd": cost_usd, "tokens": tokens,
+    }  # fmt: skip
+
+
+def insert_failures(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, Any]]) -> int:
+    """Write :func:`failure_row` rows in the caller's transaction."""
+    return insert_arrow(con, "teacher_errors", pa.Table.from_pylist(list(rows), _ERROR_SCHEMA))
 
 
 def spot_checked(case_id: str, fraction: float) -> bool:

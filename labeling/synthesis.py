@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,8 +41,8 @@ from tutorloop.infra.settings_teacher import OpenAITeacherSettings, SynthesisSet
 from tutorloop.infra.tables import IMPORTED_REASONS, CaptureReason, SyntheticKind
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.labeling.case_store import insert_cases
-from tutorloop.labeling.openai_chat import ChatReply, chat_client, complete
-from tutorloop.labeling.relabel import pending_cases, relabel
+from tutorloop.labeling.openai_chat import ChatReply, chat_client, complete, json_answer
+from tutorloop.labeling.relabel import failure_row, insert_failures, pending_cases, relabel
 from tutorloop.labeling.teacher import Teacher, TeacherFailure
 from tutorloop.labeling.teachers import label_set
 from tutorloop.privacy.scrubber import Scrubber, ScrubResult
@@ -66,16 +64,10 @@ Answer with one JSON object and nothing else:
 {{"examples": [{{"kind": "paraphrase" or "contrast", "text": "<the new message>", \
 "label": "<its label, spelled exactly as in the list>"}}]}}"""
 
-_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 _SYNTHETIC_SCHEMA = pa.schema(
     [("case_id", pa.string()), ("source_case_id", pa.string()), ("kind", pa.string()),
      ("intended_label", pa.string()), ("generator_id", pa.string()),
      ("prompt_hash", pa.string()), ("cost_usd", pa.float64()), ("tokens", pa.int64())]
-)  # fmt: skip
-_ERROR_SCHEMA = pa.schema(
-    [("error_id", pa.string()), ("case_id", pa.string()), ("teacher_id", pa.string()),
-     ("kind", pa.string()), ("message", pa.string()), ("cost_usd", pa.float64()),
-     ("tokens", pa.int64())]
 )  # fmt: skip
 
 
@@ -163,7 +155,7 @@ class SyntheticWriter:
     def examples(self, source: Source, content: str, rejected: Counter[str]) -> list[Example]:
         """The answer's valid examples, at most as many of each kind as were asked for."""
         try:
-            answer = json.loads(_FENCE.sub("", content.strip()))
+            answer = json_answer(content)
             items = answer["examples"]
             if not isinstance(items, list):
                 raise TypeError
@@ -185,9 +177,13 @@ class SyntheticWriter:
                 continue
             wanted[kind] -= 1
             seen.add(case_text_hash(item["text"]))
-            label = self._lookup[item["label"].strip().lower()]
+            label = self._known_label(item["label"])
+            assert label is not None  # checked by _invalid
             out.append(Example(kind, item["text"].strip(), label))
         return out
+
+    def _known_label(self, name: str) -> str | None:
+        return self._lookup.get(name.strip().lower())
 
     def _invalid(self, item: Any, source: Source, seen: set[str]) -> str | None:
         if not isinstance(item, dict) or not all(
@@ -196,7 +192,7 @@ class SyntheticWriter:
             return "malformed_example"
         if item["kind"] not in tuple(SyntheticKind):
             return "unknown_kind"
-        label = self._lookup.get(item["label"].strip().lower())
+        label = self._known_label(item["label"])
         if label is None:
             return "unknown_label"
         text = item["text"].strip()
@@ -265,13 +261,14 @@ def synthesize(
         report.tokens += reply.tokens
         if isinstance(reply, TeacherFailure):
             report.failed_calls += 1
-            errors.append(_error(source, writer, reply))
+            errors.append(failure_row(source.case_id, writer.generator_id, reply,
+                                      reply.cost_usd, reply.tokens))  # fmt: skip
             continue
         examples = writer.examples(source, reply.content, rejected)
         if not examples:  # paid for and unusable: booked where failures are
-            errors.append(_error(source, writer, TeacherFailure(
-                "malformed", "no usable example in the answer", reply.cost_usd, reply.tokens
-            )))  # fmt: skip
+            unusable = TeacherFailure("malformed", "no usable example in the answer")
+            errors.append(failure_row(source.case_id, writer.generator_id, unusable,
+                                      reply.cost_usd, reply.tokens))  # fmt: skip
         written += [(source, example, reply, i == 0) for i, example in enumerate(examples)]
     report.rejected = dict(rejected)
     scrubbed = scrubber.scrub_batch([example.text for _, example, _, _ in written])
@@ -293,7 +290,7 @@ def synthesize(
                 lineage.append(link)
         report.written = insert_cases(con, cases, typed=False)
         insert_arrow(con, "synthetic_cases", pa.Table.from_pylist(lineage, _SYNTHETIC_SCHEMA))
-        insert_arrow(con, "teacher_errors", pa.Table.from_pylist(errors, _ERROR_SCHEMA))
+        insert_failures(con, errors)
     report.by_kind = dict(Counter(str(row["kind"]) for row in lineage))
     return report
 
@@ -324,14 +321,6 @@ def _rows(
         "prompt_hash": writer.prompt_hash,
     }  # fmt: skip
     return case, link
-
-
-def _error(source: Source, writer: SyntheticWriter, failure: TeacherFailure) -> dict[str, Any]:
-    return {
-        "error_id": uuid.uuid4().hex, "case_id": source.case_id,
-        "teacher_id": writer.generator_id, "kind": failure.kind, "message": failure.message,
-        "cost_usd": failure.cost_usd, "tokens": failure.tokens,
-    }  # fmt: skip
 
 
 def write_and_label(

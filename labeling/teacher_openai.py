@@ -12,7 +12,6 @@ the Authorization header: it never appears in a log line, an error or the wareho
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from typing import Any
 
 from tutorloop.infra.hashing import fingerprint
 from tutorloop.infra.settings_teacher import OpenAITeacherSettings
-from tutorloop.labeling.openai_chat import ChatReply, chat_client, complete
+from tutorloop.labeling.openai_chat import ChatReply, chat_client, complete, json_answer
 from tutorloop.labeling.teacher import (
     TeacherAnswer,
     TeacherFailure,
@@ -42,7 +41,6 @@ Answer with one JSON object and nothing else:
 If no label fits well, choose the closest one and give a low confidence."""
 
 _LABEL_VALUE = re.compile(r'"label"\s*:\s*"')
-_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 
 
 class OpenAITeacher:
@@ -105,7 +103,7 @@ class OpenAITeacher:
     def _parse(self, reply: ChatReply) -> TeacherResult:
         content = reply.content
         try:
-            answer = json.loads(_FENCE.sub("", content.strip()))
+            answer = json_answer(content)
         except ValueError:
             return TeacherFailure("malformed", "answer is not JSON", reply.cost_usd, reply.tokens)
         if not isinstance(answer, dict) or not isinstance(answer.get("label"), str):
