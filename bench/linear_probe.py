@@ -42,7 +42,7 @@ from tutorloop.trainer.train import train_student
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dp import _dataset, _row  # the same dataset rows as the DP bench
-from open_intent import _oracle_recall, _splits  # the same splits as the open-intent bench
+from open_intent import _oracle_recall, _splits, split_parser  # the open-intent splits
 
 console = Console()
 _TEACHER = "all-mpnet-base-v2"
@@ -92,11 +92,7 @@ def _run_seed(seed: int, args: argparse.Namespace, teacher: Encoder) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--per-intent", type=int, default=20)
-    parser.add_argument("--eval", choices=("dev", "test"), default="dev")
-    args = parser.parse_args()
+    args = split_parser(__doc__).parse_args()
     teacher = Encoder(resolve_model(_TEACHER, load_settings().models_dir))
     runs: list[dict[str, Any]] = [_run_seed(int(s), args, teacher) for s in args.seeds.split(",")]
     table = Table(title=f"{args.per_intent} rows per known intent, {args.eval} rows")

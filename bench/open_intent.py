@@ -181,12 +181,18 @@ def _oracle_recall(
     return float((out_scores < correct[budget]).mean())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+def split_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every bench on these splits takes: ``--seeds``, ``--per-intent``, ``--eval``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else "")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--per-intent", type=int, default=20)
-    parser.add_argument("--holdout", type=float, default=0.25)
     parser.add_argument("--eval", choices=("dev", "test"), default="dev")
+    return parser
+
+
+def main() -> None:
+    parser = split_parser(__doc__)
+    parser.add_argument("--holdout", type=float, default=0.25)
     parser.add_argument("--max-drop", type=float, default=0.02)
     args = parser.parse_args()
     torch.manual_seed(0)

@@ -38,7 +38,7 @@ from tutorloop.trainer.train import train_student
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dp import _dataset, _row  # the same dataset rows as the DP bench
-from open_intent import _splits  # the same draws as the open-intent bench
+from open_intent import _splits, split_parser  # the same draws as the open-intent bench
 
 console = Console()
 
@@ -105,11 +105,7 @@ def _lookup_ms(rows: int, queries: int = 500) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--per-intent", type=int, default=20)
-    parser.add_argument("--eval", choices=("dev", "test"), default="dev")
-    args = parser.parse_args()
+    args = split_parser(__doc__).parse_args()
     torch.manual_seed(0)
     runs = [_run_seed(int(s), args) for s in args.seeds.split(",")]
     table = Table(title=f"retrieval memory, {args.per_intent} rows per intent, {args.eval} "
