@@ -1,12 +1,16 @@
-"""Benchmark: one retrain of 5,000 examples x 2 epochs, QLoRA (nf4) next to LoRA in fp32.
+"""Benchmark: one retrain on the same rows down each training path, with the CPU named.
 
-Each variant runs in its own process (so peak RSS is its own): import the examples as gold,
-build the dataset, train, calibrate and register — the `trainer bootstrap` path — then score
-the registered model on a held-out slice of the test file. Prints wall time, peak RSS and
-accuracy per variant, and QLoRA's figures as ratios against LoRA measured in the same run.
-Targets (issue #6): <= 10 minutes and <= 3 GB peak RSS on this machine.
+Variants, each in its own process (so peak RSS is its own): QLoRA (nf4) and LoRA on the fp32
+base (none), each on this CPU as it is and again as an AVX2-only CPU (``@avx2``:
+``infra.machine.AVX2_ONLY`` lowers torch's, bitsandbytes' and oneDNN's kernels to AVX2; nf4
+then dequantizes before every matmul and multiplies in bf16 without oneDNN). Each imports the
+examples as gold, builds the dataset, trains, calibrates and registers — the `trainer bootstrap`
+path — then scores the registered model on a held-out slice of the test file. Prints wall
+time, peak RSS and accuracy per variant, ratios against LoRA fp32 on the same capability in
+the same run, and which path ``trainer.quantization = "auto"`` picks on each.
 
-    .venv/bin/python bench/retrain.py [--examples 5000] [--epochs 2] [--eval 1000]
+    .venv/bin/python bench/retrain.py [--examples 1000] [--epochs 2] [--eval 1000]
+        [--variants nf4,none,nf4@avx2,none@avx2] [--json-out bench/out/retrain.json]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tutorloop.infra.machine import AVX2_ONLY
 from tutorloop.infra.warehouse_backends import open_warehouse
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +37,7 @@ def _child(variant: str, args: argparse.Namespace, data_dir: Path) -> dict[str, 
     import numpy as np
 
     from tutorloop.evaluation.metrics import quality
+    from tutorloop.infra.machine import describe_machine, training_path
     from tutorloop.infra.settings import load_settings
     from tutorloop.labeling.labeled_csv import read_labeled_csv
     from tutorloop.loop.cycle import bootstrap, sample_per_label
@@ -61,6 +67,9 @@ def _child(variant: str, args: argparse.Namespace, data_dir: Path) -> dict[str, 
     q = quality(probs, np.array([index[test.labels[i]] for i in order]))
     return {
         "variant": variant,
+        "cpu": describe_machine().cpu,
+        "cpu_capability": describe_machine().cpu_capability,
+        "auto_picks": training_path("auto").quantization,
         "examples": len(rows),
         "epochs": args.epochs,
         "wall_s": round(wall, 1),
@@ -74,13 +83,39 @@ def _child(variant: str, args: argparse.Namespace, data_dir: Path) -> dict[str, 
     }
 
 
+def _run(variant: str, args: argparse.Namespace) -> dict[str, object]:
+    quantization, _, capability = variant.partition("@")
+    env = dict(os.environ)
+    if capability == "avx2":
+        env.update(AVX2_ONLY)
+    elif capability:
+        sys.exit(f"unknown capability {capability!r} in {variant!r}: only avx2 is emulated")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, __file__, "--variant", quantization, "--data-dir", tmp]
+        cmd += ["--examples", str(args.examples), "--epochs", str(args.epochs)]
+        cmd += ["--eval", str(args.eval), "--train", str(args.train), "--test", str(args.test)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO, env=env)
+    if out.returncode != 0:
+        sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["variant"] = variant
+    print(f"{variant}: {result['wall_s']} s, accuracy {result['test_accuracy']}", flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=5000)
+    parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--eval", type=int, default=1000, help="held-out test rows scored")
     parser.add_argument("--train", type=Path, default=DATA / "train.csv")
     parser.add_argument("--test", type=Path, default=DATA / "test.csv")
+    parser.add_argument(
+        "--variants",
+        default="nf4,none,nf4@avx2,none@avx2",
+        help="comma-separated QUANTIZATION[@avx2]; @avx2 runs it as on an AVX2-only CPU",
+    )
+    parser.add_argument("--json-out", type=Path, help="also write the results here")
     parser.add_argument("--variant", choices=["nf4", "none"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -89,27 +124,39 @@ def main() -> None:
     if args.variant:
         print(json.dumps(_child(args.variant, args, args.data_dir)))
         return
-    results = {}
-    for variant in ("nf4", "none"):
-        with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, __file__, "--variant", variant, "--data-dir", tmp]
-            cmd += ["--examples", str(args.examples), "--epochs", str(args.epochs)]
-            cmd += ["--eval", str(args.eval), "--train", str(args.train), "--test", str(args.test)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
-            if out.returncode != 0:
-                sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
-            results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
-    q, lora = results["nf4"], results["none"]
-    print(f"{'':22} {'QLoRA (nf4)':>12} {'LoRA fp32':>12}")
-    for key in ("examples", "epochs", "steps", "wall_s", "peak_rss_mb", "test_accuracy",
-                "test_macro_f1", "test_ece"):  # fmt: skip
-        print(f"{key:22} {q[key]!s:>12} {lora[key]!s:>12}")
-    print(f"QLoRA / LoRA wall time: {q['wall_s'] / lora['wall_s']:.2f}x")
-    print(f"QLoRA / LoRA peak RSS:  {q['peak_rss_mb'] / lora['peak_rss_mb']:.2f}x")
-    print(f"accuracy, QLoRA - LoRA: {q['test_accuracy'] - lora['test_accuracy']:+.4f}")
-    for name, r in results.items():
-        ok = r["wall_s"] <= 600 and r["peak_rss_mb"] <= 3072
-        print(f"target (<= 600 s, <= 3072 MB) {name}: {'met' if ok else 'MISSED'}")
+    results = {variant: _run(variant, args) for variant in args.variants.split(",")}
+    first = next(iter(results.values()))
+    print(f"CPU: {first['cpu']}")
+    keys = (
+        "cpu_capability",
+        "auto_picks",
+        "examples",
+        "epochs",
+        "steps",
+        "wall_s",
+        "peak_rss_mb",
+        "test_accuracy",
+        "test_macro_f1",
+        "test_ece",
+    )
+    print(f"{'':16}" + "".join(f"{v:>14}" for v in results))
+    for key in keys:
+        print(f"{key:16}" + "".join(f"{r[key]!s:>14}" for r in results.values()))
+    for variant, r in results.items():
+        quantization, _, capability = variant.partition("@")
+        baseline = results.get("none" + (f"@{capability}" if capability else ""))
+        if quantization == "nf4" and baseline is not None:
+            wall = float(r["wall_s"]) / float(baseline["wall_s"])
+            gap = float(r["test_accuracy"]) - float(baseline["test_accuracy"])
+            print(
+                f"{variant} / LoRA fp32 on {r['cpu_capability']}: wall {wall:.2f}x, "
+                f"accuracy {gap:+.4f}"
+            )
+    for variant, r in results.items():
+        print(f"auto on {r['cpu_capability']} ({variant}) picks {r['auto_picks']}")
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results))
 
 

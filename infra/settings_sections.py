@@ -262,8 +262,10 @@ class TrainerSettings(_Section):
         min_length=1,
         description="student encoder: all-minilm-l6-v2 or a Hugging Face model folder",
     )
-    quantization: Literal["nf4", "none"] = Field(
-        default="nf4", description="nf4: QLoRA (bitsandbytes 4-bit base); none: LoRA in fp32"
+    quantization: Literal["auto", "nf4", "none"] = Field(
+        default="auto",
+        description="auto: nf4 where bitsandbytes has a fast 4-bit kernel (CUDA, AVX-512 "
+        "CPUs), else none; nf4: QLoRA (bitsandbytes 4-bit base); none: LoRA in fp32",
     )
     lora_r: int = Field(default=16, ge=1, le=256)
     lora_alpha: int = Field(default=32, ge=1)

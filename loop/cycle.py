@@ -41,7 +41,7 @@ from tutorloop.trainer.dataset_store import build_dataset, data_window, rows_per
 from tutorloop.trainer.label_filter import filter_teacher_labels
 from tutorloop.trainer.representation import representation_targets
 from tutorloop.trainer.runs import finish_run, package_versions, start_run
-from tutorloop.trainer.student import load_student, save_student
+from tutorloop.trainer.student import load_student, resolve_training_path, save_student
 from tutorloop.trainer.train import DPRequest, train_student
 
 log = logging.getLogger(__name__)
@@ -121,14 +121,17 @@ def _start_run(
             rows_per_user=rows_per_user(warehouse, dataset.dataset_hash),
             budget_window_days=privacy.budget_window_days,
         )  # fmt: skip
+    path = resolve_training_path(cfg.quantization)
     config: dict[str, Any] = {
         "trainer": cfg.model_dump(), "dataset": dataset.spec.to_dict(), "epochs": epochs,
+        "training_path": {"requested": path.requested, "chosen": path.quantization,
+                          "reason": path.reason, "fast_4bit_kernel": path.fast_kernel},
         "privacy": privacy.model_dump() if privacy.dp_epsilon is not None else None,
         "warm_start_from": warm_from.version if warm_from else None,
     }  # fmt: skip
     run_id = start_run(
         warehouse, dataset_hash=dataset.dataset_hash, base_model=str(cfg.base_model),
-        quantization=cfg.quantization, config=config, seed=cfg.seed,
+        quantization=path.quantization, config=config, seed=cfg.seed,
     )  # fmt: skip
     return run_id, window
 
@@ -150,6 +153,8 @@ def _card(
         "base_model": str(cfg.base_model),
         "base_model_path": str(base_folder),
         "quantization": student.quantization,
+        "quantization_requested": student.path.requested,
+        "quantization_reason": student.path.reason,
         "fallback_reason": student.fallback_reason,
         "hyperparameters": cfg.model_dump(),
         "seed": cfg.seed,

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from tutorloop.infra.cli_common import console, fail, settings_of
 from tutorloop.infra.warehouse_backends import open_warehouse
+
+# (name, ok, detail); ok None is a warning: worth reading, not a failed installation.
+_Check = tuple[str, bool | None, str]
 
 
 def doctor(
@@ -18,11 +22,12 @@ def doctor(
         False, "--start", help="start the embedded broker for the check if it is not running"
     ),
 ) -> None:
-    """Check the installation end to end: config, warehouse, broker, an event round trip."""
+    """Check the installation end to end: the machine and the training path it gets, config,
+    warehouse, broker, an event round trip."""
     from tutorloop.infra.broker import EmbeddedBroker, bootstrap_servers
 
     settings = settings_of(ctx)
-    checks: list[tuple[str, bool, str]] = []
+    checks: list[_Check] = _machine_checks(settings.data_dir, settings.trainer.quantization)
 
     wh = open_warehouse(settings)
     t0 = time.perf_counter()
@@ -63,6 +68,27 @@ def doctor(
         if started_here:
             broker.down()
     _report(checks)
+
+
+def _machine_checks(data_dir: Path, quantization: str) -> list[_Check]:
+    """Why a run is fast or slow here: the CPU and what torch makes of it, threads, memory,
+    disk, and the training path ``trainer.quantization`` resolves to on this machine."""
+    from tutorloop.infra.machine import describe_machine, training_path
+
+    m = describe_machine(data_dir)
+    gpu = f", GPU {m.cuda}" if m.cuda else ""
+    path = training_path(quantization)
+    return [
+        ("machine", True, f"{m.cpu} ({m.arch}, torch capability {m.cpu_capability}){gpu}"),
+        ("threads", True, f"{m.torch_threads} torch threads on {m.cpus} CPUs"),
+        ("memory", True, f"{m.memory_available_gib} GiB free of {m.memory_gib} GiB"),
+        ("disk", True, f"{m.disk_free_gib} GiB free under {data_dir}"),
+        (
+            "training path",
+            None if path.slow else True,
+            f"trainer.quantization = {path.requested} -> {path.quantization}: {path.reason}",
+        ),
+    ]
 
 
 def _roundtrip(topic: str, bootstrap: str) -> None:
@@ -112,11 +138,12 @@ def _roundtrip(topic: str, bootstrap: str) -> None:
     raise RuntimeError("the produced event was not read back within 10 s")
 
 
-def _report(checks: list[tuple[str, bool, str]]) -> None:
+def _report(checks: list[_Check]) -> None:
     table = Table("check", "ok", "detail")
+    marks = {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]warn[/]"}
     for name, ok, detail in checks:
-        table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", detail)
+        table.add_row(name, marks[ok], detail)
     console.print(table)
-    failed = [name for name, ok, _ in checks if not ok]
+    failed = [name for name, ok, _ in checks if ok is False]
     if failed:
         fail(f"failed: {', '.join(failed)}")

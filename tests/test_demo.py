@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
+from tutorloop.infra.machine import training_path
 
 DATA = Path(__file__).parent / "data"
 
@@ -63,12 +64,14 @@ def test_quick_demo_runs_the_loop_and_writes_a_sane_report(tmp_path: Path) -> No
     # Everything the demo started is stopped: the broker's state file is gone.
     assert not (out / "data" / "broker" / "broker.json").exists()
     assert "report:" in done.stdout
-    # Train what you serve: QLoRA trains on the nf4 base, serving runs the fp32 merge (then
-    # int8). Each card states the gap on the gold rows, and it is small.
+    # Train what you serve: the default trains on the path that is fast here (QLoRA on the nf4
+    # base where bitsandbytes has a fast kernel, else LoRA on fp32), serving runs the fp32
+    # merge (then int8). Each card states the gap on the gold rows, and it is small.
     cards = [
         json.loads(p.read_text()) for p in (out / "data").glob("artifacts/models/v*/card.json")
     ]
-    assert cards and all(card["quantization"] == "nf4" for card in cards)
+    chosen = training_path("auto").quantization
+    assert cards and all(card["quantization"] == chosen for card in cards)
     # A champion with a retrieval memory is also scored without it (the ablation, same run).
     used = {card["version"]: card["retrieval"]["used"] for card in cards}
     for row in results["rows"]:

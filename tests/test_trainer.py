@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.warehouse_cases import capture
+from tutorloop.infra.machine import training_path
 from tutorloop.infra.settings import Settings, load_settings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.infra.warehouse_backends import open_warehouse
@@ -54,6 +55,12 @@ def tiny_env(data_dir: Path) -> dict[str, str]:
     }
 
 
+def expected_capability() -> str:
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
 def _bootstrap(settings: Settings) -> str:
     warehouse = open_warehouse(settings)
     seed = sample_per_label(read_labeled_csv(TRAIN), 10, 0)
@@ -78,7 +85,9 @@ def test_bootstrap_through_the_cli_registers_a_reproducible_candidate(tmp_path: 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["version"] == "v1" and report["quantization"] == "nf4"
+    # The default ("auto") trains nf4 where bitsandbytes has a fast kernel, fp32 LoRA elsewhere.
+    expected = training_path("auto")
+    assert report["version"] == "v1" and report["quantization"] == expected.quantization
     assert report["fallback_reason"] is None
     evaluation = report["metrics"]["eval"]
     assert evaluation["n"] == 160
@@ -89,13 +98,22 @@ def test_bootstrap_through_the_cli_registers_a_reproducible_candidate(tmp_path: 
     warehouse = open_warehouse(settings)
     [run] = warehouse.query_dicts("SELECT * FROM training_runs")
     assert run["status"] == "succeeded" and run["dataset_hash"] == report["dataset_hash"]
-    assert run["quantization"] == "nf4" and run["seed"] == 0
+    assert run["quantization"] == expected.quantization and run["seed"] == 0
+    assert json.loads(run["config"])["training_path"] == {
+        "requested": "auto",
+        "chosen": expected.quantization,
+        "reason": expected.reason,
+        "fast_4bit_kernel": expected.fast_kernel,
+    }
     assert json.loads(run["package_versions"])["torch"].startswith("2.")
-    assert json.loads(run["hardware"])["cpus"] >= 1
+    hardware = json.loads(run["hardware"])
+    assert hardware["cpus"] >= 1 and hardware["cpu_capability"] == expected_capability()
     assert json.loads(run["config"])["trainer"]["lora_r"] == 16
     version = get(warehouse, "v1")
     assert version.status == "candidate" and len(version.label_set) == 8
     card = verify(version.artifact_dir)
+    assert card["quantization_requested"] == "auto"
+    assert card["quantization_reason"] == expected.reason
     assert card["dataset_hash"] == report["dataset_hash"] and "adapter/adapter_config.json" in {
         *card["files"]
     }
@@ -205,7 +223,7 @@ def test_without_4bit_the_run_falls_back_and_says_so(
         raise ImportError("bitsandbytes 4-bit is not available on this machine")
 
     monkeypatch.setattr(transformers, "BitsAndBytesConfig", no_4bit)
-    settings = tiny_settings(tmp_path / "d")
+    settings = tiny_settings(tmp_path / "d", trainer={"quantization": "nf4"})
     version = _bootstrap(settings)
     warehouse = open_warehouse(settings)
     [run] = warehouse.query_dicts("SELECT quantization, fallback_reason FROM training_runs")

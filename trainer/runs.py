@@ -7,7 +7,6 @@ A run row is inserted as ``running`` before any training, and finished as ``succ
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import uuid
@@ -16,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tutorloop.infra.machine import describe_machine
 from tutorloop.infra.warehouse import Warehouse
 
 _PACKAGES = (
@@ -54,23 +54,10 @@ def git_commit() -> str | None:
 
 
 def hardware() -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.is_available(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        info["memory_gib"] = round(pages / 2**30, 1)
-    except (ValueError, OSError):
-        pass
+    """Where a run trained: the CPU by name and torch's capability, since speed (and the
+    training path ``auto`` picks) depends on both."""
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version()}
+    info.update(describe_machine().to_dict())
     return info
 
 

@@ -1,10 +1,12 @@
 """Loading the student for training: a 4-bit (QLoRA) or full-precision base with LoRA adapters.
 
-QLoRA follows the recipe that works on CPU here (``../shared/ENVIRONMENT.md``): nf4 with
-double quantization, bf16 compute, the classifier head and pooler left unquantized (without
-that skip list the first forward fails), ``prepare_model_for_kbit_training``, LoRA on all
-linear layers. Where 4-bit cannot load, the student trains as LoRA in fp32 with a warning,
-and the run records why.
+``trainer.quantization`` is resolved once per process for the machine
+(:func:`tutorloop.infra.machine.training_path`): ``auto`` trains nf4 only where bitsandbytes
+has a fast 4-bit kernel, LoRA on the fp32 base elsewhere. QLoRA follows the recipe that works
+on CPU here: nf4 with double quantization, bf16 compute, the classifier head and pooler left
+unquantized (without that skip list the first forward fails), ``prepare_model_for_kbit_training``,
+LoRA on all linear layers. Where 4-bit cannot load, the student trains as LoRA in fp32 with a
+warning, and the run records why.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from tutorloop.infra.machine import TrainingPath, training_path
 from tutorloop.infra.settings_sections import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -28,8 +32,9 @@ log = logging.getLogger(__name__)
 class Student:
     model: Any  # a peft PeftModel
     tokenizer: Any
-    quantization: str  # "nf4" or "none"
-    fallback_reason: str | None
+    quantization: str  # "nf4" or "none": what it trains on
+    fallback_reason: str | None  # why 4-bit was asked for and could not load
+    path: TrainingPath  # what was asked, what was chosen for this machine and why
 
 
 def _base(folder: Path, labels: list[str], quantize: bool) -> Any:
@@ -79,7 +84,8 @@ def load_student(
     """
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
-    quantization, reason = cfg.quantization, None
+    path = resolve_training_path(cfg.quantization)
+    quantization, reason = path.quantization, None
     if quantization == "nf4":
         try:
             base = _base(base_folder, labels, quantize=True)
@@ -106,7 +112,19 @@ def load_student(
                 target_modules="all-linear",
             ),
         )
-    return Student(model, tokenizer, quantization, reason)
+    return Student(model, tokenizer, quantization, reason, path)
+
+
+@cache
+def resolve_training_path(requested: str) -> TrainingPath:
+    """The training path for this process, decided once; an explicit nf4 on a device without
+    the fast kernel trains as asked and warns once, with the measured cost."""
+    path = training_path(requested)
+    if path.slow:
+        log.warning("trainer.quantization = nf4: %s", path.reason)
+    else:
+        log.info("training path: %s (%s)", path.quantization, path.reason)
+    return path
 
 
 def save_student(student: Student, folder: Path, labels: list[str], temperature: float) -> None:
