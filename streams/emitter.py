@@ -7,9 +7,9 @@ sent after ``linger_ms``. kafka-python's own buffer is unbounded, so the emitter
 When delivery fails, or an event is dropped, it is counted, logged (its id, never its text)
 and handed to the ``on_error`` callback.
 
-Raw text leaves the serving process only where capture needs it: with a ``text_policy`` the
-emitter strips the text from every prediction event that policy would not capture or whose
-user did not consent (the worker audits those from metadata alone).
+Raw text leaves the serving process only where capture needs it: the emitter strips the text
+from every prediction event whose user did not consent and, with a ``text_policy``, from every
+one that policy would not capture (the worker audits those from metadata alone).
 """
 
 from __future__ import annotations
@@ -34,11 +34,14 @@ ErrorCallback = Callable[[Event, BaseException], None]
 
 
 def as_sent(policy: CapturePolicy | None, event: PredictionEvent) -> PredictionEvent:
-    """``event`` as it leaves serving: with its text only when the capture policy would keep
-    it and its user consented (every event keeps it, without a policy)."""
-    if event.text is None or policy is None:
+    """``event`` as it leaves serving: with its text only when its user consented and, with a
+    capture policy (``streams.emit_text = "capturable"``), only when that policy would keep it.
+    Consent is checked in every mode: without it the text never leaves serving."""
+    if event.text is None:
         return event
-    if event.consent.training and policy.reason(event) is not None:
+    if not event.consent.training:
+        return event.without_text()
+    if policy is None or policy.reason(event) is not None:
         return event
     return event.without_text()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import read_topic
 from tests.streams_events import escalation, prediction
 from tutorloop.infra.broker import EmbeddedBroker
@@ -14,6 +16,7 @@ from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS, ensure_topics
 from tutorloop.streams.emitter import PredictionEmitter
 from tutorloop.streams.events import PredictionEvent
 from tutorloop.streams.policy import CapturePolicy
+from tutorloop.streams.spool_emitter import SpoolingEmitter
 
 
 def _read_all(settings: Settings, topic: str, expected: int) -> list[bytes]:
@@ -42,6 +45,38 @@ def test_emitted_events_arrive_and_close_flushes(settings: Settings) -> None:
     expected = [e if keep else e.without_text() for e, keep in zip(events, keeps, strict=True)]
     assert sorted(values) == sorted(e.to_bytes() for e in expected)
     assert len(_read_all(settings, settings.topic(ESCALATIONS), 1)) == 1
+
+
+@pytest.mark.parametrize("emitter_kind", ["direct", "spooling"])
+def test_consented_mode_never_sends_the_text_of_users_who_did_not_consent(
+    settings: Settings, tmp_path: Path, emitter_kind: str
+) -> None:
+    """``emit_text = "consented"`` widens the text to every consented prediction, never to
+    an unconsented one (both emitters, the direct and the spooling one)."""
+    settings = settings.model_copy(
+        update={
+            "streams": settings.streams.model_copy(update={"emit_text": "consented"}),
+            "data_dir": tmp_path,
+        }
+    )
+    ensure_topics(settings, settings.broker.bootstrap_servers)
+    events = [
+        prediction(confidence=0.95, consent=i % 2 == 0, text=f"query {i}: card 4000 0000 {i:04}")
+        for i in range(20)
+    ]
+    emitter: PredictionEmitter | SpoolingEmitter = (
+        PredictionEmitter.from_settings(settings)
+        if emitter_kind == "direct"
+        else SpoolingEmitter.from_settings(settings)
+    )
+    with emitter:
+        assert all(emitter.emit(e) for e in events)
+    assert emitter.stats.with_text == 10
+    values = _read_all(settings, settings.topic(PREDICTIONS), 20)
+    expected = [e if e.consent.training else e.without_text() for e in events]
+    assert sorted(values) == sorted(e.to_bytes() for e in expected)
+    for i in range(1, 20, 2):  # no unconsented text on the topic, in any form
+        assert not any(f"query {i}:".encode() in v for v in values)
 
 
 def test_broker_outage_never_blocks_or_raises_into_the_request_path(tmp_path: Path) -> None:
