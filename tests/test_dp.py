@@ -335,3 +335,33 @@ def test_the_head_plan_takes_the_most_steps_its_noise_allows() -> None:
     assert not tiny.can_learn
     adapters = plan(1500, PrivacySettings(dp_epsilon=8.0, dp_adapters=True))
     assert adapters.method == "adapters" and adapters.batch_size == 256
+
+
+def test_k_counts_a_users_private_validation_rows_too(warehouse: Warehouse) -> None:
+    """DP training samples private validation rows as well as private train rows, so the
+    group-privacy k (the most rows of one user) counts both; public rows spend nothing."""
+    from tests.warehouse_cases import capture
+    from tutorloop.trainer.dataset_store import rows_per_user
+
+    alice = capture(warehouse, ["a one", "a two", "a three"], users=["alice"] * 3)
+    [bob] = capture(warehouse, ["b one"], users=["bob"])
+    imported = [str(uuid.uuid4()) for _ in range(4)]  # bob's public rows: they spend nothing
+    members = [
+        (alice[0], "train"),
+        (alice[1], "validation"),
+        (alice[2], "validation"),
+        (bob, "train"),
+    ] + [(case_id, "train") for case_id in imported]
+    with warehouse.transaction() as con:
+        for case_id in imported:
+            con.execute(
+                f"INSERT INTO cases SELECT * REPLACE ('{case_id}' AS case_id, 'imp' AS"
+                " request_id, 'gold_import' AS capture_reason) FROM cases WHERE case_id = ?",
+                [bob],
+            )
+        for case_id, split in members:
+            con.execute(
+                "INSERT INTO dataset_members VALUES ('d1', ?, ?, 'top_up', 'human')",
+                [case_id, split],
+            )
+    assert rows_per_user(warehouse, "d1") == 3

@@ -20,7 +20,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 from datasets.utils.logging import disable_progress_bar
 
 from tutorloop.infra.hashing import JsonDigest
-from tutorloop.infra.tables import Split
+from tutorloop.infra.tables import PUBLIC_REASONS, Split
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.trainer.dataset import SPLITS, DatasetSpec, DatasetVersion, Row, assemble
 
@@ -127,15 +127,19 @@ def data_window(warehouse: Warehouse, dataset_hash: str) -> tuple[datetime | Non
 
 
 def rows_per_user(warehouse: Warehouse, dataset_hash: str) -> int:
-    """The most training rows one user contributed to the dataset (k of group privacy).
+    """The most private rows one user contributed to the dataset (k of group privacy).
 
-    Counts the train split, the rows DP-SGD samples; at least 1.
+    Counts every row DP-SGD may sample: the private rows of the train split and of the
+    validation split (a DP run trains on its private validation rows too, since choosing by
+    them would spend privacy the accountant does not count). Public (imported) rows spend
+    none. At least 1.
     """
+    public = ", ".join("?" for _ in PUBLIC_REASONS)
     row = warehouse.query(
         "SELECT max(n) FROM (SELECT count(*) AS n FROM dataset_members m JOIN cases c"
-        " USING (case_id) WHERE m.dataset_hash = ? AND m.split = ? GROUP BY c.tenant_id,"
-        " c.user_id)",
-        [dataset_hash, Split.TRAIN],
+        " USING (case_id) WHERE m.dataset_hash = ? AND m.split IN (?, ?)"
+        f" AND c.capture_reason NOT IN ({public}) GROUP BY c.tenant_id, c.user_id)",
+        [dataset_hash, Split.TRAIN, Split.VALIDATION, *PUBLIC_REASONS],
     )
     return max(1, int(row[0][0] or 1)) if row else 1
 
