@@ -62,6 +62,7 @@ class RelabelReport:
     spot_checks: int = 0
     cost_usd: float = 0.0
     tokens: int = 0
+    erased: int = 0  # cases erased while their answers were on the way: nothing stored
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,13 +174,19 @@ def relabel(
         results = dict(zip(unanswered, _call(teacher, list(unanswered.values())), strict=True))
         report.calls += len(unanswered)
         with warehouse.transaction() as con:
+            # An erasure that ran while the teacher answered deleted these cases (and the
+            # cache rows of their texts): storing the answers would bring their content back.
+            erased = _erased_since(con, batch)
+            kept = [case for case in batch if case.case_id not in erased]
+            answers = _answers_for(kept, results)
             items, spot_checks = _store(
-                con, info.teacher_id, info.version, batch, cached, results,
+                con, info.teacher_id, info.version, kept, cached, answers,
                 review_below, spot_check,
             )  # fmt: skip
+        report.erased += len(erased)
         report.review_items += items
         report.spot_checks += spot_checks
-        for case in batch:
+        for case in kept:
             result = cached.get(case.text_hash) or results[case.text_hash]
             if isinstance(result, TeacherAnswer):
                 report.labeled += 1
@@ -191,13 +198,33 @@ def relabel(
             report.cost_usd += result.cost_usd
             report.tokens += result.tokens
         # Texts answered in this batch are cached for later duplicates in the same run.
-        for text_hash, result in results.items():
+        for text_hash, result in answers.items():
             if isinstance(result, TeacherAnswer):
                 cached[text_hash] = result
         if on_batch is not None:
             on_batch(len(batch))
     report.failures = dict(failures)
     return report
+
+
+def _erased_since(con: duckdb.DuckDBPyConnection, batch: Sequence[PendingCase]) -> set[str]:
+    """The batch's cases that are gone from ``cases`` (``privacy forget`` deleted them)."""
+    ids = [case.case_id for case in batch]
+    alive = {
+        str(row[0])
+        for row in con.execute(
+            "SELECT case_id FROM cases WHERE case_id IN (SELECT unnest(?::VARCHAR[]))", [ids]
+        ).fetchall()
+    }
+    return set(ids) - alive
+
+
+def _answers_for(
+    batch: Sequence[PendingCase], results: dict[str, TeacherResult]
+) -> dict[str, TeacherResult]:
+    """The answers about texts that some case of ``batch`` still holds."""
+    hashes = {case.text_hash for case in batch}
+    return {text_hash: r for text_hash, r in results.items() if text_hash in hashes}
 
 
 def _store(

@@ -21,7 +21,9 @@ from tutorloop.infra.settings_teacher import OpenAITeacherSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.relabel import relabel
+from tutorloop.labeling.teacher import TeacherResult
 from tutorloop.labeling.teacher_openai import OpenAITeacher
+from tutorloop.privacy.erasure import forget
 
 LABELS = ["card_arrival", "card_lost", "top_up_failed", "top_up_limits"]
 EMAIL = "jane.canary@example.com"
@@ -191,3 +193,46 @@ def test_a_killed_relabel_loses_nothing_and_repeats_no_answered_call(
     assert all(calls[t] == 1 for t in answered_before)
     # Only the calls in flight when the process died (concurrency 2) can repeat.
     assert sum(calls.values()) - len(texts) <= 2
+
+
+class _ErasingTeacher:
+    """The real endpoint teacher, with ``privacy forget`` of one user run while it answers:
+    the erasure lands between the relabel job's read of the cases and its write."""
+
+    def __init__(self, inner: OpenAITeacher, warehouse: Warehouse, user_id: str) -> None:
+        self.inner, self.warehouse, self.user_id = inner, warehouse, user_id
+        self.info = inner.info
+
+    def label_batch(self, texts: list[str]) -> list[TeacherResult]:
+        forget(self.warehouse, self.user_id, actor="test")
+        return self.inner.label_batch(texts)
+
+
+def test_a_relabel_running_during_forget_recreates_nothing_of_the_erased_user(
+    warehouse: Warehouse, fake: FakeOpenAI
+) -> None:
+    texts = [f"my card {i} has not come" for i in range(4)] + ["top up failed again"]
+    ids = capture(warehouse, texts, users=["erased", "erased", "kept", "kept", "erased"])
+    erased_ids = [ids[0], ids[1], ids[4]]
+    hashes = [
+        r["text_hash"]
+        for r in warehouse.query_dicts(
+            "SELECT text_hash FROM cases WHERE case_id IN (SELECT unnest(?::VARCHAR[]))",
+            [erased_ids],
+        )
+    ]
+    report = relabel(warehouse, _ErasingTeacher(_teacher(fake), warehouse, "erased"))
+    for table, column, values in [
+        ("labels", "case_id", erased_ids),
+        ("review_queue", "case_id", erased_ids),
+        ("teacher_errors", "case_id", erased_ids),
+        ("teacher_cache", "text_hash", hashes),
+    ]:
+        left = warehouse.query(
+            f"SELECT count(*) FROM {table} WHERE {column} IN (SELECT unnest(?::VARCHAR[]))",
+            [values],
+        )
+        assert left[0][0] == 0, table
+    labeled = warehouse.query("SELECT count(*) FROM labels WHERE source = 'teacher'")
+    assert labeled[0][0] == 2  # the kept user's cases are labeled as usual
+    assert (report.pending, report.erased, report.labeled) == (5, 3, 2)
