@@ -87,7 +87,7 @@ def test_every_pin_carries_a_hash() -> None:
 
 def test_the_suite_runs_on_exactly_the_locked_releases() -> None:
     """CI installs the lock: a package that drifted from it means CI tested another program."""
-    drifted = {}
+    drifted: dict[str, tuple[str, str | None]] = {}
     for name, (version, _) in _locked().items():
         try:
             installed = Version(metadata.version(name))

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -203,7 +203,7 @@ class _ErasingTeacher:
         self.inner, self.warehouse, self.user_id = inner, warehouse, user_id
         self.info = inner.info
 
-    def label_batch(self, texts: list[str]) -> list[TeacherResult]:
+    def label_batch(self, texts: Sequence[str]) -> list[TeacherResult]:
         forget(self.warehouse, self.user_id, actor="test")
         return self.inner.label_batch(texts)
 
