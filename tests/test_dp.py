@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.warehouse_cases import capture
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.dp import (
     AdapterUnchangedError,
@@ -25,6 +26,7 @@ from tutorloop.privacy.dp import (
     spent,
     trainable_snapshot,
 )
+from tutorloop.trainer.dataset_store import rows_per_user
 
 torch = pytest.importorskip("torch")
 W_START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -337,12 +339,11 @@ def test_the_head_plan_takes_the_most_steps_its_noise_allows() -> None:
     assert adapters.method == "adapters" and adapters.batch_size == 256
 
 
-def test_k_counts_a_users_private_validation_rows_too(warehouse: Warehouse) -> None:
+def test_k_counts_a_users_private_validation_rows_too(any_warehouse: Warehouse) -> None:
     """DP training samples private validation rows as well as private train rows, so the
-    group-privacy k (the most rows of one user) counts both; public rows spend nothing."""
-    from tests.warehouse_cases import capture
-    from tutorloop.trainer.dataset_store import rows_per_user
-
+    group-privacy k (the most rows of one user) counts both; public rows spend nothing. On
+    the DuckDB file and on PostgreSQL."""
+    warehouse = any_warehouse
     alice = capture(warehouse, ["a one", "a two", "a three"], users=["alice"] * 3)
     [bob] = capture(warehouse, ["b one"], users=["bob"])
     imported = [str(uuid.uuid4()) for _ in range(4)]  # bob's public rows: they spend nothing
@@ -355,9 +356,12 @@ def test_k_counts_a_users_private_validation_rows_too(warehouse: Warehouse) -> N
     with warehouse.transaction() as con:
         for case_id in imported:
             con.execute(
-                f"INSERT INTO cases SELECT * REPLACE ('{case_id}' AS case_id, 'imp' AS"
-                " request_id, 'gold_import' AS capture_reason) FROM cases WHERE case_id = ?",
-                [bob],
+                "INSERT INTO cases (case_id, request_id, ts, tenant_id, user_id, model_version,"
+                " text, text_hash, capture_reason, consent_training, scrub_findings,"
+                " scrub_policy_version, captured_at) SELECT ?, 'imp', ts, tenant_id, user_id,"
+                " model_version, text, text_hash, 'gold_import', consent_training, scrub_findings,"
+                " scrub_policy_version, captured_at FROM cases WHERE case_id = ?",
+                [case_id, bob],
             )
         for case_id, split in members:
             con.execute(

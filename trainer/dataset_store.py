@@ -138,7 +138,7 @@ def rows_per_user(warehouse: Warehouse, dataset_hash: str) -> int:
     row = warehouse.query(
         "SELECT max(n) FROM (SELECT count(*) AS n FROM dataset_members m JOIN cases c"
         " USING (case_id) WHERE m.dataset_hash = ? AND m.split IN (?, ?)"
-        f" AND c.capture_reason NOT IN ({public}) GROUP BY c.tenant_id, c.user_id)",
+        f" AND c.capture_reason NOT IN ({public}) GROUP BY c.tenant_id, c.user_id) AS per_user",
         [dataset_hash, Split.TRAIN, Split.VALIDATION, *PUBLIC_REASONS],
     )
     return max(1, int(row[0][0] or 1)) if row else 1
