@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from tutorloop.infra.hashing import fingerprint, stable_unit
+from tutorloop.infra.sql_dialect import dialect_of
 from tutorloop.infra.tables import IMPORTED_REASONS, CaptureReason, LabelSource, ReviewReason
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.labeling.teacher import Teacher, TeacherAnswer, TeacherFailure, TeacherResult
@@ -208,12 +209,19 @@ def relabel(
 
 
 def _erased_since(con: duckdb.DuckDBPyConnection, batch: Sequence[PendingCase]) -> set[str]:
-    """The batch's cases that are gone from ``cases`` (``privacy forget`` deleted them)."""
+    """The batch's cases that are gone from ``cases`` (``privacy forget`` deleted them).
+
+    On PostgreSQL the survivors are share-locked until this transaction commits: a ``forget``
+    that starts meanwhile waits (it locks the user's cases FOR UPDATE), then deletes what this
+    transaction stored. DuckDB has one writing process at a time.
+    """
     ids = [case.case_id for case in batch]
+    lock = " FOR SHARE" if dialect_of(con) == "postgres" else ""
     alive = {
         str(row[0])
         for row in con.execute(
-            "SELECT case_id FROM cases WHERE case_id IN (SELECT unnest(?::VARCHAR[]))", [ids]
+            f"SELECT case_id FROM cases WHERE case_id IN (SELECT unnest(?::VARCHAR[])){lock}",
+            [ids],
         ).fetchall()
     }
     return set(ids) - alive

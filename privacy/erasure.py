@@ -32,6 +32,7 @@ import duckdb
 
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.hashing import subject_hash
+from tutorloop.infra.sql_dialect import dialect_of
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.snapshot_erasure import RewrittenSnapshot, rewrite_snapshot, tombstone
 
@@ -170,7 +171,10 @@ def forget(
         first_datasets = _datasets_of(con, first_cases, subject)
         staged = _rewrite(_snapshots(con, first_datasets), set(first_cases))
     with warehouse.transaction() as con:
-        case_ids = _ids(con, "SELECT case_id FROM cases WHERE user_id = ?", [user_id])
+        # FOR UPDATE (PostgreSQL): waits for a relabel that share-locked these cases to commit,
+        # so the deletes below see its rows; DuckDB has one writing process at a time.
+        lock = " FOR UPDATE" if dialect_of(con) == "postgres" else ""
+        case_ids = _ids(con, f"SELECT case_id FROM cases WHERE user_id = ?{lock}", [user_id])
         datasets = _datasets_of(con, case_ids, subject)
         staged += _rewrite(_snapshots(con, datasets - first_datasets), set(case_ids))
         successors = _record_successors(con, staged, set(case_ids), erasure_id)
