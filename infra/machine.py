@@ -3,10 +3,11 @@
 QLoRA on CPU is fast only where two things hold: bitsandbytes registers its 4-bit CPU kernels,
 which it does exactly when torch reports the ``AVX512`` capability, and bf16 matrix products
 (QLoRA's compute dtype) run in oneDNN, which needs AVX-512 (or AMX) too; without them torch
-multiplies bf16 in a scalar loop, ~14x slower than fp32 here. Elsewhere — AVX2-only x86 CPUs,
+multiplies bf16 in a scalar loop: 14x slower than oneDNN's bf16 and 5.6x slower than fp32 in
+a microbenchmark here (BENCHMARKS.md). Elsewhere — AVX2-only x86 CPUs,
 ARM — nf4 training is an order of magnitude slower than LoRA on the full-precision base
-(``bench/retrain.py``), so ``trainer.quantization = "auto"`` picks nf4 only where both hold,
-or on CUDA.
+(``bench/retrain.py``), so ``trainer.quantization = "auto"`` picks nf4 only where both hold.
+The trainer trains on the CPU, also on a machine with a GPU.
 
 On a machine with AVX-512, ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` makes torch,
 bitsandbytes and oneDNN all behave as on an AVX2-only CPU (:data:`AVX2_ONLY`): that is how the
@@ -122,9 +123,8 @@ def _bf16_matmul() -> bool:
 
 @cache
 def fast_4bit_kernel() -> str | None:
-    """The device's fast 4-bit path ("CUDA", or "CPU AVX512 + oneDNN bf16"), else None."""
-    if _cuda_device() is not None:
-        return "CUDA"
+    """This CPU's fast 4-bit path ("CPU AVX512 + oneDNN bf16"), else None. The trainer trains
+    on the CPU, also where a GPU is present, so the GPU does not count."""
     if _cpu_capability() == "AVX512" and _bf16_matmul():
         return "CPU AVX512 + oneDNN bf16"
     return None

@@ -264,8 +264,9 @@ class TrainerSettings(_Section):
     )
     quantization: Literal["auto", "nf4", "none"] = Field(
         default="auto",
-        description="auto: nf4 where bitsandbytes has a fast 4-bit kernel (CUDA, AVX-512 "
-        "CPUs), else none; nf4: QLoRA (bitsandbytes 4-bit base); none: LoRA in fp32",
+        description="auto: nf4 where this CPU has bitsandbytes' fast 4-bit kernels and "
+        "oneDNN bf16 (AVX-512), else none; nf4: QLoRA (bitsandbytes 4-bit base); none: LoRA "
+        "on the fp32 base",
     )
     lora_r: int = Field(default=16, ge=1, le=256)
     lora_alpha: int = Field(default=32, ge=1)

@@ -73,9 +73,12 @@ def doctor(
 def _machine_checks(data_dir: Path, quantization: str) -> list[_Check]:
     """Why a run is fast or slow here: the CPU and what torch makes of it, threads, memory,
     disk, and the training path ``trainer.quantization`` resolves to on this machine."""
-    from tutorloop.infra.machine import describe_machine, training_path
+    try:
+        from tutorloop.infra.machine import describe_machine, training_path
 
-    m = describe_machine(data_dir)
+        m = describe_machine(data_dir)
+    except ImportError as exc:  # an install without the ml extra: nothing here trains
+        return [("machine", None, f"not described: {exc.name or exc} is not installed")]
     gpu = f", GPU {m.cuda}" if m.cuda else ""
     path = training_path(quantization)
     return [

@@ -8,24 +8,28 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import run_cli
-from tests.test_trainer import TRAIN, tiny_env, tiny_settings
+from tests.test_trainer import TEST, TRAIN, tiny_env, tiny_settings
 from tutorloop.infra.machine import AVX2_ONLY, NF4_SLOWDOWN_WITHOUT_FAST_KERNEL, training_path
 from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.registry.store import get, verify
 from tutorloop.registry.torch_model import load_torch_student
 
 AVX2 = AVX2_ONLY
+# The AVX2 emulation lowers x86 instruction sets: it means nothing on ARM.
+x86_only = pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates an x86 CPU")
 
 
 def test_auto_picks_nf4_exactly_where_bitsandbytes_has_a_fast_kernel() -> None:
-    fast = torch.cuda.is_available() or (
+    fast = (
         torch.backends.cpu.get_cpu_capability() == "AVX512"
         and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     )
@@ -36,8 +40,11 @@ def test_auto_picks_nf4_exactly_where_bitsandbytes_has_a_fast_kernel() -> None:
     assert training_path("nf4").quantization == "nf4"  # as configured, fast or not
 
 
+@x86_only
 def test_auto_trains_lora_in_fp32_on_an_avx2_cpu(tmp_path: Path) -> None:
     env = tiny_env(tmp_path / "d") | AVX2
+    imported = run_cli("dataset", "import", "--data", str(TEST), "--eval", env=env)
+    assert imported.returncode == 0, imported.stderr
     done = run_cli(
         "trainer",
         "bootstrap",
@@ -70,6 +77,7 @@ def test_auto_trains_lora_in_fp32_on_an_avx2_cpu(tmp_path: Path) -> None:
     assert student.predict_proba(["I lost my card"]).shape == (1, 8)
 
 
+@x86_only
 def test_explicit_nf4_without_the_fast_kernel_trains_as_asked_and_warns_once() -> None:
     code = (
         "import logging; logging.basicConfig(level=logging.INFO)\n"
@@ -92,6 +100,7 @@ def test_explicit_nf4_without_the_fast_kernel_trains_as_asked_and_warns_once() -
     assert NF4_SLOWDOWN_WITHOUT_FAST_KERNEL in warnings[0] and "AVX2" in warnings[0]
 
 
+@x86_only
 def test_doctor_names_the_cpu_and_the_path_auto_picks() -> None:
     missing_broker = {"TUTORLOOP_BROKER__PORT": "1"}
     result = run_cli("doctor", env=missing_broker | AVX2)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,9 @@ def _base(folder: Path, labels: list[str], quantize: bool) -> Any:
             bnb_4bit_use_double_quant=True,
             llm_int8_skip_modules=["classifier", "pooler"],
         )
+        # The trainer runs on the CPU; transformers would put a 4-bit model on cuda:0 when a
+        # GPU is present, away from the batches.
+        kwargs["device_map"] = {"": "cpu"}
     return AutoModelForSequenceClassification.from_pretrained(str(folder), **kwargs)
 
 
@@ -99,6 +102,8 @@ def load_student(
             quantization = "none"
     if quantization == "none":
         base = _base(base_folder, labels, quantize=False)
+    if quantization != path.quantization:
+        path = replace(path, quantization="none", reason=f"{path.reason}; then {reason}")
     if init_adapter is not None:
         model = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
     else:
