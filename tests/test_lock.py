@@ -6,11 +6,14 @@ users install from, and the environment the suite runs in the same program.
 
 from __future__ import annotations
 
+import platform
 import re
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -85,6 +88,10 @@ def test_every_pin_carries_a_hash() -> None:
     assert not missing, f"pins without --hash (run `make lock`): {missing}"
 
 
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or sys.platform != "linux",
+    reason="the lock is for x86-64 Linux; make setup resolves the ranges elsewhere",
+)
 def test_the_suite_runs_on_exactly_the_locked_releases() -> None:
     """CI installs the lock: a package that drifted from it means CI tested another program."""
     drifted: dict[str, tuple[str, str | None]] = {}
@@ -97,3 +104,14 @@ def test_the_suite_runs_on_exactly_the_locked_releases() -> None:
         if installed != version:
             drifted[name] = (str(version), str(installed))
     assert not drifted, f"locked vs installed: {drifted} (run `make setup`)"
+
+
+def test_pip_bootstraps_the_uv_the_lock_pins_with_its_hashes() -> None:
+    """`make setup` installs uv from requirements/bootstrap.txt before anything else: the same
+    release and hashes as the lock's, so the tool that checks hashes is checked too."""
+    lines = (ROOT / "requirements" / "bootstrap.txt").read_text().splitlines()
+    pins = [_PIN.match(line) for line in lines]
+    [pin] = [m for m in pins if m]
+    hashes = re.findall(r"--hash=(sha256:[0-9a-f]{64})", "\n".join(lines))
+    version, locked_hashes = _locked()["uv"]
+    assert (Version(pin.group(2)), hashes) == (version, locked_hashes)
