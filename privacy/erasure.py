@@ -150,6 +150,14 @@ def _datasets_of(con: duckdb.DuckDBPyConnection, case_ids: list[str], subject: s
     return datasets
 
 
+def _locked_cases(con: duckdb.DuckDBPyConnection, user_id: str) -> list[str]:
+    """The user's case ids, locked FOR UPDATE on PostgreSQL: a relabel that share-locked them
+    commits first, so the deletes that follow see its rows. DuckDB has one writing process
+    at a time."""
+    lock = " FOR UPDATE" if dialect_of(con) == "postgres" else ""
+    return _ids(con, f"SELECT case_id FROM cases WHERE user_id = ?{lock}", [user_id])
+
+
 def forget(
     warehouse: Warehouse, user_id: str, *, actor: str, broker_retention_hours: float | None = None
 ) -> ErasureReport:
@@ -171,10 +179,7 @@ def forget(
         first_datasets = _datasets_of(con, first_cases, subject)
         staged = _rewrite(_snapshots(con, first_datasets), set(first_cases))
     with warehouse.transaction() as con:
-        # FOR UPDATE (PostgreSQL): waits for a relabel that share-locked these cases to commit,
-        # so the deletes below see its rows; DuckDB has one writing process at a time.
-        lock = " FOR UPDATE" if dialect_of(con) == "postgres" else ""
-        case_ids = _ids(con, f"SELECT case_id FROM cases WHERE user_id = ?{lock}", [user_id])
+        case_ids = _locked_cases(con, user_id)
         datasets = _datasets_of(con, case_ids, subject)
         staged += _rewrite(_snapshots(con, datasets - first_datasets), set(case_ids))
         successors = _record_successors(con, staged, set(case_ids), erasure_id)
