@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tutorloop.infra.machine import AVX2_ONLY
 from tutorloop.infra.warehouse_backends import open_warehouse
@@ -65,10 +66,11 @@ def _child(variant: str, args: argparse.Namespace, data_dir: Path) -> dict[str, 
     index = {label: i for i, label in enumerate(student.labels)}
     probs = student.predict_proba([test.texts[i] for i in order])
     q = quality(probs, np.array([index[test.labels[i]] for i in order]))
+    machine = describe_machine()
     return {
         "variant": variant,
-        "cpu": describe_machine().cpu,
-        "cpu_capability": describe_machine().cpu_capability,
+        "cpu": machine.cpu,
+        "cpu_capability": machine.cpu_capability,
         "auto_picks": training_path("auto").quantization,
         "examples": len(rows),
         "epochs": args.epochs,
@@ -83,7 +85,7 @@ def _child(variant: str, args: argparse.Namespace, data_dir: Path) -> dict[str, 
     }
 
 
-def _run(variant: str, args: argparse.Namespace) -> dict[str, object]:
+def _run(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     quantization, _, capability = variant.partition("@")
     env = dict(os.environ)
     if capability == "avx2":
@@ -97,7 +99,7 @@ def _run(variant: str, args: argparse.Namespace) -> dict[str, object]:
         out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO, env=env)
     if out.returncode != 0:
         sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
-    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     result["variant"] = variant
     print(f"{variant}: {result['wall_s']} s, accuracy {result['test_accuracy']}", flush=True)
     return result

@@ -103,6 +103,12 @@ def dialect_of(con: object) -> Dialect:
     return "postgres" if getattr(con, "dialect", "duckdb") == "postgres" else "duckdb"
 
 
+def row_lock(con: object, mode: Literal["FOR SHARE", "FOR UPDATE"]) -> str:
+    """`` FOR SHARE`` / `` FOR UPDATE`` to end a SELECT with on PostgreSQL, where concurrent
+    writers need row locks; empty on DuckDB, which has one writing process at a time."""
+    return f" {mode}" if dialect_of(con) == "postgres" else ""
+
+
 def execute_schema_change(con: Any, sql: str) -> None:
     """Run DDL written for DuckDB, whose views do not pin the tables they read.
 

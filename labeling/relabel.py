@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from tutorloop.infra.hashing import fingerprint, stable_unit
-from tutorloop.infra.sql_dialect import dialect_of
+from tutorloop.infra.sql_dialect import row_lock
 from tutorloop.infra.tables import IMPORTED_REASONS, CaptureReason, LabelSource, ReviewReason
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.labeling.teacher import Teacher, TeacherAnswer, TeacherFailure, TeacherResult
@@ -216,7 +216,7 @@ def _erased_since(con: duckdb.DuckDBPyConnection, batch: Sequence[PendingCase]) 
     transaction stored. DuckDB has one writing process at a time.
     """
     ids = [case.case_id for case in batch]
-    lock = " FOR SHARE" if dialect_of(con) == "postgres" else ""
+    lock = row_lock(con, "FOR SHARE")
     alive = {
         str(row[0])
         for row in con.execute(

@@ -32,7 +32,7 @@ import duckdb
 
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.hashing import subject_hash
-from tutorloop.infra.sql_dialect import dialect_of
+from tutorloop.infra.sql_dialect import row_lock
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.snapshot_erasure import RewrittenSnapshot, rewrite_snapshot, tombstone
 
@@ -154,7 +154,7 @@ def _locked_cases(con: duckdb.DuckDBPyConnection, user_id: str) -> list[str]:
     """The user's case ids, locked FOR UPDATE on PostgreSQL: a relabel that share-locked them
     commits first, so the deletes that follow see its rows. DuckDB has one writing process
     at a time."""
-    lock = " FOR UPDATE" if dialect_of(con) == "postgres" else ""
+    lock = row_lock(con, "FOR UPDATE")
     return _ids(con, f"SELECT case_id FROM cases WHERE user_id = ?{lock}", [user_id])
 
 

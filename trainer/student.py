@@ -32,9 +32,13 @@ log = logging.getLogger(__name__)
 class Student:
     model: Any  # a peft PeftModel
     tokenizer: Any
-    quantization: str  # "nf4" or "none": what it trains on
     fallback_reason: str | None  # why 4-bit was asked for and could not load
-    path: TrainingPath  # what was asked, what was chosen for this machine and why
+    path: TrainingPath  # what was asked, what it trains on (after a fallback) and why
+
+    @property
+    def quantization(self) -> str:
+        """``nf4`` or ``none``: what it trains on."""
+        return self.path.quantization
 
 
 def _base(folder: Path, labels: list[str], quantize: bool) -> Any:
@@ -117,7 +121,7 @@ def load_student(
                 target_modules="all-linear",
             ),
         )
-    return Student(model, tokenizer, quantization, reason, path)
+    return Student(model, tokenizer, reason, path)
 
 
 @cache
