@@ -1,15 +1,17 @@
 """Benchmark: one retrain on the same rows down each training path, with the CPU named.
 
 Variants, each in its own process (so peak RSS is its own): QLoRA (nf4) and LoRA on the fp32
-base (none), each on this CPU as it is and again as an AVX2-only CPU (``@avx2``:
+base (none), with batches grouped by length (the default) or in random order (``+random``),
+each on this CPU as it is and again as an AVX2-only CPU (``@avx2``:
 ``infra.machine.AVX2_ONLY`` lowers torch's, bitsandbytes' and oneDNN's kernels to AVX2; nf4
 then dequantizes before every matmul and multiplies in bf16 without oneDNN). Each imports the
 examples as gold, builds the dataset, trains, calibrates and registers — the `trainer bootstrap`
 path — then scores the registered model on a held-out slice of the test file. Prints wall
-time, peak RSS and accuracy per variant, ratios against LoRA fp32 on the same capability in
-the same run, and which path ``trainer.quantization = "auto"`` picks on each.
+time, peak RSS and accuracy per variant (mean and range over ``--seeds``, the trainer's seed),
+ratios against LoRA fp32 on the same capability in the same run (and of random against
+grouped batches), and which path ``trainer.quantization = "auto"`` picks on each.
 
-    .venv/bin/python bench/retrain.py [--examples 1000] [--epochs 2] [--eval 1000]
+    .venv/bin/python bench/retrain.py [--examples 1000] [--epochs 2] [--eval 1000] [--seeds 0]
         [--variants nf4,none,nf4@avx2,none@avx2] [--json-out bench/out/retrain.json]
 """
 
@@ -34,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "banking77"
 
 
-def _child(variant: str, args: argparse.Namespace, data_dir: Path) -> dict[str, object]:
+def _child(variant: str, seed: int, args: argparse.Namespace, data_dir: Path) -> dict[str, object]:
     import numpy as np
 
     from tutorloop.evaluation.metrics import quality
@@ -50,10 +52,16 @@ def _child(variant: str, args: argparse.Namespace, data_dir: Path) -> dict[str, 
     rows = sample_per_label(train, per_label, seed=0)
     keep = sorted(random.Random(1).sample(range(len(rows)), min(args.examples, len(rows))))
     rows = type(rows)([rows.texts[i] for i in keep], [rows.labels[i] for i in keep])
+    quantization, _, batches = variant.partition("+")
     settings = load_settings(
         data_dir=data_dir,
         privacy={"scrubber": "regex"},
-        trainer={"quantization": variant, "bootstrap_epochs": args.epochs},
+        trainer={
+            "quantization": quantization,
+            "bootstrap_epochs": args.epochs,
+            "group_by_length": batches != "random",
+            "seed": seed,
+        },
     )
     started = time.perf_counter()
     report = bootstrap(settings, open_warehouse(settings), rows, source="bench", actor="bench")
@@ -69,6 +77,7 @@ def _child(variant: str, args: argparse.Namespace, data_dir: Path) -> dict[str, 
     machine = describe_machine()
     return {
         "variant": variant,
+        "seed": seed,
         "cpu": machine.cpu,
         "cpu_capability": machine.cpu_capability,
         "auto_picks": training_path("auto").quantization,
@@ -85,23 +94,39 @@ def _child(variant: str, args: argparse.Namespace, data_dir: Path) -> dict[str, 
     }
 
 
-def _run(variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    quantization, _, capability = variant.partition("@")
+def _run_once(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    trained, _, capability = variant.partition("@")
     env = dict(os.environ)
     if capability == "avx2":
         env.update(AVX2_ONLY)
     elif capability:
         sys.exit(f"unknown capability {capability!r} in {variant!r}: only avx2 is emulated")
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, __file__, "--variant", quantization, "--data-dir", tmp]
+        cmd = [sys.executable, __file__, "--variant", trained, "--data-dir", tmp]
         cmd += ["--examples", str(args.examples), "--epochs", str(args.epochs)]
         cmd += ["--eval", str(args.eval), "--train", str(args.train), "--test", str(args.test)]
+        cmd += ["--seeds", str(seed)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO, env=env)
     if out.returncode != 0:
         sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     result["variant"] = variant
-    print(f"{variant}: {result['wall_s']} s, accuracy {result['test_accuracy']}", flush=True)
+    print(
+        f"{variant} seed {seed}: {result['wall_s']} s, accuracy {result['test_accuracy']}",
+        flush=True,
+    )
+    return result
+
+
+def _run(variant: str, seeds: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    """One variant over every seed: the numbers' mean, with each seed's run kept."""
+    runs = [_run_once(variant, seed, args) for seed in seeds]
+    result = dict(runs[0])
+    for key in ("wall_s", "peak_rss_mb", "test_accuracy", "test_macro_f1", "test_ece"):
+        values = [float(r[key]) for r in runs]
+        result[key] = round(sum(values) / len(values), 4)
+        result[f"{key}_range"] = [min(values), max(values)]
+    result["runs"] = runs
     return result
 
 
@@ -115,18 +140,21 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         default="nf4,none,nf4@avx2,none@avx2",
-        help="comma-separated QUANTIZATION[@avx2]; @avx2 runs it as on an AVX2-only CPU",
+        help="comma-separated QUANTIZATION[+random][@avx2]; +random: batches in random order "
+        "instead of grouped by length; @avx2: as on an AVX2-only CPU",
     )
+    parser.add_argument("--seeds", default="0", help="comma-separated trainer seeds")
     parser.add_argument("--json-out", type=Path, help="also write the results here")
-    parser.add_argument("--variant", choices=["nf4", "none"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if args.variant:
-        print(json.dumps(_child(args.variant, args, args.data_dir)))
+        print(json.dumps(_child(args.variant, int(args.seeds), args, args.data_dir)))
         return
-    results = {variant: _run(variant, args) for variant in args.variants.split(",")}
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    results = {variant: _run(variant, seeds, args) for variant in args.variants.split(",")}
     first = next(iter(results.values()))
     print(f"CPU: {first['cpu']}")
     keys = (
@@ -145,9 +173,19 @@ def main() -> None:
     for key in keys:
         print(f"{key:16}" + "".join(f"{r[key]!s:>14}" for r in results.values()))
     for variant, r in results.items():
-        quantization, _, capability = variant.partition("@")
-        baseline = results.get("none" + (f"@{capability}" if capability else ""))
-        if quantization == "nf4" and baseline is not None:
+        trained, _, capability = variant.partition("@")
+        at = f"@{capability}" if capability else ""
+        quantization, _, order = trained.partition("+")
+        grouped = results.get(quantization + at)
+        if order == "random" and grouped is not None:
+            wall = float(r["wall_s"]) / float(grouped["wall_s"])
+            gap = float(r["test_accuracy"]) - float(grouped["test_accuracy"])
+            print(
+                f"{variant} / {quantization + at} (grouped by length): wall {wall:.2f}x, "
+                f"accuracy {gap:+.4f}"
+            )
+        baseline = results.get("none" + at)
+        if quantization == "nf4" and not order and baseline is not None:
             wall = float(r["wall_s"]) / float(baseline["wall_s"])
             gap = float(r["test_accuracy"]) - float(baseline["test_accuracy"])
             print(

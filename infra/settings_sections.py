@@ -281,6 +281,9 @@ class TrainerSettings(_Section):
         default=8, ge=1, le=100, description="for the first student (small seed set)"
     )
     batch_size: int = Field(default=32, ge=1, le=1024)
+    group_by_length: bool = Field(
+        default=True, description="batch rows of similar length together (less padding)"
+    )
     max_length: int = Field(default=64, ge=8, le=512, description="tokens per text")
     grad_clip: float = Field(default=1.0, gt=0)
     patience: int = Field(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from tutorloop.infra.settings_sections import TrainerSettings
 from tutorloop.infra.tables import LabelSource
@@ -95,3 +96,18 @@ def pad(tokenizer: Any, ids: list[list[int]], length: int | None = None) -> dict
             return_tensors="pt",
         )
     )
+
+
+def training_batches(
+    split: TokenizedSplit, size: int, generator: torch.Generator, by_length: bool
+) -> Iterator[list[int]]:
+    """One epoch's batches of row indices: shuffled, and with ``by_length`` rows of similar
+    length together (transformers' ``group_by_length``: sorted within random megabatches)."""
+    # Random batches of short queries are ~2.8x padding on Banking77; grouped, ~1.2x.
+    if by_length:
+        lengths = [len(ids) for ids in split.input_ids]
+        order = get_length_grouped_indices(lengths, size, generator=generator)  # type: ignore[no-untyped-call]
+    else:
+        order = torch.randperm(len(split), generator=generator).tolist()
+    for start in range(0, len(order), size):
+        yield order[start : start + size]

@@ -2,7 +2,8 @@
 
 The loss is :func:`tutorloop.trainer.distillation.distillation_loss`. AdamW with separate
 learning rates for the head and the adapters, linear warmup then cosine decay, gradient norm
-clipped, batches padded to their longest text, validation loss checked ``evals_per_epoch``
+clipped, batches of similar-length rows (``group_by_length``) padded to their longest text,
+validation loss checked ``evals_per_epoch``
 times per epoch with early stopping (the best weights are restored). Afterwards a temperature
 is fit on the validation logits (calibration) and saved with the adapter.
 
@@ -50,7 +51,7 @@ from tutorloop.trainer.representation import (
     forward_with_embedding,
     hint_for,
 )
-from tutorloop.trainer.splits import TokenizedSplit, pad, tokenized_split
+from tutorloop.trainer.splits import TokenizedSplit, pad, tokenized_split, training_batches
 from tutorloop.trainer.student import Student, param_groups
 
 
@@ -85,12 +86,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _batches(split: TokenizedSplit, size: int, generator: torch.Generator) -> Iterator[list[int]]:
-    order = torch.randperm(len(split), generator=generator).tolist()
-    for start in range(0, len(order), size):
-        yield order[start : start + size]
 
 
 def _loss_on(model: Any, tokenizer: Any, split: TokenizedSplit, cfg: TrainerSettings) -> float:
@@ -167,7 +162,9 @@ class _Run:
             return ((batch, []) for batch in physical_batches(self.private, self.cfg.batch_size))
         return (
             (_dynamic_batch(self.train, idx, self.tokenizer), idx)
-            for idx in _batches(self.train, self.cfg.batch_size, generator)
+            for idx in training_batches(
+                self.train, self.cfg.batch_size, generator, self.cfg.group_by_length
+            )
         )
 
     def epoch(self, generator: torch.Generator, on_step: Callable[[int], None] | None) -> bool:
