@@ -7,6 +7,11 @@ per-tensor QInt8 flips predictions of weakly trained models). The int8 model mus
 torch on the argmax of ``registry.min_parity`` (99.5%) of the decisive evaluation rows (torch's
 top-2 margin >= ``registry.parity_tie_margin``), one query at a time as it serves, or the
 candidate is rejected; near-ties are counted and reported.
+
+A DP-trained version (its card has a ``privacy`` section) ships nothing fitted on private
+rows: its served temperature, open-set scorer and parity rows come from public rows only (the
+trainer already chose and calibrated it on public rows), so what it publishes beside its
+DP weights is post-processing of the DP model on public data.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from torch.jit._trace import TracerWarning
 from tutorloop.evaluation.classifier import label_targets
 from tutorloop.evaluation.intervals import noninferiority_verdict, paired_difference
 from tutorloop.infra.hashing import eval_set_digest
+from tutorloop.infra.tables import PUBLIC_REASONS
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.onnx_model import EMBEDDING, FP32, INT8, load_onnx_student
 from tutorloop.registry.served_calibration import recalibrate_served
@@ -67,27 +73,40 @@ class EvaluationSet:
         return self.split == "eval" and bool(self.texts)
 
 
+def trained_with_dp(card: dict[str, Any]) -> bool:
+    """Whether a version's card says it was trained with DP-SGD (its private rows noised)."""
+    return bool(card.get("privacy"))
+
+
 def split_rows(
-    warehouse: Warehouse, dataset_hash: str | None, split: str
+    warehouse: Warehouse, dataset_hash: str | None, split: str, *, public_only: bool = False
 ) -> list[tuple[str, str, str]]:
-    """(case_id, text, label) of one split of a dataset version, in case-id order."""
+    """(case_id, text, label) of one split of a dataset version, in case-id order;
+    ``public_only``: the imported rows only, none derived from production users."""
     if not dataset_hash:
         return []
+    public = ""
+    if public_only:
+        public = f" AND c.capture_reason IN ({', '.join('?' for _ in PUBLIC_REASONS)})"
     return [
         (str(c), str(t), str(label))
         for c, t, label in warehouse.query(
             "SELECT m.case_id, c.text, m.label FROM dataset_members m JOIN cases c"
-            " USING (case_id) WHERE m.dataset_hash = ? AND m.split = ? ORDER BY m.case_id",
-            [dataset_hash, split],
+            " USING (case_id) WHERE m.dataset_hash = ? AND m.split = ?"
+            + public
+            + " ORDER BY m.case_id",
+            [dataset_hash, split, *(PUBLIC_REASONS if public_only else ())],
         )
     ]
 
 
-def evaluation_set(warehouse: Warehouse, dataset_hash: str | None) -> EvaluationSet:
+def evaluation_set(
+    warehouse: Warehouse, dataset_hash: str | None, *, public_only: bool = False
+) -> EvaluationSet:
     """The gold evaluation rows of a dataset version (its validation rows if it has none:
     enough for parity, which needs no truth, but not evidence of quality)."""
     for split in ("eval", "validation"):
-        rows = split_rows(warehouse, dataset_hash, split)
+        rows = split_rows(warehouse, dataset_hash, split, public_only=public_only)
         if rows:
             return EvaluationSet(
                 [t for _, t, _ in rows], [label for _, _, label in rows], split,
@@ -209,7 +228,9 @@ def export_version(
     folder = version.artifact_dir
     student = load_torch_student(folder)  # verifies the checksums
     student.model.set_attn_implementation("eager")
-    rows = evaluation_set(warehouse, version.dataset_hash)
+    card = json.loads((folder / "card.json").read_text())
+    public_only = trained_with_dp(card)
+    rows = evaluation_set(warehouse, version.dataset_hash, public_only=public_only)
     texts = rows.texts
     probs = student.predict_proba(texts) if texts else None
     reference = probs.argmax(axis=1) if probs is not None else None
@@ -226,18 +247,22 @@ def export_version(
         int8.replace(folder / INT8)
     served = logits.argmax(axis=1)
     tie_agreement = _agreement(served, reference, decisive)[1]
-    card = json.loads((folder / "card.json").read_text())
     card.pop("files", None)
-    validation = split_rows(warehouse, version.dataset_hash, "validation")
+    validation = split_rows(warehouse, version.dataset_hash, "validation", public_only=public_only)
     card["served"] = recalibrate_served(
         folder, card, [(t, label) for _, t, label in validation],
         (rows.truth, logits, reference) if rows.gold else None,
     )  # fmt: skip
-    train = split_rows(warehouse, version.dataset_hash, "train")
+    train = split_rows(warehouse, version.dataset_hash, "train", public_only=public_only)
     card |= _fit_on_embeddings(
         folder, card, [(t, label) for _, t, label in train],
         [(t, label) for _, t, label in validation], open_set_max_accuracy_drop, oos_label,
     )  # fmt: skip
+    card["export_fitted_on"] = (
+        "public rows only (DP version: temperature, open-set scorer and parity rows)"
+        if public_only
+        else "all rows of the version's dataset"
+    )
     card["quantization_export"] = {
         "weights": "QInt8 per channel", "activations": "dynamic uint8",
         "kept_fp32": kept_fp32, "parity": parity, "parity_rows": len(texts),

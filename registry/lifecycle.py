@@ -325,7 +325,7 @@ def evaluate_candidate(
     champion is refused: exporting rewrites a version's ONNX files and card, and the
     champion's are the ones serving.
     """
-    from tutorloop.registry.export import evaluation_set, export_version
+    from tutorloop.registry.export import evaluation_set, export_version, trained_with_dp
 
     candidate = get(warehouse, version)
     if candidate.status == ModelStatus.CHAMPION:
@@ -345,7 +345,10 @@ def evaluate_candidate(
     candidate = get(warehouse, version)
     current = champion(warehouse)
     ctx = GateContext(
-        contract, evaluation_set(warehouse, candidate.dataset_hash),
+        contract,
+        evaluation_set(
+            warehouse, candidate.dataset_hash, public_only=trained_with_dp(candidate.card)
+        ),
         threads=settings.serving.threads,
         user_epsilon=_user_epsilon(warehouse, candidate, settings.privacy.max_cases_per_user),
         retrieval=settings.serving.retrieval,
