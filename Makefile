@@ -26,6 +26,9 @@ LOCKED_ARCH := $(filter x86_64,$(shell uname -m))
 
 # The exact releases we test, hashes checked: `uv pip sync` makes the venv match the lock
 # (it also removes what the lock does not list), then the project goes in as an editable install.
+# Bytecode is compiled at install (uv does not by default, unlike pip): without it every process
+# compiles transformers & co. from source (~8 s per CLI call; none is cached where
+# PYTHONDONTWRITEBYTECODE is set, as in CI).
 $(STAMP): $(LOCK) $(BOOTSTRAP) pyproject.toml
 ifneq ($(LOCKED_ARCH),)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else \
@@ -35,11 +38,11 @@ endif
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(BOOTSTRAP)
 ifneq ($(LOCKED_ARCH),)
-	$(UV) pip sync --quiet --python $(BIN)/python --require-hashes $(FIND_LINKS) $(LOCK)
+	$(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python --require-hashes $(FIND_LINKS) $(LOCK)
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 else
 	@echo "warning: $(LOCK) is for x86-64 Linux; resolving pyproject.toml's ranges on $$(uname -m)" >&2
-	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) --overrides requirements/overrides.txt -e '.[all,dev]'
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python $(FIND_LINKS) --overrides requirements/overrides.txt -e '.[all,dev]'
 endif
 	touch $(STAMP)
 
