@@ -32,8 +32,6 @@ from torch.jit._trace import TracerWarning
 
 from tutorloop.evaluation.classifier import label_targets
 from tutorloop.evaluation.intervals import noninferiority_verdict, paired_difference
-from tutorloop.infra.hashing import eval_set_digest
-from tutorloop.infra.tables import PUBLIC_REASONS
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.onnx_model import EMBEDDING, FP32, INT8, load_onnx_student
 from tutorloop.registry.served_calibration import recalibrate_served
@@ -42,6 +40,7 @@ from tutorloop.registry.served_memory import fit_served_memory
 from tutorloop.registry.served_open_set import fit_served_open_set
 from tutorloop.registry.store import ModelVersion, write_card
 from tutorloop.registry.torch_model import load_torch_student
+from tutorloop.registry.version_rows import evaluation_set, split_rows, trained_with_dp
 
 
 @dataclass(frozen=True)
@@ -56,64 +55,6 @@ class ExportResult:
     tie_agreement: float | None = None  # agreement on those rows (reported, not gated)
     torch_argmax: tuple[int, ...] = ()  # per parity row: the fp32 network's answer
     int8_argmax: tuple[int, ...] = ()  # and the kept int8 artifact's, one query at a time
-
-
-@dataclass(frozen=True)
-class EvaluationSet:
-    """The rows gates judge a version on, and which rows they are (``digest``)."""
-
-    texts: list[str]
-    truth: list[str]
-    split: str  # eval, or validation when the dataset has no gold evaluation rows
-    digest: str  # the evaluation set's version (:func:`infra.hashing.eval_set_digest`)
-    case_ids: tuple[str, ...] = ()
-
-    @property
-    def gold(self) -> bool:
-        return self.split == "eval" and bool(self.texts)
-
-
-def trained_with_dp(card: dict[str, Any]) -> bool:
-    """Whether a version's card says it was trained with DP-SGD (its private rows noised)."""
-    return bool(card.get("privacy"))
-
-
-def split_rows(
-    warehouse: Warehouse, dataset_hash: str | None, split: str, *, public_only: bool = False
-) -> list[tuple[str, str, str]]:
-    """(case_id, text, label) of one split of a dataset version, in case-id order;
-    ``public_only``: the imported rows only, none derived from production users."""
-    if not dataset_hash:
-        return []
-    public = ""
-    if public_only:
-        public = f" AND c.capture_reason IN ({', '.join('?' for _ in PUBLIC_REASONS)})"
-    return [
-        (str(c), str(t), str(label))
-        for c, t, label in warehouse.query(
-            "SELECT m.case_id, c.text, m.label FROM dataset_members m JOIN cases c"
-            " USING (case_id) WHERE m.dataset_hash = ? AND m.split = ?"
-            + public
-            + " ORDER BY m.case_id",
-            [dataset_hash, split, *(PUBLIC_REASONS if public_only else ())],
-        )
-    ]
-
-
-def evaluation_set(
-    warehouse: Warehouse, dataset_hash: str | None, *, public_only: bool = False
-) -> EvaluationSet:
-    """The gold evaluation rows of a dataset version (its validation rows if it has none:
-    enough for parity, which needs no truth, but not evidence of quality)."""
-    for split in ("eval", "validation"):
-        rows = split_rows(warehouse, dataset_hash, split, public_only=public_only)
-        if rows:
-            return EvaluationSet(
-                [t for _, t, _ in rows], [label for _, _, label in rows], split,
-                eval_set_digest((c, label) for c, _, label in rows),
-                tuple(c for c, _, _ in rows),
-            )  # fmt: skip
-    return EvaluationSet([], [], "eval", "")
 
 
 @contextmanager
@@ -229,8 +170,7 @@ def export_version(
     student = load_torch_student(folder)  # verifies the checksums
     student.model.set_attn_implementation("eager")
     card = json.loads((folder / "card.json").read_text())
-    public_only = trained_with_dp(card)
-    rows = evaluation_set(warehouse, version.dataset_hash, public_only=public_only)
+    rows = evaluation_set(warehouse, version.dataset_hash, public_only=trained_with_dp(card))
     texts = rows.texts
     probs = student.predict_proba(texts) if texts else None
     reference = probs.argmax(axis=1) if probs is not None else None
@@ -248,20 +188,13 @@ def export_version(
     served = logits.argmax(axis=1)
     tie_agreement = _agreement(served, reference, decisive)[1]
     card.pop("files", None)
-    validation = split_rows(warehouse, version.dataset_hash, "validation", public_only=public_only)
-    card["served"] = recalibrate_served(
-        folder, card, [(t, label) for _, t, label in validation],
+    card |= _fit_served(
+        warehouse,
+        version,
+        card,
         (rows.truth, logits, reference) if rows.gold else None,
-    )  # fmt: skip
-    train = split_rows(warehouse, version.dataset_hash, "train", public_only=public_only)
-    card |= _fit_on_embeddings(
-        folder, card, [(t, label) for _, t, label in train],
-        [(t, label) for _, t, label in validation], open_set_max_accuracy_drop, oos_label,
-    )  # fmt: skip
-    card["export_fitted_on"] = (
-        "public rows only (DP version: temperature, open-set scorer and parity rows)"
-        if public_only
-        else "all rows of the version's dataset"
+        open_set_max_accuracy_drop,
+        oos_label,
     )
     card["quantization_export"] = {
         "weights": "QInt8 per channel", "activations": "dynamic uint8",
@@ -281,6 +214,45 @@ def export_version(
         torch_argmax=tuple(int(i) for i in (reference if reference is not None else ())),
         int8_argmax=tuple(int(i) for i in served),
     )
+
+
+def _fit_served(
+    warehouse: Warehouse,
+    version: ModelVersion,
+    card: dict[str, Any],
+    gold: tuple[list[str], Any, Any] | None,
+    open_set_max_drop: float,
+    oos_label: str,
+) -> dict[str, Any]:
+    """The card's sections fitted on the version's rows after export: the served temperature,
+    the open-set scorer and the retrieval memory (public rows only for a DP version)."""
+    public_only = trained_with_dp(card)
+    rows = {
+        split: [
+            (t, label)
+            for _, t, label in split_rows(
+                warehouse, version.dataset_hash, split, public_only=public_only
+            )
+        ]
+        for split in ("train", "validation")
+    }
+    served = recalibrate_served(version.artifact_dir, card, rows["validation"], gold)
+    fitted = _fit_on_embeddings(
+        version.artifact_dir,
+        card,
+        rows["train"],
+        rows["validation"],
+        open_set_max_drop,
+        oos_label,
+    )
+    return {
+        "served": served,
+        **fitted,
+        "export_fitted_on": "public rows only (DP version: temperature, open-set scorer and "
+        "parity rows)"
+        if public_only
+        else "all rows of the version's dataset",
+    }
 
 
 def _fit_on_embeddings(

@@ -62,7 +62,8 @@ from tutorloop.registry.onnx_model import OnnxStudent, load_onnx_student
 from tutorloop.registry.store import ModelVersion
 
 if TYPE_CHECKING:  # export imports torch; promote and rollback must start fast
-    from tutorloop.registry.export import EvaluationSet, ExportResult
+    from tutorloop.registry.export import ExportResult
+    from tutorloop.registry.version_rows import EvaluationSet
 
 __all__ = ["GateContext", "GateResult", "evaluate_gates", "stored_gates"]
 

@@ -325,7 +325,8 @@ def evaluate_candidate(
     champion is refused: exporting rewrites a version's ONNX files and card, and the
     champion's are the ones serving.
     """
-    from tutorloop.registry.export import evaluation_set, export_version, trained_with_dp
+    from tutorloop.registry.export import export_version
+    from tutorloop.registry.version_rows import evaluation_set, trained_with_dp
 
     candidate = get(warehouse, version)
     if candidate.status == ModelStatus.CHAMPION:

@@ -19,7 +19,7 @@ from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.case_store import insert_labels
 from tutorloop.labeling.relabel import relabel
 from tutorloop.labeling.teacher_openai import OpenAITeacher
-from tutorloop.registry.export import evaluation_set
+from tutorloop.registry.version_rows import evaluation_set
 from tutorloop.trainer.dataset import DatasetSpec, EmptyDatasetError
 from tutorloop.trainer.dataset_spec import unit as _unit
 from tutorloop.trainer.dataset_store import build_dataset

@@ -25,7 +25,6 @@ from tutorloop.labeling.relabel import pending_cases
 from tutorloop.loop.acquire import cases_to_label
 from tutorloop.loop.cycle import CycleReport
 from tutorloop.registry.contract import load_contract
-from tutorloop.registry.export import split_rows
 from tutorloop.registry.gate_artifact import open_set_gates
 from tutorloop.registry.onnx_model import (
     OPEN_SET,
@@ -38,6 +37,7 @@ from tutorloop.registry.served_memory import fit_served_memory
 from tutorloop.registry.served_open_set import fit_served_open_set
 from tutorloop.registry.store import get
 from tutorloop.registry.torch_model import load_torch_student
+from tutorloop.registry.version_rows import split_rows
 from tutorloop.serving.prediction import PredictRequest
 from tutorloop.serving.predictor import Predictor
 from tutorloop.trainer.inference import predict_logits_and_embeddings

@@ -212,9 +212,9 @@ def _a_worse_candidate_is_blocked_by_the_real_champion(warehouse: Warehouse) -> 
     import numpy as np
 
     from tutorloop.evaluation.classifier import label_targets
-    from tutorloop.registry.export import evaluation_set
     from tutorloop.registry.gates import GateContext, _versus_champion
     from tutorloop.registry.onnx_model import load_onnx_student
+    from tutorloop.registry.version_rows import evaluation_set
 
     v1 = get(warehouse, "v1")
     rows = evaluation_set(warehouse, v1.dataset_hash)

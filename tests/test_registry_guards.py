@@ -17,7 +17,6 @@ from tutorloop.infra.warehouse import Warehouse
 from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.registry.contract import default_contract, load_contract
 from tutorloop.registry.contract_file import write_contract
-from tutorloop.registry.export import EvaluationSet
 from tutorloop.registry.gates import (
     GateContext,
     GateResult,
@@ -34,6 +33,7 @@ from tutorloop.registry.lifecycle import (
 )
 from tutorloop.registry.rewrite import rewritten_copy
 from tutorloop.registry.store import CARD, get, register_candidate, verify
+from tutorloop.registry.version_rows import EvaluationSet
 
 LABELS = ["card_arrival", "lost_or_stolen_card"]
 
