@@ -78,7 +78,7 @@ def _rollback_during_forget(
     env = {**os.environ, "TUTORLOOP_DATA_DIR": str(settings.data_dir)}
     copying = f"{warehouse.path.name}.compacting*"
     started = time.monotonic()
-    command = ["privacy", "forget", "--user", user, "--actor", "bench"]
+    command = ["privacy", "forget", "--user", user, "--tenant", "t", "--actor", "bench"]
     forget = subprocess.Popen(
         [sys.executable, "-m", "tutorloop", *command],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

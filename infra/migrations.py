@@ -219,6 +219,12 @@ CREATE TABLE synthetic_cases (
 CREATE INDEX synthetic_cases_source ON synthetic_cases (source_case_id);
 """
 
+# Erasures name the tenant they were scoped to; NULL (every record before this) erased the
+# user id in every tenant.
+_V16_ERASURE_TENANT = """
+ALTER TABLE erasures ADD COLUMN tenant_id VARCHAR;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lineage tables", LINEAGE_V1),
     Migration(2, "escalations and review queue", _V2_REVIEW),
@@ -235,6 +241,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(13, "shadow and canary rollouts; live rollout and drift windows", ROLLOUTS_V13),
     Migration(14, "review items name their teacher (spot-check agreement)", _V14_REVIEW_TEACHER),
     Migration(15, "lineage of synthetic cases (paraphrases, contrast edits)", _V15_SYNTHETIC),
+    Migration(16, "erasures name their tenant (NULL: every tenant)", _V16_ERASURE_TENANT),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

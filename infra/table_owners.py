@@ -103,6 +103,7 @@ TABLES: tuple[Table, ...] = (
             "dataset_versions",
             "model_versions",
             "broker_expires_at",
+            "tenant_id",
         ),
         "erasure records (subject by hash)",
     ),

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The tenant of a request that names none (serving's default); erasure is scoped to it unless
+# told otherwise.
+DEFAULT_TENANT = "default"
+
 
 class CaptureReason(StrEnum):
     """``cases.capture_reason`` / ``predictions_audit.capture_reason``."""

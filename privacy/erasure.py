@@ -1,13 +1,15 @@
 """Erasure (right to be forgotten) and retention.
 
-``forget`` removes everything a user contributed as content — their cases (scrubbed text),
-the labels and review items on those cases, the escalations attached to them, the teacher's
-cached answers and rationales for their texts — and writes an ``erasures`` record. Dataset
+``forget`` removes everything a user (a user id within a tenant, or that id in every tenant)
+contributed as content — their cases (scrubbed text), the labels and review items on those
+cases, the escalations of their predictions (captured or not), the teacher's cached answers
+and rationales for their texts — and writes an ``erasures`` record. Dataset
 snapshots that held the user are rewritten without them as successor versions and the old
 folders replaced by tombstones (:mod:`tutorloop.privacy.snapshot_erasure`); the model versions
 trained on them are listed so they can be retrained without the user. Kafka's copy expires
 with the topics' retention; the record states when. Lineage rows that hold no content (audit rows,
-dataset membership by case id) stay, so compliance can still answer what happened.
+dataset membership by case id) stay, so compliance can still answer what happened; the audit
+rows name the user by the record's subject hash from then on, not by the id.
 
 The erasure record identifies the subject by a SHA-256 of the user id, not the id itself: the
 record proves the erasure without keeping the identifier around. Deleted rows linger in the
@@ -33,8 +35,10 @@ import duckdb
 from tutorloop.infra.errors import TutorloopError
 from tutorloop.infra.hashing import subject_hash
 from tutorloop.infra.sql_dialect import row_lock
+from tutorloop.infra.tables import DEFAULT_TENANT
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.snapshot_erasure import RewrittenSnapshot, rewrite_snapshot, tombstone
+from tutorloop.privacy.tombstone import pseudonym
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -58,6 +62,7 @@ def parse_duration(text: str) -> timedelta:
 class ErasureReport:
     erasure_id: str
     subject: str
+    tenant_id: str | None  # None: the user id in every tenant
     cases_deleted: int
     labels_deleted: int
     escalations_deleted: int
@@ -69,6 +74,7 @@ class ErasureReport:
     broker_copy_expires_at: str | None = None  # when Kafka's retention drops the raw events
     dataset_successors: dict[str, str] | None = None  # old snapshot -> rewritten without them
     teacher_cache_deleted: int = 0
+    other_tenants: list[str] | None = None  # where the same user id still has cases
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,10 +138,8 @@ def _record_successors(
     return out
 
 
-def _datasets_of(con: duckdb.DuckDBPyConnection, case_ids: list[str], subject: str) -> set[str]:
-    """Dataset versions holding the cases, and those earlier erasures of the subject named (a
-    rerun finds no cases left)."""
-    datasets = set(
+def _datasets_holding(con: duckdb.DuckDBPyConnection, case_ids: list[str]) -> set[str]:
+    return set(
         _ids(
             con,
             "SELECT DISTINCT dataset_hash FROM dataset_members"
@@ -143,25 +147,105 @@ def _datasets_of(con: duckdb.DuckDBPyConnection, case_ids: list[str], subject: s
             [case_ids],
         )
     )
+
+
+def _datasets_of(
+    con: duckdb.DuckDBPyConnection, case_ids: list[str], subject: str, tenant_id: str | None
+) -> set[str]:
+    """Dataset versions holding the cases, and those earlier erasures of the subject in an
+    overlapping tenant scope named: a rerun finds no cases left."""
+    datasets = _datasets_holding(con, case_ids)
+    scope, params = (
+        ("", [])
+        if tenant_id is None
+        else (" AND (tenant_id IS NULL OR tenant_id = ?)", [tenant_id])
+    )
     for (listed,) in con.execute(
-        "SELECT dataset_versions FROM erasures WHERE user_id = ?", [subject]
+        f"SELECT dataset_versions FROM erasures WHERE user_id = ?{scope}", [subject, *params]
     ).fetchall():
         datasets.update(json.loads(listed))
     return datasets
 
 
-def _locked_cases(con: duckdb.DuckDBPyConnection, user_id: str) -> list[str]:
-    """The user's case ids, locked FOR UPDATE on PostgreSQL: a relabel that share-locked them
-    commits first, so the deletes that follow see its rows. DuckDB has one writing process
-    at a time."""
-    lock = row_lock(con, "FOR UPDATE")
-    return _ids(con, f"SELECT case_id FROM cases WHERE user_id = ?{lock}", [user_id])
+@dataclass(frozen=True)
+class _Subject:
+    """Whom an erasure is about: one user id in one tenant, or in every tenant (``None``)."""
+
+    user_id: str
+    tenant_id: str | None
+
+    def where(self, alias: str = "") -> tuple[str, list[str]]:
+        """SQL condition (and its parameters) on a table's ``user_id`` and ``tenant_id``."""
+        at = f"{alias}." if alias else ""
+        if self.tenant_id is None:
+            return f"{at}user_id = ?", [self.user_id]
+        return f"{at}user_id = ? AND {at}tenant_id = ?", [self.user_id, self.tenant_id]
+
+
+def _user_cases(con: duckdb.DuckDBPyConnection, subject: _Subject, *, lock: bool) -> list[str]:
+    """The subject's case ids; with ``lock``, locked FOR UPDATE on PostgreSQL: a relabel that
+    share-locked them commits first, so the deletes that follow see its rows. DuckDB has one
+    writing process at a time."""
+    where, params = subject.where()
+    suffix = row_lock(con, "FOR UPDATE") if lock else ""
+    return _ids(con, f"SELECT case_id FROM cases WHERE {where}{suffix}", params)
+
+
+def _delete_content(
+    con: duckdb.DuckDBPyConnection, subject: _Subject, case_ids: list[str], erasure_id: str
+) -> dict[str, int]:
+    """Delete what hangs off the subject's cases, then the cases; pseudonymize their audit
+    rows. Returns the rows deleted per table."""
+    in_cases = "SELECT unnest(?::VARCHAR[])"
+    deleted = {
+        "teacher_cache": _count(
+            con,
+            "DELETE FROM teacher_cache WHERE text_hash IN (SELECT text_hash FROM cases"
+            f" WHERE case_id IN ({in_cases}))",
+            [case_ids],
+        )
+    }
+    con.execute(f"DELETE FROM teacher_errors WHERE case_id IN ({in_cases})", [case_ids])
+    # Synthetic cases inherit their source's user: they are among ``case_ids``.
+    con.execute(f"DELETE FROM synthetic_cases WHERE case_id IN ({in_cases})", [case_ids])
+    for table in ("labels", "review_queue"):
+        deleted[table] = _count(
+            con, f"DELETE FROM {table} WHERE case_id IN ({in_cases})", [case_ids]
+        )
+    # Escalations of the subject's predictions, also those never captured as a case (no
+    # consent, or over a cap): their reason and human label are the user's content too.
+    # A request id another user's prediction shares (clients choose them) is not theirs to
+    # erase: that escalation stays.
+    mine, params = subject.where("a")
+    others, other_params = subject.where("b")
+    deleted["escalations"] = _count(
+        con,
+        f"DELETE FROM escalations WHERE case_id IN ({in_cases}) OR (case_id IS NULL AND"
+        f" request_id IN (SELECT a.request_id FROM predictions_audit a WHERE {mine}) AND NOT"
+        " EXISTS (SELECT 1 FROM predictions_audit b WHERE b.request_id = escalations.request_id"
+        f" AND NOT ({others})))",
+        [case_ids, *params, *other_params],
+    )
+    deleted["cases"] = _count(con, f"DELETE FROM cases WHERE case_id IN ({in_cases})", [case_ids])
+    # Audit rows hold no content but named the user: they name the erasure from now on, which
+    # the capture sink's tombstone check still recognizes (a late escalation stays dropped).
+    where, params = subject.where()
+    con.execute(
+        f"UPDATE predictions_audit SET user_id = ? WHERE {where}", [pseudonym(erasure_id), *params]
+    )
+    return deleted
 
 
 def forget(
-    warehouse: Warehouse, user_id: str, *, actor: str, broker_retention_hours: float | None = None
+    warehouse: Warehouse,
+    user_id: str,
+    *,
+    actor: str,
+    tenant_id: str | None = DEFAULT_TENANT,
+    broker_retention_hours: float | None = None,
 ) -> ErasureReport:
-    """Erase one user's content; return what was deleted and what must be retrained.
+    """Erase one user's content in one tenant (``tenant_id``; ``None``: that user id in every
+    tenant); return what was deleted and what must be retrained.
 
     Kafka is append-only: the user's raw events stay on the broker until its retention
     deletes them. With ``broker_retention_hours`` (``streams.retention_hours``, the
@@ -169,52 +253,40 @@ def forget(
     """
     now = datetime.now(UTC)
     expires = now + timedelta(hours=broker_retention_hours) if broker_retention_hours else None
+    who = _Subject(user_id, tenant_id)
     subject = subject_hash(user_id)
-    in_cases = "SELECT unnest(?::VARCHAR[])"
     erasure_id = str(uuid.uuid4())
     # Snapshot files are rewritten before the write transaction, so that workers and on-call
     # are not kept waiting for file copies; a dataset built in between is rewritten inside.
     with warehouse.connect() as con:
-        first_cases = _ids(con, "SELECT case_id FROM cases WHERE user_id = ?", [user_id])
-        first_datasets = _datasets_of(con, first_cases, subject)
+        first_cases = _user_cases(con, who, lock=False)
+        first_datasets = _datasets_of(con, first_cases, subject, tenant_id)
         staged = _rewrite(_snapshots(con, first_datasets), set(first_cases))
     with warehouse.transaction() as con:
-        case_ids = _locked_cases(con, user_id)
-        datasets = _datasets_of(con, case_ids, subject)
+        case_ids = _user_cases(con, who, lock=True)
+        datasets = _datasets_of(con, case_ids, subject, tenant_id)
         staged += _rewrite(_snapshots(con, datasets - first_datasets), set(case_ids))
         successors = _record_successors(con, staged, set(case_ids), erasure_id)
         models = _ids(
             con,
             "SELECT mv.version FROM model_versions mv JOIN training_runs tr USING (run_id) "
-            f"WHERE tr.dataset_hash IN ({in_cases})",
+            "WHERE tr.dataset_hash IN (SELECT unnest(?::VARCHAR[]))",
             [sorted(datasets)],
         )
-        cached = _count(
-            con,
-            "DELETE FROM teacher_cache WHERE text_hash IN (SELECT text_hash FROM cases"
-            f" WHERE case_id IN ({in_cases}))",
-            [case_ids],
-        )
-        con.execute(f"DELETE FROM teacher_errors WHERE case_id IN ({in_cases})", [case_ids])
-        # Synthetic cases inherit their source's user: they are among ``case_ids``.
-        con.execute(f"DELETE FROM synthetic_cases WHERE case_id IN ({in_cases})", [case_ids])
-        labels = _count(con, f"DELETE FROM labels WHERE case_id IN ({in_cases})", [case_ids])
-        review = _count(con, f"DELETE FROM review_queue WHERE case_id IN ({in_cases})", [case_ids])
-        escalations = _count(
-            con, f"DELETE FROM escalations WHERE case_id IN ({in_cases})", [case_ids]
-        )
-        cases = _count(con, f"DELETE FROM cases WHERE case_id IN ({in_cases})", [case_ids])
+        deleted = _delete_content(con, who, case_ids, erasure_id)
+        others = _ids(con, "SELECT DISTINCT tenant_id FROM cases WHERE user_id = ?", [user_id])
         con.execute(
-            "INSERT INTO erasures (erasure_id, ts, user_id, actor, cases_deleted, "
+            "INSERT INTO erasures (erasure_id, ts, user_id, tenant_id, actor, cases_deleted, "
             "labels_deleted, dataset_versions, model_versions, broker_expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 erasure_id,
                 now,
                 subject,
+                tenant_id,
                 actor,
-                cases,
-                labels,
+                deleted["cases"],
+                deleted["labels"],
                 json.dumps(sorted(datasets)),
                 json.dumps(models),
                 expires,
@@ -226,17 +298,19 @@ def forget(
     return ErasureReport(
         erasure_id=erasure_id,
         subject=subject,
-        cases_deleted=cases,
-        labels_deleted=labels,
-        escalations_deleted=escalations,
-        review_items_deleted=review,
+        tenant_id=tenant_id,
+        cases_deleted=deleted["cases"],
+        labels_deleted=deleted["labels"],
+        escalations_deleted=deleted["escalations"],
+        review_items_deleted=deleted["review_queue"],
         dataset_versions=sorted(datasets),
         model_versions=models,
         file_bytes_before=before,
         file_bytes_after=after,
         broker_copy_expires_at=expires.isoformat() if expires else None,
         dataset_successors={old: new for old, _, new in successors},
-        teacher_cache_deleted=cached,
+        teacher_cache_deleted=deleted["teacher_cache"],
+        other_tenants=others,
     )
 
 
@@ -245,31 +319,56 @@ class PurgeReport:
     cutoff: str
     dry_run: bool
     deleted: dict[str, int]
+    dataset_successors: dict[str, str] | None = None  # old snapshot -> rewritten without them
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-# Children first: labels and review items hang off cases.
+_OLD_CASES = "SELECT case_id FROM cases WHERE captured_at < ?"
+# Every ? is the cutoff (positional: PostgreSQL takes no named parameters). Children first:
+# labels, review items and teacher errors hang off cases. A cached teacher answer (and
+# rationale) is kept while a case stored since the cutoff still has its text.
 _PURGE = (
-    ("labels", "case_id IN (SELECT case_id FROM cases WHERE captured_at < $cutoff)"),
-    ("review_queue", "case_id IN (SELECT case_id FROM cases WHERE captured_at < $cutoff)"),
+    ("labels", f"case_id IN ({_OLD_CASES})"),
+    ("review_queue", f"case_id IN ({_OLD_CASES})"),
+    ("teacher_errors", f"ts < ? OR case_id IN ({_OLD_CASES})"),
+    (
+        "teacher_cache",
+        "created_at < ? AND text_hash NOT IN (SELECT text_hash FROM cases WHERE captured_at >= ?)",
+    ),
     # Synthetic cases carry their source's captured_at: they go with it.
-    ("synthetic_cases", "case_id IN (SELECT case_id FROM cases WHERE captured_at < $cutoff)"),
-    ("cases", "captured_at < $cutoff"),
-    ("escalations", "ingested_at < $cutoff"),
-    ("predictions_audit", "ingested_at < $cutoff"),
+    ("synthetic_cases", f"case_id IN ({_OLD_CASES})"),
+    ("cases", "captured_at < ?"),
+    ("escalations", "ingested_at < ?"),
+    ("predictions_audit", "ingested_at < ?"),
 )
 
 
 def purge(warehouse: Warehouse, older_than: timedelta, *, dry_run: bool = False) -> PurgeReport:
-    """Delete content and audit rows stored more than ``older_than`` ago."""
+    """Delete content and audit rows stored more than ``older_than`` ago; dataset snapshots
+    that held purged cases are rewritten without them, as ``forget`` does."""
     cutoff = datetime.now(UTC) - older_than
+    purge_id = f"purge-{uuid.uuid4()}"
+    with warehouse.connect() as con:
+        old = _ids(con, _OLD_CASES, [cutoff])
+        datasets = _datasets_holding(con, old)
+        staged = [] if dry_run else _rewrite(_snapshots(con, datasets), set(old))
     deleted: dict[str, int] = {}
     with warehouse.transaction() as con:
+        successors = _record_successors(con, staged, set(old), purge_id)
+        deleted["dataset_snapshots"] = len(datasets) if dry_run else len(successors)
         for table, where in _PURGE:
             verb = "SELECT count(*) FROM" if dry_run else "DELETE FROM"
-            deleted[table] = _count(con, f"{verb} {table} WHERE {where}", {"cutoff": cutoff})
+            sql = f"{verb} {table} WHERE {where}"
+            deleted[table] = _count(con, sql, [cutoff] * sql.count("?"))
+    for rewritten in successors:
+        tombstone(Path(rewritten[1]), erasure_id=purge_id, successor=rewritten[2])
     if not dry_run and any(deleted.values()):
         warehouse.compact()
-    return PurgeReport(cutoff=cutoff.isoformat(), dry_run=dry_run, deleted=deleted)
+    return PurgeReport(
+        cutoff=cutoff.isoformat(),
+        dry_run=dry_run,
+        deleted=deleted,
+        dataset_successors={old_hash: new for old_hash, _, new in successors},
+    )

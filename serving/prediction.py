@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.tables import DEFAULT_TENANT
 from tutorloop.registry.artifact_store import StoreUnavailableError
 from tutorloop.registry.onnx_model import OnnxStudent, load_onnx_student
 from tutorloop.registry.store import ArtifactIntegrityError
@@ -34,7 +35,7 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     text: str = Field(min_length=1)
     user_id: str = Field(default=ANONYMOUS, min_length=1, max_length=256)
-    tenant_id: str = Field(default="default", min_length=1, max_length=256)
+    tenant_id: str = Field(default=DEFAULT_TENANT, min_length=1, max_length=256)
     request_id: str | None = Field(default=None, min_length=1, max_length=256)
     consent: _Consent = Field(default_factory=_Consent)
 

@@ -24,7 +24,7 @@ from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
 from tutorloop.labeling.case_store import insert_cases, label_escalated_cases
 from tutorloop.privacy.scrubber import RegexScrubber, Scrubber
-from tutorloop.privacy.tombstone import erased_users
+from tutorloop.privacy.tombstone import erased_users, pseudonymize_erased
 from tutorloop.streams.batch import BatchOutcome, RawRecord, RecordFetcher
 from tutorloop.streams.decoding import decode_records, read_back
 from tutorloop.streams.events import (
@@ -132,11 +132,12 @@ class CaptureSink:
         }
 
         with self._lock, self.warehouse.transaction() as con:
+            erased = pseudonymize_erased(con, audit)  # audited under the erasure, not the id
             out.audited = insert_arrow(
                 con, "predictions_audit", pa.Table.from_pylist(audit, AUDIT_SCHEMA)
             )
             out.duplicates += len(audit) - out.audited
-            cases = self._drop_erased(con, cases, out)
+            cases = self._drop_erased(con, cases, out, erased)
             inserted_cases = insert_cases(con, cases)
             if inserted_cases:
                 out.captured.update(c["capture_reason"] for c in cases)
@@ -346,14 +347,20 @@ class CaptureSink:
 
     @staticmethod
     def _drop_erased(
-        con: duckdb.DuckDBPyConnection, cases: list[dict[str, Any]], out: BatchOutcome
+        con: duckdb.DuckDBPyConnection,
+        cases: list[dict[str, Any]],
+        out: BatchOutcome,
+        erased: set[tuple[str, str]] | None = None,
     ) -> list[dict[str, Any]]:
-        """The case rows whose user was not erased; the others are counted in ``out``."""
-        erased = erased_users(con, [c["user_id"] for c in cases])
+        """The case rows whose (tenant, user) was not erased (``erased``, when the caller
+        looked already); the others are counted in ``out``."""
+        if erased is None:
+            erased = erased_users(con, [(c["tenant_id"], c["user_id"]) for c in cases])
         if not erased:
             return cases
-        out.erased += sum(1 for c in cases if c["user_id"] in erased)
-        return [c for c in cases if c["user_id"] not in erased]
+        kept = [c for c in cases if (c["tenant_id"], c["user_id"]) not in erased]
+        out.erased += len(cases) - len(kept)
+        return kept
 
     @staticmethod
     def _requests_of_erased_users(
@@ -361,12 +368,12 @@ class CaptureSink:
     ) -> set[str]:
         """Requests (of this batch) whose prediction came from an erased user."""
         users = con.execute(
-            "SELECT DISTINCT request_id, user_id FROM predictions_audit "
+            "SELECT DISTINCT request_id, tenant_id, user_id FROM predictions_audit "
             "WHERE request_id IN (SELECT unnest(?::VARCHAR[]))",
             [request_ids],
         ).fetchall()
-        erased = erased_users(con, [u for _, u in users])
-        return {str(r) for r, u in users if u in erased}
+        erased = erased_users(con, [(t, u) for _, t, u in users])
+        return {str(r) for r, t, u in users if (t, u) in erased}
 
     @staticmethod
     def _mark_captured(con: duckdb.DuckDBPyConnection, event_ids: list[str]) -> None:

@@ -23,7 +23,7 @@ from tutorloop.infra.settings_teacher import OpenAITeacherSettings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.labeling.relabel import relabel
 from tutorloop.labeling.teacher_openai import OpenAITeacher
-from tutorloop.privacy.erasure import RetentionError, forget, parse_duration
+from tutorloop.privacy.erasure import RetentionError, forget, parse_duration, purge
 from tutorloop.privacy.snapshot_erasure import rewrite_snapshot
 from tutorloop.streams.batch import RawRecord, RecordFetcher
 from tutorloop.streams.sink import CaptureSink
@@ -75,7 +75,16 @@ def test_forget_erases_the_user_and_names_what_to_retrain(populated: Warehouse) 
     wh = populated
     assert ALICE_TEXT.encode() in wh.path.read_bytes()
     result = run_cli(
-        "privacy", "forget", "--user", "alice", "--actor", "dpo", "--json", env=_env(wh)
+        "privacy",
+        "forget",
+        "--user",
+        "alice",
+        "--tenant",
+        "acme",
+        "--actor",
+        "dpo",
+        "--json",
+        env=_env(wh),
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -105,7 +114,9 @@ def test_forget_erases_the_user_and_names_what_to_retrain(populated: Warehouse) 
     lineage = json.loads(run_cli("lineage", "model", "v2", "--json", env=_env(wh)).stdout)
     assert [e["erasure_id"] for e in lineage["retrain_required"]] == [report["erasure_id"]]
     again = json.loads(
-        run_cli("privacy", "forget", "--user", "alice", "--json", env=_env(wh)).stdout
+        run_cli(
+            "privacy", "forget", "--user", "alice", "--tenant", "acme", "--json", env=_env(wh)
+        ).stdout
     )
     assert again["cases_deleted"] == 0
     assert again["dataset_versions"] == ["ds1"] and again["model_versions"] == ["v2"]
@@ -242,7 +253,17 @@ def test_an_erased_user_stays_erased_through_replays_and_late_escalations(
     records = [RawRecord(e.to_bytes(), 0, i) for i, e in enumerate([*carol, confident, dave])]
     sink = _sink(warehouse, _Replay({(0, 2): confident.to_bytes()}))
     sink.write_predictions(records)
-    forgot = run_cli("privacy", "forget", "--user", "carol", "--actor", "dpo", env=_env(warehouse))
+    forgot = run_cli(
+        "privacy",
+        "forget",
+        "--user",
+        "carol",
+        "--tenant",
+        "acme",
+        "--actor",
+        "dpo",
+        env=_env(warehouse),
+    )
     assert forgot.returncode == 0, forgot.stderr
 
     replay = sink.write_predictions(records)  # a worker restarted before committing offsets
@@ -282,7 +303,7 @@ def test_forget_reaches_dataset_snapshots_and_the_teacher_cache(
     old = build_dataset(warehouse, spec, settings.datasets_dir)
     assert any(canary.encode() in p.read_bytes() for p in old.path.rglob("*") if p.is_file())
 
-    report = forget(warehouse, "alice", actor="dpo", broker_retention_hours=72)
+    report = forget(warehouse, "alice", tenant_id="acme", actor="dpo", broker_retention_hours=72)
     # No byte of Alice's text is left under the data directory: warehouse file, snapshots.
     leftovers = [
         p for p in settings.data_dir.rglob("*") if p.is_file() and canary.encode() in p.read_bytes()
@@ -306,7 +327,7 @@ def test_forget_reaches_dataset_snapshots_and_the_teacher_cache(
     assert report.teacher_cache_deleted == 3
     assert warehouse.query("SELECT count(*) FROM teacher_cache") == [(4,)]
     # Rerunning finds nothing left to rewrite.
-    again = forget(warehouse, "alice", actor="dpo")
+    again = forget(warehouse, "alice", tenant_id="acme", actor="dpo")
     assert again.cases_deleted == 0 and again.dataset_successors == {}
 
 
@@ -326,3 +347,117 @@ def test_a_rewritten_snapshot_holds_no_byte_of_the_erased_rows(
     assert load_from_disk(str(rewritten.path))["text"] == [
         t for i, t in enumerate(texts) if i not in erased
     ]
+
+
+def test_forget_is_scoped_to_one_tenant_unless_told_every_tenant(warehouse: Warehouse) -> None:
+    # The same user id in two tenants is two people: erasing one leaves the other.
+    sink = _sink(warehouse)
+    events = [
+        prediction(confidence=0.2, user_id="alice", tenant_id=tenant, text=f"{tenant}canary {i}")
+        for tenant in ("acme", "globex")
+        for i in range(2)
+    ]
+    sink.write_predictions([RawRecord(e.to_bytes(), 0, i) for i, e in enumerate(events)])
+    env = _env(warehouse)
+    both = run_cli(
+        "privacy", "forget", "--user", "alice", "--tenant", "acme", "--all-tenants", env=env
+    )
+    assert both.returncode == 2 and "--tenant or --all-tenants" in both.stderr
+    assert len(both.stderr.strip().splitlines()) == 1
+    acme = run_cli("privacy", "forget", "--user", "alice", "--tenant", "acme", "--json", env=env)
+    assert acme.returncode == 0, acme.stderr
+    assert json.loads(acme.stdout)["cases_deleted"] == 2
+    assert json.loads(acme.stdout)["tenant_id"] == "acme"
+    assert json.loads(acme.stdout)["other_tenants"] == ["globex"]
+    assert "also has cases in tenant(s) globex, not erased" in acme.stderr
+    assert warehouse.query("SELECT tenant_id, count(*) FROM cases GROUP BY 1") == [("globex", 2)]
+    # Replays: acme's Alice stays erased, globex's Alice is still captured.
+    again = [
+        prediction(confidence=0.2, user_id="alice", tenant_id=tenant, text=f"{tenant}canary new")
+        for tenant in ("acme", "globex")
+    ]
+    replay = sink.write_predictions(
+        [RawRecord(e.to_bytes(), 0, 10 + i) for i, e in enumerate(again)]
+    )
+    assert replay.erased == 1
+    assert warehouse.query("SELECT tenant_id, count(*) FROM cases GROUP BY 1") == [("globex", 3)]
+
+    every = run_cli("privacy", "forget", "--user", "alice", "--all-tenants", "--json", env=env)
+    assert json.loads(every.stdout)["cases_deleted"] == 3
+    assert json.loads(every.stdout)["tenant_id"] is None
+    assert warehouse.query("SELECT count(*) FROM cases") == [(0,)]
+    raw = warehouse.path.read_bytes()
+    assert b"acmecanary" not in raw and b"globexcanary" not in raw
+
+
+def test_forget_takes_escalations_of_uncaptured_predictions_and_the_raw_id_from_the_audit(
+    warehouse: Warehouse,
+) -> None:
+    sink = _sink(warehouse)
+    # No consent: audited without text, never a case; the escalation still carries a reason
+    # and a human label, which are Alice's.
+    unconsented = prediction(confidence=0.2, user_id="alice", consent=False)
+    bob = prediction(confidence=0.2, user_id="bob", consent=False)
+    sink.write_predictions(
+        [RawRecord(e.to_bytes(), 0, i) for i, e in enumerate([unconsented, bob])]
+    )
+    escalations = [escalation(e.request_id, "close_account") for e in (unconsented, bob)]
+    sink.write_escalations([RawRecord(e.to_bytes(), 0, i) for i, e in enumerate(escalations)])
+    assert warehouse.query("SELECT count(*) FROM escalations WHERE case_id IS NULL") == [(2,)]
+    report = forget(warehouse, "alice", tenant_id="acme", actor="dpo")
+    assert report.escalations_deleted == 1
+    assert warehouse.query("SELECT request_id FROM escalations") == [(bob.request_id,)]
+    # The audit keeps that a prediction was made, not who it was for.
+    audit = dict(warehouse.query("SELECT request_id, user_id FROM predictions_audit"))
+    assert audit == {unconsented.request_id: f"erased:{report.erasure_id}", bob.request_id: "bob"}
+    assert b"alice" not in warehouse.path.read_bytes()
+    # A late escalation of her prediction is still recognized as hers, and dropped.
+    late = sink.write_escalations(
+        [RawRecord(escalation(unconsented.request_id, "card_lost").to_bytes(), 0, 5)]
+    )
+    assert late.erased == 1 and late.escalations == 0
+
+
+def test_purge_reaches_dataset_snapshots_teacher_answers_and_errors(
+    settings: Settings, any_warehouse: Warehouse
+) -> None:
+    warehouse = any_warehouse
+    canary = "zqxoldcanary"
+    old_texts = [f"{canary} wants the card {w}" for w in ("blue", "green")]
+    new_texts = [f"bob asks about the card {w}" for w in ("grey", "pink", "gold")]
+    ids = capture(warehouse, old_texts + new_texts, users=["ann"] * 2 + ["bob"] * 3)
+    with serve(FakeOpenAI(rules=[("card", "card_arrival")], fallback="card_lost")) as fake:
+        cfg = OpenAITeacherSettings(base_url=fake.url, model="m", logprobs=False)
+        assert relabel(warehouse, OpenAITeacher(cfg, ("card_arrival", "card_lost"))).failed == 0
+    spec = DatasetSpec(
+        labels=("card_arrival", "card_lost"),
+        eval_fraction=0.0,
+        eval_min_per_label=0,
+        eval_min_oos=0,
+    )
+    snapshot = build_dataset(warehouse, spec, settings.datasets_dir)
+    long_ago = datetime.now(UTC) - timedelta(days=120)
+    with warehouse.transaction() as con:
+        con.execute(
+            "INSERT INTO teacher_errors (error_id, case_id, teacher_id, kind, message, ts)"
+            " VALUES ('e1', ?, 't', 'parse', ?, ?)",
+            [ids[0], f"unparseable answer about {canary}", long_ago],
+        )
+        con.execute("UPDATE cases SET captured_at = ? WHERE user_id = 'ann'", [long_ago])
+        con.execute("UPDATE teacher_cache SET created_at = ?", [long_ago])  # every answer
+
+    report = purge(warehouse, timedelta(days=90))
+    assert report.deleted["cases"] == 2 and report.deleted["teacher_errors"] == 1
+    assert report.deleted["teacher_cache"] == 2  # Bob's answers stay: his cases are recent
+    assert warehouse.query("SELECT count(*) FROM teacher_cache") == [(3,)]
+    new_hash = report.dataset_successors[snapshot.dataset_hash]  # type: ignore[index]
+    assert report.deleted["dataset_snapshots"] == 1
+    assert [p.name for p in snapshot.path.iterdir()] == ["ERASED.json"]
+    successor = load_from_disk(str(settings.datasets_dir / new_hash))
+    assert sorted(successor["case_id"]) == sorted(ids[2:])
+    leftovers = [
+        p for p in settings.data_dir.rglob("*") if p.is_file() and canary.encode() in p.read_bytes()
+    ]
+    assert leftovers == []
+    again = purge(warehouse, timedelta(days=90))
+    assert sum(again.deleted.values()) == 0 and again.dataset_successors == {}

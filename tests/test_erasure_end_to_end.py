@@ -93,8 +93,8 @@ def test_an_erased_user_leaves_no_byte_behind_and_stays_erased(
         assert report.version is not None
         assert _leaks([cfg.datasets_dir]), "the dataset snapshot should hold the canary"
 
-        result = run_cli("privacy", "forget", "--user", "alice", "--actor", "dpo", "--json",
-                         env={"TUTORLOOP_DATA_DIR": str(cfg.data_dir)})  # fmt: skip
+        forget = ["privacy", "forget", "--user", "alice", "--tenant", "acme", "--actor", "dpo"]
+        result = run_cli(*forget, "--json", env={"TUTORLOOP_DATA_DIR": str(cfg.data_dir)})
         erased = json.loads(result.stdout)
         assert erased["cases_deleted"] == 7
         assert erased["broker_copy_expires_at"] is not None  # Kafka's copy: until then

@@ -204,7 +204,7 @@ class _ErasingTeacher:
         self.info = inner.info
 
     def label_batch(self, texts: Sequence[str]) -> list[TeacherResult]:
-        forget(self.warehouse, self.user_id, actor="test")
+        forget(self.warehouse, self.user_id, tenant_id="acme", actor="test")
         return self.inner.label_batch(texts)
 
 

@@ -208,7 +208,7 @@ def test_erasure_and_retention_take_synthetic_cases_with_their_source(
     relabel(warehouse, teacher)
     synthesize(warehouse, _writer(fake), RegexScrubber(), teacher.info.teacher_id)
     relabel(warehouse, teacher)
-    report = forget(warehouse, "ann", actor="dpo")
+    report = forget(warehouse, "ann", tenant_id="acme", actor="dpo")
     assert report.cases_deleted == 3  # her case and the two written from it
     left = _synthetic(warehouse)
     assert {r["user_id"] for r in left} == {"bo"} and len(left) == 2

@@ -94,7 +94,7 @@ def test_forget_leaves_no_byte_of_the_text_in_the_table_files(
     tables = postgres_cluster.data_dir / "base"
     assert _files_holding(tables, canary.encode())
 
-    report = forget(wh, "alice", actor="dpo", broker_retention_hours=72)
+    report = forget(wh, "alice", tenant_id="acme", actor="dpo", broker_retention_hours=72)
     assert report.cases_deleted == 3
     wh.query("CHECKPOINT")
     assert _files_holding(tables, canary.encode()) == []
