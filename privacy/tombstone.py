@@ -34,10 +34,10 @@ def erasures_of(
     by_hash: dict[str, list[tuple[str, str]]] = {}
     by_id: dict[str, list[tuple[str, str]]] = {}
     for tenant, user in set(subjects):
+        # A client may send an id shaped like a pseudonym: it is looked up as an id too.
+        by_hash.setdefault(subject_hash(user), []).append((tenant, user))
         if user.startswith(ERASED_PREFIX):
             by_id.setdefault(user.removeprefix(ERASED_PREFIX), []).append((tenant, user))
-        else:
-            by_hash.setdefault(subject_hash(user), []).append((tenant, user))
     if not by_hash and not by_id:
         return {}
     rows = con.execute(

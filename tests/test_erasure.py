@@ -416,6 +416,11 @@ def test_forget_takes_escalations_of_uncaptured_predictions_and_the_raw_id_from_
         [RawRecord(escalation(unconsented.request_id, "card_lost").to_bytes(), 0, 5)]
     )
     assert late.erased == 1 and late.escalations == 0
+    # An id shaped like a pseudonym is still an id: erased, it stays erased.
+    odd = prediction(confidence=0.2, user_id="erased:odd", text="Oddcanary")
+    sink.write_predictions([RawRecord(odd.to_bytes(), 0, 7)])
+    forget(warehouse, "erased:odd", tenant_id="acme", actor="dpo")
+    assert sink.write_predictions([RawRecord(odd.to_bytes(), 0, 8)]).erased == 1
 
 
 def test_purge_reaches_dataset_snapshots_teacher_answers_and_errors(
