@@ -9,7 +9,7 @@ folders replaced by tombstones (:mod:`tutorloop.privacy.snapshot_erasure`); the 
 trained on them are listed so they can be retrained without the user. Kafka's copy expires
 with the topics' retention; the record states when. Lineage rows that hold no content (audit rows,
 dataset membership by case id) stay, so compliance can still answer what happened; the audit
-rows name the user by the record's subject hash from then on, not by the id.
+rows name the erasure (:func:`tutorloop.privacy.tombstone.pseudonym`) from then on, not the id.
 
 The erasure record identifies the subject by a SHA-256 of the user id, not the id itself: the
 record proves the erasure without keeping the identifier around. Deleted rows linger in the

@@ -264,7 +264,7 @@ def _fit_on_embeddings(
     embedded = served_rows(folder, train, validation, oos_label=oos_label)
     return {
         "open_set": fit_served_open_set(folder, embedded, max_accuracy_drop=open_set_max_drop),
-        "retrieval": fit_served_memory(folder, embedded, dp=bool(card.get("privacy"))),
+        "retrieval": fit_served_memory(folder, embedded, dp=trained_with_dp(card)),
     }
 
 
