@@ -65,6 +65,7 @@ def serve_traffic(settings: Settings, rows: Any, escalate: float, rng: random.Ra
                             EscalationEvent(
                                 event_id=uuid.uuid4(), ts=now_utc(),
                                 request_id=reply.json()["request_id"],
+                                tenant_id=body["tenant_id"], user_id=body["user_id"],
                                 reason="customer_escalation", human_label=label,
                                 actor="demo-agent", text=text,
                             )

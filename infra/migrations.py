@@ -225,6 +225,22 @@ _V16_ERASURE_TENANT = """
 ALTER TABLE erasures ADD COLUMN tenant_id VARCHAR;
 """
 
+# Escalations name the (tenant, user) whose prediction they are about: request ids are chosen by
+# clients, so only the three together join an escalation to its prediction. Existing rows take
+# the one owner the audit knows for their request id; a request id several users sent stays
+# without one (it never joins again).
+_V17_OWNER = """
+ALTER TABLE escalations ADD COLUMN tenant_id VARCHAR;
+ALTER TABLE escalations ADD COLUMN user_id VARCHAR;
+UPDATE escalations SET tenant_id = owner.tenant_id, user_id = owner.user_id
+FROM (
+    SELECT request_id, min(tenant_id) AS tenant_id, min(user_id) AS user_id
+    FROM predictions_audit GROUP BY request_id
+    HAVING count(DISTINCT tenant_id) = 1 AND count(DISTINCT user_id) = 1
+) AS owner
+WHERE escalations.request_id = owner.request_id;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lineage tables", LINEAGE_V1),
     Migration(2, "escalations and review queue", _V2_REVIEW),
@@ -242,6 +258,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(14, "review items name their teacher (spot-check agreement)", _V14_REVIEW_TEACHER),
     Migration(15, "lineage of synthetic cases (paraphrases, contrast edits)", _V15_SYNTHETIC),
     Migration(16, "erasures name their tenant (NULL: every tenant)", _V16_ERASURE_TENANT),
+    Migration(17, "escalations name the tenant and user of their predictions", _V17_OWNER),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

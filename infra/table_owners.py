@@ -121,8 +121,10 @@ TABLES: tuple[Table, ...] = (
             "case_id",
             "kafka_partition",
             "kafka_offset",
+            "tenant_id",
+            "user_id",
         ),
-        "escalation events, joined to cases by request id (the stream sink)",
+        "escalation events, joined to cases by tenant, user and request id (the stream sink)",
     ),
     Table(
         "parked_escalations",

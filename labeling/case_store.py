@@ -74,6 +74,7 @@ def label_escalated_cases(con: duckdb.DuckDBPyConnection, request_ids: list[str]
         "SELECT 'human:' || e.event_id || ':' || c.case_id, c.case_id, ?, "
         "e.human_label, 1.0, e.actor, e.ts "
         "FROM escalations e JOIN cases c ON c.request_id = e.request_id "
+        "AND c.tenant_id = e.tenant_id AND c.user_id = e.user_id "
         "WHERE e.human_label IS NOT NULL "
         "AND e.request_id IN (SELECT unnest(?::VARCHAR[])) ON CONFLICT DO NOTHING",
         [LabelSource.HUMAN, request_ids],

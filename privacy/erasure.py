@@ -213,18 +213,19 @@ def _delete_content(
             con, f"DELETE FROM {table} WHERE case_id IN ({in_cases})", [case_ids]
         )
     # Escalations of the subject's predictions, also those never captured as a case (no
-    # consent, or over a cap): their reason and human label are the user's content too.
-    # A request id another user's prediction shares (clients choose them) is not theirs to
-    # erase: that escalation stays.
+    # consent, or over a cap): their reason and human label are the user's content too. An
+    # escalation names its owner; one without (its prediction never arrived, or several users
+    # sent its request id) is the subject's only if no other user's prediction shares the id.
+    owned, owned_params = subject.where()
     mine, params = subject.where("a")
     others, other_params = subject.where("b")
     deleted["escalations"] = _count(
         con,
-        f"DELETE FROM escalations WHERE case_id IN ({in_cases}) OR (case_id IS NULL AND"
-        f" request_id IN (SELECT a.request_id FROM predictions_audit a WHERE {mine}) AND NOT"
+        f"DELETE FROM escalations WHERE case_id IN ({in_cases}) OR ({owned}) OR (user_id IS NULL"
+        f" AND request_id IN (SELECT a.request_id FROM predictions_audit a WHERE {mine}) AND NOT"
         " EXISTS (SELECT 1 FROM predictions_audit b WHERE b.request_id = escalations.request_id"
         f" AND NOT ({others})))",
-        [case_ids, *params, *other_params],
+        [case_ids, *owned_params, *params, *other_params],
     )
     deleted["cases"] = _count(con, f"DELETE FROM cases WHERE case_id IN ({in_cases})", [case_ids])
     # Audit rows hold no content but named the user: they name the erasure from now on, which

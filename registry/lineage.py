@@ -103,8 +103,8 @@ def prediction_lineage(warehouse: Warehouse, event_id: str) -> dict[str, Any]:
     prediction["case"] = _clean(case[0]) if case else None
     prediction["escalations"] = warehouse.query_dicts(
         "SELECT event_id, ts, reason, human_label IS NOT NULL AS has_human_label"
-        " FROM escalations WHERE request_id = ?",
-        [prediction["request_id"]],
+        " FROM escalations WHERE request_id = ? AND tenant_id = ? AND user_id = ?",
+        [prediction["request_id"], prediction["tenant_id"], prediction["user_id"]],
     )
     version = prediction["model_version"]
     known = warehouse.query("SELECT 1 FROM model_versions WHERE version = ?", [version])

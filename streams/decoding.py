@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from tutorloop.infra.hashing import fingerprint
 from tutorloop.streams.batch import BatchOutcome, DeadLetter, RawRecord
 from tutorloop.streams.events import E, InvalidEventError, UnknownFields
 
@@ -27,16 +28,7 @@ def decode_records(
             event = decode(rec.value, unknown=unknown)
         except InvalidEventError as err:
             out.dead_letters.append(
-                DeadLetter(
-                    source_topic=topic,
-                    partition=rec.partition,
-                    offset=rec.offset,
-                    event_id=err.event_id,
-                    reason=err.reason,
-                    payload_sha256=err.payload_sha256,
-                    payload_bytes=len(rec.value),
-                    ts=now,
-                )
+                dead_letter(topic, rec, err.reason, err.event_id, err.payload_sha256, now)
             )
             continue
         out.unknown_fields += bool(event.model_extra)
@@ -48,6 +40,27 @@ def decode_records(
         seen.add(event_id)
         events.append((event, rec))
     return events
+
+
+def dead_letter(
+    topic: str,
+    rec: RawRecord,
+    reason: str,
+    event_id: str | None,
+    payload_sha256: str | None = None,
+    now: str | None = None,
+) -> DeadLetter:
+    """The dead letter of a record: where it is, why it was refused, its hash (no text)."""
+    return DeadLetter(
+        source_topic=topic,
+        partition=rec.partition,
+        offset=rec.offset,
+        event_id=event_id,
+        reason=reason,
+        payload_sha256=payload_sha256 or fingerprint(rec.value),
+        payload_bytes=len(rec.value),
+        ts=now or datetime.now(UTC).isoformat(),
+    )
 
 
 def read_back(raw: bytes | None, decode: Callable[[bytes], E]) -> E | None:

@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from tutorloop.infra.hashing import fingerprint
+from tutorloop.infra.tables import DEFAULT_TENANT
 
 SCHEMA_VERSION: Literal[2] = 2
 #: The version before the current one: still read, and upgraded (the compatibility window).
@@ -179,6 +180,29 @@ class EscalationEvent(_EscalationFields):
     """A case escalated by the product or a person (topic ``escalations``)."""
 
     schema_version: Literal[2] = _CURRENT
+    tenant_id: _ID | None = Field(
+        default=None,
+        description="the tenant the escalated prediction was served to (default: 'default' "
+        "when user_id is given); with user_id it scopes the client-chosen request id",
+    )
+    user_id: _ID | None = Field(
+        default=None,
+        description="the user the escalated prediction was served to; needed when request ids "
+        "are not unique across users (an escalation naming none is matched only to the one "
+        "user whose prediction carries its request id, else dead-lettered)",
+    )
+
+    def to_bytes(self) -> bytes:
+        # An escalation that names no owner is, on the wire, one of the previous version too.
+        unnamed = {name for name in ("tenant_id", "user_id") if getattr(self, name) is None}
+        return self.model_dump_json(exclude=unnamed).encode()
+
+    @property
+    def owner(self) -> tuple[str | None, str | None]:
+        """The (tenant, user) this escalation names, as far as it names them."""
+        if self.user_id is not None and self.tenant_id is None:
+            return DEFAULT_TENANT, self.user_id
+        return self.tenant_id, self.user_id
 
 
 class _EscalationV1(_EscalationFields):

@@ -22,11 +22,18 @@ import pyarrow as pa
 
 from tutorloop.infra.tables import CaptureReason
 from tutorloop.infra.warehouse import Warehouse, insert_arrow
-from tutorloop.labeling.case_store import insert_cases, label_escalated_cases
+from tutorloop.labeling.case_store import insert_cases
 from tutorloop.privacy.scrubber import RegexScrubber, Scrubber
 from tutorloop.privacy.tombstone import erased_users, pseudonymize_erased
 from tutorloop.streams.batch import BatchOutcome, RawRecord, RecordFetcher
-from tutorloop.streams.decoding import decode_records, read_back
+from tutorloop.streams.decoding import dead_letter, decode_records, read_back
+from tutorloop.streams.escalation_owner import (
+    attach_escalations,
+    claim_owners,
+    escalated_requests,
+    request_key,
+    resolve_owners,
+)
 from tutorloop.streams.events import (
     PredictionEvent,
     UnknownFields,
@@ -126,7 +133,7 @@ class CaptureSink:
         cases = [case_row(ev, s, reason) for (ev, reason), s in zip(capture, scrubbed, strict=True)]
         case_ids = {c["case_id"] for c in cases}
         uncaptured = {
-            ev.request_id: ev
+            request_key(ev): ev
             for ev, _ in events
             if ev.consent.training and str(ev.event_id) not in case_ids
         }
@@ -143,9 +150,10 @@ class CaptureSink:
                 out.captured.update(c["capture_reason"] for c in cases)
             # Escalations that arrived before their prediction: capture it now. Rare, so
             # scrubbing these few inside the transaction costs little.
-            late = self._escalated_request_ids(list(uncaptured), con)
-            late_events = [uncaptured[rid] for rid in late if uncaptured[rid].text is not None]
-            textless = [uncaptured[rid] for rid in late if uncaptured[rid].text is None]
+            claim_owners(con, request_ids)
+            late = escalated_requests(con, list(uncaptured))
+            late_events = [uncaptured[key] for key in late if uncaptured[key].text is not None]
+            textless = [uncaptured[key] for key in late if uncaptured[key].text is None]
             if late_events:
                 late_scrubbed = self.scrubber.scrub_batch([ev.text or "" for ev in late_events])
                 late_cases = self._drop_erased(con, [
@@ -155,7 +163,7 @@ class CaptureSink:
                 if insert_cases(con, late_cases):
                     out.captured.update(CaptureReason.ESCALATED for _ in late_cases)
                 self._mark_captured(con, [c["case_id"] for c in late_cases])
-            out.human_labels += self._attach(con, request_ids)
+            out.human_labels += attach_escalations(con, request_ids)
         if textless:
             self._capture_with_escalation_text(textless, request_ids, out)
         return out
@@ -166,22 +174,24 @@ class CaptureSink:
         """Predictions sent without text whose escalation (carrying it) came first: the text
         is read back from the escalation's record in Kafka, never from the warehouse."""
         positions = self.warehouse.query(
-            "SELECT request_id, kafka_partition, kafka_offset FROM escalations"
-            " WHERE request_id IN (SELECT unnest(?::VARCHAR[])) AND kafka_offset IS NOT NULL",
+            "SELECT request_id, tenant_id, user_id, kafka_partition, kafka_offset FROM escalations"
+            " WHERE request_id IN (SELECT unnest(?::VARCHAR[])) AND kafka_offset IS NOT NULL"
+            " AND user_id IS NOT NULL",
             [sorted(ev.request_id for ev in textless)],
         )
-        texts: dict[str, str] = {}
-        for request_id, partition, offset in positions:
-            if request_id in texts or self.escalation_fetcher is None:
+        texts: dict[tuple[str, str, str], str] = {}
+        for request_id, tenant, user, partition, offset in positions:
+            key = (tenant, user, request_id)
+            if key in texts or self.escalation_fetcher is None:
                 continue
             raw = self.escalation_fetcher.fetch(partition, offset)
             escalation = read_back(raw, decode_escalation)
             if escalation is not None and escalation.request_id == request_id and escalation.text:
-                texts[request_id] = escalation.text
+                texts[key] = escalation.text
         events = [
-            ev.model_copy(update={"text": texts[ev.request_id]})
+            ev.model_copy(update={"text": texts[request_key(ev)]})
             for ev in textless
-            if ev.request_id in texts
+            if request_key(ev) in texts
         ]
         out.unrecoverable += len(textless) - len(events)
         self._insert_escalated(events, request_ids, out)
@@ -203,6 +213,8 @@ class CaptureSink:
                 "event_id": str(ev.event_id),
                 "ts": ev.ts,
                 "request_id": ev.request_id,
+                "tenant_id": ev.owner[0],
+                "user_id": ev.owner[1],
                 "reason": reason.text,
                 "human_label": ev.human_label,
                 "actor": actor.text,
@@ -211,52 +223,65 @@ class CaptureSink:
             }
             for (ev, rec), reason, actor in zip(events, reasons, actors, strict=True)
         ]
+        record_of = {row["event_id"]: rec for row, (_, rec) in zip(rows, events, strict=True)}
         request_ids = sorted({ev.request_id for ev, _ in events})
         with self._lock, self.warehouse.transaction() as con:
-            erased = self._requests_of_erased_users(con, request_ids)
-            if erased:
-                out.erased += sum(1 for row in rows if row["request_id"] in erased)
-                rows = [row for row in rows if row["request_id"] not in erased]
+            rows = self._drop_erased(con, rows, out)  # of the users they name
+            rows, rejected = resolve_owners(con, rows)
+            rows = self._drop_erased(con, rows, out)  # of the users found in the audit
+            for row, reason in rejected:
+                rec = record_of[row["event_id"]]
+                out.dead_letters.append(
+                    dead_letter(self.escalations_topic, rec, reason, row["event_id"])
+                )
             out.escalations = insert_arrow(
                 con, "escalations", pa.Table.from_pylist(rows, ESCALATION_SCHEMA)
             )
             out.duplicates += len(rows) - out.escalations
-            out.human_labels += self._attach(con, request_ids)
+            out.human_labels += attach_escalations(con, request_ids)
+            batch = [row["event_id"] for row in rows]
             missing = con.execute(
-                "SELECT a.event_id, a.kafka_partition, a.kafka_offset, a.request_id "
-                "FROM predictions_audit a WHERE a.request_id IN (SELECT unnest(?::VARCHAR[])) "
+                "SELECT DISTINCT a.event_id, a.kafka_partition, a.kafka_offset, a.request_id, "
+                "a.tenant_id, a.user_id FROM predictions_audit a JOIN escalations e "
+                "ON e.request_id = a.request_id AND e.tenant_id = a.tenant_id "
+                "AND e.user_id = a.user_id WHERE e.event_id IN (SELECT unnest(?::VARCHAR[])) "
                 "AND a.consent_training AND a.kafka_offset IS NOT NULL "
                 "AND NOT EXISTS (SELECT 1 FROM cases c WHERE c.case_id = a.event_id)",
-                [request_ids],
+                [batch],
             ).fetchall()
         if missing:
-            texts = {ev.request_id: ev.text for ev, _ in events if ev.text is not None}
+            by_event = {str(ev.event_id): ev for ev, _ in events}
+            texts = {
+                (row["tenant_id"], row["user_id"], row["request_id"]): text
+                for row in rows
+                if (text := by_event[row["event_id"]].text) is not None
+            }
             self._capture_from_kafka(missing, request_ids, texts, out)
         return out
 
     def _capture_from_kafka(
         self,
-        missing: list[tuple[str, int, int, str]],
+        missing: list[tuple[str, int, int, str, str, str]],
         request_ids: list[str],
-        texts: dict[str, str],
+        texts: dict[tuple[str, str, str], str],
         out: BatchOutcome,
     ) -> None:
         """Capture predictions escalated after they were audited but not captured.
 
         The warehouse never held their text. Kafka holds the event (within retention), with
         its text when serving sent one; otherwise the escalation carries it (``texts``, by
-        request id).
+        tenant, user and request id).
         """
         recovered: list[PredictionEvent] = []
         unread: list[tuple[str, str, int, int]] = []
-        for event_id, partition, offset, request_id in missing:
+        for event_id, partition, offset, request_id, *_ in missing:
             raw = self.fetcher.fetch(partition, offset) if self.fetcher is not None else None
             if raw is None and self.fetcher is not None:
                 unread.append((event_id, request_id, partition, offset))  # a broker hiccup?
                 continue
             event = read_back(raw, decode_prediction)
-            if event is not None and event.text is None and event.request_id in texts:
-                event = event.model_copy(update={"text": texts[event.request_id]})
+            if event is not None and event.text is None and request_key(event) in texts:
+                event = event.model_copy(update={"text": texts[request_key(event)]})
             if event is None or str(event.event_id) != event_id or event.text is None:
                 out.unrecoverable += 1
                 log.warning(
@@ -330,20 +355,9 @@ class CaptureSink:
             if insert_cases(con, cases):
                 out.captured.update(CaptureReason.ESCALATED for _ in cases)
             self._mark_captured(con, [c["case_id"] for c in cases])
-            out.human_labels += self._attach(con, request_ids)
+            out.human_labels += attach_escalations(con, request_ids)
 
     # -- shared -----------------------------------------------------------------------------
-
-    @staticmethod
-    def _escalated_request_ids(request_ids: list[str], con: duckdb.DuckDBPyConnection) -> set[str]:
-        if not request_ids:
-            return set()
-        rows = con.execute(
-            "SELECT DISTINCT request_id FROM escalations "
-            "WHERE request_id IN (SELECT unnest(?::VARCHAR[]))",
-            [request_ids],
-        ).fetchall()
-        return {r[0] for r in rows}
 
     @staticmethod
     def _drop_erased(
@@ -355,25 +369,13 @@ class CaptureSink:
         """The case rows whose (tenant, user) was not erased (``erased``, when the caller
         looked already); the others are counted in ``out``."""
         if erased is None:
-            erased = erased_users(con, [(c["tenant_id"], c["user_id"]) for c in cases])
+            named = [(c["tenant_id"], c["user_id"]) for c in cases if c["user_id"] is not None]
+            erased = erased_users(con, named)
         if not erased:
             return cases
         kept = [c for c in cases if (c["tenant_id"], c["user_id"]) not in erased]
         out.erased += len(cases) - len(kept)
         return kept
-
-    @staticmethod
-    def _requests_of_erased_users(
-        con: duckdb.DuckDBPyConnection, request_ids: list[str]
-    ) -> set[str]:
-        """Requests (of this batch) whose prediction came from an erased user."""
-        users = con.execute(
-            "SELECT DISTINCT request_id, tenant_id, user_id FROM predictions_audit "
-            "WHERE request_id IN (SELECT unnest(?::VARCHAR[]))",
-            [request_ids],
-        ).fetchall()
-        erased = erased_users(con, [(t, u) for _, t, u in users])
-        return {str(r) for r, t, u in users if (t, u) in erased}
 
     @staticmethod
     def _mark_captured(con: duckdb.DuckDBPyConnection, event_ids: list[str]) -> None:
@@ -383,16 +385,3 @@ class CaptureSink:
                 "WHERE event_id IN (SELECT unnest(?::VARCHAR[])) AND NOT captured",
                 [CaptureReason.ESCALATED, event_ids],
             )
-
-    @staticmethod
-    def _attach(con: duckdb.DuckDBPyConnection, request_ids: list[str]) -> int:
-        """Link escalations to their cases; turn human labels into gold label rows."""
-        if not request_ids:
-            return 0
-        con.execute(
-            "UPDATE escalations SET case_id = c.case_id FROM cases c "
-            "WHERE escalations.request_id = c.request_id AND escalations.case_id IS NULL "
-            "AND escalations.request_id IN (SELECT unnest(?::VARCHAR[]))",
-            [request_ids],
-        )
-        return label_escalated_cases(con, request_ids)

@@ -52,6 +52,8 @@ ESCALATION_SCHEMA = pa.schema(
         ("event_id", pa.string()),
         ("ts", pa.timestamp("us", tz="UTC")),
         ("request_id", pa.string()),
+        ("tenant_id", pa.string()),
+        ("user_id", pa.string()),
         ("reason", pa.string()),
         ("human_label", pa.string()),
         ("actor", pa.string()),

@@ -36,7 +36,12 @@ def prediction(
 
 
 def escalation(
-    request_id: str, human_label: str | None = "card_lost", *, text: str | None = None
+    request_id: str,
+    human_label: str | None = "card_lost",
+    *,
+    text: str | None = None,
+    tenant_id: str | None = None,
+    user_id: str | None = None,
 ) -> EscalationEvent:
     return EscalationEvent(
         event_id=uuid.uuid4(),
@@ -46,4 +51,6 @@ def escalation(
         human_label=human_label,
         actor="agent-7",
         text=text,
+        tenant_id=tenant_id,
+        user_id=user_id,
     )

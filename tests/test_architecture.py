@@ -78,6 +78,8 @@ def test_only_the_owning_package_writes_a_table() -> None:
     for module, path in _modules():
         if module == ERASURE_MODULE:
             continue  # erasure must reach every copy, whoever wrote it
+        if module == "tutorloop.infra.migrations":
+            continue  # a migration moves existing rows into the columns it adds
         package = module.split(".")[1]
         for match in _WRITE.finditer(path.read_text()):
             table = match.group(1) or match.group(2)

@@ -60,6 +60,36 @@ def test_older_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
         assert [v for (v,) in versions] == list(range(1, LATEST_VERSION + 1))
 
 
+def test_existing_escalations_take_the_one_owner_of_their_request_id(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    migrate(con, target=16)
+    audit = [
+        ("p1", "acme", "ann", "r-own"),
+        ("p2", "acme", "ann", "r-shared"),
+        ("p3", "globex", "bob", "r-shared"),
+    ]
+    for event_id, tenant, user, request in audit:
+        con.execute(
+            "INSERT INTO predictions_audit (event_id, ts, tenant_id, user_id, request_id,"
+            " model_version, label, confidence, consent_training, captured, policy_version)"
+            " VALUES (?, now(), ?, ?, ?, 'v1', 'top_up', 0.9, true, false, 'p1')",
+            [event_id, tenant, user, request],
+        )
+    for event_id, request in [("e1", "r-own"), ("e2", "r-shared"), ("e3", "r-unknown")]:
+        con.execute(
+            "INSERT INTO escalations (event_id, ts, request_id, reason, actor)"
+            " VALUES (?, now(), ?, 'complaint', 'agent')",
+            [event_id, request],
+        )
+    con.close()
+    with Warehouse(path).connect() as con:
+        owners = con.execute(
+            "SELECT event_id, tenant_id, user_id FROM escalations ORDER BY 1"
+        ).fetchall()
+    assert owners == [("e1", "acme", "ann"), ("e2", None, None), ("e3", None, None)]
+
+
 def test_reopening_applies_nothing_twice(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
     with Warehouse(path).connect():
