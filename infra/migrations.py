@@ -241,6 +241,19 @@ FROM (
 WHERE escalations.request_id = owner.request_id;
 """
 
+# The lifetime privacy ledger: how many rows of each user (tenant, subject hash of the id) each
+# DP run could sample; with the run's mechanism in privacy_ledger, a user's lifetime epsilon.
+_V18_USER_ROWS = """
+CREATE TABLE privacy_user_rows (
+    run_id            VARCHAR NOT NULL,
+    tenant_id         VARCHAR NOT NULL,
+    subject           VARCHAR NOT NULL,
+    n_rows            BIGINT NOT NULL,
+    PRIMARY KEY (run_id, tenant_id, subject)
+);
+CREATE INDEX privacy_user_rows_subject ON privacy_user_rows (subject);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lineage tables", LINEAGE_V1),
     Migration(2, "escalations and review queue", _V2_REVIEW),
@@ -259,6 +272,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(15, "lineage of synthetic cases (paraphrases, contrast edits)", _V15_SYNTHETIC),
     Migration(16, "erasures name their tenant (NULL: every tenant)", _V16_ERASURE_TENANT),
     Migration(17, "escalations name the tenant and user of their predictions", _V17_OWNER),
+    Migration(18, "the lifetime privacy ledger: rows of each user per DP run", _V18_USER_ROWS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

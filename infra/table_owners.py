@@ -2,7 +2,8 @@
 
 Only the owning package writes a table (``INSERT``, ``UPDATE``, ``DELETE``); others read through
 the owner's functions. Erasure (``privacy.erasure``) is the documented exception: it must reach
-every copy of a subject's data, whoever wrote it. ``tests/test_architecture.py`` checks this list
+every copy of a subject's data, whoever wrote it; and a migration moves existing rows into the
+columns it adds. ``tests/test_architecture.py`` checks this list
 against the migrated schema and every write statement in the code against its table's owner.
 The stored vocabularies live in ``infra.tables``.
 """
@@ -239,6 +240,12 @@ TABLES: tuple[Table, ...] = (
         "DP-SGD spend per run",
     ),
     Table(
+        "privacy_user_rows",
+        "privacy",
+        ("run_id", "tenant_id", "subject", "n_rows"),
+        "rows of each user (subject hash) each DP run could sample: the lifetime ledger",
+    ),
+    Table(
         "promotions",
         "registry",
         (
@@ -332,12 +339,7 @@ TABLES: tuple[Table, ...] = (
         ),
         "claimed retrain windows",
     ),
-    Table(
-        "schema_version",
-        "infra",
-        ("version", "description", "applied_at"),
-        "applied migrations",
-    ),
+    Table("schema_version", "infra", ("version", "description", "applied_at"), "migrations"),
     Table(
         "synthetic_cases",
         "labeling",

@@ -29,6 +29,7 @@ from tutorloop.labeling.gold import import_gold
 from tutorloop.labeling.labeled_csv import LabeledRows
 from tutorloop.labeling.models import resolve_model
 from tutorloop.labeling.teachers import label_set
+from tutorloop.loop.dp_sample import DPSample, dp_sample
 from tutorloop.loop.progress import ProgressFactory, no_progress
 from tutorloop.loop.teach import teach
 from tutorloop.privacy.dp import at_user_level, check_budget, record_entry
@@ -37,7 +38,7 @@ from tutorloop.privacy.scrubbing import configured_scrubber
 from tutorloop.registry.lifecycle import evaluate_candidate
 from tutorloop.registry.store import ModelVersion, champion, register_candidate, verify
 from tutorloop.trainer.dataset import DatasetSpec, DatasetVersion
-from tutorloop.trainer.dataset_store import build_dataset, data_window, rows_per_user
+from tutorloop.trainer.dataset_store import build_dataset, data_window
 from tutorloop.trainer.label_filter import filter_teacher_labels
 from tutorloop.trainer.representation import representation_targets
 from tutorloop.trainer.runs import finish_run, package_versions, start_run
@@ -63,6 +64,7 @@ class CycleReport:
     fallback_reason: str | None = None
     epsilon: float | None = None
     dp_plan: dict[str, Any] | None = None  # DP runs: noise, steps and signal, before training
+    dp_users_left_out: int = 0  # DP runs: users the run would have taken past their lifetime
     seconds: float = 0.0
     gates: dict[str, Any] | None = None
 
@@ -105,6 +107,7 @@ def _start_run(
     dataset: DatasetVersion,
     warm_from: ModelVersion | None,
     epochs: int,
+    sample: DPSample | None,
 ) -> tuple[str, tuple[datetime | None, datetime | None]]:
     """Check the DP budget for the dataset's data window, then record the run as started."""
 
@@ -118,7 +121,7 @@ def _start_run(
         check_budget(
             warehouse, privacy.dp_epsilon, budget=privacy.epsilon_budget,
             window_start=window[0], window_end=window[1],
-            rows_per_user=rows_per_user(warehouse, dataset.dataset_hash),
+            rows_per_user=sample.rows_per_user if sample else 1,
             budget_window_days=privacy.budget_window_days,
         )  # fmt: skip
     path = resolve_training_path(cfg.quantization)
@@ -177,8 +180,10 @@ def _train_and_stage(
     epochs: int,
     progress: ProgressFactory,
     report: CycleReport,
+    sample: tuple[DPSample | None, frozenset[str]],
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """Train the student into the run's staging folder; the ledger gets a DP run's spend."""
+    """Train the student into the run's staging folder; the ledger gets a DP run's spend (and
+    the rows of each user it sampled)."""
 
     cfg = settings.trainer
     run_id, window = run
@@ -191,6 +196,9 @@ def _train_and_stage(
     if warm_from is not None and rows.features["label"].names != labels:
         # Re-index the dataset's labels to the champion's head order.
         rows = _reorder_labels(rows, labels)
+    dp_users, left_out = sample
+    if left_out:  # users this DP run would take past their lifetime ceiling
+        rows = rows.filter(lambda row: row["case_id"] not in left_out)
     dp = DPRequest(settings.privacy, run_id) if settings.privacy.dp_epsilon is not None else None
     rows, label_filter = filter_teacher_labels(
         student, rows, cfg.label_filter, seed=cfg.seed, dp=dp is not None, max_length=cfg.max_length
@@ -203,10 +211,12 @@ def _train_and_stage(
     if outcome.privacy is not None:
         public, replayed = _row_counts(rows)
         entry = replace(
-            at_user_level(outcome.privacy, rows_per_user(warehouse, dataset.dataset_hash)),
+            at_user_level(outcome.privacy, dp_users.rows_per_user if dp_users else 1),
             public_rows=public, replayed_private_rows=replayed,
         )  # fmt: skip
         record_entry(warehouse, entry, window_start=window[0], window_end=window[1])
+        if dp_users is not None:
+            dp_users.record(warehouse, run_id)
     report.epsilon = outcome.epsilon
     save_student(student, settings.models_artifacts_dir / ".staging" / run_id, labels,
                  outcome.temperature)  # fmt: skip
@@ -270,18 +280,24 @@ def train_and_register(
     labels = _head_labels(dataset, warm_from)
     base_folder = resolve_model(settings.trainer.base_model, settings.models_dir)
     epochs = epochs or settings.trainer.epochs
-    report.dp_plan = dp_plan_of(settings.privacy, dataset.counts)  # a strict refusal: no run
-    run = _start_run(settings, warehouse, dataset, warm_from, epochs)
+    sampled = dp_sample(settings, warehouse, dataset)
+    sample, dropped = sampled if sampled else (None, frozenset[str]())
+    counts = sample.counts(dataset.counts) if sample else dataset.counts
+    report.dp_plan = dp_plan_of(settings.privacy, counts)  # a strict refusal: no run
+    report.dp_users_left_out = len(sample.left_out) if sample else 0
+    run = _start_run(settings, warehouse, dataset, warm_from, epochs, sample)
     run_id = run[0]
     report.run_id, report.dataset_hash = run_id, dataset.dataset_hash
     staged = settings.models_artifacts_dir / ".staging" / run_id
     try:
         student, outcome, metrics = _train_and_stage(
             settings, warehouse, dataset, labels, warm_from, run, base_folder,
-            epochs=epochs, progress=progress, report=report,
+            epochs=epochs, progress=progress, report=report, sample=(sample, dropped),
         )  # fmt: skip
         card = _card(settings, dataset, student, outcome, metrics, warm_from, base_folder)
         card["privacy"] = dp_card(settings.privacy, report.dp_plan, outcome.privacy)
+        if sample is not None and card["privacy"] is not None:
+            card["privacy"]["lifetime"] = sample.card()
         version = register_candidate(
             warehouse, settings, staged, run_id=run_id, label_set=labels, card=card
         )

@@ -80,6 +80,62 @@ def forget_cmd(
         console.print(table)
 
 
+@privacy_app.command("ledger")
+def ledger_cmd(
+    ctx: typer.Context,
+    user: str | None = typer.Option(None, "--user", help="one user's lifetime spend"),
+    tenant: str = typer.Option(DEFAULT_TENANT, "--tenant", help="the user's tenant"),
+    json_out: bool = JSON_OUT,
+) -> None:
+    """The privacy ledger: every DP run's spend, or one user's lifetime epsilon and the runs
+    and versions it went into."""
+    from tutorloop.privacy.lifetime import ledger_runs, user_ledger
+
+    warehouse = open_warehouse(settings_of(ctx))
+    if user is None:
+        runs = ledger_runs(warehouse)
+        if json_out:
+            print_json({"runs": runs})
+            return
+        table = Table("run", "ts", "epsilon", "delta", "user epsilon", "k", "users", "version")
+        for run in runs:
+            table.add_row(
+                run["run_id"],
+                str(run["ts"])[:19],
+                f"{run['epsilon']:.3g}",
+                f"{run['delta']:.2g}",
+                f"{run['user_epsilon'] or 0:.3g}",
+                str(run["rows_per_user"] or ""),
+                str(run["users"] or ""),
+                ", ".join(run["versions"]),
+            )
+        console.print(table)
+        return
+    entry = user_ledger(warehouse, tenant, user)
+    if json_out:
+        print_json(entry)
+        return
+    lifetime = entry["lifetime"]
+    console.print(
+        f"user {user!r} in tenant {tenant!r}: lifetime epsilon {lifetime['epsilon']:.4g} "
+        f"at delta {lifetime['delta']:.2g} ({lifetime['method']}) over "
+        f"{len(lifetime['runs'])} DP run(s)",
+        highlight=False,
+    )
+    table = Table("run", "ts", "rows", "run epsilon", "user epsilon (run)", "version")
+    for run in lifetime["runs"]:
+        table.add_row(
+            run["run_id"],
+            str(run["ts"])[:19],
+            str(run["rows"]),
+            f"{run['epsilon']:.3g}",
+            f"{run['user_epsilon']:.3g}",
+            ", ".join(run["versions"]),
+        )
+    if lifetime["runs"]:
+        console.print(table)
+
+
 @privacy_app.command("purge")
 def purge_cmd(
     ctx: typer.Context,

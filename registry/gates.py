@@ -279,7 +279,7 @@ def _privacy(ctx: GateContext) -> list[GateResult]:
     if ctx.user_epsilon is None:
         return [blocked("user_epsilon", "privacy.max_user_epsilon",
                         "the contract requires DP training; this run did not use it")]  # fmt: skip
-    detail = "group privacy over the per-user cap"
+    detail = "lifetime: every DP run of the most-spent user, warm-start ancestors' included"
     return [
         constraint(
             "user_epsilon", ctx.user_epsilon, limit, "<=", "privacy.max_user_epsilon", detail

@@ -32,6 +32,7 @@ from tutorloop.registry.gates import (
 )
 from tutorloop.registry.rewrite import rewritten_copy
 from tutorloop.registry.store import ModelVersion, champion, get
+from tutorloop.registry.version_privacy import user_epsilon
 
 POINTER = "champion.json"
 
@@ -351,7 +352,7 @@ def evaluate_candidate(
             warehouse, candidate.dataset_hash, public_only=trained_with_dp(candidate.card)
         ),
         threads=settings.serving.threads,
-        user_epsilon=_user_epsilon(warehouse, candidate, settings.privacy.max_cases_per_user),
+        user_epsilon=user_epsilon(warehouse, candidate, settings.privacy.max_cases_per_user),
         retrieval=settings.serving.retrieval,
     )  # fmt: skip
     gates = evaluate_gates(
@@ -376,16 +377,3 @@ def evaluate_candidate(
         promote(warehouse, settings, version, actor=actor, reason="passed every gate")
         verdict.promoted = True
     return verdict
-
-
-def _user_epsilon(warehouse: Warehouse, version: ModelVersion, per_user: int) -> float | None:
-    """The user-level epsilon of the version's training run as the ledger recorded it (group
-    privacy over the most rows one user gave; the contribution cap for older rows), or None
-    without DP."""
-    if version.run_id is None:
-        return None
-    rows = warehouse.query(
-        "SELECT coalesce(user_epsilon, epsilon * ?) FROM privacy_ledger WHERE run_id = ?",
-        [per_user, version.run_id],
-    )
-    return float(rows[0][0]) if rows else None

@@ -126,22 +126,33 @@ def data_window(warehouse: Warehouse, dataset_hash: str) -> tuple[datetime | Non
     return (row[0][0], row[0][1]) if row else (None, None)
 
 
-def rows_per_user(warehouse: Warehouse, dataset_hash: str) -> int:
-    """The most private rows one user contributed to the dataset (k of group privacy).
+def private_rows_by_user(
+    warehouse: Warehouse, dataset_hash: str
+) -> dict[tuple[str, str], list[str]]:
+    """The private rows DP-SGD may sample, by (tenant, user): their case ids.
 
-    Counts every row DP-SGD may sample: the private rows of the train split and of the
-    validation split (a DP run trains on its private validation rows too, since choosing by
-    them would spend privacy the accountant does not count). Public (imported) rows spend
-    none. At least 1.
+    Those of the train split and of the validation split (a DP run trains on its private
+    validation rows too, since choosing by them would spend privacy the accountant does not
+    count). Public (imported) rows spend none.
     """
     public = ", ".join("?" for _ in PUBLIC_REASONS)
-    row = warehouse.query(
-        "SELECT max(n) FROM (SELECT count(*) AS n FROM dataset_members m JOIN cases c"
+    rows = warehouse.query(
+        "SELECT c.tenant_id, c.user_id, m.case_id FROM dataset_members m JOIN cases c"
         " USING (case_id) WHERE m.dataset_hash = ? AND m.split IN (?, ?)"
-        f" AND c.capture_reason NOT IN ({public}) GROUP BY c.tenant_id, c.user_id) AS per_user",
+        f" AND c.capture_reason NOT IN ({public}) ORDER BY m.case_id",
         [dataset_hash, Split.TRAIN, Split.VALIDATION, *PUBLIC_REASONS],
     )
-    return max(1, int(row[0][0] or 1)) if row else 1
+    found: dict[tuple[str, str], list[str]] = {}
+    for tenant, user, case_id in rows:
+        found.setdefault((str(tenant), str(user)), []).append(str(case_id))
+    return found
+
+
+def rows_per_user(warehouse: Warehouse, dataset_hash: str) -> int:
+    """The most private rows one user contributed to the dataset (k of group privacy; see
+    :func:`private_rows_by_user`). At least 1."""
+    by_user = private_rows_by_user(warehouse, dataset_hash)
+    return max((len(cases) for cases in by_user.values()), default=1)
 
 
 def list_dataset_versions(warehouse: Warehouse) -> list[dict[str, Any]]:
