@@ -35,6 +35,7 @@ from tutorloop.loop.teach import teach
 from tutorloop.privacy.dp import at_user_level, check_budget, record_entry
 from tutorloop.privacy.dp_plan import dp_card, dp_plan_of, private_rows
 from tutorloop.privacy.scrubbing import configured_scrubber
+from tutorloop.registry.erasure_marks import clean_warm_start
 from tutorloop.registry.lifecycle import evaluate_candidate
 from tutorloop.registry.store import ModelVersion, champion, register_candidate, verify
 from tutorloop.trainer.dataset import DatasetSpec, DatasetVersion
@@ -65,6 +66,7 @@ class CycleReport:
     epsilon: float | None = None
     dp_plan: dict[str, Any] | None = None  # DP runs: noise, steps and signal, before training
     dp_users_left_out: int = 0  # DP runs: users the run would have taken past their lifetime
+    warm_start_passed_over: list[str] = field(default_factory=list)  # marked by an erasure
     seconds: float = 0.0
     gates: dict[str, Any] | None = None
 
@@ -296,6 +298,7 @@ def train_and_register(
         )  # fmt: skip
         card = _card(settings, dataset, student, outcome, metrics, warm_from, base_folder)
         card["privacy"] = dp_card(settings.privacy, report.dp_plan, outcome.privacy)
+        card["warm_start_passed_over"] = report.warm_start_passed_over
         if sample is not None and card["privacy"] is not None:
             card["privacy"]["lifetime"] = sample.card()
         version = register_candidate(
@@ -377,7 +380,10 @@ def run_cycle(
     )
     dataset = build_dataset(warehouse, spec, settings.datasets_dir)
     report.dataset_counts = dataset.counts
-    warm = current if settings.trainer.warm_start else None
+    # Never from weights that saw an erased user's rows: the newest clean ancestor, or cold.
+    warm, report.warm_start_passed_over = (
+        clean_warm_start(warehouse, current) if settings.trainer.warm_start else (None, [])
+    )
     return train_and_register(
         settings, warehouse, dataset, warm_from=warm, progress=progress, report=report
     )

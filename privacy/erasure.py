@@ -182,6 +182,21 @@ class _Subject:
         return f"{at}user_id = ? AND {at}tenant_id = ?", [self.user_id, self.tenant_id]
 
 
+def _with_descendants(con: duckdb.DuckDBPyConnection, versions: list[str]) -> list[str]:
+    """``versions`` and every version warm-started from one of them, at any remove: their
+    weights descend from the same rows."""
+    parent_of = {
+        str(version): json.loads(card or "{}").get("warm_start_from")
+        for version, card in con.execute("SELECT version, card FROM model_versions").fetchall()
+    }
+    found = set(versions)
+    while True:
+        more = {v for v, parent in parent_of.items() if parent in found and v not in found}
+        if not more:
+            return sorted(found)
+        found |= more
+
+
 def _user_cases(con: duckdb.DuckDBPyConnection, subject: _Subject, *, lock: bool) -> list[str]:
     """The subject's case ids; with ``lock``, locked FOR UPDATE on PostgreSQL: a relabel that
     share-locked them commits first, so the deletes that follow see its rows. DuckDB has one
@@ -268,12 +283,13 @@ def forget(
         datasets = _datasets_of(con, case_ids, subject, tenant_id)
         staged += _rewrite(_snapshots(con, datasets - first_datasets), set(case_ids))
         successors = _record_successors(con, staged, set(case_ids), erasure_id)
-        models = _ids(
+        trained = _ids(
             con,
             "SELECT mv.version FROM model_versions mv JOIN training_runs tr USING (run_id) "
             "WHERE tr.dataset_hash IN (SELECT unnest(?::VARCHAR[]))",
             [sorted(datasets)],
         )
+        models = _with_descendants(con, trained)
         deleted = _delete_content(con, who, case_ids, erasure_id)
         others = _ids(con, "SELECT DISTINCT tenant_id FROM cases WHERE user_id = ?", [user_id])
         con.execute(

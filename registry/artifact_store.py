@@ -89,6 +89,21 @@ class ArtifactStore:
             self._s3.put_object(Bucket=self.bucket, Key=self._key(name),
                                 Body=json.dumps(data).encode())  # fmt: skip
 
+    def drop_blobs(self, shas: set[str]) -> int:
+        """Delete these blobs unless a version's card in the store still lists them (files an
+        erasure rebuilt); return how many were deleted."""
+        with self._reaching():
+            paginator = self._s3.get_paginator("list_objects_v2")
+            listed = set()
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key("versions/")):
+                for item in page.get("Contents", []):
+                    card = json.loads(self._get(item["Key"].removeprefix(self.prefix)))
+                    listed.update(card.get("files", {}).values())
+            unused = sorted(shas - listed)
+            for sha in unused:
+                self._s3.delete_object(Bucket=self.bucket, Key=self._key(f"blobs/sha256/{sha}"))
+        return len(unused)
+
     # -- reading (serving replicas) ----------------------------------------------------------
 
     def read_pointer(self, name: str) -> dict[str, Any] | None:
@@ -102,9 +117,12 @@ class ArtifactStore:
         if target.is_dir():
             try:
                 verify(target)
-                return target
+                # The same version republished (files an erasure rebuilt) has another card.
+                if hashlib.sha256((target / CARD).read_bytes()).hexdigest() == card_sha256:
+                    return target
             except ArtifactIntegrityError:
-                shutil.rmtree(target, ignore_errors=True)
+                pass
+            shutil.rmtree(target, ignore_errors=True)
         raw = self._get(f"versions/{version}.json")
         if hashlib.sha256(raw).hexdigest() != card_sha256:
             raise ArtifactIntegrityError(f"{self.url}: the card of {version} does not match its "

@@ -205,6 +205,23 @@ def rollback_cmd(
     console.print(f"rolled back {change.from_version} → {change.to_version}")
 
 
+@registry_app.command("refit-erased")
+def refit_erased_cmd(ctx: typer.Context, erasure_id: str, json_out: bool = JSON_OUT) -> None:
+    """Rebuild, without the erased rows, the memory and open-set scorer of every version an
+    erasure marks (what `privacy forget` does; for a retry after the store was unreachable)."""
+    from tutorloop.registry.erasure_models import reach_models
+
+    models = reach_models(settings_of(ctx), _warehouse(ctx), erasure_id)
+    if json_out:
+        print_json(models.to_dict())
+        return
+    console.print(
+        f"marked {len(models.marked)}, rebuilt {', '.join(models.refitted) or 'none'}"
+        + (f"; champion {models.republished} republished" if models.republished else ""),
+        highlight=False,
+    )
+
+
 @registry_app.command("history")
 def history_cmd(
     ctx: typer.Context,

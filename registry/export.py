@@ -237,7 +237,7 @@ def _fit_served(
         for split in ("train", "validation")
     }
     served = recalibrate_served(version.artifact_dir, card, rows["validation"], gold)
-    fitted = _fit_on_embeddings(
+    fitted = fit_on_embeddings(
         version.artifact_dir,
         card,
         rows["train"],
@@ -255,7 +255,7 @@ def _fit_served(
     }
 
 
-def _fit_on_embeddings(
+def fit_on_embeddings(
     folder: Path, card: dict[str, Any], train: list[tuple[str, str]],
     validation: list[tuple[str, str]], open_set_max_drop: float, oos_label: str,
 ) -> dict[str, Any]:  # fmt: skip

@@ -23,6 +23,7 @@ from tutorloop.infra.tables import CHAMPION_CHANGES, ModelStatus, PromotionActio
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.artifact_store import ArtifactStore
 from tutorloop.registry.contract import load_contract
+from tutorloop.registry.erasure_marks import marked_versions
 from tutorloop.registry.gates import (
     GateContext,
     GateResult,
@@ -252,6 +253,14 @@ def _rollback(
     if target.status == ModelStatus.REJECTED:
         raise PromotionRefusedError(f"{to} was rejected; promote it with --force instead")
     forced = False
+    erasures = marked_versions(warehouse).get(target.version)
+    if erasures:
+        if not force or not reason:
+            raise PromotionRefusedError(
+                f"{to} was trained on rows of an erased user (erasure {erasures[-1]}); its "
+                "weights still hold them: use --force --reason TEXT to return to it anyway"
+            )
+        forced = True
     if not was_champion(warehouse, target.version):
         gates = stored_gates(warehouse, target.version)
         failed = [g.gate for g in gates if not g.passed]

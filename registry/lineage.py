@@ -7,6 +7,7 @@ Built on the views ``lineage_predictions``, ``lineage_user_data`` and ``lineage_
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from tutorloop.infra.errors import TutorloopError
@@ -134,10 +135,12 @@ def user_lineage(warehouse: Warehouse, user_id: str) -> dict[str, Any]:
     # Erasure records name the subject by hash, never the id.
     subject = subject_hash(user_id)
     erasures = warehouse.query_dicts(
-        "SELECT ts, actor, cases_deleted, labels_deleted FROM erasures WHERE user_id = ?"
-        " ORDER BY ts",
+        "SELECT erasure_id, ts, tenant_id, actor, cases_deleted, labels_deleted, model_versions"
+        " FROM erasures WHERE user_id = ? ORDER BY ts",
         [subject],
     )
+    for erasure in erasures:
+        erasure["models"] = _erased_models(warehouse, erasure)
     if not cases and not predictions[0][0] and not erasures:
         raise LineageNotFoundError(f"nothing recorded for user {user_id!r}")
     return {
@@ -148,4 +151,36 @@ def user_lineage(warehouse: Warehouse, user_id: str) -> dict[str, Any]:
         "datasets": usage,
         "models": sorted({m for row in usage for m in (row["models"] or [])}),
         "erasures": erasures,
+    }
+
+
+def _erased_models(warehouse: Warehouse, erasure: dict[str, Any]) -> dict[str, Any]:
+    """What an erasure did to the models: the versions it marks (their status, whether their
+    row-derived files were rebuilt) and the versions trained since, with what they were
+    warm-started from (never a marked version)."""
+    marked = json.loads(erasure.pop("model_versions") or "[]")
+    versions = {
+        str(v): (str(status), json.loads(card or "{}"), Path(str(folder)))
+        for v, status, card, folder in warehouse.query(
+            "SELECT version, status, card, artifact_dir FROM model_versions"
+        )
+    }
+    rebuilt = []
+    for version in marked:
+        card_file = versions[version][2] / "card.json" if version in versions else None
+        served = json.loads(card_file.read_text()) if card_file and card_file.is_file() else {}
+        if erasure["erasure_id"] in served.get("erasures_refitted", []):
+            rebuilt.append(version)
+    since = warehouse.query(
+        "SELECT version FROM model_versions WHERE created_at > ? ORDER BY created_at",
+        [erasure["ts"]],
+    )
+    return {
+        "marked": [{"version": v, "status": versions.get(v, ("gone",))[0]} for v in marked],
+        "rebuilt_without_the_user": rebuilt,
+        "rollback_needs_force": marked,
+        "trained_since": [
+            {"version": str(v), "warm_start_from": versions[str(v)][1].get("warm_start_from")}
+            for (v,) in since
+        ],
     }

@@ -106,7 +106,9 @@ def test_an_erased_user_leaves_no_byte_behind_and_stays_erased(
             for event in [*alice, sure]:
                 emitter.emit(event)
             emitter.escalate(_escalation(alice[0], test.labels[0], alice[0].text))
-        wait_until(lambda: worker.totals().get("erased_skipped", 0) >= 8, 60)
+        # Six cases of the replay, and the escalation, whose owner is erased: it is dropped
+        # before its prediction would be re-read.
+        wait_until(lambda: worker.totals().get("erased_skipped", 0) >= 7, 60)
         assert _captured(warehouse) == [("bob", 40)]
     finally:
         assert worker.stop() == 0

@@ -72,6 +72,7 @@ def _register_groups() -> None:
     from tutorloop.infra.cli_warehouse import warehouse_app
     from tutorloop.labeling.cli import teacher_app
     from tutorloop.loop.cli import trainer_app
+    from tutorloop.loop.forget_cli import forget_cmd
     from tutorloop.privacy.cli import privacy_app
     from tutorloop.registry.cli import lineage_app, registry_app
     from tutorloop.registry.contract_cli import contract_app
@@ -84,6 +85,7 @@ def _register_groups() -> None:
     app.add_typer(broker_app, name="broker")
     app.add_typer(warehouse_app, name="warehouse")
     app.add_typer(streams_app, name="streams")
+    privacy_app.command("forget")(forget_cmd)
     app.add_typer(privacy_app, name="privacy")
     app.add_typer(teacher_app, name="teacher")
     app.add_typer(dataset_app, name="dataset")
