@@ -228,7 +228,8 @@ ALTER TABLE erasures ADD COLUMN tenant_id VARCHAR;
 # Escalations name the (tenant, user) whose prediction they are about: request ids are chosen by
 # clients, so only the three together join an escalation to its prediction. Existing rows take
 # the one owner the audit knows for their request id; a request id several users sent stays
-# without one (it never joins again).
+# without one (it never joins again). Human labels and case links made through a request id
+# alone that reach another owner's case are undone.
 _V17_OWNER = """
 ALTER TABLE escalations ADD COLUMN tenant_id VARCHAR;
 ALTER TABLE escalations ADD COLUMN user_id VARCHAR;
@@ -239,6 +240,15 @@ FROM (
     HAVING count(DISTINCT tenant_id) = 1 AND count(DISTINCT user_id) = 1
 ) AS owner
 WHERE escalations.request_id = owner.request_id;
+DELETE FROM labels WHERE source = 'human' AND EXISTS (
+    SELECT 1 FROM escalations e JOIN cases c ON c.case_id = labels.case_id
+    WHERE labels.label_id = 'human:' || e.event_id || ':' || labels.case_id
+    AND (e.user_id IS NULL OR e.tenant_id <> c.tenant_id OR e.user_id <> c.user_id)
+);
+UPDATE escalations SET case_id = NULL WHERE case_id IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM cases c WHERE c.case_id = escalations.case_id
+    AND c.tenant_id = escalations.tenant_id AND c.user_id = escalations.user_id
+);
 """
 
 # The lifetime privacy ledger: how many rows of each user (tenant, subject hash of the id) each

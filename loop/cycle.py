@@ -21,7 +21,7 @@ from typing import Any
 
 from datasets import ClassLabel, Sequence, Value, load_from_disk
 
-from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.errors import TutorloopError, stored_error
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.tables import Split
 from tutorloop.infra.warehouse import Warehouse
@@ -216,9 +216,9 @@ def _train_and_stage(
             at_user_level(outcome.privacy, dp_users.rows_per_user if dp_users else 1),
             public_rows=public, replayed_private_rows=replayed,
         )  # fmt: skip
-        record_entry(warehouse, entry, window_start=window[0], window_end=window[1])
-        if dp_users is not None:
-            dp_users.record(warehouse, run_id)
+        sampled = dp_users.rows_by_user if dp_users else None
+        start, end = window
+        record_entry(warehouse, entry, window_start=start, window_end=end, user_rows=sampled)
     report.epsilon = outcome.epsilon
     save_student(student, settings.models_artifacts_dir / ".staging" / run_id, labels,
                  outcome.temperature)  # fmt: skip
@@ -310,7 +310,7 @@ def train_and_register(
         )  # fmt: skip
     except BaseException as exc:
         shutil.rmtree(staged, ignore_errors=True)
-        finish_run(warehouse, run_id, error=f"{type(exc).__name__}: {exc}"[:500])
+        finish_run(warehouse, run_id, error=stored_error(exc))
         raise
     report.version, report.metrics = version.version, metrics
     if evaluate and settings.registry.gate_after_training:

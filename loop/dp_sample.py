@@ -16,7 +16,7 @@ from typing import Any
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.dp_plan import plan, private_rows
-from tutorloop.privacy.lifetime import RunSpend, over_ceiling, record_user_rows
+from tutorloop.privacy.lifetime import RunSpend, over_ceiling
 from tutorloop.registry.contract import load_contract
 from tutorloop.trainer.dataset import DatasetVersion
 from tutorloop.trainer.dataset_store import private_rows_by_user
@@ -53,10 +53,6 @@ class DPSample:
 
     def card(self) -> dict[str, Any]:
         return {"lifetime_ceiling": self.ceiling, "users_left_out": len(self.left_out)}
-
-    def record(self, warehouse: Warehouse, run_id: str) -> None:
-        """The lifetime ledger's rows of this run: how many rows of each user it sampled."""
-        record_user_rows(warehouse, run_id, self.rows_by_user)
 
 
 def _planned(rows: int, settings: Settings) -> RunSpend:

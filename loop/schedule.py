@@ -29,7 +29,7 @@ from typing import Any
 
 from croniter import croniter
 
-from tutorloop.infra.errors import TutorloopError
+from tutorloop.infra.errors import TutorloopError, stored_error
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.infra.warehouse_backends import open_warehouse
@@ -198,7 +198,7 @@ class Scheduler:
                     _release(self.warehouse, window_id)
                     raise
                 except Exception as exc:
-                    message = f"{type(exc).__name__}: {exc}"[:500]
+                    message = stored_error(exc)
                     _finish(self.warehouse, window_id, "failed", None, message)
                     log.error("retrain for %s failed: %s", window_id, message)
                     failed: dict[str, Any] = {"window": window_id, "status": "failed"}

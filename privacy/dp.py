@@ -27,12 +27,16 @@ hiding it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
+
 from tutorloop.infra.errors import TutorloopError
-from tutorloop.infra.warehouse import Warehouse
+from tutorloop.infra.hashing import subject_hash
+from tutorloop.infra.warehouse import Warehouse, insert_arrow
 
 
 class BudgetExceededError(TutorloopError):
@@ -238,9 +242,23 @@ def record_entry(
     *,
     window_start: datetime | None,
     window_end: datetime | None,
+    user_rows: Mapping[tuple[str, str], int] | None = None,
 ) -> LedgerEntry:
-    """Write a run's privacy cost to ``privacy_ledger`` (idempotent per run id)."""
+    """Write a run's privacy cost to ``privacy_ledger`` (idempotent per run id) and, in the
+    same transaction, how many rows of each (tenant, user id) it could sample
+    (``privacy_user_rows``, the lifetime ledger: :mod:`privacy.lifetime`)."""
+    users = sorted((user_rows or {}).items())
+    sampled = pa.table(
+        {
+            "run_id": [entry.run_id] * len(users),
+            "tenant_id": [tenant for (tenant, _), _ in users],
+            "subject": [subject_hash(user) for (_, user), _ in users],
+            "n_rows": pa.array([n for _, n in users], pa.int64()),
+        }
+    )
     with warehouse.transaction() as con:
+        if users:
+            insert_arrow(con, "privacy_user_rows", sampled)
         con.execute(
             "INSERT INTO privacy_ledger (run_id, window_start, window_end, epsilon, delta, "
             "noise_multiplier, sample_rate, steps, max_grad_norm, accountant, rows_per_user, "

@@ -3,21 +3,25 @@
 Each DP run records how many rows of each user (tenant and user id, the id as its subject
 hash) it could sample (``privacy_user_rows``); ``privacy_ledger`` holds the run's noise
 multiplier, sample rate, steps and delta. A user's lifetime guarantee composes every run that
-sampled them, warm-started or not, in two ways, each a valid (epsilon, delta) guarantee; the
-ledger reports the one with the smaller epsilon and the delta it holds at:
+sampled them, warm-started or not, and holds at one delta: the smallest any of those runs
+targeted (with the default, 1 / (10 n) of the largest run's n rows). Two valid accountings are
+tried, and the smaller epsilon *at that delta* is reported:
 
 - **RDP** (Mironov 2017): each run's Renyi curve is recomputed from its noise, sample rate
-  and steps (opacus' analysis, the one the runs' accountant used); a user with ``k > 1`` rows
-  in a run gets the group bound of RDP for the next power of two ``2^c >= k`` (Prop. 11:
-  ``eps_group(a) <= 3^c eps(2^c a)`` for ``a >= 2``); the curves add up over runs and are
-  converted at the smallest delta any of the user's runs targeted.
+  and steps (opacus' analysis, the one the runs' accountant used). A user with ``k > 1`` rows
+  in a run: with every row in every step (sample rate 1, head-only DP) the Gaussian
+  mechanism's sensitivity is ``k`` clipped rows, so the curve scales by ``k^2``; with sampling
+  the group bound for the next power of two ``2^c >= k`` applies (Prop. 11:
+  ``eps_group(a) <= 3^c eps(2^c a)`` for ``a >= 2``). Curves add up over runs.
 - **Basic composition of group privacy**: ``sum(k eps)`` at ``sum(k e^{(k-1) eps} delta)``,
-  the per-run user-level figures of ``privacy_ledger``.
+  the per-run user-level figures of ``privacy_ledger`` — counted only when that delta is no
+  larger than the target (one run of a one-row user), since a guarantee at a larger delta
+  promises less (at delta 1, nothing).
 
-RDP wins for users with one row per run (its curves compose far better than a sum); the sum
-wins for users with many rows (the RDP group bound grows like ``3^c``). A run is planned before
-it trains (:mod:`privacy.dp_plan`), so its curve is known in advance: :func:`over_ceiling`
-names the users it would take past a lifetime ceiling, whom the run then leaves out.
+Users with several rows per run get large lifetime epsilons: that is what example-level DP
+gives a user, not an artefact. A run is planned before it trains (:mod:`privacy.dp_plan`), so
+its curve is known in advance: :func:`over_ceiling` names the users it would take past a
+lifetime ceiling, whom the run then leaves out.
 """
 
 from __future__ import annotations
@@ -30,10 +34,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-import pyarrow as pa
-
 from tutorloop.infra.hashing import subject_hash
-from tutorloop.infra.warehouse import Warehouse, insert_arrow
+from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.dp import group_privacy
 
 __all__ = [
@@ -43,7 +45,6 @@ __all__ = [
     "ledger_runs",
     "lifetimes",
     "over_ceiling",
-    "record_user_rows",
     "run_lifetime_epsilon",
     "user_ledger",
     "user_runs",
@@ -98,9 +99,11 @@ class Lifetime:
 
 
 def _rdp_curve(run: RunSpend) -> tuple[float, ...]:
-    return _group_curve(
-        run.sample_rate, run.noise_multiplier, run.steps, math.ceil(math.log2(max(1, run.rows)))
-    )
+    k = max(1, run.rows)
+    if run.sample_rate >= 1.0:  # the plain Gaussian mechanism: sensitivity k rows
+        return tuple(k * k * eps for eps in _group_curve(1.0, run.noise_multiplier, run.steps, 0))
+    c = math.ceil(math.log2(k))
+    return _group_curve(run.sample_rate, run.noise_multiplier, run.steps, c)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -136,24 +139,9 @@ def compose(runs: list[RunSpend]) -> Lifetime:
         basic_delta = min(1.0, basic_delta + user_delta)
     delta = min(run.delta for run in runs)
     rdp_epsilon = _rdp_epsilon(runs, delta)
-    if rdp_epsilon <= basic_epsilon:
-        return Lifetime(rdp_epsilon, delta, "rdp", runs)
-    return Lifetime(basic_epsilon, basic_delta, "basic", runs)
-
-
-def record_user_rows(warehouse: Warehouse, run_id: str, rows_by_user: Mapping[User, int]) -> None:
-    """Record how many rows of each user a DP run could sample (idempotent per run)."""
-    users = sorted(rows_by_user.items())
-    table = pa.table(
-        {
-            "run_id": [run_id] * len(users),
-            "tenant_id": [tenant for (tenant, _), _ in users],
-            "subject": [subject_hash(user) for (_, user), _ in users],
-            "n_rows": pa.array([n for _, n in users], pa.int64()),
-        }
-    )
-    with warehouse.transaction() as con:
-        insert_arrow(con, "privacy_user_rows", table)
+    if basic_delta <= delta and basic_epsilon < rdp_epsilon:
+        return Lifetime(basic_epsilon, basic_delta, "basic", runs)
+    return Lifetime(rdp_epsilon, delta, "rdp", runs)
 
 
 Subject = tuple[str, str]  # (tenant_id, subject hash of the user id)

@@ -89,6 +89,12 @@ class ArtifactStore:
             self._s3.put_object(Bucket=self.bucket, Key=self._key(name),
                                 Body=json.dumps(data).encode())  # fmt: skip
 
+    def card_files(self, version: str) -> dict[str, str]:
+        """The files (name -> sha256) the store's card of ``version`` lists; none if absent."""
+        raw = self._get(f"versions/{version}.json", missing_ok=True)
+        files = json.loads(raw).get("files", {}) if raw is not None else {}
+        return {str(name): str(sha) for name, sha in files.items()}
+
     def drop_blobs(self, shas: set[str]) -> int:
         """Delete these blobs unless a version's card in the store still lists them (files an
         erasure rebuilt); return how many were deleted."""

@@ -7,13 +7,14 @@ and a covariance of those embeddings: a label with one row publishes that row's 
 is refitted on the version's rows as the warehouse holds them now, the erased user's gone, in
 a copy of the version's folder that then replaces it. With an artifact store the version is
 uploaded again and the blobs of the replaced files are deleted unless another version's card
-still lists them; a champion is republished, so replicas reload it (a replica's cache of that
-version is replaced when its card changes). Rejected versions never serve and are left; DP
-versions ship nothing fitted on private rows.
+still lists them; a champion, or a shadow or canary, is republished, so replicas reload it (a
+replica's cache of that version is replaced when its card changes). Rejected versions never
+serve and are left; DP versions ship nothing fitted on private rows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -27,6 +28,7 @@ from tutorloop.registry.export import fit_on_embeddings
 from tutorloop.registry.lifecycle import publish_pointer
 from tutorloop.registry.onnx_model import INT8, MEMORY, OPEN_SET
 from tutorloop.registry.rewrite import rewritten_copy
+from tutorloop.registry.rollout import republish_rollout
 from tutorloop.registry.store import CARD, ModelVersion, UnknownVersionError, get, write_card
 from tutorloop.registry.version_rows import split_rows, trained_with_dp
 
@@ -41,6 +43,7 @@ class ModelErasure:
     refitted: list[str] = field(default_factory=list)  # memory and open-set rebuilt
     unchanged: dict[str, str] = field(default_factory=dict)  # version -> why left as is
     republished: str | None = None  # the champion, published again
+    republished_rollout: str | None = None  # the shadow or canary, published again
     blobs_deleted: int = 0  # replaced files deleted from the artifact store
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,16 +94,21 @@ def reach_models(settings: Settings, warehouse: Warehouse, erasure_id: str) -> M
         if why is not None or version is None:
             out.unchanged[name] = why or ""
             continue
-        before = json.loads((version.artifact_dir / CARD).read_text()).get("files", {})
+        # What the store holds too: a retry after a failed upload still finds the old blobs.
+        before = [json.loads((version.artifact_dir / CARD).read_text()).get("files", {})]
+        before += [store.card_files(name)] if store else []
         with rewritten_copy(version.artifact_dir) as staging:
             _refit(warehouse, replace(version, artifact_dir=staging), settings, erasure_id)
-        after = json.loads((version.artifact_dir / CARD).read_text()).get("files", {})
-        replaced |= {sha for file, sha in before.items() if after.get(file) != sha}
+        card = (version.artifact_dir / CARD).read_bytes()
+        after = set(json.loads(card).get("files", {}).values())
+        replaced |= {sha for files in before for sha in files.values() if sha not in after}
         out.refitted.append(name)
         card_sha256 = store.publish_version(version.artifact_dir) if store else None
         if version.status == ModelStatus.CHAMPION:
             publish_pointer(settings, version, card_sha256=card_sha256)
             out.republished = name
+        if republish_rollout(settings, name, card_sha256 or hashlib.sha256(card).hexdigest()):
+            out.republished_rollout = name
     if store is not None and replaced:
         out.blobs_deleted = store.drop_blobs(replaced)
     return out

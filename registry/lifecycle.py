@@ -186,6 +186,9 @@ def check_promotable(
     )  # fmt: skip
     if target.status == ModelStatus.REJECTED and problem is None:
         problem = f"{version} was rejected"
+    erasures = marked_versions(warehouse).get(version)
+    if erasures and problem is None:
+        problem = f"{version} was trained on rows of an erased user (erasure {erasures[-1]})"
     if problem is not None:
         if not force:
             raise PromotionRefusedError(f"{problem}; use --force --reason TEXT to override")
@@ -382,7 +385,9 @@ def evaluate_candidate(
                 [ModelStatus.REJECTED, version],
             )
         return verdict
-    if verdict.passed and promote_if_passed:
+    if verdict.passed and promote_if_passed and candidate.version in marked_versions(warehouse):
+        verdict.rejected_reason = "not promoted: trained on rows of an erased user"
+    elif verdict.passed and promote_if_passed:
         promote(warehouse, settings, version, actor=actor, reason="passed every gate")
         verdict.promoted = True
     return verdict

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,16 @@ def _publish(settings: Settings, state: RolloutState | None) -> None:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(asdict(state) if state else None))
     tmp.replace(path)
+
+
+def republish_rollout(settings: Settings, version: str, card_sha256: str) -> bool:
+    """Point the running rollout at ``version``'s new card (its files were rebuilt after an
+    erasure), so replicas reload it; False when no rollout runs ``version``."""
+    state = read_rollout(settings)
+    if state is None or state.version != version:
+        return False
+    _publish(settings, replace(state, card_sha256=card_sha256))
+    return True
 
 
 def start_rollout(

@@ -53,12 +53,15 @@ class Pointers:
             if state is None:
                 return None
             folder = Path(state.artifact_dir)
-            return state, Published(state.version, state.rollout_id, lambda: folder)
+            # The card changes when an erasure rebuilt the version's files: reload then.
+            key = f"{state.rollout_id}@{state.card_sha256}"
+            return state, Published(state.version, key, lambda: folder)
         data = self.store.read_pointer(ROLLOUT_POINTER)
         if not data:
             return None
         state = RolloutState(**data)
-        return state, self._remote(state.version, state.card_sha256)
+        remote = self._remote(state.version, state.card_sha256)
+        return state, Published(remote.version, f"{state.rollout_id}@{remote.key}", remote.folder)
 
     def _remote(self, version: str, card_sha256: str) -> Published:
         store = self.store

@@ -54,6 +54,7 @@ class Predictor:
         self._reload_lock = threading.Lock()
         self._model: OnnxStudent | None = None
         self._failed: str | None = None
+        self._key: str | None = None  # of the loaded champion: a new card reloads it
         self.pointers = Pointers(settings)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -79,7 +80,8 @@ class Predictor:
         published = self.pointers.champion()
         if published is None or published.key == self._failed:
             return False
-        if self._model is not None and published.version == self._model.version:
+        # The same version republished (its files rebuilt after an erasure) has a new key.
+        if self._model is not None and published.key == self._key:
             return False
         model = load_model(
             published.folder, published.version, self.cfg.threads, retrieval=self.cfg.retrieval
@@ -94,6 +96,7 @@ class Predictor:
             )  # fmt: skip
         with self._lock:
             previous, self._model = self._model, model
+            self._key = published.key
         log.info("serving %s (was %s)", model.version, previous.version if previous else None)
         return True
 

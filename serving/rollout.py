@@ -128,6 +128,7 @@ class RolloutRouter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.current: Rollout | None = None
+        self._key: str | None = None  # of the loaded challenger: a new card reloads it
         self._failed: str | None = None
 
     def refresh(self, pointers: Pointers, threads: int) -> None:
@@ -138,7 +139,7 @@ class RolloutRouter:
             self.current = None
             return
         state, published = found
-        if self.current is not None and self.current.state.rollout_id == state.rollout_id:
+        if self.current is not None and published.key == self._key:
             return
         if published.key == self._failed:
             return
@@ -147,7 +148,7 @@ class RolloutRouter:
         if model is None:
             self._failed = published.key
             return
-        self.current = Rollout(state, model)
+        self.current, self._key = Rollout(state, model), published.key
         log.info("%s of %s started (%.1f%%)", state.mode, state.version, state.percent)
 
     def close(self) -> None:

@@ -14,10 +14,12 @@ one that policy would not capture (the worker audits those from metadata alone).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from tutorloop.infra.broker import bootstrap_servers
@@ -168,7 +170,9 @@ class PredictionEmitter:
             self._report(event, RuntimeError("emitter is closed"), dropped=True)
             return False
         try:
-            future = self._producer.send(topic, key=event.key, value=event.to_bytes())
+            future = self._producer.send(
+                topic, key=event.key, value=event.to_bytes(), timestamp_ms=_ms(event.ts)
+            )
         except Exception as exc:
             self._report(event, exc, dropped=True)
             return False
@@ -199,3 +203,18 @@ class PredictionEmitter:
                 self._on_error(event, exc)
             except Exception:
                 log.exception("emitter on_error callback raised")
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+def event_time_ms(value: bytes) -> int | None:
+    """The event's own time (``ts``) as the Kafka record's timestamp, so that the topics'
+    retention counts from when the event happened, not from when a spool that waited out a
+    broker outage sent it; None (the broker's send time) when the value has none readable."""
+    try:
+        ts = json.loads(value).get("ts")
+        return _ms(datetime.fromisoformat(ts)) if isinstance(ts, str) else None
+    except (ValueError, AttributeError):
+        return None

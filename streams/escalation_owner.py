@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 
 from tutorloop.labeling.case_store import label_escalated_cases
+from tutorloop.privacy.tombstone import erased_users
 from tutorloop.streams.events import PredictionEvent
 
 __all__ = [
@@ -130,6 +131,10 @@ def claim_owners(con: duckdb.DuckDBPyConnection, request_ids: list[str]) -> int:
                 )
             continue
         (owner_tenant, owner_user), *_ = candidates
+        if erased_users(con, [(owner_tenant, owner_user)]):
+            # Its prediction is an erased user's: the escalation goes too.
+            con.execute("DELETE FROM escalations WHERE event_id = ?", [event_id])
+            continue
         con.execute(
             "UPDATE escalations SET tenant_id = ?, user_id = ? WHERE event_id = ?",
             [owner_tenant, owner_user, event_id],

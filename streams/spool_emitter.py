@@ -13,7 +13,7 @@ from typing import Any
 from tutorloop.infra.broker import expected_bootstrap_servers
 from tutorloop.infra.settings import Settings
 from tutorloop.infra.topics import ESCALATIONS, PREDICTIONS
-from tutorloop.streams.emitter import EmitterStats, as_sent
+from tutorloop.streams.emitter import EmitterStats, as_sent, event_time_ms
 from tutorloop.streams.events import EscalationEvent, PredictionEvent
 from tutorloop.streams.policy import CapturePolicy
 from tutorloop.streams.spool import DiskSpool
@@ -178,7 +178,10 @@ class SpoolingEmitter:
                     request_timeout_ms=int(self._timeout_s * 1000) - 10,  # + linger <= delivery
                     delivery_timeout_ms=int(self._timeout_s * 1000),
                 )  # fmt: skip
-            futures = [self._producer.send(t, key=k, value=v) for t, k, v in records]
+            futures = [
+                self._producer.send(t, key=k, value=v, timestamp_ms=event_time_ms(v))
+                for t, k, v in records
+            ]
             self._producer.flush(timeout=self._timeout_s)
             for future in futures:
                 future.get(timeout=0)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +48,39 @@ def test_emitted_events_arrive_and_close_flushes(settings: Settings) -> None:
     expected = [e if keep else e.without_text() for e, keep in zip(events, keeps, strict=True)]
     assert sorted(values) == sorted(e.to_bytes() for e in expected)
     assert len(_read_all(settings, settings.topic(ESCALATIONS), 1)) == 1
+
+
+@pytest.mark.parametrize("emitter_kind", ["direct", "spooling"])
+def test_records_carry_the_events_own_time(
+    settings: Settings, tmp_path: Path, emitter_kind: str
+) -> None:
+    """Retention counts from when an event happened, also for one a spool sends late."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    ensure_topics(settings, settings.broker.bootstrap_servers)
+    topic = settings.topic(PREDICTIONS)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    event = prediction(confidence=0.95).model_copy(update={"ts": an_hour_ago})
+    if emitter_kind == "direct":
+        emitter: Any = PredictionEmitter.from_settings(settings)
+    else:
+        spooled = settings.model_copy(update={"data_dir": tmp_path})
+        emitter = SpoolingEmitter.from_settings(spooled)
+    with emitter:
+        assert emitter.emit(event)
+    consumer = KafkaConsumer(bootstrap_servers=settings.broker.bootstrap_servers)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        found: dict[str, int] = {}
+        deadline = time.monotonic() + 20
+        while str(event.event_id) not in found and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=300).values():
+                found |= {json.loads(r.value)["event_id"]: r.timestamp for r in records}
+    finally:
+        consumer.close()
+    assert found[str(event.event_id)] == int(an_hour_ago.timestamp() * 1000)
 
 
 @pytest.mark.parametrize("emitter_kind", ["direct", "spooling"])

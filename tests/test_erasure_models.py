@@ -20,9 +20,11 @@ from tests.warehouse_cases import capture
 from tutorloop.infra.local_processes import free_port, stop_process
 from tutorloop.infra.local_s3 import KEY, SECRET, S3State, start_local_s3
 from tutorloop.infra.settings import Settings
+from tutorloop.infra.warehouse import Warehouse
 from tutorloop.infra.warehouse_backends import open_warehouse
 from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.loop.cycle import run_cycle, sample_per_label
+from tutorloop.registry.erasure_marks import marked_versions
 from tutorloop.registry.lifecycle import promote
 from tutorloop.registry.onnx_model import OPEN_SET
 from tutorloop.registry.store import champion, get
@@ -112,8 +114,10 @@ def test_forget_rebuilds_the_champions_row_derived_files_and_keeps_it_from_comin
     files = [p for p in settings.data_dir.rglob("*") if p.is_file()]
     assert leaks == [] and [p for p in files if CANARY.encode() in p.read_bytes()] == []
 
-    # Back to v1, then on-call tries to return to v2.
+    # Back to v1, then on-call tries to return to v2, by promotion and by rollback.
     assert run_cli("registry", "rollback", "--to", v1.version, env=env).returncode == 0
+    promoted = run_cli("registry", "promote", v2.version, env=env)
+    assert promoted.returncode != 0 and "erased user" in promoted.stderr
     refused = run_cli("registry", "rollback", "--to", v2.version, env=env)
     assert refused.returncode != 0 and "erased user" in refused.stderr
     forced = ["registry", "rollback", "--to", v2.version, "--force", "--reason", "incident 7"]
@@ -134,3 +138,30 @@ def test_forget_rebuilds_the_champions_row_derived_files_and_keeps_it_from_comin
     assert erasure["models"]["trained_since"] == [
         {"version": retrain.version, "warm_start_from": v1.version}
     ]
+
+
+def test_a_version_registered_from_an_erased_dataset_or_warm_started_from_a_marked_one_is_marked(
+    any_warehouse: Warehouse,
+) -> None:
+    """A run that was training when the user was erased registers after the record was made."""
+    with any_warehouse.transaction() as con:
+        for run_id, dataset in [("r1", "d-erased"), ("r2", "d-clean"), ("r3", "d-clean")]:
+            con.execute(
+                "INSERT INTO training_runs (run_id, started_at, status, dataset_hash, base_model,"
+                " quantization, config, seed, package_versions, hardware)"
+                " VALUES (?, now(), 'succeeded', ?, 'm', 'none', '{}', 0, '{}', '{}')",
+                [run_id, dataset],
+            )
+        parents = {"v1": None, "v2": "v1", "v3": None}
+        for n, (version, parent) in enumerate(parents.items(), 1):
+            con.execute(
+                "INSERT INTO model_versions (version, run_id, status, artifact_dir, label_set,"
+                " card) VALUES (?, ?, 'candidate', '/nowhere', '[]', ?)",
+                [version, f"r{n}", json.dumps({"warm_start_from": parent})],
+            )
+        con.execute(
+            "INSERT INTO erasures (erasure_id, ts, user_id, actor, cases_deleted, labels_deleted,"
+            " dataset_versions, model_versions) VALUES ('e1', now(), 'h', 'dpo', 1, 0,"
+            " '[\"d-erased\"]', '[]')"
+        )
+    assert marked_versions(any_warehouse) == {"v1": ["e1"], "v2": ["e1"]}

@@ -138,3 +138,14 @@ def test_an_erased_users_request_id_does_not_suppress_another_users_escalation(
     assert _labels(any_warehouse) == [("acme", "dave", "card_lost")]
     dump = json.dumps(any_warehouse.query("SELECT * FROM cases"), default=str)
     assert "Carolcanary" not in dump and "Davecanary" in dump
+
+
+def test_an_early_escalation_of_a_user_erased_before_their_prediction_arrives_is_deleted(
+    sink: CaptureSink, any_warehouse: Warehouse
+) -> None:
+    carol = prediction(confidence=0.99, request_id=SHARED, user_id="carol", text="Carolcanary")
+    sink.write_escalations(_records(escalation(SHARED, "close_account")))  # names nobody
+    forget(any_warehouse, "carol", actor="dpo", tenant_id="acme")
+    sink.write_predictions(_records(carol))  # her (replayed) prediction arrives late
+    assert any_warehouse.query("SELECT count(*) FROM escalations") == [(0,)]
+    assert _labels(any_warehouse) == []

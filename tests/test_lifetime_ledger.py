@@ -19,7 +19,7 @@ from tutorloop.labeling.labeled_csv import read_labeled_csv
 from tutorloop.loop.cycle import bootstrap, run_cycle, sample_per_label
 from tutorloop.privacy.dp import LedgerEntry, record_entry
 from tutorloop.privacy.dp_plan import plan
-from tutorloop.privacy.lifetime import RunSpend, compose, record_user_rows
+from tutorloop.privacy.lifetime import RunSpend, compose
 from tutorloop.registry.contract import PrivacyClause, contract_path, default_contract
 from tutorloop.registry.contract_file import write_contract
 from tutorloop.registry.store import get
@@ -41,9 +41,16 @@ def test_one_run_composes_to_its_own_epsilon_and_many_compose_below_their_sum() 
         assert once.epsilon == pytest.approx(2.0, rel=0.05)
         ten = compose([replace(run, run_id=str(i)) for i in range(10)])
         assert ten.method == "rdp" and 2.0 < ten.epsilon < 0.8 * 10 * 2.0
-    # A user with many rows per run: group privacy's sum is the tighter of the two.
-    heavy = compose([_planned(1500, 2.0, str(i), k=8) for i in range(3)])
-    assert heavy.method == "basic" and heavy.epsilon == pytest.approx(3 * 8 * 2.0)
+    # A user with many rows per run: the sum of group-privacy epsilons holds only at a delta
+    # far above the runs' (here near 1), so the lifetime is RDP's group bound, at their delta.
+    for adapters in (False, True):
+        privacy = PrivacySettings(dp_epsilon=2.0, dp_adapters=adapters)
+        p = plan(1500, privacy)
+        run = RunSpend("r", None, 8, p.epsilon, p.delta, p.noise_multiplier, p.sample_rate, p.steps)
+        heavy = compose([replace(run, run_id=str(i)) for i in range(3)])
+        light = compose([replace(run, run_id=str(i), rows=1) for i in range(3)])
+        assert heavy.method == "rdp" and heavy.delta == p.delta
+        assert heavy.epsilon > 2 * light.epsilon
 
 
 @pytest.mark.timeout(900)
@@ -81,8 +88,8 @@ def test_a_user_the_sixth_weekly_run_would_take_past_the_ceiling_is_left_out(
             max_grad_norm=1.0,
             accountant="rdp",
         )
-        record_entry(warehouse, entry, window_start=None, window_end=None)
-        record_user_rows(warehouse, run_id, {("acme", "heavy"): 3})
+        heavy_rows = {("acme", "heavy"): 3}
+        record_entry(warehouse, entry, window_start=None, window_end=None, user_rows=heavy_rows)
     # The ceiling sits between their five runs and those plus one row in a sixth (the dataset's
     # random split puts some of their twelve rows in training).
     past = [replace(weekly, run_id=f"w{i}", rows=3) for i in range(5)]

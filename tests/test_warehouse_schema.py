@@ -82,12 +82,32 @@ def test_existing_escalations_take_the_one_owner_of_their_request_id(tmp_path: P
             " VALUES (?, now(), ?, 'complaint', 'agent')",
             [event_id, request],
         )
+    # Joined by request id alone before: e2's label reached both users' cases.
+    for case_id, tenant, user in [("p2", "acme", "ann"), ("p3", "globex", "bob")]:
+        con.execute(
+            "INSERT INTO cases (case_id, request_id, ts, tenant_id, user_id, model_version, text,"
+            " text_hash, capture_reason, consent_training, scrub_findings, scrub_policy_version)"
+            " VALUES (?, 'r-shared', now(), ?, ?, 'v1', 't', 'h' || ?, 'low_confidence', true,"
+            " '{}', 'p')",
+            [case_id, tenant, user, case_id],
+        )
+        con.execute(
+            "INSERT INTO labels (label_id, case_id, source, label, confidence, actor, created_at)"
+            " VALUES ('human:e2:' || ?, ?, 'human', 'top_up', 1.0, 'agent', now())",
+            [case_id, case_id],
+        )
+    con.execute("UPDATE escalations SET case_id = 'p2' WHERE event_id = 'e2'")
     con.close()
     with Warehouse(path).connect() as con:
         owners = con.execute(
             "SELECT event_id, tenant_id, user_id FROM escalations ORDER BY 1"
         ).fetchall()
     assert owners == [("e1", "acme", "ann"), ("e2", None, None), ("e3", None, None)]
+    with Warehouse(path).connect() as con:
+        assert con.execute("SELECT count(*) FROM labels").fetchall() == [(0,)]
+        assert con.execute("SELECT case_id FROM escalations WHERE event_id = 'e2'").fetchall() == [
+            (None,)
+        ]
 
 
 def test_reopening_applies_nothing_twice(tmp_path: Path) -> None:
