@@ -18,12 +18,22 @@ class TutorloopError(Exception):
 def stored_error(exc: BaseException) -> str:
     """What a warehouse row (a failed run) and its log line may say about ``exc``.
 
-    A message tutorloop wrote (its own exception types) is written to be shown. Any other
-    exception's message may quote what it choked on — a case's text, a label, a row — so only
-    its type and where it was raised are kept (the innermost frame: file name and line).
+    A message tutorloop wrote — its own exception types, or any exception raised by its own
+    code — is written to be shown. A library's message may quote what it choked on (a case's
+    text, a label, a row), so of those only the type, the OS error code when there is one, and
+    the innermost place in tutorloop's code it came through are kept.
     """
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if Path(f.filename).is_relative_to(_PACKAGE)]
+    raised_here = bool(ours) and ours[-1] is frames[-1]
     if isinstance(exc, TutorloopError) or type(exc).__module__.startswith("tutorloop."):
         return f"{type(exc).__name__}: {exc}"[:500]
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-    return f"{type(exc).__name__}{where} (message not stored: it may quote user data)"
+    if raised_here:
+        return f"{type(exc).__name__}: {exc}"[:500]
+    where = f" in {Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours else ""
+    code = f" [{exc.strerror}]" if isinstance(exc, OSError) and exc.strerror else ""
+    return f"{type(exc).__name__}{code}{where} (message not stored: it may quote user data)"
+
+
+# The tutorloop package as imported (its subpackages are reached through it).
+_PACKAGE = Path(__file__).parent.parent

@@ -101,7 +101,9 @@ def _print_cycle(report: dict[str, object], json_out: bool) -> None:
         if gates["rejected_reason"]:
             parts.append(f"rejected: {gates['rejected_reason']}")
         elif gates["passed"]:
-            parts.append("all gates passed" + (", promoted" if gates["promoted"] else ""))
+            held = gates.get("not_promoted_reason")
+            outcome = f", not promoted: {held}" if held else ""
+            parts.append("all gates passed" + (", promoted" if gates["promoted"] else outcome))
         else:
             parts.append(f"failed gates: {', '.join(gates['failed'])} (not promoted)")
     console.print("; ".join(parts))

@@ -258,6 +258,7 @@ def _gate(
         "passed": verdict.passed,
         "promoted": verdict.promoted,
         "rejected_reason": verdict.rejected_reason,
+        "not_promoted_reason": verdict.not_promoted_reason,
         "failed": [g.gate for g in verdict.gates if not g.passed],
         "values": {g.gate: g.value for g in verdict.gates},
     }

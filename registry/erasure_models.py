@@ -7,20 +7,19 @@ and a covariance of those embeddings: a label with one row publishes that row's 
 is refitted on the version's rows as the warehouse holds them now, the erased user's gone, in
 a copy of the version's folder that then replaces it. With an artifact store the version is
 uploaded again and the blobs of the replaced files are deleted unless another version's card
-still lists them; a champion, or a shadow or canary, is republished, so replicas reload it (a
-replica's cache of that version is replaced when its card changes). Rejected versions never
-serve and are left; DP versions ship nothing fitted on private rows.
+still lists them; a champion is republished, so replicas reload it (a replica's cache of that
+version is replaced when its card changes); a shadow or canary of it is ended. Rejected
+versions never serve and are left; DP versions ship nothing fitted on private rows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tutorloop.infra.settings import Settings
-from tutorloop.infra.tables import ModelStatus
+from tutorloop.infra.tables import ModelStatus, RolloutOutcome
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.artifact_store import ArtifactStore
 from tutorloop.registry.contract import load_contract
@@ -28,7 +27,7 @@ from tutorloop.registry.export import fit_on_embeddings
 from tutorloop.registry.lifecycle import publish_pointer
 from tutorloop.registry.onnx_model import INT8, MEMORY, OPEN_SET
 from tutorloop.registry.rewrite import rewritten_copy
-from tutorloop.registry.rollout import republish_rollout
+from tutorloop.registry.rollout import end_rollout, read_rollout
 from tutorloop.registry.store import CARD, ModelVersion, UnknownVersionError, get, write_card
 from tutorloop.registry.version_rows import split_rows, trained_with_dp
 
@@ -43,7 +42,7 @@ class ModelErasure:
     refitted: list[str] = field(default_factory=list)  # memory and open-set rebuilt
     unchanged: dict[str, str] = field(default_factory=dict)  # version -> why left as is
     republished: str | None = None  # the champion, published again
-    republished_rollout: str | None = None  # the shadow or canary, published again
+    rollout_ended: str | None = None  # the shadow or canary it ran, ended
     blobs_deleted: int = 0  # replaced files deleted from the artifact store
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,8 +106,11 @@ def reach_models(settings: Settings, warehouse: Warehouse, erasure_id: str) -> M
         if version.status == ModelStatus.CHAMPION:
             publish_pointer(settings, version, card_sha256=card_sha256)
             out.republished = name
-        if republish_rollout(settings, name, card_sha256 or hashlib.sha256(card).hexdigest()):
-            out.republished_rollout = name
+        running = read_rollout(settings)
+        if running is not None and running.version == name:
+            reason = f"trained on rows of an erased user (erasure {erasure_id})"
+            end_rollout(warehouse, settings, RolloutOutcome.ABORTED, actor="erasure", reason=reason)
+            out.rollout_ended = name
     if store is not None and replaced:
         out.blobs_deleted = store.drop_blobs(replaced)
     return out

@@ -313,6 +313,7 @@ class CandidateVerdict:
     gates: list[GateResult]
     promoted: bool = False
     rejected_reason: str | None = None
+    not_promoted_reason: str | None = None  # passed, but auto-promotion held it back
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -320,6 +321,7 @@ class CandidateVerdict:
             "passed": self.passed,
             "promoted": self.promoted,
             "rejected_reason": self.rejected_reason,
+            "not_promoted_reason": self.not_promoted_reason,
             "gates": [g.to_dict() for g in self.gates],
         }
 
@@ -386,7 +388,7 @@ def evaluate_candidate(
             )
         return verdict
     if verdict.passed and promote_if_passed and candidate.version in marked_versions(warehouse):
-        verdict.rejected_reason = "not promoted: trained on rows of an erased user"
+        verdict.not_promoted_reason = "trained on rows of an erased user"
     elif verdict.passed and promote_if_passed:
         promote(warehouse, settings, version, actor=actor, reason="passed every gate")
         verdict.promoted = True

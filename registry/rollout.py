@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from tutorloop.infra.tables import PromotionAction, RolloutOutcome
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.artifact_store import ArtifactStore
 from tutorloop.registry.contract import LiveClause, load_contract
+from tutorloop.registry.erasure_marks import marked_versions
 from tutorloop.registry.lifecycle import Change, check_promotable, promote
 from tutorloop.registry.store import champion, get
 
@@ -75,16 +76,6 @@ def _publish(settings: Settings, state: RolloutState | None) -> None:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(asdict(state) if state else None))
     tmp.replace(path)
-
-
-def republish_rollout(settings: Settings, version: str, card_sha256: str) -> bool:
-    """Point the running rollout at ``version``'s new card (its files were rebuilt after an
-    erasure), so replicas reload it; False when no rollout runs ``version``."""
-    state = read_rollout(settings)
-    if state is None or state.version != version:
-        return False
-    _publish(settings, replace(state, card_sha256=card_sha256))
-    return True
 
 
 def start_rollout(
@@ -219,10 +210,15 @@ def judge(
     warehouse: Warehouse, settings: Settings, *, actor: str = "rollout-judge"
 ) -> Change | None:
     """End the running rollout when its latest judged window breaches the contract's live
-    thresholds, or promote it once it held for ``auto_promote_after``; else do nothing."""
+    thresholds or an erasure marked its version, or promote it once it held for
+    ``auto_promote_after``; else do nothing."""
     state = read_rollout(settings)
     if state is None:
         return None
+    erasures = marked_versions(warehouse).get(state.version)
+    if erasures:  # an erasure marked it while it ran: it ends, never promoted by the clock
+        reason = f"trained on rows of an erased user (erasure {erasures[-1]})"
+        return end_rollout(warehouse, settings, RolloutOutcome.ABORTED, actor=actor, reason=reason)
     contract = load_contract(settings)
     judged = [w for w in rollout_windows(warehouse, state.rollout_id, settings.serving.window_s)
               if int(w["requests"]) >= contract.live.min_requests]  # fmt: skip

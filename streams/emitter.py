@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -206,7 +207,8 @@ class PredictionEmitter:
 
 
 def _ms(ts: datetime) -> int:
-    return int(ts.timestamp() * 1000)
+    # Never later than now: a record stamped in the future would outlive the topics' retention.
+    return min(int(ts.timestamp() * 1000), int(time.time() * 1000))
 
 
 def event_time_ms(value: bytes) -> int | None:

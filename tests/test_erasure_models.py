@@ -27,6 +27,7 @@ from tutorloop.loop.cycle import run_cycle, sample_per_label
 from tutorloop.registry.erasure_marks import marked_versions
 from tutorloop.registry.lifecycle import promote
 from tutorloop.registry.onnx_model import OPEN_SET
+from tutorloop.registry.rollout import judge
 from tutorloop.registry.store import champion, get
 
 BUCKET = "models"
@@ -120,6 +121,12 @@ def test_forget_rebuilds_the_champions_row_derived_files_and_keeps_it_from_comin
     assert promoted.returncode != 0 and "erased user" in promoted.stderr
     refused = run_cli("registry", "rollback", "--to", v2.version, env=env)
     assert refused.returncode != 0 and "erased user" in refused.stderr
+    # A canary of it (forced past the mark) is ended by the judge, never promoted by the clock.
+    canary = ["registry", "promote", v2.version, "--canary", "10", "--force", "--reason", "test"]
+    assert run_cli(*canary, "--auto-promote-after", "1s", env=env).returncode == 0
+    ended = judge(warehouse, settings)
+    assert ended is not None and ended.action == "rollout_abort" and "erased" in str(ended.reason)
+    assert champion(warehouse) == get(warehouse, v1.version)
     forced = ["registry", "rollback", "--to", v2.version, "--force", "--reason", "incident 7"]
     assert run_cli(*forced, env=env).returncode == 0
 
