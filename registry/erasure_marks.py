@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from tutorloop.infra.warehouse import Warehouse
-from tutorloop.registry.store import ModelVersion, UnknownVersionError, get
+from tutorloop.registry.store import ModelVersion, warm_start_chain
 
 __all__ = ["clean_warm_start", "marked_versions"]
 
@@ -62,16 +62,14 @@ def clean_warm_start(
 ) -> tuple[ModelVersion | None, list[str]]:
     """The version a retrain may warm-start from: the champion, else its newest warm-start
     ancestor no erasure marks, else none (a cold start); and the marked versions passed over."""
+    if champion is None:
+        return None, []
     marks = marked_versions(warehouse)
     skipped: list[str] = []
-    current = champion
-    while current is not None and current.version in marks:
-        skipped.append(current.version)
-        parent = current.card.get("warm_start_from")
-        try:
-            current = get(warehouse, parent) if isinstance(parent, str) else None
-        except UnknownVersionError:
-            current = None
-        if current is not None and current.version in skipped:
-            current = None
+    current: ModelVersion | None = None
+    for version in warm_start_chain(warehouse, champion):
+        if version.version not in marks:
+            current = version
+            break
+        skipped.append(version.version)
     return current, skipped

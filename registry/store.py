@@ -107,6 +107,20 @@ def get(warehouse: Warehouse, version: str) -> ModelVersion:
     return _row(rows[0])
 
 
+def warm_start_chain(warehouse: Warehouse, version: ModelVersion) -> list[ModelVersion]:
+    """``version`` and the versions it was warm-started from, newest first (the chain ends at a
+    cold start, at a version no longer registered, or where it would loop)."""
+    chain = [version]
+    while isinstance(parent := chain[-1].card.get("warm_start_from"), str):
+        if parent in {v.version for v in chain}:
+            break
+        try:
+            chain.append(get(warehouse, parent))
+        except UnknownVersionError:
+            break
+    return chain
+
+
 def champion(warehouse: Warehouse) -> ModelVersion | None:
     rows = warehouse.query_dicts(
         f"SELECT {_COLUMNS} FROM model_versions WHERE status = ? ORDER BY created_at DESC LIMIT 1",

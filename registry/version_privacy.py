@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.privacy.lifetime import run_lifetime_epsilon
-from tutorloop.registry.store import ModelVersion, UnknownVersionError, get
+from tutorloop.registry.store import ModelVersion, warm_start_chain
 
 __all__ = ["user_epsilon"]
 
@@ -17,7 +17,9 @@ def user_epsilon(warehouse: Warehouse, version: ModelVersion, per_user: int) -> 
     (group privacy over the most rows one user gave; the contribution cap for older rows)."""
     if version.run_id is None:
         return None
-    lifetime = run_lifetime_epsilon(warehouse, _ancestry_runs(warehouse, version))
+    lifetime = run_lifetime_epsilon(
+        warehouse, [v.run_id for v in warm_start_chain(warehouse, version) if v.run_id]
+    )
     if lifetime is not None:
         return lifetime
     rows = warehouse.query(
@@ -25,21 +27,3 @@ def user_epsilon(warehouse: Warehouse, version: ModelVersion, per_user: int) -> 
         [per_user, version.run_id],
     )
     return float(rows[0][0]) if rows else None
-
-
-def _ancestry_runs(warehouse: Warehouse, version: ModelVersion) -> list[str]:
-    """The training runs of a version and of the versions it was warm-started from, newest
-    first."""
-    runs: list[str] = []
-    seen: set[str] = set()
-    current: ModelVersion | None = version
-    while current is not None and current.version not in seen:
-        seen.add(current.version)
-        if current.run_id is not None:
-            runs.append(current.run_id)
-        parent = current.card.get("warm_start_from")
-        try:
-            current = get(warehouse, parent) if isinstance(parent, str) else None
-        except UnknownVersionError:
-            current = None
-    return runs
