@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.test_trainer import TEST, TRAIN, tiny_env, tiny_settings
+from tests.test_trainer import TEST, TRAIN, _promote, tiny_env, tiny_settings
 from tests.warehouse_cases import capture
 from tutorloop.infra.hashing import subject_hash
 from tutorloop.infra.settings_sections import PrivacySettings
@@ -65,10 +65,8 @@ def test_a_user_the_sixth_weekly_run_would_take_past_the_ceiling_is_left_out(
     warehouse = open_warehouse(settings)
     seed = sample_per_label(read_labeled_csv(TRAIN), 20, 0)
     first = bootstrap(settings, warehouse, seed, source="seed", actor="test")
-    with warehouse.transaction() as con:
-        con.execute(
-            "UPDATE model_versions SET status = 'champion' WHERE version = ?", [first.version]
-        )
+    assert first.version is not None
+    _promote(warehouse, first.version)
     test = read_labeled_csv(TEST)
     users = ["heavy"] * 12 + [f"u-{i}" for i in range(108)]
     capture(
