@@ -22,7 +22,7 @@ from tutorloop.infra.settings import Settings
 from tutorloop.infra.tables import ModelStatus, RolloutOutcome
 from tutorloop.infra.warehouse import Warehouse
 from tutorloop.registry.artifact_store import ArtifactStore
-from tutorloop.registry.contract import load_contract
+from tutorloop.registry.contract import Contract, load_contract
 from tutorloop.registry.export import fit_on_embeddings
 from tutorloop.registry.lifecycle import publish_pointer
 from tutorloop.registry.onnx_model import INT8, MEMORY, OPEN_SET
@@ -61,9 +61,8 @@ def _left_as_is(version: ModelVersion | None) -> str | None:
     return None
 
 
-def _refit(warehouse: Warehouse, version: ModelVersion, settings: Settings, erasure: str) -> None:
+def _refit(warehouse: Warehouse, version: ModelVersion, contract: Contract, erasure: str) -> None:
     folder = version.artifact_dir
-    contract = load_contract(settings)
     rows = {
         split: [(t, label) for _, t, label in split_rows(warehouse, version.dataset_hash, split)]
         for split in ("train", "validation")
@@ -82,6 +81,7 @@ def reach_models(settings: Settings, warehouse: Warehouse, erasure_id: str) -> M
     """Rebuild the row-derived files of every version an erasure marks that can still serve."""
     row = warehouse.query("SELECT model_versions FROM erasures WHERE erasure_id = ?", [erasure_id])
     out = ModelErasure(marked=json.loads(row[0][0] or "[]") if row else [])
+    contract = load_contract(settings)
     store = ArtifactStore.from_settings(settings)
     replaced: set[str] = set()
     for name in out.marked:
@@ -97,7 +97,7 @@ def reach_models(settings: Settings, warehouse: Warehouse, erasure_id: str) -> M
         before = [json.loads((version.artifact_dir / CARD).read_text()).get("files", {})]
         before += [store.card_files(name)] if store else []
         with rewritten_copy(version.artifact_dir) as staging:
-            _refit(warehouse, replace(version, artifact_dir=staging), settings, erasure_id)
+            _refit(warehouse, replace(version, artifact_dir=staging), contract, erasure_id)
         card = (version.artifact_dir / CARD).read_bytes()
         after = set(json.loads(card).get("files", {}).values())
         replaced |= {sha for files in before for sha in files.values() if sha not in after}

@@ -139,8 +139,16 @@ def user_lineage(warehouse: Warehouse, user_id: str) -> dict[str, Any]:
         " FROM erasures WHERE user_id = ? ORDER BY ts",
         [subject],
     )
+    versions: dict[str, tuple[str, Any, Path]] = {}
+    if erasures:
+        versions = {
+            str(v): (str(status), json.loads(card or "{}"), Path(str(folder)))
+            for v, status, card, folder in warehouse.query(
+                "SELECT version, status, card, artifact_dir FROM model_versions"
+            )
+        }
     for erasure in erasures:
-        erasure["models"] = _erased_models(warehouse, erasure)
+        erasure["models"] = _erased_models(warehouse, erasure, versions)
     if not cases and not predictions[0][0] and not erasures:
         raise LineageNotFoundError(f"nothing recorded for user {user_id!r}")
     return {
@@ -154,17 +162,13 @@ def user_lineage(warehouse: Warehouse, user_id: str) -> dict[str, Any]:
     }
 
 
-def _erased_models(warehouse: Warehouse, erasure: dict[str, Any]) -> dict[str, Any]:
+def _erased_models(
+    warehouse: Warehouse, erasure: dict[str, Any], versions: dict[str, tuple[str, Any, Path]]
+) -> dict[str, Any]:
     """What an erasure did to the models: the versions it marks (their status, whether their
     row-derived files were rebuilt) and the versions trained since, with what they were
     warm-started from (never a marked version)."""
     marked = json.loads(erasure.pop("model_versions") or "[]")
-    versions = {
-        str(v): (str(status), json.loads(card or "{}"), Path(str(folder)))
-        for v, status, card, folder in warehouse.query(
-            "SELECT version, status, card, artifact_dir FROM model_versions"
-        )
-    }
     rebuilt = []
     for version in marked:
         card_file = versions[version][2] / "card.json" if version in versions else None
